@@ -1,0 +1,49 @@
+"""`granular` command line: `granular run [--root DIR] [--params FILE] [--set key=value ...]`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from granular.config import ConfigError
+
+
+def format_table(metrics: dict) -> str:
+    """Test metrics as a fixed-width table, fused model last."""
+    test = metrics["test"]
+    lines = [f"{'model':<12} {'level':<8} {'accuracy':>9} {'macro_f1':>9}"]
+    for name, scores in test.items():
+        mark = "  <- best single view" if name == metrics.get("best_single") else ""
+        lines.append(f"{name:<12} {scores['level']:<8} {scores['accuracy']:>9.4f} {scores['macro_f1']:>9.4f}{mark}")
+    if "fused_minus_best_single" in metrics:
+        lines.append(f"fused - best single view: {metrics['fused_minus_best_single']:+.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="granular", description="Multi-granularity training pipeline.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the whole pipeline as a Prefect flow")
+    run.add_argument("--root", default=".", help="project root holding params.yaml and data/ (default: .)")
+    run.add_argument("--params", help="parameters file (default: ROOT/params.yaml)")
+    run.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a parameter by its dotted key, e.g. --set train.epochs=2 (repeatable)",
+    )
+    args = parser.parse_args(argv)
+
+    from flows.pipeline import granular_pipeline  # Prefect and torch load only when needed
+
+    try:
+        result = granular_pipeline(root=args.root, params=args.params, overrides=args.overrides)
+    except ConfigError as error:
+        print(f"granular: configuration error: {error}", file=sys.stderr)
+        return 2
+    print()
+    print(format_table(result["metrics"]))
+    print(f"\nmetrics: {args.root}/data/evaluation/metrics.json   MLflow run: {result['mlflow_run_id']} "
+          f"({result['tracking_uri']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

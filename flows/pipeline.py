@@ -1,0 +1,41 @@
+"""The pipeline flow: import -> clean -> validate -> partition -> train per view -> fuse -> evaluate."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from granular.config import load_config
+from granular.paths import ProjectPaths
+from tasks import tracking
+from tasks.data import clean_data, import_raw, partition_data, validate_data
+from tasks.evaluation import evaluate_models, fuse_views, record_evaluation
+from tasks.training import train_view
+
+
+@flow(name="granular")
+def granular_pipeline(root: str = ".", params: str | None = None, overrides: list[str] | None = None) -> dict:
+    """Run every step on the project at `root`, configured by its params.yaml (or `params`)
+    with `key=value` overrides; return the test metrics and the MLflow run id."""
+    paths = ProjectPaths(Path(root).resolve())
+    config = load_config(Path(params) if params else paths.params, overrides or [])
+    parent = tracking.start_parent_run(
+        config, paths, run_name=flow_run.name or "granular",
+        tags={"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": str(flow_run.name)},
+    )
+    try:
+        import_raw(config, paths)
+        clean_data(config, paths)
+        validate_data(config, paths)
+        partitions = partition_data(config, paths)
+        tracking.tag_splits(parent, partitions)
+        trained = [train_view(config, paths, view.name, parent) for view in config.views]
+        fusion = fuse_views(config, paths)
+        metrics = evaluate_models(config, paths)
+        record_evaluation(paths, parent, metrics, {t["view"]: t["mlflow_run_id"] for t in trained})
+    except BaseException:
+        tracking.end_run(parent, "FAILED")
+        raise
+    tracking.end_run(parent, "FINISHED")
+    return {"metrics": metrics, "fusion": fusion, "mlflow_run_id": parent.run_id, "tracking_uri": parent.uri}

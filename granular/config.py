@@ -1,0 +1,153 @@
+"""One typed configuration, loaded from params.yaml (what DVC tracks) plus dotted overrides."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Section):
+    format: Literal["idx", "npz", "folder"] = "idx"
+    # Where the raw files come from; they are copied into data/raw/ and tracked there.
+    path: Path = Path("/usr/share/datasets/fashion-mnist")
+
+
+class DataConfig(_Section):
+    source: SourceConfig = SourceConfig()
+    # At most this many examples from each official split (train, test); None = all.
+    limit: int | None = Field(default=None, gt=0)
+    limit_seed: int = 0
+
+
+class CleanConfig(_Section):
+    max_pixel: int = Field(default=255, gt=0)
+
+
+class ValidateConfig(_Section):
+    image_shape: tuple[int, int] = (28, 28)
+    min_per_class: int = Field(default=100, ge=1)
+
+
+class SplitConfig(_Section):
+    val_fraction: float = Field(default=0.1, gt=0, lt=1)
+    seed: int = 0
+
+
+class ViewConfig(_Section):
+    level: str = "fine"
+    resolution: int = Field(default=28, gt=0)
+
+    @property
+    def name(self) -> str:
+        return f"{self.level}-{self.resolution}"  # valid in paths, DVC stage names and MLflow keys
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(default=4, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=0.01, gt=0)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    width: int = Field(default=32, ge=4)
+    seed: int = 0
+    # CPU threads for torch; None = every core this process may use.
+    threads: int | None = Field(default=None, ge=1)
+
+
+class FusionConfig(_Section):
+    strategy: Literal["product", "weighted", "auto"] = "auto"
+
+
+class TrackingConfig(_Section):
+    experiment: str = "granular"
+    # None: MLFLOW_TRACKING_URI if set, else a SQLite store in the project.
+    uri: str | None = None
+
+
+class Config(_Section):
+    data: DataConfig = DataConfig()
+    clean: CleanConfig = CleanConfig()
+    validate_: ValidateConfig = Field(default=ValidateConfig(), alias="validate")
+    taxonomy: Path = Path("data/taxonomy.yaml")
+    split: SplitConfig = SplitConfig()
+    views: tuple[ViewConfig, ...] = (
+        ViewConfig(level="fine", resolution=28),
+        ViewConfig(level="fine", resolution=14),
+        ViewConfig(level="coarse", resolution=28),
+    )
+    train: TrainConfig = TrainConfig()
+    fusion: FusionConfig = FusionConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("views")
+    @classmethod
+    def _unique_views(cls, views: tuple[ViewConfig, ...]) -> tuple[ViewConfig, ...]:
+        names = [v.name for v in views]
+        if not names:
+            raise ValueError("at least one view is needed")
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"views declared twice: {', '.join(duplicated)}")
+        return views
+
+    @model_validator(mode="after")
+    def _resolutions_divide_image(self) -> "Config":
+        height, width = self.validate_.image_shape
+        for view in self.views:
+            if height % view.resolution or width % view.resolution:
+                raise ValueError(
+                    f"view {view.name}: resolution {view.resolution} does not divide "
+                    f"the image shape {height}x{width}"
+                )
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class ConfigError(ValueError):
+    """params.yaml or an override is wrong; the message says which key and why."""
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one `dotted.key=value` override in place; the value is parsed as YAML."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {assignment!r} is not of the form key=value")
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {assignment!r}: {part!r} is not a section")
+        node = child
+    node[leaf] = yaml.safe_load(text)
+
+
+def load_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read params.yaml, apply `key=value` overrides, and validate the whole into a Config."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"no parameters file at {path}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<top>'}: {e['msg']}" for e in error.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None

@@ -1,0 +1,57 @@
+"""A small residual CNN for grey images of any size the pooling factors allow."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    in_channels: int
+    num_classes: int
+    width: int = 32
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+    )
+
+
+class Residual(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(_conv_bn(channels, channels), _conv_bn(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResidualCNN(nn.Module):
+    """Two stages of conv -> pool -> residual block, then global pooling and a linear head."""
+
+    def __init__(self, config: CNNConfig):
+        super().__init__()
+        self.config = config
+        w = config.width
+        self.features = nn.Sequential(
+            _conv_bn(config.in_channels, w),  # (B, w, H, W)
+            nn.MaxPool2d(2),  # (B, w, H/2, W/2)
+            Residual(w),
+            _conv_bn(w, 2 * w),
+            nn.MaxPool2d(2),  # (B, 2w, H/4, W/4)
+            Residual(2 * w),
+            _conv_bn(2 * w, 4 * w),
+            nn.AdaptiveMaxPool2d(1),  # (B, 4w, 1, 1)
+            nn.Flatten(),
+        )
+        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(4 * w, config.num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

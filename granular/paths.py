@@ -1,0 +1,68 @@
+"""Every file the pipeline reads or writes, declared once, relative to a project root."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ProjectPaths:
+    root: Path
+
+    @property
+    def params(self) -> Path:
+        return self.root / "params.yaml"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def raw(self) -> Path:
+        return self.data / "raw"
+
+    @property
+    def clean(self) -> Path:
+        return self.data / "interim" / "clean.npz"
+
+    @property
+    def clean_report(self) -> Path:
+        return self.data / "interim" / "clean_report.json"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.data / "quarantine"
+
+    @property
+    def validation_report(self) -> Path:
+        return self.data / "interim" / "validation.json"
+
+    @property
+    def processed(self) -> Path:
+        return self.data / "processed"
+
+    @property
+    def splits(self) -> Path:
+        return self.processed / "splits.npz"
+
+    def view_split(self, view: str, split: str) -> Path:
+        return self.processed / view / f"{split}.npz"
+
+    def model_dir(self, view: str) -> Path:
+        return self.data / "models" / view
+
+    @property
+    def fused_dir(self) -> Path:
+        return self.data / "models" / "fused"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.data / "evaluation"
+
+    @property
+    def metrics(self) -> Path:
+        return self.evaluation / "metrics.json"
+
+    def resolve(self, path: Path) -> Path:
+        """A configured path: relative ones are read from the project root."""
+        return path if path.is_absolute() else self.root / path

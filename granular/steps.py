@@ -1,0 +1,192 @@
+"""The pipeline's steps, each reading its inputs from files and writing its outputs atomically.
+
+Both entry points call these same functions: the Prefect tasks in tasks/ and the DVC stages
+(`python -m granular.stages STEP`, see dvc.yaml).
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from granular import evaluate, fusion, partition, plots
+from granular.atomic import atomic_dir, read_npz, write_json, write_npz
+from granular.clean import clean, subsample
+from granular.config import Config, ViewConfig
+from granular.paths import ProjectPaths
+from granular.sources import ORIGINS, RawDataset, import_raw, load_raw
+from granular.taxonomy import Taxonomy, load_taxonomy
+from granular.validate import ValidationFailed, validate
+
+
+def _taxonomy(config: Config, paths: ProjectPaths) -> Taxonomy:
+    return load_taxonomy(paths.resolve(config.taxonomy))
+
+
+def _view(config: Config, name: str) -> ViewConfig:
+    for view in config.views:
+        if view.name == name:
+            return view
+    raise KeyError(f"no view named {name!r}; views are {[v.name for v in config.views]}")
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.md5()  # the hash DVC uses for files, so the two can be compared
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_dataset(path: Path) -> RawDataset:
+    arrays = read_npz(path)
+    return RawDataset(images=arrays["images"], labels=arrays["labels"], origin=arrays["origin"], index=arrays["index"])
+
+
+def import_raw_step(config: Config, paths: ProjectPaths) -> dict:
+    files = import_raw(config.data.source.format, paths.resolve(config.data.source.path), paths.raw)
+    return {"files": {str(f.relative_to(paths.raw)): file_digest(f) for f in files}}
+
+
+def clean_step(config: Config, paths: ProjectPaths) -> dict:
+    taxonomy = _taxonomy(config, paths)
+    raw = load_raw(config.data.source.format, paths.raw, list(taxonomy.fine_names))
+    raw = subsample(raw, config.data.limit, config.data.limit_seed)
+    result = clean(raw, num_classes=len(taxonomy.fine_names), max_pixel=config.clean.max_pixel)
+    with atomic_dir(paths.quarantine) as staging:
+        rejected = result.rejected
+        write_npz(
+            staging / "rejected.npz",
+            images=rejected.images, labels=rejected.labels, origin=rejected.origin,
+            index=rejected.index, reason=result.reasons,
+        )
+        lines = ["origin,index,label,reason"] + [
+            f"{ORIGINS[o]},{i},{l},{r}"
+            for o, i, l, r in zip(rejected.origin, rejected.index, rejected.labels, result.reasons)
+        ]
+        (staging / "rejected.csv").write_text("\n".join(lines) + "\n")
+    kept = result.kept
+    write_npz(paths.clean, images=kept.images, labels=kept.labels, origin=kept.origin, index=kept.index)
+    report = result.report()
+    write_json(paths.clean_report, report)
+    return report
+
+
+def validate_step(config: Config, paths: ProjectPaths) -> dict:
+    taxonomy = _taxonomy(config, paths)
+    data = _load_dataset(paths.clean)
+    try:
+        report = validate(data, config.validate_, num_classes=len(taxonomy.fine_names))
+    except ValidationFailed as failure:
+        write_json(paths.validation_report, failure.report)  # kept for the user to read
+        raise
+    write_json(paths.validation_report, report)
+    return report
+
+
+def partition_step(config: Config, paths: ProjectPaths) -> dict:
+    """Write splits.npz and every view's train/val/test files; return their content hashes."""
+    taxonomy = _taxonomy(config, paths)
+    data = _load_dataset(paths.clean)
+    split = partition.assign_splits(data.labels, data.origin, config.split.val_fraction, config.split.seed)
+    views = {view.name: partition.build_view(data, split, taxonomy, view) for view in config.views}
+    hashes: dict[str, dict] = {}
+    with atomic_dir(paths.processed) as staging:
+        write_npz(staging / paths.splits.name, origin=data.origin, index=data.index, label=data.labels, split=split)
+        for name, arrays_by_split in views.items():
+            hashes[name] = {}
+            for split_name, arrays in arrays_by_split.items():
+                target = staging / paths.view_split(name, split_name).relative_to(paths.processed)
+                write_npz(target, **arrays)
+                hashes[name][split_name] = {"md5": file_digest(target), "n": int(len(arrays["y"]))}
+    return {"splits": {n: int((split == c).sum()) for c, n in enumerate(partition.SPLITS)}, "views": hashes}
+
+
+def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=None) -> dict:
+    """Train one view; write its checkpoint, history and val/test probabilities."""
+    from granular import train  # torch is imported only by the steps that need it
+    from granular.device import select_runtime
+
+    view = _view(config, view_name)
+    taxonomy = _taxonomy(config, paths)
+    runtime = select_runtime(config.train.threads)
+    splits = {s: read_npz(paths.view_split(view.name, s)) for s in ("train", "val", "test")}
+    started = time.perf_counter()
+    trained = train.fit(
+        splits["train"]["x"], splits["train"]["y"], splits["val"]["x"], splits["val"]["y"],
+        num_classes=taxonomy.num_classes(view.level), config=config.train, runtime=runtime, on_epoch=on_epoch,
+    )
+    seconds = time.perf_counter() - started
+    val_proba = train.predict_proba(trained, splits["val"]["x"], runtime)
+    test_proba = train.predict_proba(trained, splits["test"]["x"], runtime)
+    with atomic_dir(paths.model_dir(view.name)) as staging:
+        train.save_checkpoint(
+            staging / "model.pt", trained,
+            extra={"view": view.model_dump(), "train_config": config.train.model_dump(),
+                   "class_names": list(taxonomy.names[view.level])},
+        )
+        write_npz(staging / "predictions.npz", val_proba=val_proba, test_proba=test_proba)
+        write_json(staging / "history.json", trained.history)
+    return {
+        "view": view.name,
+        "device": runtime.name,
+        "train_seconds": seconds,
+        "history": trained.history,
+        "val_accuracy": float((val_proba.argmax(1) == splits["val"]["y"]).mean()),
+    }
+
+
+def _fine_labels(paths: ProjectPaths, split_name: str) -> np.ndarray:
+    splits = read_npz(paths.splits)
+    return splits["label"][splits["split"] == partition.SPLITS.index(split_name)]
+
+
+def _view_probas(config: Config, paths: ProjectPaths, key: str) -> dict[str, np.ndarray]:
+    return {v.name: read_npz(paths.model_dir(v.name) / "predictions.npz")[key] for v in config.views}
+
+
+def fuse_step(config: Config, paths: ProjectPaths) -> dict:
+    """Fit the fusion on validation predictions; write its parameters and fused test predictions."""
+    taxonomy = _taxonomy(config, paths)
+    parents = {v.name: taxonomy.parent[v.level] for v in config.views}
+    fuser, choice = fusion.choose_fusion(
+        config.fusion.strategy, parents, _view_probas(config, paths, "val_proba"),
+        _fine_labels(paths, "val"), seed=config.split.seed,
+    )
+    test_proba = fuser.predict_proba(_view_probas(config, paths, "test_proba"))
+    with atomic_dir(paths.fused_dir) as staging:
+        write_json(staging / "fusion.json", choice)
+        write_npz(staging / "predictions.npz", test_proba=test_proba)
+    return choice
+
+
+def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
+    """Accuracy, macro-F1 and confusion matrices on the test split for every view and the fusion."""
+    taxonomy = _taxonomy(config, paths)
+    y_fine = _fine_labels(paths, "test")
+    entries = [(v.name, v.level, read_npz(paths.model_dir(v.name) / "predictions.npz")["test_proba"]) for v in config.views]
+    entries.append(("fused", taxonomy.fine, read_npz(paths.fused_dir / "predictions.npz")["test_proba"]))
+    test, confusions = {}, {}
+    for name, level, proba in entries:
+        scores = evaluate.classification_metrics(taxonomy.map_labels(y_fine, level), proba)
+        confusions[name] = (scores.pop("confusion"), taxonomy.names[level])
+        scores["level"] = level
+        if level == taxonomy.fine:  # what a fine prediction implies one level up, and so on
+            predicted = proba.argmax(axis=1)
+            for coarser in taxonomy.levels[1:]:
+                implied = taxonomy.map_labels(predicted, coarser) == taxonomy.map_labels(y_fine, coarser)
+                scores[f"{coarser}_accuracy"] = float(implied.mean())
+        test[name] = scores
+    fine_views = [v.name for v in config.views if v.level == taxonomy.fine]
+    best = max(fine_views, key=lambda n: test[n]["accuracy"]) if fine_views else None
+    metrics = {"test": test, "best_single": best}
+    if best:
+        metrics["fused_minus_best_single"] = test["fused"]["accuracy"] - test[best]["accuracy"]
+    with atomic_dir(paths.evaluation / "confusion") as staging:
+        for name, (matrix, class_names) in confusions.items():
+            plots.save_confusion_png(staging / f"{name}.png", matrix, class_names, title=name)
+            write_json(staging / f"{name}.json", {"classes": list(class_names), "matrix": matrix.tolist()})
+    write_json(paths.metrics, metrics)
+    return metrics

@@ -1,0 +1,39 @@
+"""Data tasks: import, clean, validate, partition."""
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+
+from granular import steps
+from granular.config import Config
+from granular.paths import ProjectPaths
+
+
+@task(name="import_raw", retries=2, retry_delay_seconds=2)  # file copies: transient I/O errors
+def import_raw(config: Config, paths: ProjectPaths) -> dict:
+    summary = steps.import_raw_step(config, paths)
+    get_run_logger().info("imported %d raw file(s) into %s", len(summary["files"]), paths.raw)
+    return summary
+
+
+@task(name="clean_data")
+def clean_data(config: Config, paths: ProjectPaths) -> dict:
+    report = steps.clean_step(config, paths)
+    get_run_logger().info(
+        "kept %d of %d examples; rejected %s (kept with reasons in %s)",
+        report["kept"], report["examined"], report["rejected_by_reason"] or "none", paths.quarantine,
+    )
+    return report
+
+
+@task(name="validate_data")
+def validate_data(config: Config, paths: ProjectPaths) -> dict:
+    report = steps.validate_step(config, paths)
+    get_run_logger().info("%d expectations passed", report["evaluated"])
+    return report
+
+
+@task(name="partition_data")
+def partition_data(config: Config, paths: ProjectPaths) -> dict:
+    summary = steps.partition_step(config, paths)
+    get_run_logger().info("splits %s; views %s", summary["splits"], sorted(summary["views"]))
+    return summary

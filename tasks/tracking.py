@@ -1,0 +1,109 @@
+"""MLflow at the edge: where runs are stored, and how a run's records are written.
+
+Everything goes through an explicit MlflowClient and run ids, never MLflow's global "active run",
+so views trained in parallel threads cannot write into each other's runs.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from granular.config import Config
+from granular.paths import ProjectPaths
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """Where a task writes its MLflow records: a store, an experiment and a run."""
+
+    uri: str
+    experiment_id: str
+    run_id: str
+
+
+def tracking_uri(config: Config, paths: ProjectPaths) -> str:
+    """The configured URI, else MLFLOW_TRACKING_URI, else a SQLite store in the project."""
+    return config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.root / 'mlruns.db'}"
+
+
+def open_experiment(uri: str, name: str, artifact_root: Path) -> tuple[MlflowClient, str]:
+    """A client and the experiment id, creating store and experiment once, safely.
+
+    Several processes creating one SQLite store at the same moment can leave it half-migrated,
+    so creation happens under an exclusive file lock beside the database.
+    """
+    client = MlflowClient(tracking_uri=uri)
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with open(database.with_name(database.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return client, _experiment_id(client, name, artifact_root)
+    return client, _experiment_id(client, name, artifact_root)
+
+
+def _experiment_id(client: MlflowClient, name: str, artifact_root: Path) -> str:
+    found = client.get_experiment_by_name(name)  # the first call creates and migrates the store
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=(artifact_root / name).as_uri())
+    except MlflowException:  # another process created it between our two calls
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'lr': 0.1}} -> {'train.lr': 0.1}"""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in flatten(params).items()])
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    client.log_batch(run_id, metrics=_metric_list(metrics, step))
+
+
+def _metric_list(metrics: dict[str, float], step: int) -> Iterable[Metric]:
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step) for k, v in metrics.items()]
+
+
+def start_parent_run(config: Config, paths: ProjectPaths, run_name: str, tags: dict[str, str]) -> RunRef:
+    """Open the flow's MLflow run and record the fully resolved configuration in it."""
+    uri = tracking_uri(config, paths)
+    client, experiment_id = open_experiment(uri, config.tracking.experiment, paths.root / "mlartifacts")
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    log_params(client, run.info.run_id, config.as_dict())
+    client.log_dict(run.info.run_id, config.as_dict(), "config.json")
+    return RunRef(uri=uri, experiment_id=experiment_id, run_id=run.info.run_id)
+
+
+def end_run(ref: RunRef, status: str) -> None:
+    MlflowClient(ref.uri).set_terminated(ref.run_id, status=status)
+
+
+def tag_splits(ref: RunRef, partitions: dict) -> None:
+    """Content hash of every split of every view, so a model leads back to its exact data."""
+    tags = {
+        f"granular.split.{view}.{split}.md5": info["md5"]
+        for view, splits in partitions["views"].items()
+        for split, info in splits.items()
+    }
+    MlflowClient(ref.uri).log_batch(ref.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
