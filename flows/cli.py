@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from granular.config import ConfigError
+from granular.config import ConfigError, load_config
+from granular.paths import ProjectPaths
 
 
 def format_table(metrics: dict) -> str:
@@ -31,13 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from flows.pipeline import granular_pipeline  # Prefect and torch load only when needed
-
-    try:
-        result = granular_pipeline(root=args.root, params=args.params, overrides=args.overrides)
+    params = Path(args.params) if args.params else ProjectPaths(Path(args.root)).params
+    try:  # refuse a bad configuration before starting any server
+        load_config(params, args.overrides)
     except ConfigError as error:
         print(f"granular: configuration error: {error}", file=sys.stderr)
         return 2
+
+    from flows.pipeline import granular_pipeline  # Prefect and torch load only when needed
+
+    result = granular_pipeline(root=args.root, params=args.params, overrides=args.overrides)
     print()
     print(format_table(result["metrics"]))
     print(f"\nmetrics: {args.root}/data/evaluation/metrics.json   MLflow run: {result['mlflow_run_id']} "

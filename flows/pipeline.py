@@ -12,6 +12,7 @@ from tasks import tracking
 from tasks.data import clean_data, import_raw, partition_data, validate_data
 from tasks.evaluation import evaluate_models, fuse_views, record_evaluation
 from tasks.training import train_view
+from tasks.versioning import commit_data_versions
 
 
 @flow(name="granular")
@@ -34,6 +35,7 @@ def granular_pipeline(root: str = ".", params: str | None = None, overrides: lis
         fusion = fuse_views(config, paths)
         metrics = evaluate_models(config, paths)
         record_evaluation(paths, parent, metrics, {t["view"]: t["mlflow_run_id"] for t in trained})
+        commit_data_versions(paths, configured_by_params_file=not params and not overrides)
     except BaseException:
         tracking.end_run(parent, "FAILED")
         raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -12,14 +12,17 @@ from typing import Any, Iterator
 import numpy as np
 
 
+def _sibling(target: Path, kind: str) -> Path:
+    """An unused hidden name beside `target` (created by the caller, so the umask applies)."""
+    return target.with_name(f".{target.name}.{kind}-{uuid.uuid4().hex[:12]}")
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success fsync it and rename it over `target`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _sibling(target, "tmp")
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as handle:
@@ -50,11 +53,11 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a fresh sibling folder; on success it replaces `target` as a whole."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging = _sibling(target, "staging")
+    staging.mkdir()
     try:
         yield staging
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
+        old = _sibling(target, "old")
         if target.exists():
             os.replace(target, old)
         os.replace(staging, target)

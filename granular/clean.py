@@ -63,10 +63,10 @@ def _conflicting_duplicates(images: np.ndarray, labels: np.ndarray) -> np.ndarra
 
 
 def clean(data: RawDataset, num_classes: int, max_pixel: int = 255) -> CleanResult:
-    """Reject non-finite or out-of-range pixels, unknown labels and identical images with
-    conflicting labels; round fractional pixels and rescale [0, max_pixel] to uint8."""
+    """Reject non-finite or out-of-range pixels and unknown labels; rescale [0, max_pixel] to
+    0..255 and round to uint8; then reject identical images that carry conflicting labels."""
     n = len(data)
-    flat = data.images.reshape(n, -1).astype(np.float64, copy=False)
+    flat = data.images.reshape(n, int(np.prod(data.images.shape[1:]))).astype(np.float64, copy=False)
     reasons = np.full(n, "", dtype=object)
 
     def reject(mask: np.ndarray, reason: str) -> None:
@@ -76,24 +76,27 @@ def clean(data: RawDataset, num_classes: int, max_pixel: int = 255) -> CleanResu
     with np.errstate(invalid="ignore"):
         reject(((flat < 0) | (flat > max_pixel)).any(axis=1), f"pixel value outside [0, {max_pixel}]")
     reject((data.labels < 0) | (data.labels >= num_classes), f"label outside the taxonomy's 0..{num_classes - 1}")
-    valid = reasons == ""
-    conflicted = np.zeros(n, dtype=bool)
-    conflicted[valid] = _conflicting_duplicates(data.images[valid], data.labels[valid])
-    reject(conflicted, "identical image carries conflicting labels")
 
-    keep = reasons == ""
-    kept_pixels = flat[keep]
-    fractional = int((kept_pixels != np.round(kept_pixels)).any(axis=1).sum())
-    scaled = np.round(kept_pixels * (255.0 / max_pixel)).astype(np.uint8)
+    valid = np.flatnonzero(reasons == "")
+    on_scale = flat[valid] * (255.0 / max_pixel)
+    rounded = np.round(on_scale)
+    images = rounded.astype(np.uint8).reshape((-1,) + data.images.shape[1:])
+    # Compared after rounding: that is what the models will see.
+    conflicted = _conflicting_duplicates(images, data.labels[valid])
+    reasons[valid[conflicted]] = "identical image carries conflicting labels"
+
+    kept_rows = valid[~conflicted]
     kept = RawDataset(
-        images=scaled.reshape((-1,) + data.images.shape[1:]),
-        labels=data.labels[keep].astype(np.int64),
-        origin=data.origin[keep],
-        index=data.index[keep],
+        images=images[~conflicted],
+        labels=data.labels[kept_rows].astype(np.int64),
+        origin=data.origin[kept_rows],
+        index=data.index[kept_rows],
     )
+    rejected = np.flatnonzero(reasons != "")
+    fractional = (on_scale != rounded).any(axis=1)[~conflicted]
     return CleanResult(
         kept=kept,
-        rejected=take(data, np.flatnonzero(~keep)),
-        reasons=reasons[~keep].astype(str),
-        repaired={"fractional_pixels_rounded": fractional},
+        rejected=take(data, rejected),
+        reasons=reasons[rejected].astype(str),
+        repaired={"images_with_fractional_pixels_rounded": int(fractional.sum())},
     )

@@ -42,6 +42,8 @@ class SplitConfig(_Section):
 class ViewConfig(_Section):
     level: str = "fine"
     resolution: int = Field(default=28, gt=0)
+    # Training parameters of this view only, over the shared `train` section.
+    train: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -97,6 +99,21 @@ class Config(_Section):
         if duplicated:
             raise ValueError(f"views declared twice: {', '.join(duplicated)}")
         return views
+
+    def train_config(self, view: ViewConfig) -> TrainConfig:
+        """The shared training parameters with the view's own on top."""
+        return TrainConfig.model_validate({**self.train.model_dump(), **view.train})
+
+    @model_validator(mode="after")
+    def _views_are_trainable(self) -> "Config":
+        for view in self.views:
+            try:
+                self.train_config(view)
+            except ValidationError as error:
+                first = error.errors()[0]
+                key = ".".join(str(p) for p in first["loc"])
+                raise ValueError(f"view {view.name}: train.{key}: {first['msg']}") from None
+        return self
 
     @model_validator(mode="after")
     def _resolutions_divide_image(self) -> "Config":

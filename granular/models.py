@@ -13,6 +13,9 @@ class CNNConfig:
     num_classes: int
     width: int = 32
     dropout: float = 0.1
+    # Halve the input in the stem? Yes for 28x28 and up, so that the residual stages see
+    # 14x14 and 7x7 maps whatever the input resolution (a 14x14 input skips it).
+    stem_pool: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -33,6 +36,10 @@ class Residual(nn.Module):
         return x + self.body(x)
 
 
+def stem_pool_for(height: int) -> bool:
+    return height >= 24
+
+
 class ResidualCNN(nn.Module):
     """Two stages of conv -> pool -> residual block, then global pooling and a linear head."""
 
@@ -42,10 +49,10 @@ class ResidualCNN(nn.Module):
         w = config.width
         self.features = nn.Sequential(
             _conv_bn(config.in_channels, w),  # (B, w, H, W)
-            nn.MaxPool2d(2),  # (B, w, H/2, W/2)
+            nn.MaxPool2d(2) if config.stem_pool else nn.Identity(),  # (B, w, S, S), S = 14 for 28 or 14
             Residual(w),
             _conv_bn(w, 2 * w),
-            nn.MaxPool2d(2),  # (B, 2w, H/4, W/4)
+            nn.MaxPool2d(2),  # (B, 2w, S/2, S/2)
             Residual(2 * w),
             _conv_bn(2 * w, 4 * w),
             nn.AdaptiveMaxPool2d(1),  # (B, 4w, 1, 1)

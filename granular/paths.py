@@ -53,7 +53,7 @@ class ProjectPaths:
 
     @property
     def fused_dir(self) -> Path:
-        return self.data / "models" / "fused"
+        return self.data / "fused"
 
     @property
     def evaluation(self) -> Path:

@@ -111,12 +111,13 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
 
     view = _view(config, view_name)
     taxonomy = _taxonomy(config, paths)
-    runtime = select_runtime(config.train.threads)
+    train_config = config.train_config(view)
+    runtime = select_runtime(train_config.threads)
     splits = {s: read_npz(paths.view_split(view.name, s)) for s in ("train", "val", "test")}
     started = time.perf_counter()
     trained = train.fit(
         splits["train"]["x"], splits["train"]["y"], splits["val"]["x"], splits["val"]["y"],
-        num_classes=taxonomy.num_classes(view.level), config=config.train, runtime=runtime, on_epoch=on_epoch,
+        num_classes=taxonomy.num_classes(view.level), config=train_config, runtime=runtime, on_epoch=on_epoch,
     )
     seconds = time.perf_counter() - started
     val_proba = train.predict_proba(trained, splits["val"]["x"], runtime)
@@ -124,7 +125,7 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
     with atomic_dir(paths.model_dir(view.name)) as staging:
         train.save_checkpoint(
             staging / "model.pt", trained,
-            extra={"view": view.model_dump(), "train_config": config.train.model_dump(),
+            extra={"view": view.model_dump(), "train_config": train_config.model_dump(),
                    "class_names": list(taxonomy.names[view.level])},
         )
         write_npz(staging / "predictions.npz", val_proba=val_proba, test_proba=test_proba)

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from granular.atomic import atomic_path
 from granular.config import TrainConfig
 from granular.device import Runtime
-from granular.models import CNNConfig, ResidualCNN
+from granular.models import CNNConfig, ResidualCNN, stem_pool_for
 
 EpochCallback = Callable[[dict], None]
 
@@ -75,7 +75,10 @@ def fit(
     xs = _as_batch(x_train, runtime)
     ys = torch.as_tensor(y_train, dtype=torch.long, device=runtime.device)
 
-    model = ResidualCNN(CNNConfig(in_channels=1, num_classes=num_classes, width=config.width))
+    cnn = CNNConfig(
+        in_channels=1, num_classes=num_classes, width=config.width, stem_pool=stem_pool_for(x_train.shape[1])
+    )
+    model = ResidualCNN(cnn)
     model = model.to(runtime.device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay

@@ -40,18 +40,19 @@ def open_experiment(uri: str, name: str, artifact_root: Path) -> tuple[MlflowCli
     Several processes creating one SQLite store at the same moment can leave it half-migrated,
     so creation happens under an exclusive file lock beside the database.
     """
-    client = MlflowClient(tracking_uri=uri)
-    if uri.startswith("sqlite:///"):
-        database = Path(uri.removeprefix("sqlite:///"))
-        database.parent.mkdir(parents=True, exist_ok=True)
-        with open(database.with_name(database.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            return client, _experiment_id(client, name, artifact_root)
-    return client, _experiment_id(client, name, artifact_root)
+    if not uri.startswith("sqlite:///"):
+        client = MlflowClient(tracking_uri=uri)
+        return client, _experiment_id(client, name, artifact_root)
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = MlflowClient(tracking_uri=uri)  # its store creates and migrates the tables
+        return client, _experiment_id(client, name, artifact_root)
 
 
 def _experiment_id(client: MlflowClient, name: str, artifact_root: Path) -> str:
-    found = client.get_experiment_by_name(name)  # the first call creates and migrates the store
+    found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     try:

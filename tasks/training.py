@@ -20,12 +20,15 @@ def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: trac
     )
     run_id = run.info.run_id
     view = next(v for v in config.views if v.name == view_name)
-    tracking.log_params(client, run_id, {"view": view.model_dump(), "train": config.train.model_dump()})
+    train_config = config.train_config(view)
+    tracking.log_params(
+        client, run_id, {"view": {"level": view.level, "resolution": view.resolution}, "train": train_config.model_dump()}
+    )
 
     def on_epoch(record: dict) -> None:
         logger.info(
             "%s epoch %d/%d: loss %.4f, val accuracy %.4f, %.0f images/s",
-            view_name, record["epoch"], config.train.epochs, record["train_loss"],
+            view_name, record["epoch"], train_config.epochs, record["train_loss"],
             record["val_accuracy"], record["images_per_s"],
         )
         tracking.log_metrics(client, run_id, {k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])

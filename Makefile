@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine (see README):
+#   make run    install what is needed, then run the pipeline on Fashion-MNIST
+#   make test   install what is needed, then run the test suite
+# Extra arguments for `granular run`: make run ARGS="--set train.epochs=2"
+
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+# This machine's pip configuration names package folders that may be absent; hide those warnings.
+QUIET_PIP := { grep -v "^WARNING: Location" || true; }
+VENV := .venv
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test install dataset
+
+run: install dataset
+	$(VENV)/bin/granular run $(ARGS)
+
+test: install dataset
+	$(VENV)/bin/python -m pytest $(ARGS)
+
+install: $(INSTALLED)
+
+# The exact versions in constraints.txt are a set known to work together (see README: GPU).
+$(INSTALLED): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip 2>&1 | $(QUIET_PIP)
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[test]' 2>&1 | $(QUIET_PIP)
+	$(VENV)/bin/python -c "import granular, prefect, mlflow, dvc, great_expectations, torch"
+	touch $@
+
+dataset:
+	@bash scripts/ensure-dataset.sh

@@ -1,0 +1,116 @@
+"""Configuration: params.yaml, dotted overrides, and refusals that name the key."""
+from pathlib import Path
+
+import pytest
+
+from granular.config import Config, ConfigError, ViewConfig, apply_override, load_config
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def test_shipped_params_load_into_a_typed_config():
+    config = load_config(PARAMS)
+    assert config.train.epochs == 8
+    assert config.data.source.format == "idx"
+    assert config.validate_.image_shape == (28, 28)
+    assert config.taxonomy == Path("data/taxonomy.yaml")
+    assert config.fusion.strategy == "auto"
+
+
+def test_view_names_are_level_dash_resolution():
+    config = load_config(PARAMS)
+    assert [v.name for v in config.views] == ["fine-28", "fine-14", "coarse-28"]
+    assert ViewConfig(level="coarse", resolution=7).name == "coarse-7"
+
+
+def test_dotted_overrides_replace_single_keys():
+    config = load_config(PARAMS, ["train.epochs=2", "data.limit=5000", "data.source.format=npz"])
+    assert config.train.epochs == 2
+    assert config.data.limit == 5000
+    assert config.data.source.format == "npz"
+    assert config.train.batch_size == 128  # siblings untouched
+
+
+def test_override_of_the_aliased_validate_section():
+    config = load_config(PARAMS, ["validate.min_per_class=5"])
+    assert config.validate_.min_per_class == 5
+    assert config.as_dict()["validate"]["min_per_class"] == 5
+
+
+def test_views_list_is_overridden_with_yaml():
+    config = load_config(PARAMS, ["views=[{level: coarse, resolution: 14}, {level: fine, resolution: 7}]"])
+    assert [v.name for v in config.views] == ["coarse-14", "fine-7"]
+
+
+def test_override_value_null_clears_a_key():
+    config = load_config(PARAMS, ["data.limit=5000", "data.limit=null"])
+    assert config.data.limit is None
+
+
+@pytest.mark.parametrize("assignment", ["train.epochs", "=2"])
+def test_override_without_key_or_equals_is_refused(assignment):
+    with pytest.raises(ConfigError, match="is not of the form key=value"):
+        load_config(PARAMS, [assignment])
+
+
+def test_override_below_a_value_that_is_not_a_section_is_refused():
+    with pytest.raises(ConfigError, match=r"override 'train\.epochs\.x=1': 'epochs' is not a section"):
+        load_config(PARAMS, ["train.epochs.x=1"])
+
+
+def test_unknown_key_is_rejected_with_its_path():
+    with pytest.raises(ConfigError, match=r"train\.epoch: Extra inputs are not permitted"):
+        load_config(PARAMS, ["train.epoch=2"])
+
+
+def test_unknown_section_is_rejected_with_its_path():
+    with pytest.raises(ConfigError, match=r"params\.yaml: trian: Extra inputs are not permitted"):
+        load_config(PARAMS, ["trian.epochs=2"])
+
+
+def test_bad_value_is_rejected_with_its_path():
+    with pytest.raises(ConfigError, match=r"train\.epochs: Input should be greater than or equal to 1"):
+        load_config(PARAMS, ["train.epochs=0"])
+
+
+def test_duplicate_views_are_rejected():
+    with pytest.raises(ConfigError, match="views: .*views declared twice: fine-28"):
+        load_config(PARAMS, ["views=[{level: fine, resolution: 28}, {level: coarse, resolution: 28}, "
+                             "{level: fine, resolution: 28}]"])
+
+
+def test_empty_view_list_is_rejected():
+    with pytest.raises(ConfigError, match="at least one view is needed"):
+        load_config(PARAMS, ["views=[]"])
+
+
+def test_resolution_that_does_not_divide_the_image_is_rejected():
+    with pytest.raises(ConfigError, match="view fine-5: resolution 5 does not divide the image shape 28x28"):
+        load_config(PARAMS, ["views=[{level: fine, resolution: 5}]"])
+
+
+def test_changing_image_shape_rechecks_every_view():
+    with pytest.raises(ConfigError, match="view fine-28: resolution 28 does not divide the image shape 32x32"):
+        load_config(PARAMS, ["validate.image_shape=[32, 32]"])
+
+
+def test_missing_params_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="no parameters file at .*absent.yaml"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_params_file_must_hold_a_mapping(tmp_path):
+    (tmp_path / "p.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must hold a mapping at the top level"):
+        load_config(tmp_path / "p.yaml")
+
+
+def test_empty_params_file_gives_the_defaults(tmp_path):
+    (tmp_path / "p.yaml").write_text("")
+    assert load_config(tmp_path / "p.yaml") == Config()
+
+
+def test_apply_override_creates_missing_sections():
+    raw = {}
+    apply_override(raw, "fusion.strategy=product")
+    assert raw == {"fusion": {"strategy": "product"}}

@@ -1,0 +1,101 @@
+"""End to end: the Prefect flow on a subsample of the real Fashion-MNIST, tracked in MLflow."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from flows.cli import main as granular_cli
+from flows.pipeline import granular_pipeline
+from granular.validate import ValidationFailed
+
+REPO = Path(__file__).resolve().parents[1]
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+SMALL_RUN = [
+    "data.limit=600",
+    "train.epochs=2",
+    "train.width=8",
+    "validate.min_per_class=20",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project folder with the repository's params.yaml and taxonomy, and its own stores."""
+    assert FASHION_MNIST.is_dir(), "the real dataset is needed: apt-get install dataset-fashion-mnist"
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "data").mkdir()
+    shutil.copy(REPO / "data" / "taxonomy.yaml", tmp_path / "data" / "taxonomy.yaml")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def _runs(project: Path):
+    client = MlflowClient(f"sqlite:///{project / 'mlruns.db'}")
+    experiment = client.get_experiment_by_name("granular")
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def test_cli_runs_the_whole_pipeline_and_tracks_it(project: Path, capsys: pytest.CaptureFixture):
+    args = ["run", "--root", str(project)] + [a for o in SMALL_RUN for a in ("--set", o)]
+    assert granular_cli(args) == 0
+
+    metrics = json.loads((project / "data/evaluation/metrics.json").read_text())
+    views = ["fine-28", "fine-14", "coarse-28"]
+    assert set(metrics["test"]) == set(views) | {"fused"}
+    for scores in metrics["test"].values():
+        assert 0.0 <= scores["macro_f1"] <= 1.0
+        assert scores["n"] == 600  # the test subsample, never trained on
+    assert metrics["best_single"] in ("fine-28", "fine-14")
+    # Even two tiny epochs learn something: far above the 10% of chance.
+    assert metrics["test"]["fused"]["accuracy"] > 0.4
+    assert "coarse_accuracy" in metrics["test"]["fused"]  # implied by the fine prediction
+    assert "coarse_accuracy" not in metrics["test"]["coarse-28"]
+
+    table = capsys.readouterr().out
+    for name in views + ["fused"]:
+        assert name in table
+    assert "fused - best single view" in table
+
+    client, runs = _runs(project)
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    children = {r.data.tags["mlflow.runName"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert parent.info.status == "FINISHED"
+    assert set(children) == set(views)
+    assert parent.data.metrics["test.fused.accuracy"] == pytest.approx(metrics["test"]["fused"]["accuracy"])
+    assert parent.data.params["train.epochs"] == "2"
+    assert parent.data.tags["prefect.flow_run_id"]
+    assert parent.data.tags["granular.split.fine-28.test.md5"]
+    history = client.get_metric_history(children["fine-28"].info.run_id, "val_accuracy")
+    assert [m.step for m in history] == [1, 2]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "fused_model/views")}
+    assert artifacts == {f"fused_model/views/{v}" for v in views}
+    assert (project / "data/evaluation/confusion/fused.png").stat().st_size > 0
+
+
+def test_failed_validation_stops_before_training(project: Path):
+    overrides = SMALL_RUN + ["validate.min_per_class=100000"]
+    with pytest.raises(ValidationFailed, match="expect_column_values_to_be_between"):
+        granular_pipeline(root=str(project), overrides=overrides)
+    assert not (project / "data/models").exists()
+    report = json.loads((project / "data/interim/validation.json").read_text())
+    assert report["success"] is False
+    _, runs = _runs(project)
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_a_bad_override_is_refused_with_the_key_named(project: Path, capsys: pytest.CaptureFixture):
+    assert granular_cli(["run", "--root", str(project), "--set", "train.epochs=zero"]) == 2
+    assert "train.epochs" in capsys.readouterr().err

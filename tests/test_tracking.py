@@ -1,0 +1,47 @@
+"""The MLflow store is created once, safely, even when several runs start at the same moment."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from tasks.tracking import flatten
+
+OPEN_AND_LOG = """
+import sys
+from pathlib import Path
+from tasks.tracking import log_metrics, open_experiment
+uri, root = sys.argv[1], Path(sys.argv[2])
+client, experiment_id = open_experiment(uri, "concurrent", root / "mlartifacts")
+run = client.create_run(experiment_id)
+log_metrics(client, run.info.run_id, {f"m{i}": float(i) for i in range(50)})
+client.set_terminated(run.info.run_id)
+"""
+
+
+def test_four_processes_on_a_new_sqlite_store_all_finish(tmp_path: Path):
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    processes = [
+        subprocess.Popen([sys.executable, "-c", OPEN_AND_LOG, uri, str(tmp_path)], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=240)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 4, errors
+
+    client = MlflowClient(uri)
+    experiments = [e for e in client.search_experiments() if e.name == "concurrent"]
+    assert len(experiments) == 1
+    runs = client.search_runs([experiments[0].experiment_id])
+    assert len(runs) == 4
+    assert all(len(r.data.metrics) == 50 and r.info.status == "FINISHED" for r in runs)
+    assert experiments[0].artifact_location == (tmp_path / "mlartifacts" / "concurrent").as_uri()
+
+
+def test_flatten_joins_nested_keys_with_dots():
+    assert flatten({"train": {"lr": 0.1, "aug": {"flip": True}}, "seed": 0}) == {
+        "train.lr": 0.1,
+        "train.aug.flip": True,
+        "seed": 0,
+    }
