@@ -27,7 +27,7 @@ def granular_pipeline(root: str = ".", params: str | None = None, overrides: lis
     )
     try:
         import_raw(config, paths)
-        clean_data(config, paths)
+        tracking.log_clean_report(parent, clean_data(config, paths))
         validate_data(config, paths)
         partitions = partition_data(config, paths)
         tracking.tag_splits(parent, partitions)

@@ -1,6 +1,7 @@
 """One typed configuration, loaded from params.yaml (what DVC tracks) plus dotted overrides."""
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,8 +102,11 @@ class Config(_Section):
         return views
 
     def train_config(self, view: ViewConfig) -> TrainConfig:
-        """The shared training parameters with the view's own on top."""
-        return TrainConfig.model_validate({**self.train.model_dump(), **view.train})
+        """The shared training parameters with the view's own on top. Unless the view sets its
+        own seed, it draws from train.seed offset by its name: views are independent models,
+        and independent draws make their errors less alike, which is what fusion feeds on."""
+        seed = self.train.seed + zlib.crc32(view.name.encode()) % 10_000
+        return TrainConfig.model_validate({**self.train.model_dump(), "seed": seed, **view.train})
 
     @model_validator(mode="after")
     def _views_are_trainable(self) -> "Config":

@@ -25,7 +25,7 @@ def fuse_views(config: Config, paths: ProjectPaths) -> dict:
 @task(name="evaluate_models")
 def evaluate_models(config: Config, paths: ProjectPaths) -> dict:
     metrics = steps.evaluate_step(config, paths)
-    rows = [{"model": name, **{k: v for k, v in scores.items()}} for name, scores in metrics["test"].items()]
+    rows = [{"model": name, **scores} for name, scores in metrics["test"].items()]
     create_table_artifact(
         key="granular-test-metrics", table=rows, description="Test-set metrics per view and for the fused model"
     )
@@ -54,4 +54,5 @@ def record_evaluation(paths: ProjectPaths, parent: RunRef, metrics: dict, view_r
     # The fused model is every view's checkpoint plus the fusion parameters.
     client.log_artifacts(parent.run_id, str(paths.fused_dir), artifact_path="fused_model/fusion")
     for view in view_runs:
-        client.log_artifact(parent.run_id, str(paths.model_dir(view) / "model.pt"), artifact_path=f"fused_model/views/{view}")
+        checkpoint = paths.model_dir(view) / "model.pt"
+        client.log_artifact(parent.run_id, str(checkpoint), artifact_path=f"fused_model/views/{view}")

@@ -108,3 +108,9 @@ def tag_splits(ref: RunRef, partitions: dict) -> None:
         for split, info in splits.items()
     }
     MlflowClient(ref.uri).log_batch(ref.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+
+def log_clean_report(ref: RunRef, report: dict) -> None:
+    """How many examples cleaning kept and set aside, by reason."""
+    counts = {"clean.examined": report["examined"], "clean.kept": report["kept"], "clean.rejected": report["rejected"]}
+    log_metrics(MlflowClient(ref.uri), ref.run_id, counts)
