@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     result = granular_pipeline(root=args.root, params=args.params, overrides=args.overrides)
     print()
     print(format_table(result["metrics"]))
-    print(f"\nmetrics: {args.root}/data/evaluation/metrics.json   MLflow run: {result['mlflow_run_id']} "
-          f"({result['tracking_uri']})")
+    print(f"\nmetrics:     {Path(args.root) / 'data/evaluation/metrics.json'}")
+    print(f"MLflow run:  {result['mlflow_run_id']} in {result['tracking_uri']}")
+    print(f"fused model: {result['model_uri']}")
     return 0
 
 

@@ -10,7 +10,7 @@ from granular.config import load_config
 from granular.paths import ProjectPaths
 from tasks import tracking
 from tasks.data import clean_data, import_raw, partition_data, validate_data
-from tasks.evaluation import evaluate_models, fuse_views, record_evaluation
+from tasks.evaluation import evaluate_models, fuse_views, log_fused_model, record_evaluation
 from tasks.training import train_view
 from tasks.versioning import commit_data_versions
 
@@ -35,9 +35,16 @@ def granular_pipeline(root: str = ".", params: str | None = None, overrides: lis
         fusion = fuse_views(config, paths)
         metrics = evaluate_models(config, paths)
         record_evaluation(paths, parent, metrics, {t["view"]: t["mlflow_run_id"] for t in trained})
+        model_uri = log_fused_model(paths, parent)
         commit_data_versions(paths, configured_by_params_file=not params and not overrides)
     except BaseException:
         tracking.end_run(parent, "FAILED")
         raise
     tracking.end_run(parent, "FINISHED")
-    return {"metrics": metrics, "fusion": fusion, "mlflow_run_id": parent.run_id, "tracking_uri": parent.uri}
+    return {
+        "metrics": metrics,
+        "fusion": fusion,
+        "model_uri": model_uri,
+        "mlflow_run_id": parent.run_id,
+        "tracking_uri": parent.uri,
+    }

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import uuid
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -38,9 +39,14 @@ def write_json(target: Path, payload: Any) -> None:
 
 
 def write_npz(target: Path, **arrays: np.ndarray) -> None:
+    """Like np.savez, but byte-for-byte reproducible: np.savez stamps each member with the
+    current time, so equal arrays would get different content hashes (and DVC versions)."""
     with atomic_path(target) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name, array in arrays.items():
+                member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with archive.open(member, "w", force_zip64=True) as handle:
+                    np.lib.format.write_array(handle, np.asanyarray(array), allow_pickle=False)
 
 
 def read_npz(source: Path) -> dict[str, np.ndarray]:

@@ -97,3 +97,10 @@ def choose_fusion(
     chosen = min(scores, key=scores.get)
     fuser = STRATEGIES[chosen](parents).fit(probas_by_view, y)
     return fuser, {"strategy": chosen, "cross_fitted_val_log_loss": scores, "weights": fuser.weights_}
+
+
+def restore_fusion(choice: dict, parents: dict[str, np.ndarray]) -> ProductFusion:
+    """The fitted fuser described by a record of choose_fusion (fusion.json)."""
+    fuser = STRATEGIES[choice["strategy"]](parents)
+    fuser.weights_ = {view: float(choice["weights"][view]) for view in parents}
+    return fuser

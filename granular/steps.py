@@ -16,7 +16,8 @@ from granular.atomic import atomic_dir, read_npz, write_json, write_npz
 from granular.clean import clean, subsample
 from granular.config import Config, ViewConfig
 from granular.paths import ProjectPaths
-from granular.sources import ORIGINS, RawDataset, import_raw, load_raw
+from granular.predict import write_bundle
+from granular.sources import ORIGINS, TEST, RawDataset, import_raw, load_raw
 from granular.taxonomy import Taxonomy, load_taxonomy
 from granular.validate import ValidationFailed, validate
 
@@ -122,12 +123,13 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
     seconds = time.perf_counter() - started
     val_proba = train.predict_proba(trained, splits["val"]["x"], runtime)
     test_proba = train.predict_proba(trained, splits["test"]["x"], runtime)
+    trained.meta = {
+        "view": view.model_dump(),
+        "train_config": train_config.model_dump(),
+        "class_names": list(taxonomy.names[view.level]),
+    }
     with atomic_dir(paths.model_dir(view.name)) as staging:
-        train.save_checkpoint(
-            staging / "model.pt", trained,
-            extra={"view": view.model_dump(), "train_config": train_config.model_dump(),
-                   "class_names": list(taxonomy.names[view.level])},
-        )
+        train.save_checkpoint(staging / "model.pt", trained)
         write_npz(staging / "predictions.npz", val_proba=val_proba, test_proba=test_proba)
         write_json(staging / "history.json", trained.history)
     return {
@@ -158,7 +160,11 @@ def fuse_step(config: Config, paths: ProjectPaths) -> dict:
     )
     test_proba = fuser.predict_proba(_view_probas(config, paths, "test_proba"))
     with atomic_dir(paths.fused_dir) as staging:
-        write_json(staging / "fusion.json", choice)
+        write_bundle(
+            staging, paths.resolve(config.taxonomy), choice,
+            {v.name: paths.model_dir(v.name) / "model.pt" for v in config.views},
+            image_shape=config.validate_.image_shape,
+        )
         write_npz(staging / "predictions.npz", test_proba=test_proba)
     return choice
 
@@ -191,3 +197,9 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
             write_json(staging / f"{name}.json", {"classes": list(class_names), "matrix": matrix.tolist()})
     write_json(paths.metrics, metrics)
     return metrics
+
+
+def example_images(paths: ProjectPaths, count: int = 3) -> np.ndarray:
+    """A few cleaned test images: the input example stored with the served model."""
+    data = _load_dataset(paths.clean)
+    return data.images[data.origin == TEST][:count]

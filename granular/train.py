@@ -27,6 +27,7 @@ class TrainedModel:
     mean: float  # input normalisation, measured on the training split
     std: float
     history: list[dict] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)  # what the model is for: view, classes, config
 
 
 def _as_batch(images: np.ndarray, runtime: Runtime) -> torch.Tensor:
@@ -149,7 +150,7 @@ def predict_proba(
     return torch.cat(out).numpy()
 
 
-def save_checkpoint(path: Path, trained: TrainedModel, extra: dict | None = None) -> None:
+def save_checkpoint(path: Path, trained: TrainedModel) -> None:
     """Everything needed to rebuild the model: its config, weights and input normalisation."""
     state = {
         "cnn_config": trained.model.config.to_dict(),
@@ -157,7 +158,7 @@ def save_checkpoint(path: Path, trained: TrainedModel, extra: dict | None = None
         "mean": trained.mean,
         "std": trained.std,
         "history": trained.history,
-        **(extra or {}),
+        "meta": trained.meta,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -168,4 +169,6 @@ def load_checkpoint(path: Path, runtime: Runtime) -> TrainedModel:
     model = ResidualCNN(CNNConfig(**state["cnn_config"]))
     model.load_state_dict(state["state_dict"])
     model = model.to(runtime.device, memory_format=torch.channels_last)
-    return TrainedModel(model=model, mean=state["mean"], std=state["std"], history=state["history"])
+    return TrainedModel(
+        model=model, mean=state["mean"], std=state["std"], history=state["history"], meta=state["meta"]
+    )

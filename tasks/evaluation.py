@@ -8,7 +8,7 @@ from prefect.artifacts import create_table_artifact
 from granular import steps
 from granular.config import Config
 from granular.paths import ProjectPaths
-from tasks import tracking
+from tasks import serving, tracking
 from tasks.tracking import RunRef
 
 
@@ -51,8 +51,11 @@ def record_evaluation(paths: ProjectPaths, parent: RunRef, metrics: dict, view_r
         client.log_artifact(run_id, str(confusion / f"{view}.png"), artifact_path="evaluation")
     client.log_artifacts(parent.run_id, str(confusion), artifact_path="evaluation/confusion")
     client.log_artifact(parent.run_id, str(paths.metrics), artifact_path="evaluation")
-    # The fused model is every view's checkpoint plus the fusion parameters.
-    client.log_artifacts(parent.run_id, str(paths.fused_dir), artifact_path="fused_model/fusion")
-    for view in view_runs:
-        checkpoint = paths.model_dir(view) / "model.pt"
-        client.log_artifact(parent.run_id, str(checkpoint), artifact_path=f"fused_model/views/{view}")
+
+
+@task(name="log_fused_model", retries=2, retry_delay_seconds=2)
+def log_fused_model(paths: ProjectPaths, parent: RunRef) -> str:
+    """The fused model (every view, the fusion, the taxonomy) as one MLflow pyfunc."""
+    uri = serving.log_fused_model(parent, paths.fused_dir, steps.example_images(paths))
+    get_run_logger().info("fused model logged as %s", uri)
+    return uri

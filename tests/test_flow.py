@@ -5,8 +5,9 @@ import json
 import shutil
 from pathlib import Path
 
+import mlflow.pyfunc
+import numpy as np
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from flows.cli import main as granular_cli
@@ -80,8 +81,14 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(project: Path, capsys: pytest
     assert parent.data.tags["granular.split.fine-28.test.md5"]
     history = client.get_metric_history(children["fine-28"].info.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2]
-    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "fused_model/views")}
-    assert artifacts == {f"fused_model/views/{v}" for v in views}
+    # The fused model is one pyfunc that rebuilds every view and the fusion from its own files.
+    served = mlflow.pyfunc.load_model(f"{parent.info.artifact_uri}/fused_model")
+    fused_test = np.load(project / "data/fused/predictions.npz")["test_proba"]
+    images = np.load(project / "data/processed/fine-28/test.npz")["x"][:5]
+    predicted = served.predict(images)
+    assert predicted["label"].tolist() == fused_test[:5].argmax(axis=1).tolist()
+    assert set(predicted.columns) == {"label", "confidence", "fine", "coarse"}
+    assert predicted["confidence"].between(0, 1).all()
     assert (project / "data/evaluation/confusion/fused.png").stat().st_size > 0
 
 

@@ -1,0 +1,88 @@
+"""The fused model as one object: raw images in, fine label with its ancestors out.
+
+Its files (a "bundle") are what the fuse step writes to data/fused/: the taxonomy, the fusion
+record and every view's checkpoint, so the bundle alone rebuilds the whole model.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from granular.fusion import ProductFusion, restore_fusion
+from granular.partition import pool
+from granular.taxonomy import Taxonomy, load_taxonomy
+
+TAXONOMY_FILE = "taxonomy.yaml"
+FUSION_FILE = "fusion.json"
+INPUT_FILE = "input.json"
+VIEWS_DIR = "views"
+
+
+def write_bundle(
+    folder: Path, taxonomy_file: Path, fusion_record: dict, checkpoints: dict[str, Path], image_shape: tuple[int, int]
+) -> None:
+    shutil.copy(taxonomy_file, folder / TAXONOMY_FILE)
+    (folder / FUSION_FILE).write_text(json.dumps(fusion_record, indent=2, sort_keys=True) + "\n")
+    (folder / INPUT_FILE).write_text(json.dumps({"image_shape": list(image_shape)}) + "\n")
+    for view, checkpoint in checkpoints.items():
+        (folder / VIEWS_DIR / view).mkdir(parents=True)
+        shutil.copy(checkpoint, folder / VIEWS_DIR / view / checkpoint.name)
+
+
+@dataclass(frozen=True)
+class _View:
+    resolution: int
+    level: str
+    trained: object  # granular.train.TrainedModel (torch is imported only on load)
+
+
+@dataclass(frozen=True)
+class FusedClassifier:
+    image_shape: tuple[int, int]
+    taxonomy: Taxonomy
+    views: dict[str, _View]
+    fuser: ProductFusion
+    runtime: object
+
+    @classmethod
+    def load(cls, bundle: Path) -> "FusedClassifier":
+        from granular.device import select_runtime
+        from granular.train import load_checkpoint
+
+        bundle = Path(bundle)
+        runtime = select_runtime()
+        taxonomy = load_taxonomy(bundle / TAXONOMY_FILE)
+        views = {}
+        for checkpoint in sorted((bundle / VIEWS_DIR).glob("*/model.pt")):
+            trained = load_checkpoint(checkpoint, runtime)
+            spec = trained.meta["view"]
+            views[checkpoint.parent.name] = _View(spec["resolution"], spec["level"], trained)
+        if not views:
+            raise FileNotFoundError(f"{bundle}: no view checkpoints under {VIEWS_DIR}/")
+        parents = {name: taxonomy.parent[view.level] for name, view in views.items()}
+        fuser = restore_fusion(json.loads((bundle / FUSION_FILE).read_text()), parents)
+        image_shape = tuple(json.loads((bundle / INPUT_FILE).read_text())["image_shape"])
+        return cls(image_shape=image_shape, taxonomy=taxonomy, views=views, fuser=fuser, runtime=runtime)
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """(N, H, W) images with pixels in 0..255 -> (N, fine classes) fused probabilities."""
+        from granular.train import predict_proba
+
+        probas = {
+            name: predict_proba(view.trained, pool(images, view.resolution), self.runtime)
+            for name, view in self.views.items()
+        }
+        return self.fuser.predict_proba(probas)
+
+    def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Fine label id, the class name at every level, and the fused probability of the label."""
+        proba = self.predict_proba(images)
+        label = proba.argmax(axis=1)
+        out = {"label": label, "confidence": proba[np.arange(len(label)), label]}
+        for level in self.taxonomy.levels:
+            out[level] = np.asarray(self.taxonomy.names[level])[self.taxonomy.map_labels(label, level)]
+        return out

@@ -1,0 +1,61 @@
+"""The fused model as an MLflow pyfunc: one model that rebuilds every view and the fusion."""
+from __future__ import annotations
+
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+import granular
+import tasks
+from granular.predict import FusedClassifier
+from tasks.tracking import RunRef
+
+MODEL_PATH = "fused_model"
+
+
+class FusedImageClassifier(mlflow.pyfunc.PythonModel):
+    """Input: images as an (N, H, W) array of 0..255 pixels (or one row of H*W pixels per image).
+    Output: the fine label id, the class name at every taxonomy level and the fused probability
+    of the label."""
+
+    def load_context(self, context) -> None:
+        self._classifier = FusedClassifier.load(Path(context.artifacts["bundle"]))
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        height, width = self._classifier.image_shape
+        images = np.asarray(model_input)
+        if images.ndim == 2 and images.shape[1] == height * width:
+            images = images.reshape(-1, height, width)
+        if images.shape[1:] != (height, width):
+            raise ValueError(f"expected images of {height}x{width} pixels, got an array of shape {images.shape}")
+        return pd.DataFrame(self._classifier.predict(images))
+
+
+def _requirements() -> list[str]:
+    names = ("torch", "numpy", "pandas", "pyyaml", "pydantic", "scipy", "mlflow")
+    return [f"{name}=={version(name).split('+')[0]}" for name in names]
+
+
+def log_fused_model(ref: RunRef, bundle: Path, example_images: np.ndarray) -> str:
+    """Save the pyfunc with its code, signature and input example; log it into the run."""
+    example = np.ascontiguousarray(example_images, dtype=np.uint8)  # (N, H, W)
+    output = pd.DataFrame(FusedClassifier.load(bundle).predict(example))
+    with tempfile.TemporaryDirectory() as scratch:
+        target = Path(scratch) / MODEL_PATH
+        mlflow.pyfunc.save_model(
+            path=str(target),
+            python_model=FusedImageClassifier(),
+            artifacts={"bundle": str(bundle)},
+            code_paths=[str(Path(granular.__file__).parent), str(Path(tasks.__file__).parent)],
+            signature=infer_signature(example, output),
+            input_example=example,
+            pip_requirements=_requirements(),
+        )
+        MlflowClient(ref.uri).log_artifacts(ref.run_id, str(target), artifact_path=MODEL_PATH)
+    return f"runs:/{ref.run_id}/{MODEL_PATH}"
