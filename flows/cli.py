@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +22,13 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+# No outside network is assumed: tools' usage reports would only fail and log errors.
+OFFLINE_DEFAULTS = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    for name, value in OFFLINE_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     parser = argparse.ArgumentParser(prog="granular", description="Multi-granularity training pipeline.")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the whole pipeline as a Prefect flow")

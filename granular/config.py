@@ -101,6 +101,12 @@ class Config(_Section):
             raise ValueError(f"views declared twice: {', '.join(duplicated)}")
         return views
 
+    def view(self, name: str) -> ViewConfig:
+        for view in self.views:
+            if view.name == name:
+                return view
+        raise KeyError(f"no view named {name!r}; views are {[v.name for v in self.views]}")
+
     def train_config(self, view: ViewConfig) -> TrainConfig:
         """The shared training parameters with the view's own on top. Unless the view sets its
         own seed, it draws from train.seed offset by its name: views are independent models,

@@ -14,7 +14,7 @@ import numpy as np
 from granular import evaluate, fusion, partition, plots
 from granular.atomic import atomic_dir, read_npz, write_json, write_npz
 from granular.clean import clean, subsample
-from granular.config import Config, ViewConfig
+from granular.config import Config
 from granular.paths import ProjectPaths
 from granular.predict import write_bundle
 from granular.sources import ORIGINS, TEST, RawDataset, import_raw, load_raw
@@ -24,13 +24,6 @@ from granular.validate import ValidationFailed, validate
 
 def _taxonomy(config: Config, paths: ProjectPaths) -> Taxonomy:
     return load_taxonomy(paths.resolve(config.taxonomy))
-
-
-def _view(config: Config, name: str) -> ViewConfig:
-    for view in config.views:
-        if view.name == name:
-            return view
-    raise KeyError(f"no view named {name!r}; views are {[v.name for v in config.views]}")
 
 
 def file_digest(path: Path) -> str:
@@ -110,7 +103,7 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
     from granular import train  # torch is imported only by the steps that need it
     from granular.device import select_runtime
 
-    view = _view(config, view_name)
+    view = config.view(view_name)
     taxonomy = _taxonomy(config, paths)
     train_config = config.train_config(view)
     runtime = select_runtime(train_config.threads)

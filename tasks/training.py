@@ -19,7 +19,7 @@ def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: trac
         parent.experiment_id, run_name=view_name, tags={"mlflow.parentRunId": parent.run_id, "granular.view": view_name}
     )
     run_id = run.info.run_id
-    view = next(v for v in config.views if v.name == view_name)
+    view = config.view(view_name)
     train_config = config.train_config(view)
     tracking.log_params(
         client, run_id, {"view": {"level": view.level, "resolution": view.resolution}, "train": train_config.model_dump()}

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from granular.config import Config, ConfigError, ViewConfig, apply_override, load_config
 
@@ -10,7 +11,7 @@ PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 def test_shipped_params_load_into_a_typed_config():
     config = load_config(PARAMS)
-    assert config.train.epochs == 8
+    assert config.train.epochs == yaml.safe_load(PARAMS.read_text())["train"]["epochs"]
     assert config.data.source.format == "idx"
     assert config.validate_.image_shape == (28, 28)
     assert config.taxonomy == Path("data/taxonomy.yaml")
@@ -114,3 +115,31 @@ def test_apply_override_creates_missing_sections():
     raw = {}
     apply_override(raw, "fusion.strategy=product")
     assert raw == {"fusion": {"strategy": "product"}}
+
+
+def test_a_view_overrides_the_shared_training_parameters_and_gets_its_own_seed(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "train: {epochs: 5, seed: 7}\n"
+        "views:\n"
+        "  - {level: fine, resolution: 28}\n"
+        "  - {level: coarse, resolution: 28, train: {epochs: 2}}\n"
+        "  - {level: fine, resolution: 14, train: {seed: 1}}\n"
+    )
+    config = load_config(params)
+    fine, coarse, low = (config.train_config(config.view(n)) for n in ("fine-28", "coarse-28", "fine-14"))
+    assert (fine.epochs, coarse.epochs) == (5, 2)
+    assert low.seed == 1
+    assert len({fine.seed, coarse.seed}) == 2 and load_config(params).train_config(config.view("fine-28")) == fine
+
+
+def test_a_bad_per_view_training_parameter_is_refused_with_the_view_named(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("views:\n  - {level: fine, resolution: 28, train: {epochs: 0}}\n")
+    with pytest.raises(ConfigError, match="view fine-28: train.epochs"):
+        load_config(params)
+
+
+def test_an_unknown_view_is_named_in_the_error():
+    with pytest.raises(KeyError, match="no view named 'fine-7'"):
+        load_config(PARAMS).view("fine-7")
