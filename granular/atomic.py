@@ -8,9 +8,12 @@ import uuid
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _sibling(target: Path, kind: str) -> Path:
@@ -36,6 +39,11 @@ def atomic_path(target: Path) -> Iterator[Path]:
 def write_json(target: Path, payload: Any) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def write_csv(target: Path, frame: pd.DataFrame) -> None:
+    with atomic_path(target) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def write_npz(target: Path, **arrays: np.ndarray) -> None:

@@ -4,6 +4,13 @@ from __future__ import annotations
 import numpy as np
 
 
+def log_loss(proba: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-probability of the true class (nan on no examples)."""
+    if len(y) == 0:
+        return float("nan")
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, None))))
+
+
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """(true, predicted) counts."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
+from granular.evaluate import log_loss
+
 _EPS = 1e-12
 
 
@@ -24,10 +26,6 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
     scores = scores - scores.max(axis=1, keepdims=True)
     exp = np.exp(scores)
     return exp / exp.sum(axis=1, keepdims=True)
-
-
-def log_loss(proba: np.ndarray, y: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], _EPS, None))))
 
 
 class ProductFusion:

@@ -63,6 +63,19 @@ class ProjectPaths:
     def metrics(self) -> Path:
         return self.evaluation / "metrics.json"
 
+    @property
+    def confusion(self) -> Path:
+        return self.evaluation / "confusion"
+
+    @property
+    def test_predictions(self) -> Path:
+        """One row per test example: true classes and every model's prediction (DVC plots)."""
+        return self.evaluation / "test_predictions.csv"
+
+    @property
+    def comparison(self) -> Path:
+        return self.evaluation / "comparison.csv"
+
     def resolve(self, path: Path) -> Path:
         """A configured path: relative ones are read from the project root."""
         return path if path.is_absolute() else self.root / path

@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from granular import evaluate, fusion, partition, plots
-from granular.atomic import atomic_dir, read_npz, write_json, write_npz
+from granular.atomic import atomic_dir, read_npz, write_csv, write_json, write_npz
 from granular.clean import clean, subsample
 from granular.config import Config
 from granular.paths import ProjectPaths
@@ -166,15 +167,17 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
     """Accuracy, macro-F1 and confusion matrices on the test split for every view and the fusion."""
     taxonomy = _taxonomy(config, paths)
     y_fine = _fine_labels(paths, "test")
-    entries = [(v.name, v.level, read_npz(paths.model_dir(v.name) / "predictions.npz")["test_proba"]) for v in config.views]
+    test_probas = _view_probas(config, paths, "test_proba")
+    entries = [(v.name, v.level, test_probas[v.name]) for v in config.views]
     entries.append(("fused", taxonomy.fine, read_npz(paths.fused_dir / "predictions.npz")["test_proba"]))
-    test, confusions = {}, {}
+    test, confusions, predicted_names = {}, {}, {}
     for name, level, proba in entries:
         scores = evaluate.classification_metrics(taxonomy.map_labels(y_fine, level), proba)
         confusions[name] = (scores.pop("confusion"), taxonomy.names[level])
         scores["level"] = level
+        predicted = proba.argmax(axis=1)
+        predicted_names[name] = np.asarray(taxonomy.names[level])[predicted]
         if level == taxonomy.fine:  # what a fine prediction implies one level up, and so on
-            predicted = proba.argmax(axis=1)
             for coarser in taxonomy.levels[1:]:
                 implied = taxonomy.map_labels(predicted, coarser) == taxonomy.map_labels(y_fine, coarser)
                 scores[f"{coarser}_accuracy"] = float(implied.mean())
@@ -184,10 +187,20 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
     metrics = {"test": test, "best_single": best}
     if best:
         metrics["fused_minus_best_single"] = test["fused"]["accuracy"] - test[best]["accuracy"]
-    with atomic_dir(paths.evaluation / "confusion") as staging:
+
+    with atomic_dir(paths.confusion) as staging:
         for name, (matrix, class_names) in confusions.items():
             plots.save_confusion_png(staging / f"{name}.png", matrix, class_names, title=name)
             write_json(staging / f"{name}.json", {"classes": list(class_names), "matrix": matrix.tolist()})
+    truth = {  # "actual" is the finest level, then "actual_<level>" for each coarser one
+        "actual" if level == taxonomy.fine else f"actual_{level}":
+            np.asarray(taxonomy.names[level])[taxonomy.map_labels(y_fine, level)]
+        for level in taxonomy.levels
+    }
+    write_csv(paths.test_predictions, pd.DataFrame({**truth, **predicted_names}))
+    write_csv(paths.comparison, pd.DataFrame(
+        [{"model": n, "accuracy": t["accuracy"], "macro_f1": t["macro_f1"]} for n, t in test.items()]
+    ))
     write_json(paths.metrics, metrics)
     return metrics
 

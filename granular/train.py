@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from granular.atomic import atomic_path
 from granular.config import TrainConfig
 from granular.device import Runtime
+from granular.evaluate import log_loss
 from granular.models import CNNConfig, ResidualCNN, stem_pool_for
 
 EpochCallback = Callable[[dict], None]
@@ -113,7 +114,7 @@ def fit(
             "epoch": epoch,
             "train_loss": float(loss_sum) / len(xs),
             "val_accuracy": float((val_proba.argmax(1) == y_val).mean()) if len(y_val) else float("nan"),
-            "val_loss": _log_loss(val_proba, y_val),
+            "val_loss": log_loss(val_proba, y_val),
             "seconds": seconds,
             "images_per_s": len(xs) / seconds,
             "lr": schedule.get_last_lr()[0],
@@ -122,12 +123,6 @@ def fit(
         if on_epoch is not None:
             on_epoch(record)
     return trained
-
-
-def _log_loss(proba: np.ndarray, y: np.ndarray) -> float:
-    if len(y) == 0:
-        return float("nan")
-    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, None))))
 
 
 @torch.no_grad()

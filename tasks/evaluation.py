@@ -43,7 +43,7 @@ def record_evaluation(paths: ProjectPaths, parent: RunRef, metrics: dict, view_r
         if isinstance(value, float)
     }
     tracking.log_metrics(client, parent.run_id, scores)
-    confusion = paths.evaluation / "confusion"
+    confusion = paths.confusion
     for view, run_id in view_runs.items():
         tracking.log_metrics(
             client, run_id, {k: v for k, v in metrics["test"][view].items() if isinstance(v, float)}, step=0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def log_fused_model(ref: RunRef, bundle: Path, example_images: np.ndarray) -> st
     """Save the pyfunc with its code, signature and input example; log it into the run."""
     example = np.ascontiguousarray(example_images, dtype=np.uint8)  # (N, H, W)
     output = pd.DataFrame(FusedClassifier.load(bundle).predict(example))
+    with warnings.catch_warnings():  # the integer output (label ids) is never missing: hint does not apply
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        signature = infer_signature(example, output)
     with tempfile.TemporaryDirectory() as scratch:
         target = Path(scratch) / MODEL_PATH
         mlflow.pyfunc.save_model(
@@ -53,7 +57,7 @@ def log_fused_model(ref: RunRef, bundle: Path, example_images: np.ndarray) -> st
             python_model=FusedImageClassifier(),
             artifacts={"bundle": str(bundle)},
             code_paths=[str(Path(granular.__file__).parent), str(Path(tasks.__file__).parent)],
-            signature=infer_signature(example, output),
+            signature=signature,
             input_example=example,
             pip_requirements=_requirements(),
         )

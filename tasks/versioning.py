@@ -6,6 +6,7 @@ import sys
 
 from prefect import get_run_logger, task
 
+from granular.dvc_state import clear_corrupt_rwlock
 from granular.paths import ProjectPaths
 
 
@@ -20,6 +21,9 @@ def commit_data_versions(paths: ProjectPaths, configured_by_params_file: bool) -
     if not configured_by_params_file:
         logger.info("run used overrides or another parameters file: outputs not recorded in DVC")
         return False
+    repaired = clear_corrupt_rwlock(paths.root)
+    if repaired:
+        logger.warning(repaired)
     done = subprocess.run(
         [sys.executable, "-m", "dvc", "commit", "--force", "--quiet"],
         cwd=paths.root, capture_output=True, text=True,

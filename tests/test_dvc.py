@@ -39,6 +39,8 @@ def test_dvc_repro_builds_every_stage_then_has_nothing_to_do(tmp_path: Path):
     assert set(metrics["test"]) == {"fine-28", "fine-14", "coarse-28", "fused"}
     assert "up to date" in _run([sys.executable, "-m", "dvc", "status"], tmp_path)
     assert "fused" in _run([sys.executable, "-m", "dvc", "metrics", "show"], tmp_path)
+    plots = json.loads(_run([sys.executable, "-m", "dvc", "plots", "show", "--json"], tmp_path))
+    assert {"fused_confusion", "test_accuracy_by_model"} <= set(plots["data"])
 
     # A training parameter invalidates the training stages and what follows, not the data stages.
     params["train"]["lr"] = 0.02

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -90,6 +91,10 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(project: Path, capsys: pytest
     assert set(predicted.columns) == {"label", "confidence", "fine", "coarse"}
     assert predicted["confidence"].between(0, 1).all()
     assert (project / "data/evaluation/confusion/fused.png").stat().st_size > 0
+    predictions = pd.read_csv(project / "data/evaluation/test_predictions.csv")
+    assert list(predictions.columns) == ["actual", "actual_coarse"] + views + ["fused"]
+    assert len(predictions) == 600
+    assert (predictions["fused"] == predictions["actual"]).mean() == pytest.approx(metrics["test"]["fused"]["accuracy"])
 
 
 def test_failed_validation_stops_before_training(project: Path):

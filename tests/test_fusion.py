@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from granular.fusion import ProductFusion, WeightedProductFusion, choose_fusion, log_loss
+from granular.evaluate import log_loss
+from granular.fusion import ProductFusion, WeightedProductFusion, choose_fusion
 
 N_FINE = 4
 COARSE_OF_FINE = np.array([0, 0, 1, 1])
