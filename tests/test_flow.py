@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -111,3 +116,43 @@ def test_failed_validation_stops_before_training(project: Path):
 def test_a_bad_override_is_refused_with_the_key_named(project: Path, capsys: pytest.CaptureFixture):
     assert granular_cli(["run", "--root", str(project), "--set", "train.epochs=zero"]) == 2
     assert "train.epochs" in capsys.readouterr().err
+
+
+@pytest.fixture
+def tracking_server(tmp_path: Path):
+    """A real MLflow tracking server on loopback, with its own store and artifact root."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=2)
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+    yield uri
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_runs_go_to_the_tracking_server_named_by_the_environment(
+    project: Path, tracking_server: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
+    result = granular_pipeline(root=str(project), overrides=SMALL_RUN + ["train.epochs=1"])
+    assert result["tracking_uri"] == tracking_server
+    assert not (project / "mlruns.db").exists()
+    client = MlflowClient(tracking_server)
+    parent = client.get_run(result["mlflow_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert "test.fused.accuracy" in parent.data.metrics
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"fused_model", "evaluation", "config.json"}
