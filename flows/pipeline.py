@@ -31,7 +31,7 @@ def granular_pipeline(root: str = ".", params: str | None = None, overrides: lis
         validate_data(config, paths)
         partitions = partition_data(config, paths)
         tracking.tag_splits(parent, partitions)
-        trained = [train_view(config, paths, view.name, parent) for view in config.views]
+        trained = [train_view(config, paths, name, parent) for name in config.views]
         fusion = fuse_views(config, paths)
         metrics = evaluate_models(config, paths)
         record_evaluation(paths, parent, metrics, {t["view"]: t["mlflow_run_id"] for t in trained})

@@ -79,11 +79,12 @@ class Config(_Section):
     validate_: ValidateConfig = Field(default=ValidateConfig(), alias="validate")
     taxonomy: Path = Path("data/taxonomy.yaml")
     split: SplitConfig = SplitConfig()
-    views: tuple[ViewConfig, ...] = (
-        ViewConfig(level="fine", resolution=28),
-        ViewConfig(level="fine", resolution=14),
-        ViewConfig(level="coarse", resolution=28),
-    )
+    # Keyed by view name, so DVC names each view's stages after it and tracks its keys apart.
+    views: dict[str, ViewConfig] = {
+        "fine-28": ViewConfig(level="fine", resolution=28),
+        "fine-14": ViewConfig(level="fine", resolution=14),
+        "coarse-28": ViewConfig(level="coarse", resolution=28),
+    }
     train: TrainConfig = TrainConfig()
     fusion: FusionConfig = FusionConfig()
     tracking: TrackingConfig = TrackingConfig()
@@ -92,20 +93,18 @@ class Config(_Section):
 
     @field_validator("views")
     @classmethod
-    def _unique_views(cls, views: tuple[ViewConfig, ...]) -> tuple[ViewConfig, ...]:
-        names = [v.name for v in views]
-        if not names:
+    def _views_named_by_their_spec(cls, views: dict[str, ViewConfig]) -> dict[str, ViewConfig]:
+        if not views:
             raise ValueError("at least one view is needed")
-        duplicated = sorted({n for n in names if names.count(n) > 1})
-        if duplicated:
-            raise ValueError(f"views declared twice: {', '.join(duplicated)}")
+        for key, view in views.items():
+            if key != view.name:
+                raise ValueError(f"view {key!r} must be named {view.name!r} (LEVEL-RESOLUTION) after its spec")
         return views
 
     def view(self, name: str) -> ViewConfig:
-        for view in self.views:
-            if view.name == name:
-                return view
-        raise KeyError(f"no view named {name!r}; views are {[v.name for v in self.views]}")
+        if name not in self.views:
+            raise KeyError(f"no view named {name!r}; views are {list(self.views)}")
+        return self.views[name]
 
     def train_config(self, view: ViewConfig) -> TrainConfig:
         """The shared training parameters with the view's own on top. Unless the view sets its
@@ -116,7 +115,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _views_are_trainable(self) -> "Config":
-        for view in self.views:
+        for view in self.views.values():
             try:
                 self.train_config(view)
             except ValidationError as error:
@@ -128,7 +127,7 @@ class Config(_Section):
     @model_validator(mode="after")
     def _resolutions_divide_image(self) -> "Config":
         height, width = self.validate_.image_shape
-        for view in self.views:
+        for view in self.views.values():
             if height % view.resolution or width % view.resolution:
                 raise ValueError(
                     f"view {view.name}: resolution {view.resolution} does not divide "

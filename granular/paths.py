@@ -45,8 +45,11 @@ class ProjectPaths:
     def splits(self) -> Path:
         return self.processed / "splits.npz"
 
+    def view_dir(self, view: str) -> Path:
+        return self.processed / view
+
     def view_split(self, view: str, split: str) -> Path:
-        return self.processed / view / f"{split}.npz"
+        return self.view_dir(view) / f"{split}.npz"
 
     def model_dir(self, view: str) -> Path:
         return self.data / "models" / view

@@ -81,22 +81,27 @@ def validate_step(config: Config, paths: ProjectPaths) -> dict:
     return report
 
 
-def partition_step(config: Config, paths: ProjectPaths) -> dict:
-    """Write splits.npz and every view's train/val/test files; return their content hashes."""
-    taxonomy = _taxonomy(config, paths)
+def split_step(config: Config, paths: ProjectPaths) -> dict:
+    """Assign every example to train/val/test once, for all views: splits.npz."""
     data = _load_dataset(paths.clean)
     split = partition.assign_splits(data.labels, data.origin, config.split.val_fraction, config.split.seed)
-    views = {view.name: partition.build_view(data, split, taxonomy, view) for view in config.views}
-    hashes: dict[str, dict] = {}
-    with atomic_dir(paths.processed) as staging:
-        write_npz(staging / paths.splits.name, origin=data.origin, index=data.index, label=data.labels, split=split)
-        for name, arrays_by_split in views.items():
-            hashes[name] = {}
-            for split_name, arrays in arrays_by_split.items():
-                target = staging / paths.view_split(name, split_name).relative_to(paths.processed)
-                write_npz(target, **arrays)
-                hashes[name][split_name] = {"md5": file_digest(target), "n": int(len(arrays["y"]))}
-    return {"splits": {n: int((split == c).sum()) for c, n in enumerate(partition.SPLITS)}, "views": hashes}
+    write_npz(paths.splits, origin=data.origin, index=data.index, label=data.labels, split=split)
+    return {name: int((split == code).sum()) for code, name in enumerate(partition.SPLITS)}
+
+
+def view_step(config: Config, paths: ProjectPaths, view_name: str) -> dict:
+    """Write one view's train/val/test files; return their content hashes and sizes."""
+    taxonomy = _taxonomy(config, paths)
+    data = _load_dataset(paths.clean)
+    split = read_npz(paths.splits)["split"]
+    arrays_by_split = partition.build_view(data, split, taxonomy, config.view(view_name))
+    hashes = {}
+    with atomic_dir(paths.view_dir(view_name)) as staging:
+        for split_name, arrays in arrays_by_split.items():
+            target = staging / paths.view_split(view_name, split_name).name
+            write_npz(target, **arrays)
+            hashes[split_name] = {"md5": file_digest(target), "n": int(len(arrays["y"]))}
+    return hashes
 
 
 def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=None) -> dict:
@@ -141,13 +146,13 @@ def _fine_labels(paths: ProjectPaths, split_name: str) -> np.ndarray:
 
 
 def _view_probas(config: Config, paths: ProjectPaths, key: str) -> dict[str, np.ndarray]:
-    return {v.name: read_npz(paths.model_dir(v.name) / "predictions.npz")[key] for v in config.views}
+    return {name: read_npz(paths.model_dir(name) / "predictions.npz")[key] for name in config.views}
 
 
 def fuse_step(config: Config, paths: ProjectPaths) -> dict:
     """Fit the fusion on validation predictions; write its parameters and fused test predictions."""
     taxonomy = _taxonomy(config, paths)
-    parents = {v.name: taxonomy.parent[v.level] for v in config.views}
+    parents = {v.name: taxonomy.parent[v.level] for v in config.views.values()}
     fuser, choice = fusion.choose_fusion(
         config.fusion.strategy, parents, _view_probas(config, paths, "val_proba"),
         _fine_labels(paths, "val"), seed=config.split.seed,
@@ -156,7 +161,7 @@ def fuse_step(config: Config, paths: ProjectPaths) -> dict:
     with atomic_dir(paths.fused_dir) as staging:
         write_bundle(
             staging, paths.resolve(config.taxonomy), choice,
-            {v.name: paths.model_dir(v.name) / "model.pt" for v in config.views},
+            {name: paths.model_dir(name) / "model.pt" for name in config.views},
             image_shape=config.validate_.image_shape,
         )
         write_npz(staging / "predictions.npz", test_proba=test_proba)
@@ -168,7 +173,7 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
     taxonomy = _taxonomy(config, paths)
     y_fine = _fine_labels(paths, "test")
     test_probas = _view_probas(config, paths, "test_proba")
-    entries = [(v.name, v.level, test_probas[v.name]) for v in config.views]
+    entries = [(v.name, v.level, test_probas[v.name]) for v in config.views.values()]
     entries.append(("fused", taxonomy.fine, read_npz(paths.fused_dir / "predictions.npz")["test_proba"]))
     test, confusions, predicted_names = {}, {}, {}
     for name, level, proba in entries:
@@ -182,7 +187,7 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
                 implied = taxonomy.map_labels(predicted, coarser) == taxonomy.map_labels(y_fine, coarser)
                 scores[f"{coarser}_accuracy"] = float(implied.mean())
         test[name] = scores
-    fine_views = [v.name for v in config.views if v.level == taxonomy.fine]
+    fine_views = [v.name for v in config.views.values() if v.level == taxonomy.fine]
     best = max(fine_views, key=lambda n: test[n]["accuracy"]) if fine_views else None
     metrics = {"test": test, "best_single": best}
     if best:

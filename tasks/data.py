@@ -34,6 +34,8 @@ def validate_data(config: Config, paths: ProjectPaths) -> dict:
 
 @task(name="partition_data")
 def partition_data(config: Config, paths: ProjectPaths) -> dict:
-    summary = steps.partition_step(config, paths)
-    get_run_logger().info("splits %s; views %s", summary["splits"], sorted(summary["views"]))
-    return summary
+    """One split for all views, then each view's files (the DVC stages `split` and `view@NAME`)."""
+    splits = steps.split_step(config, paths)
+    views = {name: steps.view_step(config, paths, name) for name in config.views}
+    get_run_logger().info("splits %s; views %s", splits, sorted(views))
+    return {"splits": splits, "views": views}

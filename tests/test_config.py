@@ -20,7 +20,7 @@ def test_shipped_params_load_into_a_typed_config():
 
 def test_view_names_are_level_dash_resolution():
     config = load_config(PARAMS)
-    assert [v.name for v in config.views] == ["fine-28", "fine-14", "coarse-28"]
+    assert [v.name for v in config.views.values()] == list(config.views) == ["fine-28", "fine-14", "coarse-28"]
     assert ViewConfig(level="coarse", resolution=7).name == "coarse-7"
 
 
@@ -38,9 +38,15 @@ def test_override_of_the_aliased_validate_section():
     assert config.as_dict()["validate"]["min_per_class"] == 5
 
 
-def test_views_list_is_overridden_with_yaml():
-    config = load_config(PARAMS, ["views=[{level: coarse, resolution: 14}, {level: fine, resolution: 7}]"])
-    assert [v.name for v in config.views] == ["coarse-14", "fine-7"]
+def test_views_are_overridden_with_yaml():
+    config = load_config(PARAMS, ["views={coarse-14: {level: coarse, resolution: 14}, fine-7: {level: fine, resolution: 7}}"])
+    assert list(config.views) == ["coarse-14", "fine-7"]
+
+
+def test_one_view_setting_is_overridden_by_its_dotted_key():
+    config = load_config(PARAMS, ["views.fine-14.train.epochs=2"])
+    assert config.train_config(config.view("fine-14")).epochs == 2
+    assert config.train_config(config.view("fine-28")).epochs == config.train.epochs
 
 
 def test_override_value_null_clears_a_key():
@@ -74,20 +80,19 @@ def test_bad_value_is_rejected_with_its_path():
         load_config(PARAMS, ["train.epochs=0"])
 
 
-def test_duplicate_views_are_rejected():
-    with pytest.raises(ConfigError, match="views: .*views declared twice: fine-28"):
-        load_config(PARAMS, ["views=[{level: fine, resolution: 28}, {level: coarse, resolution: 28}, "
-                             "{level: fine, resolution: 28}]"])
+def test_a_view_keyed_by_another_name_than_its_spec_is_rejected():
+    with pytest.raises(ConfigError, match="view 'fine-28' must be named 'coarse-28'"):
+        load_config(PARAMS, ["views.fine-28.level=coarse"])
 
 
-def test_empty_view_list_is_rejected():
+def test_no_views_is_rejected():
     with pytest.raises(ConfigError, match="at least one view is needed"):
-        load_config(PARAMS, ["views=[]"])
+        load_config(PARAMS, ["views={}"])
 
 
 def test_resolution_that_does_not_divide_the_image_is_rejected():
     with pytest.raises(ConfigError, match="view fine-5: resolution 5 does not divide the image shape 28x28"):
-        load_config(PARAMS, ["views=[{level: fine, resolution: 5}]"])
+        load_config(PARAMS, ["views={fine-5: {level: fine, resolution: 5}}"])
 
 
 def test_changing_image_shape_rechecks_every_view():
@@ -122,9 +127,9 @@ def test_a_view_overrides_the_shared_training_parameters_and_gets_its_own_seed(t
     params.write_text(
         "train: {epochs: 5, seed: 7}\n"
         "views:\n"
-        "  - {level: fine, resolution: 28}\n"
-        "  - {level: coarse, resolution: 28, train: {epochs: 2}}\n"
-        "  - {level: fine, resolution: 14, train: {seed: 1}}\n"
+        "  fine-28: {level: fine, resolution: 28}\n"
+        "  coarse-28: {level: coarse, resolution: 28, train: {epochs: 2}}\n"
+        "  fine-14: {level: fine, resolution: 14, train: {seed: 1}}\n"
     )
     config = load_config(params)
     fine, coarse, low = (config.train_config(config.view(n)) for n in ("fine-28", "coarse-28", "fine-14"))
@@ -135,7 +140,7 @@ def test_a_view_overrides_the_shared_training_parameters_and_gets_its_own_seed(t
 
 def test_a_bad_per_view_training_parameter_is_refused_with_the_view_named(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text("views:\n  - {level: fine, resolution: 28, train: {epochs: 0}}\n")
+    params.write_text("views:\n  fine-28: {level: fine, resolution: 28, train: {epochs: 0}}\n")
     with pytest.raises(ConfigError, match="view fine-28: train.epochs"):
         load_config(params)
 

@@ -1,4 +1,4 @@
-"""dvc.yaml is real: `dvc repro` runs the same steps on a small copy of the project."""
+"""dvc.yaml is real: `dvc repro` runs the same steps as `granular run`, with the same results."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+DATA_STAGES = ("import_raw", "clean", "split", "view@fine-28", "view@fine-14", "view@coarse-28")
 
 
 def _run(args: list[str], cwd: Path) -> str:
@@ -20,30 +22,73 @@ def _run(args: list[str], cwd: Path) -> str:
     return done.stdout
 
 
-def test_dvc_repro_builds_every_stage_then_has_nothing_to_do(tmp_path: Path):
+def _dvc(*args: str, cwd: Path) -> str:
+    return _run([sys.executable, "-m", "dvc", *args], cwd)
+
+
+def _small_project(folder: Path) -> dict:
+    """A git + DVC repository with the project's stages and code, and small parameters."""
+    folder.mkdir()
     for item in ("dvc.yaml", "granular"):
-        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, tmp_path / item)
-    (tmp_path / "data").mkdir()
-    shutil.copy(REPO / "data" / "taxonomy.yaml", tmp_path / "data" / "taxonomy.yaml")
+        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, folder / item)
+    (folder / "data").mkdir()
+    shutil.copy(REPO / "data" / "taxonomy.yaml", folder / "data" / "taxonomy.yaml")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"]["limit"] = 400
     params["validate"]["min_per_class"] = 10
     params["train"].update(epochs=1, width=8)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    _run(["git", "init", "-q"], tmp_path)
-    _run([sys.executable, "-m", "dvc", "init", "-q"], tmp_path)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    _run(["git", "init", "-q"], folder)
+    _dvc("init", "-q", cwd=folder)
+    return params
 
-    _run([sys.executable, "-m", "dvc", "repro"], tmp_path)
 
-    metrics = json.loads((tmp_path / "data/evaluation/metrics.json").read_text())
+def _out_hashes(folder: Path, stages: tuple[str, ...]) -> dict[str, list[str]]:
+    lock = yaml.safe_load((folder / "dvc.lock").read_text())["stages"]
+    return {stage: [out["md5"] for out in lock[stage]["outs"]] for stage in stages}
+
+
+@pytest.fixture(scope="module")
+def repro_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    folder = tmp_path_factory.mktemp("dvc") / "project"
+    params = _small_project(folder)
+    _dvc("repro", cwd=folder)
+    return folder, params
+
+
+def test_dvc_repro_builds_every_stage_then_has_nothing_to_do(repro_project):
+    folder, _ = repro_project
+    metrics = json.loads((folder / "data/evaluation/metrics.json").read_text())
     assert set(metrics["test"]) == {"fine-28", "fine-14", "coarse-28", "fused"}
-    assert "up to date" in _run([sys.executable, "-m", "dvc", "status"], tmp_path)
-    assert "fused" in _run([sys.executable, "-m", "dvc", "metrics", "show"], tmp_path)
-    plots = json.loads(_run([sys.executable, "-m", "dvc", "plots", "show", "--json"], tmp_path))
+    assert "up to date" in _dvc("status", cwd=folder)
+    assert "fused" in _dvc("metrics", "show", cwd=folder)
+    plots = json.loads(_dvc("plots", "show", "--json", cwd=folder))
     assert {"fused_confusion", "test_accuracy_by_model"} <= set(plots["data"])
 
-    # A training parameter invalidates the training stages and what follows, not the data stages.
-    params["train"]["lr"] = 0.02
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    changed = _run([sys.executable, "-m", "dvc", "status", "--json"], tmp_path)
-    assert set(json.loads(changed)) == {"train@0", "train@1", "train@2"}
+
+def test_a_parameter_reruns_only_the_stages_that_use_it(repro_project):
+    folder, params = repro_project
+    original = (folder / "params.yaml").read_text()
+    try:
+        changed = json.loads(json.dumps(params))
+        changed["views"]["fine-14"]["train"] = {"epochs": 2}
+        (folder / "params.yaml").write_text(yaml.safe_dump(changed))
+        # that view's training, and the fusion, which reads the list of views; no other view
+        assert set(json.loads(_dvc("status", "--json", cwd=folder))) == {"train@fine-14", "fuse"}
+
+        changed = json.loads(json.dumps(params))
+        changed["train"]["lr"] = 0.02
+        (folder / "params.yaml").write_text(yaml.safe_dump(changed))
+        assert set(json.loads(_dvc("status", "--json", cwd=folder))) == {
+            "train@fine-28", "train@fine-14", "train@coarse-28"
+        }
+    finally:
+        (folder / "params.yaml").write_text(original)
+
+
+def test_granular_run_records_the_same_data_versions_as_dvc_repro(repro_project, tmp_path: Path):
+    folder = tmp_path / "project"
+    _small_project(folder)
+    _run([str(Path(sys.executable).parent / "granular"), "run"], folder)
+    assert "up to date" in _dvc("status", cwd=folder)  # the flow committed its outputs to DVC
+    assert _out_hashes(folder, DATA_STAGES) == _out_hashes(repro_project[0], DATA_STAGES)
