@@ -1,4 +1,7 @@
-"""`granular` command line: `granular run [--root DIR] [--params FILE] [--set key=value ...]`."""
+"""`granular` command line:
+    granular run [--root DIR] [--params FILE] [--set key=value ...]
+    granular reproduce MLFLOW_RUN_ID [--root DIR]
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from granular.config import ConfigError, load_config
+from granular.config import Config, ConfigError, load_config
 from granular.paths import ProjectPaths
 
 
@@ -26,27 +29,7 @@ def format_table(metrics: dict) -> str:
 OFFLINE_DEFAULTS = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
-def main(argv: list[str] | None = None) -> int:
-    for name, value in OFFLINE_DEFAULTS.items():
-        os.environ.setdefault(name, value)
-    parser = argparse.ArgumentParser(prog="granular", description="Multi-granularity training pipeline.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run the whole pipeline as a Prefect flow")
-    run.add_argument("--root", default=".", help="project root holding params.yaml and data/ (default: .)")
-    run.add_argument("--params", help="parameters file (default: ROOT/params.yaml)")
-    run.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a parameter by its dotted key, e.g. --set train.epochs=2 (repeatable)",
-    )
-    args = parser.parse_args(argv)
-
-    params = Path(args.params) if args.params else ProjectPaths(Path(args.root)).params
-    try:  # refuse a bad configuration before starting any server
-        load_config(params, args.overrides)
-    except ConfigError as error:
-        print(f"granular: configuration error: {error}", file=sys.stderr)
-        return 2
-
+def _run(args: argparse.Namespace, config: Config) -> int:
     from flows.pipeline import granular_pipeline  # Prefect and torch load only when needed
 
     result = granular_pipeline(root=args.root, params=args.params, overrides=args.overrides)
@@ -56,6 +39,53 @@ def main(argv: list[str] | None = None) -> int:
     print(f"MLflow run:  {result['mlflow_run_id']} in {result['tracking_uri']}")
     print(f"fused model: {result['model_uri']}")
     return 0
+
+
+def _reproduce(args: argparse.Namespace, config: Config) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from tasks.tracking import tracking_uri
+    from tasks.versioning import ReproduceError, restore_run_data
+
+    paths = ProjectPaths(Path(args.root).resolve())
+    try:
+        hashes = restore_run_data(paths, tracking_uri(config, paths), args.run_id)
+    except (ReproduceError, MlflowException) as error:
+        print(f"granular: cannot reproduce run {args.run_id}: {error}", file=sys.stderr)
+        return 1
+    print(f"restored the data of run {args.run_id}: dvc.lock and its outputs; "
+          f"{len(hashes)} split files match the hashes the run recorded")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    for name, value in OFFLINE_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", default=".", help="project root holding params.yaml and data/ (default: .)")
+    common.add_argument("--params", help="parameters file (default: ROOT/params.yaml)")
+    common.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a parameter by its dotted key, e.g. --set train.epochs=2 (repeatable)",
+    )
+    parser = argparse.ArgumentParser(prog="granular", description="Multi-granularity training pipeline.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", parents=[common], help="run the whole pipeline as a Prefect flow")
+    run.set_defaults(handler=_run)
+    reproduce = commands.add_parser(
+        "reproduce", parents=[common], help="restore the data (dvc.lock and DVC outputs) a past MLflow run trained on"
+    )
+    reproduce.add_argument("run_id", help="the MLflow run id printed by `granular run`")
+    reproduce.set_defaults(handler=_reproduce)
+    args = parser.parse_args(argv)
+
+    params = Path(args.params) if args.params else ProjectPaths(Path(args.root)).params
+    try:  # refuse a bad configuration before starting any server
+        config = load_config(params, args.overrides)
+    except ConfigError as error:
+        print(f"granular: configuration error: {error}", file=sys.stderr)
+        return 2
+    return args.handler(args, config)
 
 
 if __name__ == "__main__":

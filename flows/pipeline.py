@@ -36,7 +36,7 @@ def granular_pipeline(root: str = ".", params: str | None = None, overrides: lis
         metrics = evaluate_models(config, paths)
         record_evaluation(paths, parent, metrics, {t["view"]: t["mlflow_run_id"] for t in trained})
         model_uri = log_fused_model(paths, parent)
-        commit_data_versions(paths, configured_by_params_file=not params and not overrides)
+        commit_data_versions(paths, configured_by_params_file=not params and not overrides, parent=parent)
     except BaseException:
         tracking.end_run(parent, "FAILED")
         raise

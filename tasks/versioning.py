@@ -1,19 +1,46 @@
-"""Record the outputs of a flow run in DVC, so `dvc repro` afterwards has nothing to do."""
+"""Data versions: record a flow run's outputs in DVC (so `dvc repro` afterwards has nothing to
+do and the MLflow run holds the dvc.lock of its data), and bring a past run's data back."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
+from typing import Callable
 
+from mlflow.tracking import MlflowClient
 from prefect import get_run_logger, task
 
 from granular.dvc_state import clear_corrupt_rwlock
 from granular.paths import ProjectPaths
+from granular.steps import file_digest
+from tasks.tracking import RunRef
+
+DVC_LOCK_ARTIFACT = "dvc/dvc.lock"
+SPLIT_TAG = "granular.split."  # granular.split.<view>.<split>.md5, see tracking.tag_splits
+
+
+class ReproduceError(RuntimeError):
+    """A run's data cannot be brought back; the message says why and what to do."""
+
+
+def _warn_on_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _dvc(paths: ProjectPaths, *args: str, warn: Callable[[str], None] = _warn_on_stderr) -> subprocess.CompletedProcess:
+    """Run a DVC command in the project, first clearing a lock file a killed DVC left corrupted."""
+    repaired = clear_corrupt_rwlock(paths.root)
+    if repaired:
+        warn(repaired)
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=paths.root, capture_output=True, text=True)
 
 
 @task(name="commit_data_versions", retries=1, retry_delay_seconds=2)  # a busy DVC lock clears
-def commit_data_versions(paths: ProjectPaths, configured_by_params_file: bool) -> bool:
-    """`dvc commit` every stage when the run used params.yaml as it stands; otherwise (overrides,
-    another parameters file) the outputs do not match what dvc.yaml declares, so leave DVC be."""
+def commit_data_versions(paths: ProjectPaths, configured_by_params_file: bool, parent: RunRef) -> bool:
+    """`dvc commit` every stage when the run used params.yaml as it stands, and keep the
+    resulting dvc.lock in the MLflow run; otherwise (overrides, another parameters file) the
+    outputs do not match what dvc.yaml declares, so leave DVC be."""
     logger = get_run_logger()
     if not (paths.root / ".dvc").is_dir():
         logger.info("%s is not a DVC project: outputs not recorded in DVC", paths.root)
@@ -21,14 +48,39 @@ def commit_data_versions(paths: ProjectPaths, configured_by_params_file: bool) -
     if not configured_by_params_file:
         logger.info("run used overrides or another parameters file: outputs not recorded in DVC")
         return False
-    repaired = clear_corrupt_rwlock(paths.root)
-    if repaired:
-        logger.warning(repaired)
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", "commit", "--force", "--quiet"],
-        cwd=paths.root, capture_output=True, text=True,
-    )
+    done = _dvc(paths, "commit", "--force", "--quiet", warn=logger.warning)
     if done.returncode != 0:
         raise RuntimeError(f"dvc commit failed in {paths.root}:\n{done.stderr or done.stdout}")
-    logger.info("outputs recorded in dvc.lock (DVC cache: %s)", paths.root / ".dvc" / "cache")
+    MlflowClient(parent.uri).log_artifact(parent.run_id, str(paths.root / "dvc.lock"), artifact_path="dvc")
+    logger.info("outputs recorded in dvc.lock and in the MLflow run (DVC cache: %s)", paths.root / ".dvc" / "cache")
     return True
+
+
+def restore_run_data(paths: ProjectPaths, uri: str, run_id: str) -> dict[str, str]:
+    """Put the dvc.lock of a past run in place, check its outputs out of the DVC cache, and
+    verify every split against the hashes the run recorded; return those hashes."""
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    if DVC_LOCK_ARTIFACT not in {a.path for a in client.list_artifacts(run_id, "dvc")}:
+        raise ReproduceError(
+            f"run {run_id} did not record its data in DVC (it ran with --set/--params, or outside a "
+            f"DVC project); the hashes of its splits are in its tags {SPLIT_TAG}*"
+        )
+    with tempfile.TemporaryDirectory() as scratch:
+        shutil.copy(client.download_artifacts(run_id, DVC_LOCK_ARTIFACT, scratch), paths.root / "dvc.lock")
+    done = _dvc(paths, "checkout", "--force")
+    if done.returncode != 0:
+        raise ReproduceError(
+            f"dvc checkout failed: {(done.stderr or done.stdout).strip()}\n"
+            "The run's files are not in this DVC cache; `dvc pull` fetches them from a DVC remote."
+        )
+    expected = {
+        key.removeprefix(SPLIT_TAG).removesuffix(".md5"): md5
+        for key, md5 in run.data.tags.items() if key.startswith(SPLIT_TAG)
+    }
+    for name, md5 in expected.items():
+        view, split = name.rsplit(".", 1)
+        found = file_digest(paths.view_split(view, split))
+        if found != md5:
+            raise ReproduceError(f"{paths.view_split(view, split)} has md5 {found}, the run recorded {md5}")
+    return expected

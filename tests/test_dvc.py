@@ -1,6 +1,7 @@
 """dvc.yaml is real: `dvc repro` runs the same steps as `granular run`, with the same results."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[1]
+GRANULAR = str(Path(sys.executable).parent / "granular")
 DATA_STAGES = ("import_raw", "clean", "split", "view@fine-28", "view@fine-14", "view@coarse-28")
 
 
@@ -89,6 +92,16 @@ def test_a_parameter_reruns_only_the_stages_that_use_it(repro_project):
 def test_granular_run_records_the_same_data_versions_as_dvc_repro(repro_project, tmp_path: Path):
     folder = tmp_path / "project"
     _small_project(folder)
-    _run([str(Path(sys.executable).parent / "granular"), "run"], folder)
+    _run([GRANULAR, "run"], folder)
     assert "up to date" in _dvc("status", cwd=folder)  # the flow committed its outputs to DVC
     assert _out_hashes(folder, DATA_STAGES) == _out_hashes(repro_project[0], DATA_STAGES)
+
+    # The run leads back to its exact data: lose the splits, then reproduce the run.
+    client = MlflowClient(f"sqlite:///{folder / 'mlruns.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("granular").experiment_id], "tags.`prefect.flow_run_id` != ''")
+    shutil.rmtree(folder / "data/processed")
+    assert "restored the data of run" in _run([GRANULAR, "reproduce", run.info.run_id], folder)
+    for key, md5 in run.data.tags.items():
+        if key.startswith("granular.split."):
+            view, split = key.removeprefix("granular.split.").removesuffix(".md5").rsplit(".", 1)
+            assert hashlib.md5((folder / "data/processed" / view / f"{split}.npz").read_bytes()).hexdigest() == md5

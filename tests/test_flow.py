@@ -101,6 +101,12 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(project: Path, capsys: pytest
     assert len(predictions) == 600
     assert (predictions["fused"] == predictions["actual"]).mean() == pytest.approx(metrics["test"]["fused"]["accuracy"])
 
+    # Overrides make outputs that params.yaml does not describe: not recorded in DVC, so a
+    # reproduce of this run is refused with the reason.
+    capsys.readouterr()
+    assert granular_cli(["reproduce", parent.info.run_id, "--root", str(project)]) == 1
+    assert "did not record its data in DVC" in capsys.readouterr().err
+
 
 def test_failed_validation_stops_before_training(project: Path):
     overrides = SMALL_RUN + ["validate.min_per_class=100000"]
