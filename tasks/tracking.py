@@ -20,6 +20,9 @@ from granular.config import Config
 from granular.paths import ProjectPaths
 
 
+SPLIT_TAG = "granular.split."  # granular.split.<view>.<split>.md5: the content hash of a split file
+
+
 @dataclass(frozen=True)
 class RunRef:
     """Where a task writes its MLflow records: a store, an experiment and a run."""
@@ -103,7 +106,7 @@ def end_run(ref: RunRef, status: str) -> None:
 def tag_splits(ref: RunRef, partitions: dict) -> None:
     """Content hash of every split of every view, so a model leads back to its exact data."""
     tags = {
-        f"granular.split.{view}.{split}.md5": info["md5"]
+        f"{SPLIT_TAG}{view}.{split}.md5": info["md5"]
         for view, splits in partitions["views"].items()
         for split, info in splits.items()
     }

@@ -14,10 +14,9 @@ from prefect import get_run_logger, task
 from granular.dvc_state import clear_corrupt_rwlock
 from granular.paths import ProjectPaths
 from granular.steps import file_digest
-from tasks.tracking import RunRef
+from tasks.tracking import SPLIT_TAG, RunRef
 
 DVC_LOCK_ARTIFACT = "dvc/dvc.lock"
-SPLIT_TAG = "granular.split."  # granular.split.<view>.<split>.md5, see tracking.tag_splits
 
 
 class ReproduceError(RuntimeError):
