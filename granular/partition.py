@@ -47,13 +47,24 @@ def build_view(data: RawDataset, split: np.ndarray, taxonomy: Taxonomy, view: Vi
         raise PartitionError(f"view {view.name}: level {view.level!r} is not in the taxonomy {list(taxonomy.levels)}")
     x = pool(data.images, view.resolution)
     y = taxonomy.map_labels(data.labels, view.level)
-    n_classes = taxonomy.num_classes(view.level)
+    _require_every_class(y, split, taxonomy.names[view.level], f"view {view.name}")
     out = {}
     for code, name in enumerate(SPLITS):
         rows = split == code
-        missing = sorted(set(range(n_classes)) - set(np.unique(y[rows]).tolist()))
-        if missing:
-            names = [taxonomy.names[view.level][c] for c in missing]
-            raise PartitionError(f"view {view.name}: split {name!r} has no example of class(es) {names}")
         out[name] = {"x": x[rows], "y": y[rows], "origin": data.origin[rows], "index": data.index[rows]}
     return out
+
+
+def check_every_class_in_every_split(fine_labels: np.ndarray, split: np.ndarray, taxonomy: Taxonomy) -> None:
+    """Every class of every taxonomy level must occur in train, val and test; coarsest level
+    first, so a whole missing group is reported as the group."""
+    for level in reversed(taxonomy.levels):
+        _require_every_class(taxonomy.map_labels(fine_labels, level), split, taxonomy.names[level], f"level {level}")
+
+
+def _require_every_class(y: np.ndarray, split: np.ndarray, class_names: tuple[str, ...], where: str) -> None:
+    for code, name in enumerate(SPLITS):
+        missing = sorted(set(range(len(class_names))) - set(np.unique(y[split == code]).tolist()))
+        if missing:
+            names = [class_names[c] for c in missing]
+            raise PartitionError(f"{where}: split {name!r} has no example of class(es) {names}")

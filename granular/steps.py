@@ -85,6 +85,7 @@ def split_step(config: Config, paths: ProjectPaths) -> dict:
     """Assign every example to train/val/test once, for all views: splits.npz."""
     data = _load_dataset(paths.clean)
     split = partition.assign_splits(data.labels, data.origin, config.split.val_fraction, config.split.seed)
+    partition.check_every_class_in_every_split(data.labels, split, _taxonomy(config, paths))
     write_npz(paths.splits, origin=data.origin, index=data.index, label=data.labels, split=split)
     return {name: int((split == code).sum()) for code, name in enumerate(partition.SPLITS)}
 

@@ -4,7 +4,8 @@ import pytest
 
 from granular.config import ViewConfig
 from granular.partition import (
-    SPLITS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT, PartitionError, assign_splits, build_view, pool,
+    SPLITS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT, PartitionError, assign_splits, build_view,
+    check_every_class_in_every_split, pool,
 )
 from granular.sources import TEST, TRAIN, RawDataset
 from granular.taxonomy import parse_taxonomy
@@ -109,3 +110,23 @@ def test_build_view_refuses_a_level_not_in_the_taxonomy():
     split = assign_splits(labels, origin, 0.25, seed=0)
     with pytest.raises(PartitionError, match="view mid-4: level 'mid' is not in the taxonomy"):
         build_view(_dataset(labels, origin), split, TAXONOMY, ViewConfig(level="mid", resolution=4))
+
+
+def test_every_class_of_every_level_in_every_split_passes_on_a_full_split():
+    labels, origin = _labels_and_origin()
+    check_every_class_in_every_split(labels, assign_splits(labels, origin, 0.25, seed=0), TAXONOMY)
+
+
+def test_a_coarse_class_missing_from_a_split_is_named_with_its_level():
+    # One 'boot', the whole 'shoe' group, in the official training set: val gets none.
+    labels, origin = _labels_and_origin(train_counts=(10, 10, 1))
+    split = assign_splits(labels, origin, 0.2, seed=0)
+    with pytest.raises(PartitionError, match=r"level coarse: split 'val' has no example of class\(es\) \['shoe'\]"):
+        check_every_class_in_every_split(labels, split, TAXONOMY)
+
+
+def test_a_fine_class_missing_from_a_split_is_named_when_its_group_is_present():
+    labels, origin = _labels_and_origin(train_counts=(10, 1, 10))  # one 'coat'; 'tee' keeps 'top' in val
+    split = assign_splits(labels, origin, 0.2, seed=0)
+    with pytest.raises(PartitionError, match=r"level fine: split 'val' has no example of class\(es\) \['coat'\]"):
+        check_every_class_in_every_split(labels, split, TAXONOMY)
