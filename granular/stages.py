@@ -24,6 +24,8 @@ STEPS = {
     "evaluate": steps.evaluate_step,
 }
 
+VIEW_STEPS = ("view", "train")  # the steps that work on one view
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m granular.stages", description=__doc__)
@@ -33,14 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = ProjectPaths(args.root.resolve())
     config = load_config(paths.params)
-    if args.step in ("view", "train") and not args.view:
-        parser.error(f"{args.step} needs --view")
+    kwargs = {}
+    if args.step in VIEW_STEPS:
+        if not args.view:
+            parser.error(f"{args.step} needs --view")
+        kwargs["view_name"] = args.view
     if args.step == "train":
-        summary = steps.train_step(config, paths, args.view, on_epoch=lambda r: print(json.dumps(r), flush=True))
-    elif args.step == "view":
-        summary = steps.view_step(config, paths, args.view)
-    else:
-        summary = STEPS[args.step](config, paths)
+        kwargs["on_epoch"] = lambda record: print(json.dumps(record), flush=True)
+    summary = STEPS[args.step](config, paths, **kwargs)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -121,7 +121,7 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
         num_classes=taxonomy.num_classes(view.level), config=train_config, runtime=runtime, on_epoch=on_epoch,
     )
     seconds = time.perf_counter() - started
-    val_proba = train.predict_proba(trained, splits["val"]["x"], runtime)
+    val_proba = trained.val_proba  # measured by fit after the last epoch
     test_proba = train.predict_proba(trained, splits["test"]["x"], runtime)
     trained.meta = {
         "view": view.model_dump(),

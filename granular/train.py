@@ -29,6 +29,7 @@ class TrainedModel:
     std: float
     history: list[dict] = field(default_factory=list)
     meta: dict = field(default_factory=dict)  # what the model is for: view, classes, config
+    val_proba: np.ndarray | None = None  # validation probabilities of the final weights
 
 
 def _as_batch(images: np.ndarray, runtime: Runtime) -> torch.Tensor:
@@ -120,6 +121,7 @@ def fit(
             "lr": schedule.get_last_lr()[0],
         }
         trained.history.append(record)
+        trained.val_proba = val_proba
         if on_epoch is not None:
             on_epoch(record)
     return trained
