@@ -17,6 +17,7 @@ from granular.steps import file_digest
 from tasks.tracking import SPLIT_TAG, RunRef
 
 DVC_LOCK_ARTIFACT = "dvc/dvc.lock"
+PUSHED_TAG = "granular.dvc.pushed"  # whether the run's data reached the default DVC remote
 
 
 class ReproduceError(RuntimeError):
@@ -50,8 +51,28 @@ def commit_data_versions(paths: ProjectPaths, configured_by_params_file: bool, p
     done = _dvc(paths, "commit", "--force", "--quiet", warn=logger.warning)
     if done.returncode != 0:
         raise RuntimeError(f"dvc commit failed in {paths.root}:\n{done.stderr or done.stdout}")
-    MlflowClient(parent.uri).log_artifact(parent.run_id, str(paths.root / "dvc.lock"), artifact_path="dvc")
+    client = MlflowClient(parent.uri)
+    client.log_artifact(parent.run_id, str(paths.root / "dvc.lock"), artifact_path="dvc")
     logger.info("outputs recorded in dvc.lock and in the MLflow run (DVC cache: %s)", paths.root / ".dvc" / "cache")
+    client.set_tag(parent.run_id, PUSHED_TAG, str(_push(paths, logger)).lower())
+    return True
+
+
+def _push(paths: ProjectPaths, logger) -> bool:
+    """Copy the run's data versions to the default DVC remote, if one is configured. A remote
+    that is down does not undo the run: the data stays in the local cache, to push later."""
+    remote = _dvc(paths, "remote", "default").stdout.strip()
+    if not remote:
+        logger.info("no default DVC remote: data versions stay in the local DVC cache")
+        return False
+    done = _dvc(paths, "push", "--quiet", warn=logger.warning)
+    if done.returncode != 0:
+        logger.warning(
+            "dvc push to remote %r failed; the data is safe in the local cache, run `dvc push` later:\n%s",
+            remote, (done.stderr or done.stdout).strip(),
+        )
+        return False
+    logger.info("data versions pushed to DVC remote %r", remote)
     return True
 
 
@@ -68,10 +89,11 @@ def restore_run_data(paths: ProjectPaths, uri: str, run_id: str) -> dict[str, st
     with tempfile.TemporaryDirectory() as scratch:
         shutil.copy(client.download_artifacts(run_id, DVC_LOCK_ARTIFACT, scratch), paths.root / "dvc.lock")
     done = _dvc(paths, "checkout", "--force")
+    if done.returncode != 0:  # not all in the local cache: fetch from the DVC remote
+        done = _dvc(paths, "pull", "--force")
     if done.returncode != 0:
         raise ReproduceError(
-            f"dvc checkout failed: {(done.stderr or done.stdout).strip()}\n"
-            "The run's files are not in this DVC cache; `dvc pull` fetches them from a DVC remote."
+            f"the run's files are neither in this DVC cache nor on its DVC remote:\n{(done.stderr or done.stdout).strip()}"
         )
     expected = {
         key.removeprefix(SPLIT_TAG).removesuffix(".md5"): md5
