@@ -16,12 +16,18 @@ from granular.paths import ProjectPaths
 def format_table(metrics: dict) -> str:
     """Test metrics as a fixed-width table, fused model last."""
     test = metrics["test"]
-    lines = [f"{'model':<12} {'level':<8} {'accuracy':>9} {'macro_f1':>9}"]
+    lines = [f"{'model':<20} {'level':<8} {'accuracy':>9} {'macro_f1':>9}"]
     for name, scores in test.items():
         mark = "  <- best single view" if name == metrics.get("best_single") else ""
-        lines.append(f"{name:<12} {scores['level']:<8} {scores['accuracy']:>9.4f} {scores['macro_f1']:>9.4f}{mark}")
+        lines.append(f"{name:<20} {scores['level']:<8} {scores['accuracy']:>9.4f} {scores['macro_f1']:>9.4f}{mark}")
     if "fused_minus_best_single" in metrics:
         lines.append(f"fused - best single view: {metrics['fused_minus_best_single']:+.4f}")
+    for view, by_segment in metrics.get("segments", {}).items():
+        lines.append(f"\n{view}: test accuracy of each segment's expert vs the global model")
+        for segment, scores in by_segment.items():
+            lines.append(
+                f"  {segment:<12} n={scores['n']:<6} expert {scores['accuracy']:.4f}  global {scores['global_accuracy']:.4f}"
+            )
     return "\n".join(lines)
 
 

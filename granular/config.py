@@ -38,17 +38,39 @@ class ValidateConfig(_Section):
 class SplitConfig(_Section):
     val_fraction: float = Field(default=0.1, gt=0, lt=1)
     seed: int = 0
+    # Stratified folds of the validation split, over which the fusion is cross-fitted.
+    folds: int = Field(default=5, ge=2)
+
+
+class SegmentConfig(_Section):
+    """Data granularity: rows grouped by k-means clusters learned on the training split, one
+    expert model per cluster. (Segments by a column's values need a tabular source.)"""
+
+    by: Literal["clusters"] = "clusters"
+    count: int = Field(ge=2)
+    # A segment with fewer training examples than this is refused: its expert would be noise.
+    min_size: int = Field(default=1000, ge=1)
+    # The clusters are found on images average-pooled to this size.
+    feature_resolution: int = Field(default=7, gt=0)
 
 
 class ViewConfig(_Section):
     level: str = "fine"
     resolution: int = Field(default=28, gt=0)
+    segments: SegmentConfig | None = None
     # Training parameters of this view only, over the shared `train` section.
     train: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        return f"{self.level}-{self.resolution}"  # valid in paths, DVC stage names and MLflow keys
+        """LEVEL-RESOLUTION[-clustersK]: valid in paths, DVC stage names and MLflow keys."""
+        suffix = f"-{self.segments.by}{self.segments.count}" if self.segments else ""
+        return f"{self.global_name}{suffix}"
+
+    @property
+    def global_name(self) -> str:
+        """The unsegmented view of the same level and resolution: a segmented view's global model."""
+        return f"{self.level}-{self.resolution}"
 
 
 class TrainConfig(_Section):
@@ -98,7 +120,12 @@ class Config(_Section):
             raise ValueError("at least one view is needed")
         for key, view in views.items():
             if key != view.name:
-                raise ValueError(f"view {key!r} must be named {view.name!r} (LEVEL-RESOLUTION) after its spec")
+                raise ValueError(f"view {key!r} must be named {view.name!r} (LEVEL-RESOLUTION[-clustersK]) after its spec")
+            if view.segments and view.global_name not in views:
+                raise ValueError(
+                    f"view {key!r} trains one expert per segment; its global model, view "
+                    f"{view.global_name!r}, must be declared too"
+                )
         return views
 
     def view(self, name: str) -> ViewConfig:
@@ -128,11 +155,14 @@ class Config(_Section):
     def _resolutions_divide_image(self) -> "Config":
         height, width = self.validate_.image_shape
         for view in self.views.values():
-            if height % view.resolution or width % view.resolution:
-                raise ValueError(
-                    f"view {view.name}: resolution {view.resolution} does not divide "
-                    f"the image shape {height}x{width}"
-                )
+            resolutions = {"resolution": view.resolution}
+            if view.segments:
+                resolutions["segments.feature_resolution"] = view.segments.feature_resolution
+            for key, resolution in resolutions.items():
+                if height % resolution or width % resolution:
+                    raise ValueError(
+                        f"view {view.name}: {key} {resolution} does not divide the image shape {height}x{width}"
+                    )
         return self
 
     def as_dict(self) -> dict[str, Any]:

@@ -75,18 +75,21 @@ STRATEGIES = {"product": ProductFusion, "weighted": WeightedProductFusion}
 
 
 def choose_fusion(
-    strategy: str, parents: dict[str, np.ndarray], probas_by_view: dict[str, np.ndarray], y: np.ndarray, seed: int = 0
+    strategy: str, parents: dict[str, np.ndarray], probas_by_view: dict[str, np.ndarray], y: np.ndarray,
+    folds: np.ndarray,
 ) -> tuple[ProductFusion, dict]:
-    """Fit the named strategy, or with 'auto' the one whose 2-fold cross-fitted validation
-    log-loss is lowest; return the fitted fuser and the scores behind the choice."""
+    """Fit the named strategy, or with 'auto' the one whose cross-fitted validation log-loss is
+    lowest (fitted on all folds but one, scored on that one, for each fold); return the fuser,
+    fitted on every fold, and the scores behind the choice."""
     candidates = list(STRATEGIES) if strategy == "auto" else [strategy]
     if strategy != "auto" and strategy not in STRATEGIES:
         raise ValueError(f"unknown fusion strategy {strategy!r}; choose from {sorted(STRATEGIES)} or 'auto'")
-    folds = np.random.default_rng(seed).permutation(len(y)) % 2
+    if len(folds) != len(y) or len(np.unique(folds)) < 2:
+        raise ValueError(f"cross-fitting needs a fold for each of the {len(y)} examples, and two folds or more")
     scores = {}
     for name in candidates:
         losses = []
-        for fold in (0, 1):
+        for fold in np.unique(folds):
             fit_rows, score_rows = folds != fold, folds == fold
             fuser = STRATEGIES[name](parents).fit({v: p[fit_rows] for v, p in probas_by_view.items()}, y[fit_rows])
             held_out = fuser.predict_proba({v: p[score_rows] for v, p in probas_by_view.items()})
@@ -94,7 +97,8 @@ def choose_fusion(
         scores[name] = float(np.mean(losses))
     chosen = min(scores, key=scores.get)
     fuser = STRATEGIES[chosen](parents).fit(probas_by_view, y)
-    return fuser, {"strategy": chosen, "cross_fitted_val_log_loss": scores, "weights": fuser.weights_}
+    record = {"strategy": chosen, "cross_fitted_val_log_loss": scores, "folds": int(len(np.unique(folds)))}
+    return fuser, {**record, "weights": fuser.weights_}
 
 
 def restore_fusion(choice: dict, parents: dict[str, np.ndarray]) -> ProductFusion:

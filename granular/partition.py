@@ -28,6 +28,19 @@ def assign_splits(labels: np.ndarray, origin: np.ndarray, val_fraction: float, s
     return split
 
 
+def assign_folds(labels: np.ndarray, split: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold 0..folds-1 of each validation example, stratified by label (-1 outside validation):
+    the fusion is fitted on some folds and scored on the others."""
+    fold = np.full(len(labels), -1, dtype=np.int8)
+    rng = np.random.default_rng([seed, folds])  # its own stream: adding folds leaves the split as it was
+    offset = 0
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero((labels == label) & (split == VAL_SPLIT)))
+        fold[members] = (np.arange(len(members)) + offset) % folds
+        offset += len(members)  # continue the round-robin so small classes do not all start at fold 0
+    return fold
+
+
 def pool(images: np.ndarray, resolution: int) -> np.ndarray:
     """Average-pool (N, H, W) images down to (N, resolution, resolution)."""
     n, height, width = images.shape

@@ -1,7 +1,8 @@
 """The fused model as one object: raw images in, fine label with its ancestors out.
 
 Its files (a "bundle") are what the fuse step writes to data/fused/: the taxonomy, the fusion
-record and every view's checkpoint, so the bundle alone rebuilds the whole model.
+record and every view's model (one network, or segment experts and their segmenter), so the
+bundle alone rebuilds the whole model.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from granular.fusion import ProductFusion, restore_fusion
-from granular.partition import pool
 from granular.taxonomy import Taxonomy, load_taxonomy
 
 TAXONOMY_FILE = "taxonomy.yaml"
@@ -23,44 +23,36 @@ VIEWS_DIR = "views"
 
 
 def write_bundle(
-    folder: Path, taxonomy_file: Path, fusion_record: dict, checkpoints: dict[str, Path], image_shape: tuple[int, int]
+    folder: Path, taxonomy_file: Path, fusion_record: dict, model_dirs: dict[str, Path], image_shape: tuple[int, int]
 ) -> None:
+    from granular.view_model import model_files
+
     shutil.copy(taxonomy_file, folder / TAXONOMY_FILE)
     (folder / FUSION_FILE).write_text(json.dumps(fusion_record, indent=2, sort_keys=True) + "\n")
     (folder / INPUT_FILE).write_text(json.dumps({"image_shape": list(image_shape)}) + "\n")
-    for view, checkpoint in checkpoints.items():
+    for view, model_dir in model_dirs.items():
         (folder / VIEWS_DIR / view).mkdir(parents=True)
-        shutil.copy(checkpoint, folder / VIEWS_DIR / view / checkpoint.name)
-
-
-@dataclass(frozen=True)
-class _View:
-    resolution: int
-    level: str
-    trained: object  # granular.train.TrainedModel (torch is imported only on load)
+        for file in model_files(model_dir):
+            shutil.copy(file, folder / VIEWS_DIR / view / file.name)
 
 
 @dataclass(frozen=True)
 class FusedClassifier:
     image_shape: tuple[int, int]
     taxonomy: Taxonomy
-    views: dict[str, _View]
+    views: dict[str, object]  # granular.view_model.ViewModel (torch is imported only on load)
     fuser: ProductFusion
     runtime: object
 
     @classmethod
     def load(cls, bundle: Path) -> "FusedClassifier":
         from granular.device import select_runtime
-        from granular.train import load_checkpoint
+        from granular.view_model import ViewModel
 
         bundle = Path(bundle)
         runtime = select_runtime()
         taxonomy = load_taxonomy(bundle / TAXONOMY_FILE)
-        views = {}
-        for checkpoint in sorted((bundle / VIEWS_DIR).glob("*/model.pt")):
-            trained = load_checkpoint(checkpoint, runtime)
-            spec = trained.meta["view"]
-            views[checkpoint.parent.name] = _View(spec["resolution"], spec["level"], trained)
+        views = {folder.name: ViewModel.load(folder, runtime) for folder in sorted((bundle / VIEWS_DIR).glob("*/"))}
         if not views:
             raise FileNotFoundError(f"{bundle}: no view checkpoints under {VIEWS_DIR}/")
         parents = {name: taxonomy.parent[view.level] for name, view in views.items()}
@@ -70,12 +62,7 @@ class FusedClassifier:
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """(N, H, W) images with pixels in 0..255 -> (N, fine classes) fused probabilities."""
-        from granular.train import predict_proba
-
-        probas = {
-            name: predict_proba(view.trained, pool(images, view.resolution), self.runtime)
-            for name, view in self.views.items()
-        }
+        probas = {name: view.predict_proba(images, self.runtime) for name, view in self.views.items()}
         return self.fuser.predict_proba(probas)
 
     def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:

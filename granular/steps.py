@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from granular import evaluate, fusion, partition, plots
+from granular import evaluate, fusion, partition, plots, segments
 from granular.atomic import atomic_dir, read_npz, write_csv, write_json, write_npz
 from granular.clean import clean, subsample
 from granular.config import Config
@@ -86,7 +86,8 @@ def split_step(config: Config, paths: ProjectPaths) -> dict:
     data = _load_dataset(paths.clean)
     split = partition.assign_splits(data.labels, data.origin, config.split.val_fraction, config.split.seed)
     partition.check_every_class_in_every_split(data.labels, split, _taxonomy(config, paths))
-    write_npz(paths.splits, origin=data.origin, index=data.index, label=data.labels, split=split)
+    fold = partition.assign_folds(data.labels, split, config.split.folds, config.split.seed)
+    write_npz(paths.splits, origin=data.origin, index=data.index, label=data.labels, split=split, fold=fold)
     return {name: int((split == code).sum()) for code, name in enumerate(partition.SPLITS)}
 
 
@@ -95,9 +96,19 @@ def view_step(config: Config, paths: ProjectPaths, view_name: str) -> dict:
     taxonomy = _taxonomy(config, paths)
     data = _load_dataset(paths.clean)
     split = read_npz(paths.splits)["split"]
-    arrays_by_split = partition.build_view(data, split, taxonomy, config.view(view_name))
+    view = config.view(view_name)
+    arrays_by_split = partition.build_view(data, split, taxonomy, view)
     hashes = {}
     with atomic_dir(paths.view_dir(view_name)) as staging:
+        if view.segments:  # learned on the training split, then every example is routed by it
+            segmenter = segments.fit_segmenter(
+                data.images[split == partition.TRAIN_SPLIT], view.segments, seed=config.split.seed
+            )
+            segment = segmenter.assign(data.images)
+            segments.check_segment_sizes(segment, split, segmenter.count, view.segments.min_size, f"view {view.name}")
+            for code, split_name in enumerate(partition.SPLITS):
+                arrays_by_split[split_name]["segment"] = segment[split == code]
+            segmenter.save(staging / segments.SEGMENTER_FILE)
         for split_name, arrays in arrays_by_split.items():
             target = staging / paths.view_split(view_name, split_name).name
             write_npz(target, **arrays)
@@ -106,44 +117,65 @@ def view_step(config: Config, paths: ProjectPaths, view_name: str) -> dict:
 
 
 def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=None) -> dict:
-    """Train one view; write its checkpoint, history and val/test probabilities."""
+    """Train one view (one network, or one expert per segment); write its model, history and
+    val/test probabilities, each example predicted by the expert of its segment."""
     from granular import train  # torch is imported only by the steps that need it
     from granular.device import select_runtime
+    from granular.view_model import save_view_model
 
     view = config.view(view_name)
     taxonomy = _taxonomy(config, paths)
     train_config = config.train_config(view)
     runtime = select_runtime(train_config.threads)
-    splits = {s: read_npz(paths.view_split(view.name, s)) for s in ("train", "val", "test")}
+    splits = {s: read_npz(paths.view_split(view.name, s)) for s in partition.SPLITS}
+    segment = {s: arrays.get("segment", np.zeros(len(arrays["y"]), dtype=np.int64)) for s, arrays in splits.items()}
+    num_classes = taxonomy.num_classes(view.level)
+    val_proba = np.zeros((len(splits["val"]["y"]), num_classes), dtype=np.float32)
+    experts, history = [], []
     started = time.perf_counter()
-    trained = train.fit(
-        splits["train"]["x"], splits["train"]["y"], splits["val"]["x"], splits["val"]["y"],
-        num_classes=taxonomy.num_classes(view.level), config=train_config, runtime=runtime, on_epoch=on_epoch,
-    )
+    for number in range(view.segments.count if view.segments else 1):
+        rows = {s: segment[s] == number for s in ("train", "val")}
+        tag = {"segment": number} if view.segments else {}
+
+        def record_epoch(record: dict, tag: dict = tag) -> None:
+            history.append({**tag, **record})
+            if on_epoch is not None:
+                on_epoch(history[-1])
+
+        expert_config = train_config.model_copy(update={"seed": train_config.seed + number})
+        expert = train.fit(
+            splits["train"]["x"][rows["train"]], splits["train"]["y"][rows["train"]],
+            splits["val"]["x"][rows["val"]], splits["val"]["y"][rows["val"]], num_classes=num_classes,
+            config=expert_config, runtime=runtime, on_epoch=record_epoch,
+        )
+        expert.meta = {
+            "view": view.model_dump(),
+            "train_config": expert_config.model_dump(),
+            "class_names": list(taxonomy.names[view.level]),
+            **tag,
+        }
+        val_proba[rows["val"]] = expert.val_proba  # measured by fit after the last epoch
+        experts.append(expert)
     seconds = time.perf_counter() - started
-    val_proba = trained.val_proba  # measured by fit after the last epoch
-    test_proba = train.predict_proba(trained, splits["test"]["x"], runtime)
-    trained.meta = {
-        "view": view.model_dump(),
-        "train_config": train_config.model_dump(),
-        "class_names": list(taxonomy.names[view.level]),
-    }
+    test_proba = train.predict_routed(experts, segment["test"], splits["test"]["x"], runtime)
+    segmenter_file = paths.view_dir(view.name) / segments.SEGMENTER_FILE if view.segments else None
     with atomic_dir(paths.model_dir(view.name)) as staging:
-        train.save_checkpoint(staging / "model.pt", trained)
+        save_view_model(staging, experts, segmenter_file)
         write_npz(staging / "predictions.npz", val_proba=val_proba, test_proba=test_proba)
-        write_json(staging / "history.json", trained.history)
+        write_json(staging / "history.json", history)
     return {
         "view": view.name,
         "device": runtime.name,
         "train_seconds": seconds,
-        "history": trained.history,
+        "history": history,
         "val_accuracy": float((val_proba.argmax(1) == splits["val"]["y"]).mean()),
     }
 
 
-def _fine_labels(paths: ProjectPaths, split_name: str) -> np.ndarray:
+def _split_column(paths: ProjectPaths, split_name: str, column: str = "label") -> np.ndarray:
+    """One column of splits.npz (default: the fine label) for the examples of one split."""
     splits = read_npz(paths.splits)
-    return splits["label"][splits["split"] == partition.SPLITS.index(split_name)]
+    return splits[column][splits["split"] == partition.SPLITS.index(split_name)]
 
 
 def _view_probas(config: Config, paths: ProjectPaths, key: str) -> dict[str, np.ndarray]:
@@ -156,13 +188,13 @@ def fuse_step(config: Config, paths: ProjectPaths) -> dict:
     parents = {v.name: taxonomy.parent[v.level] for v in config.views.values()}
     fuser, choice = fusion.choose_fusion(
         config.fusion.strategy, parents, _view_probas(config, paths, "val_proba"),
-        _fine_labels(paths, "val"), seed=config.split.seed,
+        _split_column(paths, "val"), folds=_split_column(paths, "val", "fold"),
     )
     test_proba = fuser.predict_proba(_view_probas(config, paths, "test_proba"))
     with atomic_dir(paths.fused_dir) as staging:
         write_bundle(
             staging, paths.resolve(config.taxonomy), choice,
-            {name: paths.model_dir(name) / "model.pt" for name in config.views},
+            {name: paths.model_dir(name) for name in config.views},
             image_shape=config.validate_.image_shape,
         )
         write_npz(staging / "predictions.npz", test_proba=test_proba)
@@ -172,7 +204,7 @@ def fuse_step(config: Config, paths: ProjectPaths) -> dict:
 def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
     """Accuracy, macro-F1 and confusion matrices on the test split for every view and the fusion."""
     taxonomy = _taxonomy(config, paths)
-    y_fine = _fine_labels(paths, "test")
+    y_fine = _split_column(paths, "test")
     test_probas = _view_probas(config, paths, "test_proba")
     entries = [(v.name, v.level, test_probas[v.name]) for v in config.views.values()]
     entries.append(("fused", taxonomy.fine, read_npz(paths.fused_dir / "predictions.npz")["test_proba"]))
@@ -191,6 +223,9 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
     fine_views = [v.name for v in config.views.values() if v.level == taxonomy.fine]
     best = max(fine_views, key=lambda n: test[n]["accuracy"]) if fine_views else None
     metrics = {"test": test, "best_single": best}
+    by_segment = _accuracy_by_segment(config, paths, taxonomy, y_fine, test_probas)
+    if by_segment:
+        metrics["segments"] = by_segment
     if best:
         metrics["fused_minus_best_single"] = test["fused"]["accuracy"] - test[best]["accuracy"]
 
@@ -209,6 +244,31 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
     ))
     write_json(paths.metrics, metrics)
     return metrics
+
+
+def _accuracy_by_segment(
+    config: Config, paths: ProjectPaths, taxonomy: Taxonomy, y_fine: np.ndarray, test_probas: dict[str, np.ndarray]
+) -> dict:
+    """For each segmented view, per test segment: its expert's accuracy next to the global
+    model's on the same examples, so the user sees where the experts earn their keep."""
+    out = {}
+    for view in config.views.values():
+        if not view.segments:
+            continue
+        segment = read_npz(paths.view_split(view.name, "test"))["segment"]
+        y = taxonomy.map_labels(y_fine, view.level)
+        expert_right = test_probas[view.name].argmax(1) == y
+        global_right = test_probas[view.global_name].argmax(1) == y
+        out[view.name] = {
+            f"segment-{number}": {
+                "n": int((segment == number).sum()),
+                "accuracy": float(expert_right[segment == number].mean()),
+                "global_accuracy": float(global_right[segment == number].mean()),
+            }
+            for number in range(view.segments.count)
+            if (segment == number).any()
+        }
+    return out
 
 
 def example_images(paths: ProjectPaths, count: int = 3) -> np.ndarray:

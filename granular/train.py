@@ -87,8 +87,10 @@ def fit(
         model.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
     )
     steps_per_epoch = math.ceil(len(xs) / config.batch_size)
+    # OneCycleLR divides by zero when its warm-up is shorter than a step: tiny runs (a small
+    # segment's expert) get a schedule of at least 5 steps, not all of which they take.
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.25
+        optimizer, max_lr=config.lr, total_steps=max(config.epochs * steps_per_epoch, 5), pct_start=0.25
     )
     pad = max(1, xs.shape[-1] // 14)  # 2 pixels at 28x28, 1 at 14x14
     trained = TrainedModel(model=model, mean=mean, std=std)
@@ -145,6 +147,18 @@ def predict_proba(
     if not out:
         return np.zeros((0, model.config.num_classes), dtype=np.float32)
     return torch.cat(out).numpy()
+
+
+def predict_routed(
+    experts: list[TrainedModel], segment: np.ndarray, images: np.ndarray, runtime: Runtime
+) -> np.ndarray:
+    """Probabilities of each example from the expert of its segment (one expert: a plain view)."""
+    out = np.zeros((len(images), experts[0].model.config.num_classes), dtype=np.float32)
+    for number, expert in enumerate(experts):
+        rows = segment == number
+        if rows.any():
+            out[rows] = predict_proba(expert, images[rows], runtime)
+    return out
 
 
 def save_checkpoint(path: Path, trained: TrainedModel) -> None:

@@ -42,6 +42,12 @@ def record_evaluation(paths: ProjectPaths, parent: RunRef, metrics: dict, view_r
         for key, value in values.items()
         if isinstance(value, float)
     }
+    scores.update({
+        f"segments.{view}.{segment}.{key}": value
+        for view, by_segment in metrics.get("segments", {}).items()
+        for segment, values in by_segment.items()
+        for key, value in values.items()
+    })
     tracking.log_metrics(client, parent.run_id, scores)
     confusion = paths.confusion
     for view, run_id in view_runs.items():

@@ -22,16 +22,20 @@ def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: trac
     view = config.view(view_name)
     train_config = config.train_config(view)
     tracking.log_params(
-        client, run_id, {"view": {"level": view.level, "resolution": view.resolution}, "train": train_config.model_dump()}
+        client, run_id, {"view": view.model_dump(exclude={"train"}), "train": train_config.model_dump()}
     )
 
     def on_epoch(record: dict) -> None:
+        # A segment expert's metrics are named segment-N.<metric>; a plain view's, <metric>.
+        expert = f"segment-{record['segment']}" if "segment" in record else ""
         logger.info(
             "%s epoch %d/%d: loss %.4f, val accuracy %.4f, %.0f images/s",
-            view_name, record["epoch"], train_config.epochs, record["train_loss"],
-            record["val_accuracy"], record["images_per_s"],
+            " ".join(filter(None, (view_name, expert))), record["epoch"], train_config.epochs,
+            record["train_loss"], record["val_accuracy"], record["images_per_s"],
         )
-        tracking.log_metrics(client, run_id, {k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+        prefix = f"{expert}." if expert else ""
+        metrics = {f"{prefix}{k}": v for k, v in record.items() if k not in ("epoch", "segment")}
+        tracking.log_metrics(client, run_id, metrics, step=record["epoch"])
 
     try:
         summary = steps.train_step(config, paths, view_name, on_epoch=on_epoch)

@@ -20,8 +20,30 @@ def test_shipped_params_load_into_a_typed_config():
 
 def test_view_names_are_level_dash_resolution():
     config = load_config(PARAMS)
-    assert [v.name for v in config.views.values()] == list(config.views) == ["fine-28", "fine-14", "coarse-28"]
+    assert [v.name for v in config.views.values()] == list(config.views)
+    assert list(config.views) == ["fine-28", "fine-14", "coarse-28", "fine-14-clusters4"]
     assert ViewConfig(level="coarse", resolution=7).name == "coarse-7"
+
+
+def test_a_segmented_view_is_named_by_its_segments_and_has_a_global_model():
+    view = load_config(PARAMS).view("fine-14-clusters4")
+    assert (view.segments.by, view.segments.count) == ("clusters", 4)
+    assert view.global_name == "fine-14"
+
+
+def test_a_segmented_view_without_its_global_view_is_refused():
+    with pytest.raises(ConfigError, match="view 'fine-28-clusters3' trains one expert per segment; its global model, view 'fine-28'"):
+        load_config(PARAMS, ["views={fine-28-clusters3: {level: fine, resolution: 28, segments: {count: 3}}}"])
+
+
+def test_a_segmented_view_misnamed_is_refused_with_the_right_name():
+    with pytest.raises(ConfigError, match="view 'fine-28-seg' must be named 'fine-28-clusters3'"):
+        load_config(PARAMS, ["views.fine-28-seg={level: fine, resolution: 28, segments: {count: 3}}"])
+
+
+def test_cluster_features_must_divide_the_image():
+    with pytest.raises(ConfigError, match="view fine-14-clusters4: segments.feature_resolution 5 does not divide"):
+        load_config(PARAMS, ["views.fine-14-clusters4.segments.feature_resolution=5"])
 
 
 def test_dotted_overrides_replace_single_keys():

@@ -15,7 +15,8 @@ from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[1]
 GRANULAR = str(Path(sys.executable).parent / "granular")
-DATA_STAGES = ("import_raw", "clean", "split", "view@fine-28", "view@fine-14", "view@coarse-28")
+VIEWS = ("fine-28", "fine-14", "coarse-28", "fine-14-clusters4")
+DATA_STAGES = ("import_raw", "clean", "split") + tuple(f"view@{v}" for v in VIEWS)
 
 
 def _run(args: list[str], cwd: Path) -> str:
@@ -40,9 +41,11 @@ def _small_project(folder: Path) -> dict:
     params["data"]["limit"] = 400
     params["validate"]["min_per_class"] = 10
     params["train"].update(epochs=1, width=8)
+    params["views"]["fine-14-clusters4"]["segments"]["min_size"] = 30
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     _run(["git", "init", "-q"], folder)
     _dvc("init", "-q", cwd=folder)
+    shutil.copy(REPO / ".dvc" / "config", folder / ".dvc" / "config")  # with its default local remote
     return params
 
 
@@ -62,7 +65,7 @@ def repro_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
 def test_dvc_repro_builds_every_stage_then_has_nothing_to_do(repro_project):
     folder, _ = repro_project
     metrics = json.loads((folder / "data/evaluation/metrics.json").read_text())
-    assert set(metrics["test"]) == {"fine-28", "fine-14", "coarse-28", "fused"}
+    assert set(metrics["test"]) == set(VIEWS) | {"fused"}
     assert "up to date" in _dvc("status", cwd=folder)
     assert "fused" in _dvc("metrics", "show", cwd=folder)
     plots = json.loads(_dvc("plots", "show", "--json", cwd=folder))
@@ -76,14 +79,19 @@ def test_a_parameter_reruns_only_the_stages_that_use_it(repro_project):
         changed = json.loads(json.dumps(params))
         changed["views"]["fine-14"]["train"] = {"epochs": 2}
         (folder / "params.yaml").write_text(yaml.safe_dump(changed))
-        # that view's training, and the fusion, which reads the list of views; no other view
-        assert set(json.loads(_dvc("status", "--json", cwd=folder))) == {"train@fine-14", "fuse"}
+        # that view's stages, and the fusion, which reads the list of views; no other view
+        assert set(json.loads(_dvc("status", "--json", cwd=folder))) == {"view@fine-14", "train@fine-14", "fuse"}
 
         changed = json.loads(json.dumps(params))
         changed["train"]["lr"] = 0.02
         (folder / "params.yaml").write_text(yaml.safe_dump(changed))
+        assert set(json.loads(_dvc("status", "--json", cwd=folder))) == {f"train@{v}" for v in VIEWS}
+
+        changed = json.loads(json.dumps(params))
+        changed["views"]["fine-14-clusters4"]["segments"]["feature_resolution"] = 4
+        (folder / "params.yaml").write_text(yaml.safe_dump(changed))
         assert set(json.loads(_dvc("status", "--json", cwd=folder))) == {
-            "train@fine-28", "train@fine-14", "train@coarse-28"
+            "view@fine-14-clusters4", "train@fine-14-clusters4", "fuse"
         }
     finally:
         (folder / "params.yaml").write_text(original)
@@ -96,10 +104,13 @@ def test_granular_run_records_the_same_data_versions_as_dvc_repro(repro_project,
     assert "up to date" in _dvc("status", cwd=folder)  # the flow committed its outputs to DVC
     assert _out_hashes(folder, DATA_STAGES) == _out_hashes(repro_project[0], DATA_STAGES)
 
-    # The run leads back to its exact data: lose the splits, then reproduce the run.
+    # The run leads back to its exact data: lose the splits and the local DVC cache, then
+    # reproduce the run from the default DVC remote it pushed to.
     client = MlflowClient(f"sqlite:///{folder / 'mlruns.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("granular").experiment_id], "tags.`prefect.flow_run_id` != ''")
+    assert run.data.tags["granular.dvc.pushed"] == "true"
     shutil.rmtree(folder / "data/processed")
+    shutil.rmtree(folder / ".dvc/cache")
     assert "restored the data of run" in _run([GRANULAR, "reproduce", run.info.run_id], folder)
     for key, md5 in run.data.tags.items():
         if key.startswith("granular.split."):

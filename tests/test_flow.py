@@ -27,6 +27,7 @@ SMALL_RUN = [
     "train.epochs=2",
     "train.width=8",
     "validate.min_per_class=20",
+    "views.fine-14-clusters4.segments.min_size=40",
 ]
 
 
@@ -60,12 +61,15 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(project: Path, capsys: pytest
     assert granular_cli(args) == 0
 
     metrics = json.loads((project / "data/evaluation/metrics.json").read_text())
-    views = ["fine-28", "fine-14", "coarse-28"]
+    views = ["fine-28", "fine-14", "coarse-28", "fine-14-clusters4"]
     assert set(metrics["test"]) == set(views) | {"fused"}
     for scores in metrics["test"].values():
         assert 0.0 <= scores["macro_f1"] <= 1.0
         assert scores["n"] == 600  # the test subsample, never trained on
-    assert metrics["best_single"] in ("fine-28", "fine-14")
+    assert metrics["best_single"] in ("fine-28", "fine-14", "fine-14-clusters4")
+    by_segment = metrics["segments"]["fine-14-clusters4"]  # each expert next to the global fine-14
+    assert sum(s["n"] for s in by_segment.values()) == 600
+    assert all(0 <= s["accuracy"] <= 1 and 0 <= s["global_accuracy"] <= 1 for s in by_segment.values())
     # Even two tiny epochs learn something: far above the 10% of chance.
     assert metrics["test"]["fused"]["accuracy"] > 0.4
     assert "coarse_accuracy" in metrics["test"]["fused"]  # implied by the fine prediction
@@ -75,6 +79,7 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(project: Path, capsys: pytest
     for name in views + ["fused"]:
         assert name in table
     assert "fused - best single view" in table
+    assert "fine-14-clusters4: test accuracy of each segment's expert vs the global model" in table
 
     client, runs = _runs(project)
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
@@ -87,11 +92,15 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(project: Path, capsys: pytest
     assert parent.data.tags["granular.split.fine-28.test.md5"]
     history = client.get_metric_history(children["fine-28"].info.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2]
+    for segment in range(4):  # every expert's curve, in the segmented view's run
+        history = client.get_metric_history(children["fine-14-clusters4"].info.run_id, f"segment-{segment}.val_accuracy")
+        assert [m.step for m in history] == [1, 2]
+    assert parent.data.metrics["segments.fine-14-clusters4.segment-0.global_accuracy"] >= 0
     # The fused model is one pyfunc that rebuilds every view and the fusion from its own files.
     served = mlflow.pyfunc.load_model(f"{parent.info.artifact_uri}/fused_model")
     fused_test = np.load(project / "data/fused/predictions.npz")["test_proba"]
     images = np.load(project / "data/processed/fine-28/test.npz")["x"][:5]
-    predicted = served.predict(images)
+    predicted = served.predict(images)  # routed to segment experts too, from full-size images
     assert predicted["label"].tolist() == fused_test[:5].argmax(axis=1).tolist()
     assert set(predicted.columns) == {"label", "confidence", "fine", "coarse"}
     assert predicted["confidence"].between(0, 1).all()

@@ -73,8 +73,9 @@ def test_fused_probabilities_are_distributions():
 
 def test_auto_reports_scores_for_both_and_picks_the_lowest():
     y, probas = _synthetic()
-    fuser, choice = choose_fusion("auto", PARENTS, probas, y, seed=0)
+    fuser, choice = choose_fusion("auto", PARENTS, probas, y, folds=np.arange(len(y)) % 3)
     scores = choice["cross_fitted_val_log_loss"]
+    assert choice["folds"] == 3
     assert set(scores) == {"product", "weighted"}
     assert choice["strategy"] == min(scores, key=scores.get) == "weighted"
     assert type(fuser) is WeightedProductFusion
@@ -83,7 +84,7 @@ def test_auto_reports_scores_for_both_and_picks_the_lowest():
 
 def test_named_strategy_is_fitted_and_scored_alone():
     y, probas = _synthetic()
-    fuser, choice = choose_fusion("product", PARENTS, probas, y)
+    fuser, choice = choose_fusion("product", PARENTS, probas, y, folds=np.arange(len(y)) % 2)
     assert type(fuser) is ProductFusion
     assert choice["strategy"] == "product"
     assert list(choice["cross_fitted_val_log_loss"]) == ["product"]
@@ -92,7 +93,13 @@ def test_named_strategy_is_fitted_and_scored_alone():
 def test_unknown_strategy_raises():
     y, probas = _synthetic(n=20)
     with pytest.raises(ValueError, match=r"unknown fusion strategy 'mean'; choose from \['product', 'weighted'\] or 'auto'"):
-        choose_fusion("mean", PARENTS, probas, y)
+        choose_fusion("mean", PARENTS, probas, y, folds=np.arange(len(y)) % 2)
+
+
+def test_cross_fitting_refuses_a_single_fold():
+    y, probas = _synthetic(n=20)
+    with pytest.raises(ValueError, match="two folds or more"):
+        choose_fusion("auto", PARENTS, probas, y, folds=np.zeros(len(y), dtype=int))
 
 
 def test_missing_view_raises_naming_it():

@@ -4,7 +4,7 @@ import pytest
 
 from granular.config import ViewConfig
 from granular.partition import (
-    SPLITS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT, PartitionError, assign_splits, build_view,
+    SPLITS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT, PartitionError, assign_folds, assign_splits, build_view,
     check_every_class_in_every_split, pool,
 )
 from granular.sources import TEST, TRAIN, RawDataset
@@ -53,6 +53,19 @@ def test_val_fraction_is_stratified_per_class():
         in_val = ((split == VAL_SPLIT) & (labels == label)).sum()
         assert abs(in_val - 0.25 * n_train) <= 1
         assert ((split == TRAIN_SPLIT) & (labels == label)).sum() == n_train - in_val
+
+
+def test_folds_cover_validation_only_stratified_and_seeded():
+    labels, origin = _labels_and_origin(train_counts=(40, 60, 80))
+    split = assign_splits(labels, origin, 0.5, seed=0)
+    fold = assign_folds(labels, split, folds=4, seed=0)
+    assert (fold[split != VAL_SPLIT] == -1).all()
+    assert set(fold[split == VAL_SPLIT].tolist()) == {0, 1, 2, 3}
+    for label in range(3):  # each class spread evenly over the folds
+        counts = np.bincount(fold[(split == VAL_SPLIT) & (labels == label)], minlength=4)
+        assert counts.max() - counts.min() <= 1
+    np.testing.assert_array_equal(fold, assign_folds(labels, split, folds=4, seed=0))
+    assert not np.array_equal(fold, assign_folds(labels, split, folds=4, seed=1))
 
 
 def test_pool_averages_blocks_exactly():
