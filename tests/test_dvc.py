@@ -116,3 +116,22 @@ def test_granular_run_records_the_same_data_versions_as_dvc_repro(repro_project,
         if key.startswith("granular.split."):
             view, split = key.removeprefix("granular.split.").removesuffix(".md5").rsplit(".", 1)
             assert hashlib.md5((folder / "data/processed" / view / f"{split}.npz").read_bytes()).hexdigest() == md5
+
+
+def test_metrics_and_plots_diff_between_two_commits(repro_project, tmp_path: Path):
+    folder = tmp_path / "project"
+    shutil.copytree(repro_project[0], folder)
+    git = ["git", "-c", "user.name=granular tests", "-c", "user.email=tests@localhost"]
+    _run(git + ["add", "-A"], folder)
+    _run(git + ["commit", "-q", "-m", "first run"], folder)
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    params["views"]["coarse-28"]["train"] = {"epochs": 3}
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    _dvc("repro", cwd=folder)
+
+    diff = json.loads(_dvc("metrics", "diff", "--json", cwd=folder))["data/evaluation/metrics.json"]
+    changed = diff["test.coarse-28.accuracy"]
+    assert changed["old"] != changed["new"]
+    plots = json.loads(_dvc("plots", "diff", "HEAD", "--json", cwd=folder))
+    revisions = {rev for entry in plots["data"]["test_accuracy_by_model"] for rev in entry["revisions"]}
+    assert revisions == {"HEAD", "workspace"}
