@@ -76,10 +76,21 @@ class ViewConfig(_Section):
 class TrainConfig(_Section):
     epochs: int = Field(default=4, ge=1)
     batch_size: int = Field(default=128, ge=1)
-    lr: float = Field(default=0.01, gt=0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # SGD with Nesterov momentum, or AdamW
+    lr: float = Field(default=0.01, gt=0)  # the peak learning rate
+    schedule: Literal["onecycle", "cosine"] = "onecycle"
+    warmup_fraction: float = Field(default=0.25, gt=0, lt=1)  # of all steps, rising to the peak
     weight_decay: float = Field(default=5e-4, ge=0)
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
     width: int = Field(default=32, ge=4)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    hflip: bool = True  # mirror training images at random (only where a mirror image is still valid)
+    # Chance that a training image gets a random rectangle blanked (random erasing).
+    random_erasing: float = Field(default=0.0, ge=0, le=1)
+    # Stop when the validation loss has not improved for this many epochs, keeping the best
+    # weights; None trains every epoch.
+    early_stopping_patience: int | None = Field(default=None, ge=1)
+    tta: bool = True  # predict as the mean of the image and its mirror image
     seed: int = 0
     # CPU threads for torch; None = every core this process may use.
     threads: int | None = Field(default=None, ge=1)

@@ -54,6 +54,10 @@ class ProjectPaths:
     def model_dir(self, view: str) -> Path:
         return self.data / "models" / view
 
+    def checkpoints(self, view: str) -> Path:
+        """Where a view's networks save their resumable state while they train."""
+        return self.data / "checkpoints" / view
+
     @property
     def fused_dir(self) -> Path:
         return self.data / "fused"

@@ -1,4 +1,4 @@
-"""Images written for people: confusion matrices."""
+"""Images written for people: confusion matrices and learning curves."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,6 +26,32 @@ def save_confusion_png(path: Path, matrix: np.ndarray, class_names: Sequence[str
         if count:
             ax.text(j, i, str(count), ha="center", va="center", fontsize=6,
                     color="white" if rates[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save_learning_curves_png(path: Path, history: list[dict], title: str) -> None:
+    """Loss (train and validation) and validation accuracy per epoch; one line per expert."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, (loss_ax, accuracy_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for segment in sorted({record.get("segment") for record in history}, key=lambda s: -1 if s is None else s):
+        records = [r for r in history if r.get("segment") == segment]
+        epochs = [r["epoch"] for r in records]
+        label = "" if segment is None else f"segment-{segment} "
+        loss_ax.plot(epochs, [r["train_loss"] for r in records], "--", label=f"{label}train")
+        loss_ax.plot(epochs, [r["val_loss"] for r in records], label=f"{label}val")
+        accuracy_ax.plot(epochs, [r["val_accuracy"] for r in records], label=f"{label}val".strip())
+    loss_ax.set(xlabel="epoch", ylabel="loss")
+    accuracy_ax.set(xlabel="epoch", ylabel="validation accuracy")
+    for ax in (loss_ax, accuracy_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

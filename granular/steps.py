@@ -6,6 +6,7 @@ Both entry points call these same functions: the Prefect tasks in tasks/ and the
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from pathlib import Path
 
@@ -116,9 +117,10 @@ def view_step(config: Config, paths: ProjectPaths, view_name: str) -> dict:
     return hashes
 
 
-def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=None) -> dict:
+def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=None, warn=print) -> dict:
     """Train one view (one network, or one expert per segment); write its model, history and
-    val/test probabilities, each example predicted by the expert of its segment."""
+    val/test probabilities, each example predicted by the expert of its segment. A training
+    that was killed resumes from its last checkpoint."""
     from granular import train  # torch is imported only by the steps that need it
     from granular.device import select_runtime
     from granular.view_model import save_view_model
@@ -147,6 +149,8 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
             splits["train"]["x"][rows["train"]], splits["train"]["y"][rows["train"]],
             splits["val"]["x"][rows["val"]], splits["val"]["y"][rows["val"]], num_classes=num_classes,
             config=expert_config, runtime=runtime, on_epoch=record_epoch,
+            checkpoint_dir=paths.checkpoints(view.name) / (f"segment-{number}" if view.segments else "model"),
+            warn=warn,
         )
         expert.meta = {
             "view": view.model_dump(),
@@ -163,6 +167,8 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
         save_view_model(staging, experts, segmenter_file)
         write_npz(staging / "predictions.npz", val_proba=val_proba, test_proba=test_proba)
         write_json(staging / "history.json", history)
+        plots.save_learning_curves_png(staging / "learning_curves.png", history, title=view.name)
+    shutil.rmtree(paths.checkpoints(view.name), ignore_errors=True)  # the model is saved: not needed
     return {
         "view": view.name,
         "device": runtime.name,

@@ -1,6 +1,8 @@
 """Training and inference for one view: data resident on the device, augmentation on the device."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import time
 from contextlib import nullcontext
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from granular import checkpoints, models, preemption
 from granular.atomic import atomic_path
 from granular.config import TrainConfig
 from granular.device import Runtime
@@ -30,6 +33,7 @@ class TrainedModel:
     history: list[dict] = field(default_factory=list)
     meta: dict = field(default_factory=dict)  # what the model is for: view, classes, config
     val_proba: np.ndarray | None = None  # validation probabilities of the final weights
+    tta: bool = True  # predict as the mean over the image and its mirror image
 
 
 def _as_batch(images: np.ndarray, runtime: Runtime) -> torch.Tensor:
@@ -37,8 +41,10 @@ def _as_batch(images: np.ndarray, runtime: Runtime) -> torch.Tensor:
     return torch.as_tensor(images, dtype=torch.float32).unsqueeze(1).to(runtime.device)
 
 
-def _augment(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Per-image random translation (crop of a zero-padded copy) and horizontal flip."""
+def _augment(x: torch.Tensor, pad: int, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """Per-image random translation (crop of a zero-padded copy), horizontal flip and random
+    erasing, as the config asks; random numbers come from `generator` on the CPU, so a run
+    is the same on any device."""
     batch, channels, height, width = x.shape
     device = x.device
     shift = torch.randint(0, 2 * pad + 1, (2, batch), generator=generator).to(device)
@@ -49,13 +55,74 @@ def _augment(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Ten
     moved = padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
     moved = moved.permute(0, 3, 1, 2)
     flip = (torch.rand(batch, generator=generator) < 0.5).to(device)[:, None, None, None]
-    return torch.where(flip, moved.flip(-1), moved)
+    if config.hflip:
+        moved = torch.where(flip, moved.flip(-1), moved)
+    if config.random_erasing > 0:
+        moved = _erase(moved, config.random_erasing, generator)
+    return moved
+
+
+def _erase(x: torch.Tensor, chance: float, generator: torch.Generator) -> torch.Tensor:
+    """Blank one random rectangle (2-25% of the area, aspect 0.3-3.3) in a `chance` share of images."""
+    batch, _, height, width = x.shape
+    draws = torch.rand(5, batch, generator=generator)
+    area = (0.02 + 0.23 * draws[0]) * height * width
+    aspect = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * draws[1])
+    h = (area * aspect).sqrt().round().clamp(1, height)
+    w = (area / aspect).sqrt().round().clamp(1, width)
+    top = (draws[2] * (height - h + 1)).floor()
+    left = (draws[3] * (width - w + 1)).floor()
+    rows, cols = torch.arange(height)[None, :], torch.arange(width)[None, :]
+    inside = (
+        ((rows >= top[:, None]) & (rows < (top + h)[:, None]))[:, :, None]
+        & ((cols >= left[:, None]) & (cols < (left + w)[:, None]))[:, None, :]
+    )  # (B, H, W)
+    erase = (inside & (draws[4] < chance)[:, None, None])[:, None].to(x.device)
+    return x.masked_fill(erase, 0.0)
 
 
 def _autocast(runtime: Runtime):
     if runtime.autocast_dtype is None:
         return nullcontext()
     return torch.autocast(runtime.device.type, dtype=runtime.autocast_dtype)
+
+
+def _fingerprint(config: TrainConfig, num_classes: int, *arrays: np.ndarray) -> str:
+    """What makes two trainings the same one: settings, data and the code that trains."""
+    digest = hashlib.sha256(f"{config.model_dump_json()}|{num_classes}".encode())
+    for array in arrays:
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+    for source in (__file__, models.__file__):
+        digest.update(Path(source).read_bytes())
+    return digest.hexdigest()
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
+    )
+
+
+def _schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
+    """Warm-up to the peak learning rate over warmup_fraction of the steps, then down to ~0."""
+    # OneCycleLR divides by zero when its warm-up is shorter than a step: tiny runs (a small
+    # segment's expert) get a schedule of at least 5 steps, not all of which they take.
+    total_steps = max(total_steps, 5)
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=config.warmup_fraction
+        )
+    warmup = max(1, round(config.warmup_fraction * total_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(_warmup_cosine, warmup, total_steps))
+
+
+def _warmup_cosine(warmup: int, total: int, step: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
 def fit(
@@ -67,8 +134,17 @@ def fit(
     config: TrainConfig,
     runtime: Runtime,
     on_epoch: EpochCallback | None = None,
+    checkpoint_dir: Path | None = None,
+    warn: Callable[[str], None] = print,
 ) -> TrainedModel:
-    """Train a ResidualCNN with SGD + Nesterov, a one-cycle schedule and label smoothing."""
+    """Train a ResidualCNN with the recipe in `config` (optimizer, warm-up schedule, label
+    smoothing, augmentation, early stopping on the validation loss).
+
+    With a checkpoint_dir, the whole training state (weights, optimizer, schedule, random
+    generators, history, best weights so far) is saved after every epoch and on SIGTERM, and a
+    later call with the same settings and data resumes from the newest readable checkpoint: on
+    the CPU it ends with exactly the weights an uninterrupted run would have.
+    """
     if len(x_train) == 0:
         raise ValueError("cannot train on an empty training split")
     torch.manual_seed(config.seed)
@@ -79,61 +155,109 @@ def fit(
     ys = torch.as_tensor(y_train, dtype=torch.long, device=runtime.device)
 
     cnn = CNNConfig(
-        in_channels=1, num_classes=num_classes, width=config.width, stem_pool=stem_pool_for(x_train.shape[1])
+        in_channels=1, num_classes=num_classes, width=config.width, dropout=config.dropout,
+        stem_pool=stem_pool_for(x_train.shape[1]),
     )
-    model = ResidualCNN(cnn)
-    model = model.to(runtime.device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
-    )
+    model = ResidualCNN(cnn).to(runtime.device, memory_format=torch.channels_last)
+    optimizer = _optimizer(model, config)
     steps_per_epoch = math.ceil(len(xs) / config.batch_size)
-    # OneCycleLR divides by zero when its warm-up is shorter than a step: tiny runs (a small
-    # segment's expert) get a schedule of at least 5 steps, not all of which they take.
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=max(config.epochs * steps_per_epoch, 5), pct_start=0.25
-    )
+    schedule = _schedule(optimizer, config, config.epochs * steps_per_epoch)
     pad = max(1, xs.shape[-1] // 14)  # 2 pixels at 28x28, 1 at 14x14
-    trained = TrainedModel(model=model, mean=mean, std=std)
+    trained = TrainedModel(model=model, mean=mean, std=std, tta=config.tta)
+    best = {"val_loss": math.inf, "epoch": 0, "weights": None, "val_proba": None}  # for early stopping
 
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        started = time.perf_counter()
-        order = torch.randperm(len(xs), generator=generator).to(runtime.device)
-        loss_sum = torch.zeros((), device=runtime.device)
-        for start in range(0, len(xs), config.batch_size):
-            rows = order[start : start + config.batch_size]
-            batch = _augment(xs[rows], pad, generator)
-            batch = ((batch - mean) / std).contiguous(memory_format=torch.channels_last)
-            with _autocast(runtime):
-                loss = F.cross_entropy(model(batch), ys[rows], label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            loss_sum += loss.detach() * len(rows)  # stays on the device: no sync per step
-        seconds = time.perf_counter() - started
-        val_proba = predict_proba(trained, x_val, runtime, batch_size=1024)
-        record = {
-            "epoch": epoch,
-            "train_loss": float(loss_sum) / len(xs),
-            "val_accuracy": float((val_proba.argmax(1) == y_val).mean()) if len(y_val) else float("nan"),
-            "val_loss": log_loss(val_proba, y_val),
-            "seconds": seconds,
-            "images_per_s": len(xs) / seconds,
-            "lr": schedule.get_last_lr()[0],
+    fingerprint = _fingerprint(config, num_classes, x_train, y_train, x_val, y_val) if checkpoint_dir else ""
+
+    def state(order: torch.Tensor | None, loss_sum: torch.Tensor) -> dict:
+        return {
+            "fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if runtime.device.type == "cuda" else [],
+            "history": trained.history, "order": order, "loss_sum": loss_sum, "best": best,
         }
-        trained.history.append(record)
-        trained.val_proba = val_proba
-        if on_epoch is not None:
-            on_epoch(record)
+
+    first_epoch, first_step, order, loss_sum = 1, 0, None, torch.zeros((), device=runtime.device)
+    resumed = checkpoints.load_latest(checkpoint_dir, fingerprint, runtime.device, warn) if checkpoint_dir else None
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        schedule.load_state_dict(resumed["schedule"])
+        generator.set_state(resumed["generator"])
+        torch.set_rng_state(resumed["torch_rng"])
+        if resumed["cuda_rng"]:
+            torch.cuda.set_rng_state_all(resumed["cuda_rng"])
+        trained.history, best = resumed["history"], resumed["best"]
+        first_epoch, first_step, order, loss_sum = resumed["epoch"], resumed["step"], resumed["order"], resumed["loss_sum"]
+        warn(f"resuming from checkpoint at epoch {first_epoch}, batch {first_step} ({checkpoint_dir})")
+        for record in trained.history:  # the epochs done before, so the caller's curves are whole
+            if on_epoch is not None:
+                on_epoch(record)
+
+    last_epoch = config.epochs
+    if config.early_stopping_patience and trained.history:  # resumed: had it already stopped early?
+        if trained.history[-1]["epoch"] - best["epoch"] >= config.early_stopping_patience:
+            last_epoch = trained.history[-1]["epoch"]
+    with preemption.deferred_sigterm():
+        for epoch in range(first_epoch, last_epoch + 1):
+            model.train()
+            started = time.perf_counter()
+            if order is None:
+                order = torch.randperm(len(xs), generator=generator).to(runtime.device)
+                loss_sum = torch.zeros((), device=runtime.device)
+            for start in range(first_step * config.batch_size, len(xs), config.batch_size):
+                rows = order[start : start + config.batch_size]
+                batch = _augment(xs[rows], pad, config, generator)
+                batch = ((batch - mean) / std).contiguous(memory_format=torch.channels_last)
+                with _autocast(runtime):
+                    loss = F.cross_entropy(model(batch), ys[rows], label_smoothing=config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                loss_sum += loss.detach() * len(rows)  # stays on the device: no sync per step
+                if preemption.requested():
+                    step = start // config.batch_size + 1
+                    saved = checkpoints.save_state(checkpoint_dir, epoch, step, state(order, loss_sum)) if checkpoint_dir else None
+                    raise preemption.Preempted(f"stopped on SIGTERM at epoch {epoch}, batch {step}; checkpoint: {saved}")
+            seconds = time.perf_counter() - started
+            val_proba = predict_proba(trained, x_val, runtime, batch_size=1024)
+            record = {
+                "epoch": epoch,
+                "train_loss": float(loss_sum) / len(xs),
+                "val_accuracy": float((val_proba.argmax(1) == y_val).mean()) if len(y_val) else float("nan"),
+                "val_loss": log_loss(val_proba, y_val),
+                "seconds": seconds,
+                "images_per_s": len(xs) * (1 - first_step / steps_per_epoch) / seconds,
+                "lr": schedule.get_last_lr()[0],
+            }
+            trained.history.append(record)
+            trained.val_proba = val_proba
+            order, first_step = None, 0
+            if config.early_stopping_patience and record["val_loss"] < best["val_loss"]:
+                weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best = {"val_loss": record["val_loss"], "epoch": epoch, "weights": weights,
+                        "val_proba": torch.from_numpy(val_proba)}  # a tensor: checkpoints load weights only
+            stopped_early = config.early_stopping_patience and epoch - best["epoch"] >= config.early_stopping_patience
+            if checkpoint_dir:
+                checkpoints.save_state(checkpoint_dir, epoch + 1, 0, state(None, loss_sum))
+            if on_epoch is not None:
+                on_epoch(record)
+            if stopped_early:
+                warn(f"early stop after epoch {epoch}: no better validation loss since epoch {best['epoch']}")
+                break
+    if config.early_stopping_patience and best["weights"] is not None:  # the best epoch's weights
+        model.load_state_dict(best["weights"])
+        trained.val_proba = best["val_proba"].numpy()
+    if trained.val_proba is None:  # resumed from the checkpoint after the last epoch
+        trained.val_proba = predict_proba(trained, x_val, runtime, batch_size=1024)
     return trained
 
 
 @torch.no_grad()
 def predict_proba(
-    trained: TrainedModel, images: np.ndarray, runtime: Runtime, batch_size: int = 1024, tta: bool = True
+    trained: TrainedModel, images: np.ndarray, runtime: Runtime, batch_size: int = 1024
 ) -> np.ndarray:
-    """Class probabilities (N, classes); with tta, averaged with the mirrored image."""
+    """Class probabilities (N, classes); with the model's tta, averaged with the mirrored image."""
     model = trained.model.eval()
     out = []
     for start in range(0, len(images), batch_size):
@@ -141,7 +265,7 @@ def predict_proba(
         batch = batch.contiguous(memory_format=torch.channels_last)
         with _autocast(runtime):
             proba = F.softmax(model(batch).float(), dim=1)
-            if tta:
+            if trained.tta:
                 proba = (proba + F.softmax(model(batch.flip(-1)).float(), dim=1)) / 2
         out.append(proba.cpu())
     if not out:
@@ -168,6 +292,7 @@ def save_checkpoint(path: Path, trained: TrainedModel) -> None:
         "state_dict": trained.model.state_dict(),
         "mean": trained.mean,
         "std": trained.std,
+        "tta": trained.tta,
         "history": trained.history,
         "meta": trained.meta,
     }
@@ -181,5 +306,5 @@ def load_checkpoint(path: Path, runtime: Runtime) -> TrainedModel:
     model.load_state_dict(state["state_dict"])
     model = model.to(runtime.device, memory_format=torch.channels_last)
     return TrainedModel(
-        model=model, mean=state["mean"], std=state["std"], history=state["history"], meta=state["meta"]
+        model=model, mean=state["mean"], std=state["std"], tta=state["tta"], history=state["history"], meta=state["meta"]
     )

@@ -1,13 +1,19 @@
-"""Training task: one view, one nested MLflow run with per-epoch metrics."""
+"""Training task: one view, one nested MLflow run with per-epoch and system metrics and the
+learning curves, and a Prefect progress artifact updated after every epoch."""
 from __future__ import annotations
 
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from granular import steps
 from granular.config import Config
 from granular.paths import ProjectPaths
+from granular.preemption import Preempted
 from tasks import tracking
+
+SYSTEM_METRICS_SECONDS = 10
 
 
 # Not retried: a training failure is deterministic (bad data, out of memory) and is reported.
@@ -25,24 +31,46 @@ def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: trac
         client, run_id, {"view": view.model_dump(exclude={"train"}), "train": train_config.model_dump()}
     )
 
+    # Watched in the Prefect UI while it trains: epochs done over epochs to do, all experts counted.
+    epochs_total = train_config.epochs * (view.segments.count if view.segments else 1)
+    epochs_done = 0
+    progress = create_progress_artifact(
+        progress=0.0, key=f"train-{view_name}", description=f"training view {view_name}: {epochs_total} epochs"
+    )
+
     def on_epoch(record: dict) -> None:
+        nonlocal epochs_done
         # A segment expert's metrics are named segment-N.<metric>; a plain view's, <metric>.
         expert = f"segment-{record['segment']}" if "segment" in record else ""
+        name = " ".join(filter(None, (view_name, expert)))
         logger.info(
             "%s epoch %d/%d: loss %.4f, val accuracy %.4f, %.0f images/s",
-            " ".join(filter(None, (view_name, expert))), record["epoch"], train_config.epochs,
-            record["train_loss"], record["val_accuracy"], record["images_per_s"],
+            name, record["epoch"], train_config.epochs, record["train_loss"], record["val_accuracy"],
+            record["images_per_s"],
         )
         prefix = f"{expert}." if expert else ""
         metrics = {f"{prefix}{k}": v for k, v in record.items() if k not in ("epoch", "segment")}
         tracking.log_metrics(client, run_id, metrics, step=record["epoch"])
+        epochs_done += 1
+        update_progress_artifact(
+            progress, progress=100.0 * epochs_done / epochs_total,
+            description=f"{name}: epoch {record['epoch']}/{train_config.epochs}, val accuracy {record['val_accuracy']:.4f}",
+        )
 
+    # CPU, memory (and GPU, with pynvml) utilisation as system/* metrics of the view's run.
+    system_metrics = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_SECONDS, tracking_uri=parent.uri)
+    system_metrics.start()
     try:
-        summary = steps.train_step(config, paths, view_name, on_epoch=on_epoch)
+        summary = steps.train_step(config, paths, view_name, on_epoch=on_epoch, warn=logger.warning)
         client.set_tag(run_id, "granular.device", summary["device"])
         client.log_artifacts(run_id, str(paths.model_dir(view_name)), artifact_path="model")
+    except (Preempted, KeyboardInterrupt, SystemExit):
+        client.set_terminated(run_id, status="KILLED")  # stopped from outside; a rerun resumes
+        raise
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
+    finally:
+        system_metrics.finish()
     client.set_terminated(run_id, status="FINISHED")
     return {**summary, "mlflow_run_id": run_id}

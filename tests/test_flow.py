@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from prefect.artifacts import Artifact
 
 from flows.cli import main as granular_cli
 from flows.pipeline import granular_pipeline
@@ -56,7 +57,10 @@ def _runs(project: Path):
     return client, client.search_runs([experiment.experiment_id])
 
 
-def test_cli_runs_the_whole_pipeline_and_tracks_it(project: Path, capsys: pytest.CaptureFixture):
+def test_cli_runs_the_whole_pipeline_and_tracks_it(
+    project: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")  # tiny trainings are short
     args = ["run", "--root", str(project)] + [a for o in SMALL_RUN for a in ("--set", o)]
     assert granular_cli(args) == 0
 
@@ -96,6 +100,11 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(project: Path, capsys: pytest
         history = client.get_metric_history(children["fine-14-clusters4"].info.run_id, f"segment-{segment}.val_accuracy")
         assert [m.step for m in history] == [1, 2]
     assert parent.data.metrics["segments.fine-14-clusters4.segment-0.global_accuracy"] >= 0
+    assert any(key.startswith("system/cpu_utilization") for key in children["fine-28"].data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(children["fine-14-clusters4"].info.run_id, "model")}
+    assert {"model/learning_curves.png", "model/segmenter.npz", "model/segment-3.pt"} <= artifacts
+    progress = Artifact.get(key="train-fine-14-clusters4")  # watched in the Prefect UI
+    assert progress.type == "progress" and progress.data == pytest.approx(100.0)
     # The fused model is one pyfunc that rebuilds every view and the fusion from its own files.
     served = mlflow.pyfunc.load_model(f"{parent.info.artifact_uri}/fused_model")
     fused_test = np.load(project / "data/fused/predictions.npz")["test_proba"]

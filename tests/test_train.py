@@ -1,9 +1,13 @@
-"""Training one view: tiny data, seeded determinism, and checkpoints that rebuild the model."""
+"""Training one view: the recipe's options, tiny data, seeded determinism, and checkpoints that
+rebuild the model."""
 import numpy as np
+import pytest
+import torch
 
 from granular.config import TrainConfig
 from granular.device import select_runtime
-from granular.train import fit, load_checkpoint, predict_proba, save_checkpoint
+from granular.evaluate import log_loss
+from granular.train import _erase, fit, load_checkpoint, predict_proba, save_checkpoint
 
 RUNTIME = select_runtime(threads=1)
 CONFIG = TrainConfig(epochs=2, batch_size=16, width=4, seed=3)
@@ -35,7 +39,37 @@ def test_a_checkpoint_rebuilds_the_same_predictions(tmp_path):
     x, y = _data(64)
     trained = fit(x, y, x, y, num_classes=3, config=CONFIG, runtime=RUNTIME)
     trained.meta = {"view": {"level": "fine"}}
+    trained.tta = False
     save_checkpoint(tmp_path / "model.pt", trained)
     loaded = load_checkpoint(tmp_path / "model.pt", RUNTIME)
-    assert loaded.meta == trained.meta
+    assert loaded.meta == trained.meta and loaded.tta is False
     np.testing.assert_allclose(predict_proba(loaded, x, RUNTIME), predict_proba(trained, x, RUNTIME), rtol=1e-6)
+
+
+def test_adamw_with_a_cosine_schedule_warms_up_to_the_peak_then_decays():
+    x, y = _data(64)
+    config = CONFIG.model_copy(update={"optimizer": "adamw", "schedule": "cosine", "lr": 0.01, "epochs": 4})
+    trained = fit(x, y, x, y, num_classes=3, config=config, runtime=RUNTIME)
+    lrs = [h["lr"] for h in trained.history]  # after each epoch of 4 steps; warm-up is the first 4
+    assert lrs[0] == pytest.approx(0.01, rel=0.05)
+    assert lrs[1] > lrs[2] > lrs[3] >= 0
+
+
+def test_early_stopping_stops_and_keeps_the_best_weights():
+    x, y = _data(96)
+    wrong = (y + 1) % 3  # validation labels the training signal moves away from
+    config = CONFIG.model_copy(update={"epochs": 8, "early_stopping_patience": 2, "lr": 0.05})
+    trained = fit(x, y, x, wrong, num_classes=3, config=config, runtime=RUNTIME, warn=lambda m: None)
+    losses = [h["val_loss"] for h in trained.history]
+    best_epoch = 1 + int(np.argmin(losses))
+    assert len(losses) == best_epoch + 2 < 8  # stopped two epochs after the best one
+    assert log_loss(trained.val_proba, wrong) == pytest.approx(min(losses))
+    np.testing.assert_allclose(predict_proba(trained, x, RUNTIME), trained.val_proba, rtol=1e-5)
+
+
+def test_random_erasing_blanks_one_rectangle_per_chosen_image():
+    x = torch.full((50, 1, 28, 28), 200.0)
+    erased = _erase(x, 1.0, torch.Generator().manual_seed(0))
+    blank = (erased == 0).float().mean(dim=(1, 2, 3))
+    assert ((blank >= 0.005) & (blank <= 0.35)).all()  # about 2-25% of the area, after rounding
+    assert torch.equal(_erase(x, 0.0, torch.Generator().manual_seed(0)), x)
