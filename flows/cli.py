@@ -25,9 +25,8 @@ def format_table(metrics: dict) -> str:
     for view, by_segment in metrics.get("segments", {}).items():
         lines.append(f"\n{view}: test accuracy of each segment's expert vs the global model")
         for segment, scores in by_segment.items():
-            lines.append(
-                f"  {segment:<12} n={scores['n']:<6} expert {scores['accuracy']:.4f}  global {scores['global_accuracy']:.4f}"
-            )
+            versus = f"  global {scores['global_accuracy']:.4f}" if "global_accuracy" in scores else ""
+            lines.append(f"  {segment:<12} n={scores['n']:<6} expert {scores['accuracy']:.4f}{versus}")
     return "\n".join(lines)
 
 
@@ -41,6 +40,8 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     result = granular_pipeline(root=args.root, params=args.params, overrides=args.overrides)
     print()
     print(format_table(result["metrics"]))
+    for view, error in result["failed_views"].items():
+        print(f"left out: view {view} failed to train: {error}")
     print(f"\nmetrics:     {Path(args.root) / 'data/evaluation/metrics.json'}")
     print(f"MLflow run:  {result['mlflow_run_id']} in {result['tracking_uri']}")
     print(f"fused model: {result['model_uri']}")

@@ -11,7 +11,7 @@ from granular.paths import ProjectPaths
 from tasks import tracking
 from tasks.data import clean_data, import_raw, partition_data, validate_data
 from tasks.evaluation import evaluate_models, fuse_views, log_fused_model, record_evaluation
-from tasks.training import train_view
+from tasks.training import ViewsFailed, train_all_views
 from tasks.versioning import commit_data_versions
 
 
@@ -31,17 +31,27 @@ def granular_pipeline(root: str = ".", params: str | None = None, overrides: lis
         validate_data(config, paths)
         partitions = partition_data(config, paths)
         tracking.tag_splits(parent, partitions)
-        trained = [train_view(config, paths, name, parent) for name in config.views]
+        trained, failed = train_all_views(config, paths, parent)
+        if failed:
+            why = "; ".join(f"{name}: {error}" for name, error in failed.items())
+            if not trained or not config.fusion.allow_missing_views:
+                raise ViewsFailed(f"{len(failed)} view(s) failed to train ({why}); "
+                                  "set fusion.allow_missing_views=true to fuse the views that finished")
+            tracking.tag_failed_views(parent, failed)
+            config = config.with_views([t["view"] for t in trained])  # fuse and evaluate the rest
         fusion = fuse_views(config, paths)
         metrics = evaluate_models(config, paths)
         record_evaluation(paths, parent, metrics, {t["view"]: t["mlflow_run_id"] for t in trained})
         model_uri = log_fused_model(paths, parent)
-        commit_data_versions(paths, configured_by_params_file=not params and not overrides, parent=parent)
+        # Outputs match dvc.yaml only when params.yaml was used as it stands and every view trained.
+        as_declared = not params and not overrides and not failed
+        commit_data_versions(paths, outputs_as_declared=as_declared, parent=parent)
     except BaseException:
         tracking.end_run(parent, "FAILED")
         raise
     tracking.end_run(parent, "FINISHED")
     return {
+        "failed_views": failed,
         "metrics": metrics,
         "fusion": fusion,
         "model_uri": model_uri,

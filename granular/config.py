@@ -98,6 +98,8 @@ class TrainConfig(_Section):
 
 class FusionConfig(_Section):
     strategy: Literal["product", "weighted", "auto"] = "auto"
+    # When a view fails to train: fuse the views that finished (True), or fail the run (False).
+    allow_missing_views: bool = False
 
 
 class TrackingConfig(_Section):
@@ -138,6 +140,10 @@ class Config(_Section):
                     f"{view.global_name!r}, must be declared too"
                 )
         return views
+
+    def with_views(self, names: list[str]) -> "Config":
+        """The same configuration over fewer views (those that finished training)."""
+        return self.model_copy(update={"views": {name: self.views[name] for name in names}})
 
     def view(self, name: str) -> ViewConfig:
         if name not in self.views:

@@ -117,7 +117,7 @@ def view_step(config: Config, paths: ProjectPaths, view_name: str) -> dict:
     return hashes
 
 
-def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=None, warn=print) -> dict:
+def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=None, warn=print, gpu: int = 0) -> dict:
     """Train one view (one network, or one expert per segment); write its model, history and
     val/test probabilities, each example predicted by the expert of its segment. A training
     that was killed resumes from its last checkpoint."""
@@ -128,7 +128,7 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
     view = config.view(view_name)
     taxonomy = _taxonomy(config, paths)
     train_config = config.train_config(view)
-    runtime = select_runtime(train_config.threads)
+    runtime = select_runtime(train_config.threads, gpu)
     splits = {s: read_npz(paths.view_split(view.name, s)) for s in partition.SPLITS}
     segment = {s: arrays.get("segment", np.zeros(len(arrays["y"]), dtype=np.int64)) for s, arrays in splits.items()}
     num_classes = taxonomy.num_classes(view.level)
@@ -263,13 +263,13 @@ def _accuracy_by_segment(
             continue
         segment = read_npz(paths.view_split(view.name, "test"))["segment"]
         y = taxonomy.map_labels(y_fine, view.level)
-        expert_right = test_probas[view.name].argmax(1) == y
-        global_right = test_probas[view.global_name].argmax(1) == y
+        right = {"accuracy": test_probas[view.name].argmax(1) == y}
+        if view.global_name in test_probas:  # absent when it failed to train and the run went on
+            right["global_accuracy"] = test_probas[view.global_name].argmax(1) == y
         out[view.name] = {
             f"segment-{number}": {
                 "n": int((segment == number).sum()),
-                "accuracy": float(expert_right[segment == number].mean()),
-                "global_accuracy": float(global_right[segment == number].mean()),
+                **{key: float(correct[segment == number].mean()) for key, correct in right.items()},
             }
             for number in range(view.segments.count)
             if (segment == number).any()

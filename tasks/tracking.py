@@ -117,3 +117,9 @@ def log_clean_report(ref: RunRef, report: dict) -> None:
     """How many examples cleaning kept and set aside, by reason."""
     counts = {"clean.examined": report["examined"], "clean.kept": report["kept"], "clean.rejected": report["rejected"]}
     log_metrics(MlflowClient(ref.uri), ref.run_id, counts)
+
+
+def tag_failed_views(ref: RunRef, failed: dict[str, str]) -> None:
+    """The views a run went on without, and why each failed."""
+    tags = [RunTag(f"granular.failed_view.{name}", why[:5000]) for name, why in failed.items()]
+    MlflowClient(ref.uri).log_batch(ref.run_id, tags=tags)

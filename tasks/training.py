@@ -9,6 +9,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from granular import steps
 from granular.config import Config
+from granular.device import concurrent_trainings
 from granular.paths import ProjectPaths
 from granular.preemption import Preempted
 from tasks import tracking
@@ -17,8 +18,41 @@ SYSTEM_METRICS_SECONDS = 10
 
 
 # Not retried: a training failure is deterministic (bad data, out of memory) and is reported.
-@task(name="train_view", task_run_name="train-{view_name}")
-def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: tracking.RunRef) -> dict:
+class ViewsFailed(RuntimeError):
+    """Views failed to train; the message names each one and why."""
+
+
+def train_all_views(config: Config, paths: ProjectPaths, parent: tracking.RunRef) -> tuple[list[dict], dict[str, str]]:
+    """Train every view, as many at once as the machine holds without contention (one per GPU;
+    on the CPU, as many as the cores hold at train.threads each). A view that fails does not
+    stop the others; return the summaries of the views that finished, and why each other failed."""
+    names = list(config.views)
+    width = min(len(names), concurrent_trainings(config.train.threads))
+    finished, failed = [], {}
+
+    def collect(name: str, result) -> None:
+        try:
+            finished.append(result())
+        except Preempted:  # the machine is going away: stop everything
+            raise
+        except Exception as error:
+            failed[name] = f"{type(error).__name__}: {error}"
+            get_run_logger().error("view %s failed to train: %s", name, failed[name])
+
+    if width == 1:  # in this thread, where SIGTERM can be deferred until a checkpoint is saved
+        for name in names:
+            collect(name, lambda: train_view(config, paths, name, parent))
+    else:
+        for start in range(0, len(names), width):
+            wave = {name: train_view.submit(config, paths, name, parent, gpu=i) for i, name in enumerate(names[start:start + width])}
+            for name, future in wave.items():
+                collect(name, future.result)
+    return finished, failed
+
+
+# Tagged so a Prefect concurrency limit on "granular-train" can guard a GPU across flow runs.
+@task(name="train_view", task_run_name="train-{view_name}", tags=["granular-train"])
+def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: tracking.RunRef, gpu: int = 0) -> dict:
     logger = get_run_logger()
     client = MlflowClient(parent.uri)
     run = client.create_run(
@@ -61,7 +95,7 @@ def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: trac
     system_metrics = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_SECONDS, tracking_uri=parent.uri)
     system_metrics.start()
     try:
-        summary = steps.train_step(config, paths, view_name, on_epoch=on_epoch, warn=logger.warning)
+        summary = steps.train_step(config, paths, view_name, on_epoch=on_epoch, warn=logger.warning, gpu=gpu)
         client.set_tag(run_id, "granular.device", summary["device"])
         client.log_artifacts(run_id, str(paths.model_dir(view_name)), artifact_path="model")
     except (Preempted, KeyboardInterrupt, SystemExit):

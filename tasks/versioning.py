@@ -37,16 +37,16 @@ def _dvc(paths: ProjectPaths, *args: str, warn: Callable[[str], None] = _warn_on
 
 
 @task(name="commit_data_versions", retries=1, retry_delay_seconds=2)  # a busy DVC lock clears
-def commit_data_versions(paths: ProjectPaths, configured_by_params_file: bool, parent: RunRef) -> bool:
-    """`dvc commit` every stage when the run used params.yaml as it stands, and keep the
-    resulting dvc.lock in the MLflow run; otherwise (overrides, another parameters file) the
-    outputs do not match what dvc.yaml declares, so leave DVC be."""
+def commit_data_versions(paths: ProjectPaths, outputs_as_declared: bool, parent: RunRef) -> bool:
+    """`dvc commit` every stage when the run's outputs are what dvc.yaml declares (params.yaml
+    as it stands, every view trained), and keep the resulting dvc.lock in the MLflow run;
+    otherwise (overrides, another parameters file, a failed view) leave DVC be."""
     logger = get_run_logger()
     if not (paths.root / ".dvc").is_dir():
         logger.info("%s is not a DVC project: outputs not recorded in DVC", paths.root)
         return False
-    if not configured_by_params_file:
-        logger.info("run used overrides or another parameters file: outputs not recorded in DVC")
+    if not outputs_as_declared:
+        logger.info("run used overrides, another parameters file or fewer views: outputs not recorded in DVC")
         return False
     done = _dvc(paths, "commit", "--force", "--quiet", warn=logger.warning)
     if done.returncode != 0:

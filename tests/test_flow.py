@@ -19,7 +19,9 @@ from prefect.artifacts import Artifact
 
 from flows.cli import main as granular_cli
 from flows.pipeline import granular_pipeline
+from granular import steps
 from granular.validate import ValidationFailed
+from tasks.training import ViewsFailed
 
 REPO = Path(__file__).resolve().parents[1]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -135,6 +137,56 @@ def test_failed_validation_stops_before_training(project: Path):
     assert report["success"] is False
     _, runs = _runs(project)
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+TWO_VIEWS = SMALL_RUN + ["views={fine-14: {level: fine, resolution: 14}, coarse-28: {level: coarse, resolution: 28}}"]
+
+
+def _fail_training_of(view: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[float, float]]:
+    """Make one view's training fail; return when each view's training started and ended."""
+    real_train_step = steps.train_step
+    spans = {}
+
+    def train_step(config, paths, view_name, **kwargs):
+        started = time.monotonic()
+        try:
+            if view_name == view:
+                time.sleep(0.5)
+                raise RuntimeError("out of memory (simulated)")
+            return real_train_step(config, paths, view_name, **kwargs)
+        finally:
+            spans[view_name] = (started, time.monotonic())
+
+    monkeypatch.setattr(steps, "train_step", train_step)
+    return spans
+
+
+def test_a_failed_view_fails_the_run_after_the_other_views_trained(project: Path, monkeypatch: pytest.MonkeyPatch):
+    _fail_training_of("fine-14", monkeypatch)
+    with pytest.raises(ViewsFailed, match=r"fine-14: RuntimeError: out of memory \(simulated\).*allow_missing_views"):
+        granular_pipeline(root=str(project), overrides=TWO_VIEWS)
+    assert (project / "data/models/coarse-28/model.pt").exists()  # trained all the same
+    _, runs = _runs(project)
+    assert {r.data.tags["mlflow.runName"]: r.info.status for r in runs if "granular.view" in r.data.tags} == {
+        "fine-14": "FAILED", "coarse-28": "FINISHED"
+    }
+
+
+def test_views_train_concurrently_and_the_run_can_go_on_without_a_failed_one(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import tasks.training
+
+    monkeypatch.setattr(tasks.training, "concurrent_trainings", lambda threads: 2)  # both views at once
+    spans = _fail_training_of("fine-14", monkeypatch)
+    result = granular_pipeline(root=str(project), overrides=TWO_VIEWS + ["fusion.allow_missing_views=true"])
+    assert max(start for start, _ in spans.values()) < min(end for _, end in spans.values())  # overlapped
+    assert result["failed_views"] == {"fine-14": "RuntimeError: out of memory (simulated)"}
+    assert set(result["metrics"]["test"]) == {"coarse-28", "fused"}
+    client, runs = _runs(project)
+    parent = client.get_run(result["mlflow_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["granular.failed_view.fine-14"] == "RuntimeError: out of memory (simulated)"
 
 
 def test_a_bad_override_is_refused_with_the_key_named(project: Path, capsys: pytest.CaptureFixture):

@@ -73,3 +73,13 @@ def test_random_erasing_blanks_one_rectangle_per_chosen_image():
     blank = (erased == 0).float().mean(dim=(1, 2, 3))
     assert ((blank >= 0.005) & (blank <= 0.35)).all()  # about 2-25% of the area, after rounding
     assert torch.equal(_erase(x, 0.0, torch.Generator().manual_seed(0)), x)
+
+
+def test_on_the_cpu_as_many_trainings_run_at_once_as_the_cores_hold(monkeypatch):
+    from granular import device
+
+    monkeypatch.setattr(device.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(device, "usable_cores", lambda: 8)
+    assert device.concurrent_trainings(None) == 1  # each training uses every core
+    assert device.concurrent_trainings(2) == 4
+    assert device.concurrent_trainings(16) == 1
