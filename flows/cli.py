@@ -1,6 +1,7 @@
 """`granular` command line:
     granular run [--root DIR] [--params FILE] [--set key=value ...]
     granular reproduce MLFLOW_RUN_ID [--root DIR]
+    granular tune VIEW [--root DIR] [--params FILE] [--set key=value ...]
 """
 from __future__ import annotations
 
@@ -65,6 +66,23 @@ def _reproduce(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace, config: Config) -> int:
+    from flows.tune import tune_flow
+
+    if args.view not in config.views:
+        print(f"granular: no view named {args.view!r}; views are {list(config.views)}", file=sys.stderr)
+        return 2
+    result = tune_flow(view=args.view, root=args.root, params=args.params, overrides=args.overrides)
+    trials = result["trials"]
+    print(f"\n{args.view}: best {result['metric']} = {result['best_value']:.4f} "
+          f"({trials['COMPLETE']} trials completed, {trials['PRUNED']} pruned, {trials['FAIL']} failed)")
+    for key, value in result["best_params"].items():
+        print(f"  train.{key} = {value}")
+    print(f"proposal:   {result['proposal']}  (merge into params.yaml to use it)")
+    print(f"MLflow run: {result['mlflow_run_id']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     for name, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(name, value)
@@ -84,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     reproduce.add_argument("run_id", help="the MLflow run id printed by `granular run`")
     reproduce.set_defaults(handler=_reproduce)
+    tune = commands.add_parser(
+        "tune", parents=[common], help="search one view's training settings with Optuna (the tune: section)"
+    )
+    tune.add_argument("view", help="the view to tune, e.g. fine-28")
+    tune.set_defaults(handler=_tune)
     args = parser.parse_args(argv)
 
     params = Path(args.params) if args.params else ProjectPaths(Path(args.root)).params

@@ -102,6 +102,52 @@ class FusionConfig(_Section):
     allow_missing_views: bool = False
 
 
+class SearchRange(_Section):
+    """A numeric range of a hyperparameter, drawn log-uniformly when `log`; whole numbers for
+    integer settings (width, batch_size)."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SearchRange":
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class TuneConfig(_Section):
+    """Hyperparameter search of one view's training (`granular tune VIEW`)."""
+
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    trials: int = Field(default=20, ge=1)
+    epochs: int = Field(default=4, ge=1)  # per trial: short trials rank settings well enough
+    pruning: bool = True  # stop a trial whose validation loss is worse than the median so far
+    pruning_startup_trials: int = Field(default=3, ge=0)
+    seed: int = 0
+    # train.<key>: a range {low, high, log} or a list of choices (the grid sampler takes lists only).
+    space: dict[str, SearchRange | list[Any]] = Field(default_factory=dict)
+
+    @field_validator("space")
+    @classmethod
+    def _keys_are_train_settings(cls, space: dict) -> dict:
+        tunable = set(TrainConfig.model_fields) - {"epochs", "seed", "threads"}
+        unknown = sorted(set(space) - tunable)
+        if unknown:
+            raise ValueError(f"{unknown} cannot be tuned; the tunable train settings are {sorted(tunable)}")
+        return space
+
+    @model_validator(mode="after")
+    def _grid_needs_choices(self) -> "TuneConfig":
+        ranges = sorted(key for key, value in self.space.items() if isinstance(value, SearchRange))
+        if self.sampler == "grid" and ranges:
+            raise ValueError(f"the grid sampler needs lists of choices; {ranges} are ranges")
+        return self
+
+
 class TrackingConfig(_Section):
     experiment: str = "granular"
     # None: MLFLOW_TRACKING_URI if set, else a SQLite store in the project.
@@ -122,6 +168,7 @@ class Config(_Section):
     }
     train: TrainConfig = TrainConfig()
     fusion: FusionConfig = FusionConfig()
+    tune: TuneConfig = TuneConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

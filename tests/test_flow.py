@@ -14,6 +14,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from prefect.artifacts import Artifact
 
@@ -232,3 +233,24 @@ def test_runs_go_to_the_tracking_server_named_by_the_environment(
     assert parent.info.status == "FINISHED"
     assert "test.fused.accuracy" in parent.data.metrics
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"fused_model", "evaluation", "config.json"}
+
+
+def test_tune_searches_a_view_with_one_mlflow_run_per_trial(project: Path, capsys: pytest.CaptureFixture):
+    overrides = SMALL_RUN + ["tune.trials=3", "tune.epochs=1", "tune.sampler=random", "tune.pruning=false"]
+    assert granular_cli(["tune", "fine-14", "--root", str(project)] + [a for o in overrides for a in ("--set", o)]) == 0
+    out = capsys.readouterr().out
+    assert "fine-14: best lowest validation log-loss within 1 epochs" in out and "3 trials completed" in out
+
+    client, runs = _runs(project)
+    parent = next(r for r in runs if r.data.tags.get("granular.tune") == "fine-14")
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["granular.trial"] for r in trials) == ["0", "1", "2"]
+    assert all(r.info.status == "FINISHED" and "objective" in r.data.metrics for r in trials)
+    assert parent.data.metrics["best_objective"] == min(r.data.metrics["objective"] for r in trials)
+    proposal = yaml.safe_load((project / "data/tuning/fine-14.yaml").read_text())
+    assert set(proposal["views"]["fine-14"]["train"]) == {"lr", "weight_decay", "label_smoothing", "width"}
+
+
+def test_tune_refuses_an_unknown_view(project: Path, capsys: pytest.CaptureFixture):
+    assert granular_cli(["tune", "fine-99", "--root", str(project)]) == 2
+    assert "no view named 'fine-99'" in capsys.readouterr().err

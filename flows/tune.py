@@ -1,0 +1,37 @@
+"""The search flow: the data steps as in the pipeline, then an Optuna search of one view."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from granular.config import load_config
+from granular.paths import ProjectPaths
+from tasks import tracking
+from tasks.data import clean_data, import_raw, partition_data, validate_data
+from tasks.tuning import tune
+
+
+@flow(name="granular-tune")
+def tune_flow(view: str, root: str = ".", params: str | None = None, overrides: list[str] | None = None) -> dict:
+    """Search the training settings of `view` as tune: in params.yaml says; return the best
+    settings, the path of the proposal and the MLflow run id."""
+    paths = ProjectPaths(Path(root).resolve())
+    config = load_config(Path(params) if params else paths.params, overrides or [])
+    config.view(view)  # an unknown view fails here, before any work
+    parent = tracking.start_parent_run(
+        config, paths, run_name=f"tune-{view}",
+        tags={"prefect.flow_run_id": str(flow_run.id), "granular.tune": view},
+    )
+    try:
+        import_raw(config, paths)
+        clean_data(config, paths)
+        validate_data(config, paths)
+        partition_data(config, paths)
+        summary = tune(config, paths, view, parent)
+    except BaseException:
+        tracking.end_run(parent, "FAILED")
+        raise
+    tracking.end_run(parent, "FINISHED")
+    return {**summary, "mlflow_run_id": parent.run_id}

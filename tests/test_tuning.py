@@ -1,0 +1,76 @@
+"""Hyperparameter search: the search space in params.yaml, trials, pruning and the proposal."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from granular import steps
+from granular.config import ConfigError, load_config
+from granular.paths import ProjectPaths
+from granular.tuning import TrialHooks, tune_view, write_proposal
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = REPO / "params.yaml"
+SMALL = ["data.limit=300", "validate.min_per_class=10", "train.width=8", "tune.epochs=2"]
+
+
+def test_the_grid_sampler_refuses_ranges():
+    with pytest.raises(ConfigError, match=r"the grid sampler needs lists of choices; \['label_smoothing', 'lr', 'weight_decay'\]"):
+        load_config(PARAMS, ["tune.sampler=grid"])
+
+
+def test_only_train_settings_can_be_tuned():
+    with pytest.raises(ConfigError, match=r"\['epochs', 'momentum'\] cannot be tuned"):
+        load_config(PARAMS, ["tune.space={epochs: [1, 2], momentum: [0.8, 0.9]}"])
+
+
+def test_a_log_range_needs_a_positive_low():
+    with pytest.raises(ConfigError, match="a log range needs low > 0"):
+        load_config(PARAMS, ["tune.space={lr: {low: 0, high: 0.1, log: true}}"])
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> ProjectPaths:
+    """A project with the fine-14 view's split files built from the real data, subsampled."""
+    root = tmp_path_factory.mktemp("tune")
+    shutil.copy(PARAMS, root / "params.yaml")
+    (root / "data").mkdir()
+    shutil.copy(REPO / "data" / "taxonomy.yaml", root / "data" / "taxonomy.yaml")
+    paths = ProjectPaths(root)
+    config = load_config(paths.params, SMALL)
+    for step in (steps.import_raw_step, steps.clean_step, steps.validate_step, steps.split_step):
+        step(config, paths)
+    steps.view_step(config, paths, "fine-14")
+    return paths
+
+
+def test_random_search_runs_every_trial_in_the_space_and_proposes_the_best(project: ProjectPaths):
+    config = load_config(project.params, SMALL + ["tune.sampler=random", "tune.trials=3", "tune.pruning=false"])
+    seen = []
+    summary = tune_view(config, project, "fine-14", TrialHooks(started=lambda n, params: seen.append(params)))
+    assert summary["trials"] == {"COMPLETE": 3, "PRUNED": 0, "FAIL": 0}
+    for params in seen:
+        assert 0.01 <= params["lr"] <= 0.2 and params["width"] in (24, 32, 48)
+    assert summary["best_params"] in seen
+
+    proposal = yaml.safe_load(write_proposal(project, summary).read_text())
+    assert proposal == {"views": {"fine-14": {"train": summary["best_params"]}}}
+    merged = load_config(project.params, [f"views.fine-14.train={summary['best_params']}"])  # it applies as is
+    assert merged.train_config(merged.view("fine-14")).lr == summary["best_params"]["lr"]
+
+
+def test_a_trial_worse_than_the_median_at_an_epoch_is_pruned(project: ProjectPaths):
+    config = load_config(project.params, SMALL + [
+        "tune.sampler=grid", "tune.trials=3", "tune.pruning_startup_trials=1", "tune.epochs=4", "train.batch_size=32",
+        "tune.space={lr: [0.05, 0.04, 1.0e-7]}", "tune.seed=5",  # a grid order that tries 1e-7 last
+    ])
+    order, states = [], {}
+    hooks = TrialHooks(started=lambda n, params: order.append(params["lr"]), finished=lambda n, state, value: states.update({n: state}))
+    summary = tune_view(config, project, "fine-14", hooks)
+    hopeless = order.index(1.0e-7)  # a learning rate that cannot learn in four epochs
+    assert hopeless == 2 and states[hopeless] == "PRUNED"
+    assert states[0] == "COMPLETE"  # the first trial sets the median, it is never pruned
+    assert summary["best_params"]["lr"] in (0.05, 0.04)
