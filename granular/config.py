@@ -91,6 +91,9 @@ class TrainConfig(_Section):
     # weights; None trains every epoch.
     early_stopping_patience: int | None = Field(default=None, ge=1)
     tta: bool = True  # predict as the mean of the image and its mirror image
+    # torch.compile the training step: auto = on CUDA only (on a CPU it compiles for ~30 s and
+    # then runs no faster).
+    compile: Literal["auto", "on", "off"] = "auto"
     seed: int = 0
     # CPU threads for torch; None = every core this process may use.
     threads: int | None = Field(default=None, ge=1)

@@ -159,6 +159,9 @@ def fit(
         stem_pool=stem_pool_for(x_train.shape[1]),
     )
     model = ResidualCNN(cnn).to(runtime.device, memory_format=torch.channels_last)
+    # The compiled module shares the model's parameters; checkpoints keep the plain model's names.
+    compiled = config.compile == "on" or (config.compile == "auto" and runtime.device.type == "cuda")
+    forward = torch.compile(model) if compiled else model
     optimizer = _optimizer(model, config)
     steps_per_epoch = math.ceil(len(xs) / config.batch_size)
     schedule = _schedule(optimizer, config, config.epochs * steps_per_epoch)
@@ -209,7 +212,7 @@ def fit(
                 batch = _augment(xs[rows], pad, config, generator)
                 batch = ((batch - mean) / std).contiguous(memory_format=torch.channels_last)
                 with _autocast(runtime):
-                    loss = F.cross_entropy(model(batch), ys[rows], label_smoothing=config.label_smoothing)
+                    loss = F.cross_entropy(forward(batch), ys[rows], label_smoothing=config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -83,3 +83,15 @@ def test_on_the_cpu_as_many_trainings_run_at_once_as_the_cores_hold(monkeypatch)
     assert device.concurrent_trainings(None) == 1  # each training uses every core
     assert device.concurrent_trainings(2) == 4
     assert device.concurrent_trainings(16) == 1
+
+
+def test_a_compiled_training_step_trains_the_same_model_weights(tmp_path):
+    x, y = _data(32)
+    config = CONFIG.model_copy(update={"epochs": 1, "compile": "on", "dropout": 0.0})  # inductor draws its own dropout masks
+    compiled = fit(x, y, x, y, num_classes=3, config=config, runtime=RUNTIME)
+    plain = fit(x, y, x, y, num_classes=3, config=config.model_copy(update={"compile": "off"}), runtime=RUNTIME)
+    assert list(compiled.model.state_dict()) == list(plain.model.state_dict())  # no _orig_mod. names
+    np.testing.assert_allclose(compiled.val_proba, plain.val_proba, atol=1e-3)  # fused kernels round differently
+    save_checkpoint(tmp_path / "model.pt", compiled)
+    np.testing.assert_allclose(predict_proba(load_checkpoint(tmp_path / "model.pt", RUNTIME), x, RUNTIME),
+                               predict_proba(compiled, x, RUNTIME), rtol=1e-6)
