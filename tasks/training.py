@@ -2,6 +2,8 @@
 learning curves, and a Prefect progress artifact updated after every epoch."""
 from __future__ import annotations
 
+import logging
+
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 from prefect import get_run_logger, task
@@ -15,6 +17,8 @@ from granular.preemption import Preempted
 from tasks import tracking
 
 SYSTEM_METRICS_SECONDS = 10
+# Its start/stop notices would interleave with the per-epoch lines in the terminal.
+logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
 
 # Not retried: a training failure is deterministic (bad data, out of memory) and is reported.
