@@ -21,7 +21,6 @@ SYSTEM_METRICS_SECONDS = 10
 logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
 
-# Not retried: a training failure is deterministic (bad data, out of memory) and is reported.
 class ViewsFailed(RuntimeError):
     """Views failed to train; the message names each one and why."""
 
@@ -48,12 +47,16 @@ def train_all_views(config: Config, paths: ProjectPaths, parent: tracking.RunRef
             collect(name, lambda: train_view(config, paths, name, parent))
     else:
         for start in range(0, len(names), width):
-            wave = {name: train_view.submit(config, paths, name, parent, gpu=i) for i, name in enumerate(names[start:start + width])}
+            wave = {
+                name: train_view.submit(config, paths, name, parent, gpu=i)
+                for i, name in enumerate(names[start : start + width])
+            }
             for name, future in wave.items():
                 collect(name, future.result)
     return finished, failed
 
 
+# Not retried: a training failure is deterministic (bad data, out of memory) and is reported.
 # Tagged so a Prefect concurrency limit on "granular-train" can guard a GPU across flow runs.
 @task(name="train_view", task_run_name="train-{view_name}", tags=["granular-train"])
 def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: tracking.RunRef, gpu: int = 0) -> dict:
