@@ -1,8 +1,10 @@
 """Training task: one view, one nested MLflow run with per-epoch and system metrics and the
-learning curves, and a Prefect progress artifact updated after every epoch."""
+learning curves, a Prefect progress artifact and a terminal progress line updated every epoch."""
 from __future__ import annotations
 
 import logging
+import sys
+from typing import TextIO
 
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
@@ -19,6 +21,35 @@ from tasks import tracking
 SYSTEM_METRICS_SECONDS = 10
 # Its start/stop notices would interleave with the per-epoch lines in the terminal.
 logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+
+
+class EpochBar:
+    """A terminal line per view: epochs done (every expert's), loss, validation accuracy and
+    images/s. Drawn only on a terminal, with the cursor left at its start, so the next log line
+    writes over it and the bar is redrawn below; logs keep the full record."""
+
+    def __init__(self, view_name: str, epochs_total: int, stream: TextIO = sys.stderr):
+        self.view_name, self.total, self.done, self.stream = view_name, epochs_total, 0, stream
+        self.shown, self.width = stream.isatty(), 0
+
+    def update(self, record: dict) -> None:
+        self.done += 1
+        filled = round(20 * self.done / self.total)
+        line = (
+            f"{self.view_name} [{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} epochs"
+            f" | loss {record['train_loss']:.4f} | val acc {record['val_accuracy']:.4f}"
+            f" | {record['images_per_s']:.0f} img/s"
+        )
+        self._draw(line)
+
+    def close(self) -> None:
+        self._draw(" " * self.width)  # wipe it: the logs say how training ended
+
+    def _draw(self, line: str) -> None:
+        if self.shown:
+            self.stream.write(f"\r{line.ljust(self.width)}\r")
+            self.stream.flush()
+            self.width = max(self.width, len(line))
 
 
 class ViewsFailed(RuntimeError):
@@ -74,13 +105,13 @@ def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: trac
 
     # Watched in the Prefect UI while it trains: epochs done over epochs to do, all experts counted.
     epochs_total = train_config.epochs * (view.segments.count if view.segments else 1)
-    epochs_done = 0
     progress = create_progress_artifact(
         progress=0.0, key=f"train-{view_name}", description=f"training view {view_name}: {epochs_total} epochs"
     )
 
+    bar = EpochBar(view_name, epochs_total)
+
     def on_epoch(record: dict) -> None:
-        nonlocal epochs_done
         # A segment expert's metrics are named segment-N.<metric>; a plain view's, <metric>.
         expert = f"segment-{record['segment']}" if "segment" in record else ""
         name = " ".join(filter(None, (view_name, expert)))
@@ -92,9 +123,9 @@ def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: trac
         prefix = f"{expert}." if expert else ""
         metrics = {f"{prefix}{k}": v for k, v in record.items() if k not in ("epoch", "segment")}
         tracking.log_metrics(client, run_id, metrics, step=record["epoch"])
-        epochs_done += 1
+        bar.update(record)  # after the log line, so the next one writes over it
         update_progress_artifact(
-            progress, progress=100.0 * epochs_done / epochs_total,
+            progress, progress=100.0 * bar.done / epochs_total,
             description=f"{name}: epoch {record['epoch']}/{train_config.epochs}, val accuracy {record['val_accuracy']:.4f}",
         )
 
@@ -113,5 +144,6 @@ def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: trac
         raise
     finally:
         system_metrics.finish()
+        bar.close()
     client.set_terminated(run_id, status="FINISHED")
     return {**summary, "mlflow_run_id": run_id}

@@ -1,0 +1,30 @@
+"""The terminal side of training: a progress line over epochs, drawn only on a terminal."""
+import io
+
+from tasks.training import EpochBar
+
+RECORD = {"epoch": 1, "train_loss": 0.51234, "val_accuracy": 0.9123, "images_per_s": 2345.6}
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_bar_shows_epochs_loss_accuracy_and_speed_on_a_terminal():
+    stream = _Terminal()
+    bar = EpochBar("fine-28", 4, stream)
+    bar.update(RECORD)
+    bar.update(RECORD)
+    drawn = [part for part in stream.getvalue().split("\r") if part]
+    assert drawn[-1] == "fine-28 [##########..........] 2/4 epochs | loss 0.5123 | val acc 0.9123 | 2346 img/s"
+    bar.close()
+    assert stream.getvalue().endswith("\r" + " " * len(drawn[-1]) + "\r")  # wiped, cursor at the start
+
+
+def test_no_bar_is_drawn_into_a_file_or_a_pipe():
+    stream = io.StringIO()
+    bar = EpochBar("fine-28", 4, stream)
+    bar.update(RECORD)
+    bar.close()
+    assert stream.getvalue() == ""
