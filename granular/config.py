@@ -83,6 +83,7 @@ class TrainConfig(_Section):
     weight_decay: float = Field(default=5e-4, ge=0)
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
     width: int = Field(default=32, ge=4)
+    depth: int = Field(default=1, ge=1)  # residual blocks per stage of the CNN
     dropout: float = Field(default=0.1, ge=0, lt=1)
     hflip: bool = True  # mirror training images at random (only where a mirror image is still valid)
     # Chance that a training image gets a random rectangle blanked (random erasing).

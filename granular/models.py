@@ -12,6 +12,7 @@ class CNNConfig:
     in_channels: int
     num_classes: int
     width: int = 32
+    depth: int = 1  # residual blocks per stage
     dropout: float = 0.1
     # Halve the input in the stem? Yes for 28x28 and up, so that the residual stages see
     # 14x14 and 7x7 maps whatever the input resolution (a 14x14 input skips it).
@@ -41,7 +42,7 @@ def stem_pool_for(height: int) -> bool:
 
 
 class ResidualCNN(nn.Module):
-    """Two stages of conv -> pool -> residual block, then global pooling and a linear head."""
+    """Two stages of conv -> pool -> `depth` residual blocks, then global pooling and a linear head."""
 
     def __init__(self, config: CNNConfig):
         super().__init__()
@@ -50,10 +51,10 @@ class ResidualCNN(nn.Module):
         self.features = nn.Sequential(
             _conv_bn(config.in_channels, w),  # (B, w, H, W)
             nn.MaxPool2d(2) if config.stem_pool else nn.Identity(),  # (B, w, S, S), S = 14 for 28 or 14
-            Residual(w),
+            nn.Sequential(*(Residual(w) for _ in range(config.depth))),
             _conv_bn(w, 2 * w),
             nn.MaxPool2d(2),  # (B, 2w, S/2, S/2)
-            Residual(2 * w),
+            nn.Sequential(*(Residual(2 * w) for _ in range(config.depth))),
             _conv_bn(2 * w, 4 * w),
             nn.AdaptiveMaxPool2d(1),  # (B, 4w, 1, 1)
             nn.Flatten(),

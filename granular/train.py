@@ -155,7 +155,7 @@ def fit(
     ys = torch.as_tensor(y_train, dtype=torch.long, device=runtime.device)
 
     cnn = CNNConfig(
-        in_channels=1, num_classes=num_classes, width=config.width, dropout=config.dropout,
+        in_channels=1, num_classes=num_classes, width=config.width, depth=config.depth, dropout=config.dropout,
         stem_pool=stem_pool_for(x_train.shape[1]),
     )
     model = ResidualCNN(cnn).to(runtime.device, memory_format=torch.channels_last)

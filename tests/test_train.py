@@ -20,6 +20,10 @@ def _data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _parameters(trained) -> int:
+    return sum(p.numel() for p in trained.model.parameters())
+
+
 def test_a_run_shorter_than_the_schedule_warm_up_still_trains():
     x, y = _data(3)  # one step per epoch: a small segment's expert; 4 steps in all
     config = CONFIG.model_copy(update={"epochs": 4})
@@ -95,3 +99,14 @@ def test_a_compiled_training_step_trains_the_same_model_weights(tmp_path):
     save_checkpoint(tmp_path / "model.pt", compiled)
     np.testing.assert_allclose(predict_proba(load_checkpoint(tmp_path / "model.pt", RUNTIME), x, RUNTIME),
                                predict_proba(compiled, x, RUNTIME), rtol=1e-6)
+
+
+def test_a_deeper_network_is_rebuilt_from_its_checkpoint(tmp_path):
+    x, y = _data(32)
+    shallow = fit(x, y, x, y, num_classes=3, config=CONFIG.model_copy(update={"epochs": 1}), runtime=RUNTIME)
+    deep = fit(x, y, x, y, num_classes=3, config=CONFIG.model_copy(update={"epochs": 1, "depth": 3}), runtime=RUNTIME)
+    assert _parameters(deep) > _parameters(shallow)
+    save_checkpoint(tmp_path / "model.pt", deep)
+    loaded = load_checkpoint(tmp_path / "model.pt", RUNTIME)
+    assert loaded.model.config.depth == 3
+    np.testing.assert_allclose(predict_proba(loaded, x, RUNTIME), predict_proba(deep, x, RUNTIME), rtol=1e-6)
