@@ -9,7 +9,7 @@ from prefect.runtime import flow_run
 from granular.config import load_config
 from granular.paths import ProjectPaths
 from tasks import tracking
-from tasks.data import clean_data, import_raw, partition_data, validate_data
+from tasks.data import prepare_data
 from tasks.evaluation import evaluate_models, fuse_views, log_fused_model, record_evaluation
 from tasks.training import ViewsFailed, train_all_views
 from tasks.versioning import commit_data_versions
@@ -26,11 +26,7 @@ def granular_pipeline(root: str = ".", params: str | None = None, overrides: lis
         tags={"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": str(flow_run.name)},
     )
     try:
-        import_raw(config, paths)
-        tracking.log_clean_report(parent, clean_data(config, paths))
-        validate_data(config, paths)
-        partitions = partition_data(config, paths)
-        tracking.tag_splits(parent, partitions)
+        prepare_data(config, paths, parent)
         trained, failed = train_all_views(config, paths, parent)
         if failed:
             why = "; ".join(f"{name}: {error}" for name, error in failed.items())

@@ -9,7 +9,7 @@ from prefect.runtime import flow_run
 from granular.config import load_config
 from granular.paths import ProjectPaths
 from tasks import tracking
-from tasks.data import clean_data, import_raw, partition_data, validate_data
+from tasks.data import prepare_data
 from tasks.tuning import tune
 
 
@@ -25,10 +25,7 @@ def tune_flow(view: str, root: str = ".", params: str | None = None, overrides: 
         tags={"prefect.flow_run_id": str(flow_run.id), "granular.tune": view},
     )
     try:
-        import_raw(config, paths)
-        clean_data(config, paths)
-        validate_data(config, paths)
-        partition_data(config, paths)
+        prepare_data(config, paths, parent)
         summary = tune(config, paths, view, parent)
     except BaseException:
         tracking.end_run(parent, "FAILED")

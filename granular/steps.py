@@ -178,10 +178,11 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
     }
 
 
-def _split_column(paths: ProjectPaths, split_name: str, column: str = "label") -> np.ndarray:
-    """One column of splits.npz (default: the fine label) for the examples of one split."""
+def _split_rows(paths: ProjectPaths, split_name: str) -> dict[str, np.ndarray]:
+    """Every column of splits.npz (label, fold, ...) for the examples of one split."""
     splits = read_npz(paths.splits)
-    return splits[column][splits["split"] == partition.SPLITS.index(split_name)]
+    rows = splits["split"] == partition.SPLITS.index(split_name)
+    return {column: values[rows] for column, values in splits.items()}
 
 
 def _view_probas(config: Config, paths: ProjectPaths, key: str) -> dict[str, np.ndarray]:
@@ -192,9 +193,9 @@ def fuse_step(config: Config, paths: ProjectPaths) -> dict:
     """Fit the fusion on validation predictions; write its parameters and fused test predictions."""
     taxonomy = _taxonomy(config, paths)
     parents = {v.name: taxonomy.parent[v.level] for v in config.views.values()}
+    val = _split_rows(paths, "val")
     fuser, choice = fusion.choose_fusion(
-        config.fusion.strategy, parents, _view_probas(config, paths, "val_proba"),
-        _split_column(paths, "val"), folds=_split_column(paths, "val", "fold"),
+        config.fusion.strategy, parents, _view_probas(config, paths, "val_proba"), val["label"], folds=val["fold"]
     )
     test_proba = fuser.predict_proba(_view_probas(config, paths, "test_proba"))
     with atomic_dir(paths.fused_dir) as staging:
@@ -210,7 +211,7 @@ def fuse_step(config: Config, paths: ProjectPaths) -> dict:
 def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
     """Accuracy, macro-F1 and confusion matrices on the test split for every view and the fusion."""
     taxonomy = _taxonomy(config, paths)
-    y_fine = _split_column(paths, "test")
+    y_fine = _split_rows(paths, "test")["label"]
     test_probas = _view_probas(config, paths, "test_proba")
     entries = [(v.name, v.level, test_probas[v.name]) for v in config.views.values()]
     entries.append(("fused", taxonomy.fine, read_npz(paths.fused_dir / "predictions.npz")["test_proba"]))

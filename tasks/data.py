@@ -1,4 +1,4 @@
-"""Data tasks: import, clean, validate, partition."""
+"""Data tasks: import, clean, validate, partition; and the four in sequence, recorded in MLflow."""
 from __future__ import annotations
 
 from prefect import get_run_logger, task
@@ -6,6 +6,7 @@ from prefect import get_run_logger, task
 from granular import steps
 from granular.config import Config
 from granular.paths import ProjectPaths
+from tasks import tracking
 
 
 @task(name="import_raw", retries=2, retry_delay_seconds=2)  # file copies: transient I/O errors
@@ -39,3 +40,14 @@ def partition_data(config: Config, paths: ProjectPaths) -> dict:
     views = {name: steps.view_step(config, paths, name) for name in config.views}
     get_run_logger().info("splits %s; views %s", splits, sorted(views))
     return {"splits": splits, "views": views}
+
+
+def prepare_data(config: Config, paths: ProjectPaths, parent: tracking.RunRef) -> dict:
+    """import -> clean -> validate -> partition, recording the clean counts and the hash of every
+    split in the MLflow run `parent`, so whatever trains next leads back to its exact data."""
+    import_raw(config, paths)
+    tracking.log_clean_report(parent, clean_data(config, paths))
+    validate_data(config, paths)
+    partitions = partition_data(config, paths)
+    tracking.tag_splits(parent, partitions)
+    return partitions
