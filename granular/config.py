@@ -82,8 +82,8 @@ class TrainConfig(_Section):
     warmup_fraction: float = Field(default=0.25, gt=0, lt=1)  # of all steps, rising to the peak
     weight_decay: float = Field(default=5e-4, ge=0)
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
-    width: int = Field(default=32, ge=4)
-    depth: int = Field(default=1, ge=1)  # residual blocks per stage of the CNN
+    width: int = Field(default=32, ge=4)  # channels of the CNN's first stage; hidden units of the MLP
+    depth: int = Field(default=1, ge=1)  # residual blocks per CNN stage; after the MLP's input layer
     dropout: float = Field(default=0.1, ge=0, lt=1)
     hflip: bool = True  # mirror training images at random (only where a mirror image is still valid)
     # Chance that a training image gets a random rectangle blanked (random erasing).
@@ -91,7 +91,7 @@ class TrainConfig(_Section):
     # Stop when the validation loss has not improved for this many epochs, keeping the best
     # weights; None trains every epoch.
     early_stopping_patience: int | None = Field(default=None, ge=1)
-    tta: bool = True  # predict as the mean of the image and its mirror image
+    tta: bool = True  # predict as the mean of the image and its mirror image (images only)
     # torch.compile the training step: auto = on CUDA only (on a CPU it compiles for ~30 s and
     # then runs no faster).
     compile: Literal["auto", "on", "off"] = "auto"

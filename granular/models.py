@@ -1,4 +1,5 @@
-"""A small residual CNN for grey images of any size the pooling factors allow."""
+"""One network per modality, each rebuilt from its own config: a small residual CNN for grey
+images of any size the pooling factors allow, and an MLP with categorical embeddings for tables."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -63,3 +64,68 @@ class ResidualCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    num_numeric: int
+    cardinalities: tuple[int, ...]  # known categories of each categorical column
+    num_classes: int
+    width: int = 256  # hidden units
+    depth: int = 2  # residual blocks after the input layer
+    dropout: float = 0.1
+
+    def embedding_dims(self) -> list[int]:
+        # The rule of thumb of fastai's tabular models, capped: wide enough for the category
+        # count, far narrower than one-hot.
+        return [min(32, max(2, round(1.6 * (c + 1) ** 0.56))) for c in self.cardinalities]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ResidualMLPBlock(nn.Module):
+    def __init__(self, width: int, dropout: float):
+        super().__init__()
+        # LayerNorm, not BatchNorm: a last batch of one row must still train.
+        self.body = nn.Sequential(
+            nn.LayerNorm(width), nn.Linear(width, width), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(width, width),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class TabularMLP(nn.Module):
+    """Scaled numeric features and one learned embedding per categorical column, concatenated,
+    then an input layer, `depth` residual blocks and a linear head. Each embedding has one extra
+    row, for categories the training split did not have (any code outside 0..cardinality-1)."""
+
+    def __init__(self, config: MLPConfig):
+        super().__init__()
+        self.config = config
+        dims = config.embedding_dims()
+        self.embeddings = nn.ModuleList(nn.Embedding(c + 1, d) for c, d in zip(config.cardinalities, dims))
+        self.register_buffer("unknown", torch.tensor(config.cardinalities, dtype=torch.long), persistent=False)
+        self.stem = nn.Sequential(nn.Linear(config.num_numeric + sum(dims), config.width), nn.ReLU(inplace=True))
+        self.blocks = nn.Sequential(*(ResidualMLPBlock(config.width, config.dropout) for _ in range(config.depth)))
+        self.head = nn.Sequential(
+            nn.LayerNorm(config.width), nn.Dropout(config.dropout), nn.Linear(config.width, config.num_classes)
+        )
+
+    def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        codes = torch.where((codes >= 0) & (codes < self.unknown), codes, self.unknown)  # (B, C)
+        embedded = [embedding(codes[:, i]) for i, embedding in enumerate(self.embeddings)]
+        return self.head(self.blocks(self.stem(torch.cat([numeric, *embedded], dim=1))))
+
+
+ARCHITECTURES = {"ResidualCNN": (ResidualCNN, CNNConfig), "TabularMLP": (TabularMLP, MLPConfig)}
+
+
+def rebuild(architecture: str, config: dict) -> nn.Module:
+    """The untrained network a checkpoint describes (its weights are loaded after)."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
+    network, config_type = ARCHITECTURES[architecture]
+    return network(config_type(**config))

@@ -1,4 +1,9 @@
-"""Training and inference for one view: data resident on the device, augmentation on the device."""
+"""Training and inference for one view: data resident on the device, augmentation on the device.
+
+One loop serves both modalities: images ((N, H, W) arrays of 0..255 pixels) train a ResidualCNN
+with random translation, flips and erasing; tables (TableArrays) train a TabularMLP. Inputs are
+scaled by statistics of the training split: one mean and deviation for pixels, one per column
+for numeric features."""
 from __future__ import annotations
 
 import functools
@@ -20,25 +25,63 @@ from granular.atomic import atomic_path
 from granular.config import TrainConfig
 from granular.device import Runtime
 from granular.evaluate import log_loss
-from granular.models import CNNConfig, ResidualCNN, stem_pool_for
+from granular.models import CNNConfig, MLPConfig, ResidualCNN, TabularMLP, stem_pool_for
+from granular.tables import TableArrays
 
 EpochCallback = Callable[[dict], None]
 
 
 @dataclass
 class TrainedModel:
-    model: ResidualCNN
-    mean: float  # input normalisation, measured on the training split
-    std: float
+    model: nn.Module  # ResidualCNN or TabularMLP
+    mean: float | torch.Tensor  # input scaling, measured on the training split: per column for tables
+    std: float | torch.Tensor
     history: list[dict] = field(default_factory=list)
     meta: dict = field(default_factory=dict)  # what the model is for: view, classes, config
     val_proba: np.ndarray | None = None  # validation probabilities of the final weights
     tta: bool = True  # predict as the mean over the image and its mirror image
 
 
-def _as_batch(images: np.ndarray, runtime: Runtime) -> torch.Tensor:
-    """(N, H, W) array -> (N, 1, H, W) float tensor on the device, kept in [0, 255]."""
-    return torch.as_tensor(images, dtype=torch.float32).unsqueeze(1).to(runtime.device)
+Inputs = np.ndarray | TableArrays
+
+
+def _on_device(x: Inputs, runtime: Runtime) -> tuple[torch.Tensor, ...]:
+    """The network's unscaled inputs on the device: an (N, 1, H, W) float tensor of pixels in
+    [0, 255]; or numeric features (N, F) and categorical codes (N, C)."""
+    if isinstance(x, TableArrays):
+        numeric = torch.as_tensor(x.numeric, dtype=torch.float32, device=runtime.device)
+        return numeric, torch.as_tensor(x.codes, dtype=torch.long, device=runtime.device)
+    return (torch.as_tensor(x, dtype=torch.float32).unsqueeze(1).to(runtime.device),)
+
+
+def _scaled(inputs: tuple[torch.Tensor, ...], mean, std) -> tuple[torch.Tensor, ...]:
+    """Scale the pixels or numeric features (the first input); images go channels-last."""
+    first = (inputs[0] - mean) / std
+    if first.dim() == 4:
+        first = first.contiguous(memory_format=torch.channels_last)
+    return (first, *inputs[1:])
+
+
+def _input_statistics(x: Inputs, runtime: Runtime) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+    if isinstance(x, TableArrays):
+        mean = x.numeric.mean(axis=0, dtype=np.float64)
+        std = x.numeric.std(axis=0, dtype=np.float64)
+        std[std == 0] = 1.0  # a constant column stays constant (at zero)
+        as_tensor = functools.partial(torch.as_tensor, dtype=torch.float32, device=runtime.device)
+        return as_tensor(mean), as_tensor(std)
+    return float(np.mean(x, dtype=np.float64)), float(np.std(x, dtype=np.float64)) or 1.0
+
+
+def _network(x: Inputs, num_classes: int, config: TrainConfig) -> nn.Module:
+    if isinstance(x, TableArrays):
+        return TabularMLP(MLPConfig(
+            num_numeric=x.numeric.shape[1], cardinalities=x.cardinalities, num_classes=num_classes,
+            width=config.width, depth=config.depth, dropout=config.dropout,
+        ))
+    return ResidualCNN(CNNConfig(
+        in_channels=1, num_classes=num_classes, width=config.width, depth=config.depth, dropout=config.dropout,
+        stem_pool=stem_pool_for(x.shape[1]),
+    ))
 
 
 def _augment(x: torch.Tensor, pad: int, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
@@ -87,13 +130,16 @@ def _autocast(runtime: Runtime):
     return torch.autocast(runtime.device.type, dtype=runtime.autocast_dtype)
 
 
-def _fingerprint(config: TrainConfig, num_classes: int, *arrays: np.ndarray) -> str:
+def _fingerprint(config: TrainConfig, num_classes: int, *data: Inputs) -> str:
     """What makes two trainings the same one: settings, data and the code that trains."""
     digest = hashlib.sha256(f"{config.model_dump_json()}|{num_classes}".encode())
+    arrays = []
+    for x in data:
+        arrays += [x.numeric, x.codes, np.asarray(x.cardinalities)] if isinstance(x, TableArrays) else [x]
     for array in arrays:
         digest.update(f"{array.shape}{array.dtype}".encode())
         digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
-    for source in (__file__, models.__file__):
+    for source in (__file__, models.__file__):  # tables.py holds no code that trains
         digest.update(Path(source).read_bytes())
     return digest.hexdigest()
 
@@ -126,9 +172,9 @@ def _warmup_cosine(warmup: int, total: int, step: int) -> float:
 
 
 def fit(
-    x_train: np.ndarray,
+    x_train: Inputs,
     y_train: np.ndarray,
-    x_val: np.ndarray,
+    x_val: Inputs,
     y_val: np.ndarray,
     num_classes: int,
     config: TrainConfig,
@@ -137,8 +183,8 @@ def fit(
     checkpoint_dir: Path | None = None,
     warn: Callable[[str], None] = print,
 ) -> TrainedModel:
-    """Train a ResidualCNN with the recipe in `config` (optimizer, warm-up schedule, label
-    smoothing, augmentation, early stopping on the validation loss).
+    """Train the network of the modality with the recipe in `config` (optimizer, warm-up
+    schedule, label smoothing, augmentation of images, early stopping on the validation loss).
 
     With a checkpoint_dir, the whole training state (weights, optimizer, schedule, random
     generators, history, best weights so far) is saved after every epoch and on SIGTERM, and a
@@ -149,24 +195,20 @@ def fit(
         raise ValueError("cannot train on an empty training split")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    mean = float(np.mean(x_train, dtype=np.float64))
-    std = float(np.std(x_train, dtype=np.float64)) or 1.0
-    xs = _as_batch(x_train, runtime)
+    images = not isinstance(x_train, TableArrays)
+    mean, std = _input_statistics(x_train, runtime)
+    xs = _on_device(x_train, runtime)
     ys = torch.as_tensor(y_train, dtype=torch.long, device=runtime.device)
 
-    cnn = CNNConfig(
-        in_channels=1, num_classes=num_classes, width=config.width, depth=config.depth, dropout=config.dropout,
-        stem_pool=stem_pool_for(x_train.shape[1]),
-    )
-    model = ResidualCNN(cnn).to(runtime.device, memory_format=torch.channels_last)
+    model = _network(x_train, num_classes, config).to(runtime.device, memory_format=torch.channels_last)
     # The compiled module shares the model's parameters; checkpoints keep the plain model's names.
     compiled = config.compile == "on" or (config.compile == "auto" and runtime.device.type == "cuda")
     forward = torch.compile(model) if compiled else model
     optimizer = _optimizer(model, config)
-    steps_per_epoch = math.ceil(len(xs) / config.batch_size)
+    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     schedule = _schedule(optimizer, config, config.epochs * steps_per_epoch)
-    pad = max(1, xs.shape[-1] // 14)  # 2 pixels at 28x28, 1 at 14x14
-    trained = TrainedModel(model=model, mean=mean, std=std, tta=config.tta)
+    pad = max(1, x_train.shape[-1] // 14) if images else 0  # 2 pixels at 28x28, 1 at 14x14
+    trained = TrainedModel(model=model, mean=mean, std=std, tta=config.tta and images)
     best = {"val_loss": math.inf, "epoch": 0, "weights": None, "val_proba": None}  # for early stopping
 
     fingerprint = _fingerprint(config, num_classes, x_train, y_train, x_val, y_val) if checkpoint_dir else ""
@@ -205,14 +247,16 @@ def fit(
             model.train()
             started = time.perf_counter()
             if order is None:
-                order = torch.randperm(len(xs), generator=generator).to(runtime.device)
+                order = torch.randperm(len(x_train), generator=generator).to(runtime.device)
                 loss_sum = torch.zeros((), device=runtime.device)
-            for start in range(first_step * config.batch_size, len(xs), config.batch_size):
+            for start in range(first_step * config.batch_size, len(x_train), config.batch_size):
                 rows = order[start : start + config.batch_size]
-                batch = _augment(xs[rows], pad, config, generator)
-                batch = ((batch - mean) / std).contiguous(memory_format=torch.channels_last)
+                batch = tuple(x[rows] for x in xs)
+                if images:
+                    batch = (_augment(batch[0], pad, config, generator),)
+                batch = _scaled(batch, mean, std)
                 with _autocast(runtime):
-                    loss = F.cross_entropy(forward(batch), ys[rows], label_smoothing=config.label_smoothing)
+                    loss = F.cross_entropy(forward(*batch), ys[rows], label_smoothing=config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -226,11 +270,11 @@ def fit(
             val_proba = predict_proba(trained, x_val, runtime, batch_size=1024)
             record = {
                 "epoch": epoch,
-                "train_loss": float(loss_sum) / len(xs),
+                "train_loss": float(loss_sum) / len(x_train),
                 "val_accuracy": float((val_proba.argmax(1) == y_val).mean()) if len(y_val) else float("nan"),
                 "val_loss": log_loss(val_proba, y_val),
                 "seconds": seconds,
-                "images_per_s": len(xs) * (1 - first_step / steps_per_epoch) / seconds,
+                "images_per_s": len(x_train) * (1 - first_step / steps_per_epoch) / seconds,
                 "lr": schedule.get_last_lr()[0],
             }
             trained.history.append(record)
@@ -257,41 +301,37 @@ def fit(
 
 
 @torch.no_grad()
-def predict_proba(
-    trained: TrainedModel, images: np.ndarray, runtime: Runtime, batch_size: int = 1024
-) -> np.ndarray:
+def predict_proba(trained: TrainedModel, x: Inputs, runtime: Runtime, batch_size: int = 1024) -> np.ndarray:
     """Class probabilities (N, classes); with the model's tta, averaged with the mirrored image."""
     model = trained.model.eval()
     out = []
-    for start in range(0, len(images), batch_size):
-        batch = (_as_batch(images[start : start + batch_size], runtime) - trained.mean) / trained.std
-        batch = batch.contiguous(memory_format=torch.channels_last)
+    for start in range(0, len(x), batch_size):
+        batch = _scaled(_on_device(x[start : start + batch_size], runtime), trained.mean, trained.std)
         with _autocast(runtime):
-            proba = F.softmax(model(batch).float(), dim=1)
+            proba = F.softmax(model(*batch).float(), dim=1)
             if trained.tta:
-                proba = (proba + F.softmax(model(batch.flip(-1)).float(), dim=1)) / 2
+                proba = (proba + F.softmax(model(batch[0].flip(-1)).float(), dim=1)) / 2
         out.append(proba.cpu())
     if not out:
         return np.zeros((0, model.config.num_classes), dtype=np.float32)
     return torch.cat(out).numpy()
 
 
-def predict_routed(
-    experts: list[TrainedModel], segment: np.ndarray, images: np.ndarray, runtime: Runtime
-) -> np.ndarray:
+def predict_routed(experts: list[TrainedModel], segment: np.ndarray, x: Inputs, runtime: Runtime) -> np.ndarray:
     """Probabilities of each example from the expert of its segment (one expert: a plain view)."""
-    out = np.zeros((len(images), experts[0].model.config.num_classes), dtype=np.float32)
+    out = np.zeros((len(x), experts[0].model.config.num_classes), dtype=np.float32)
     for number, expert in enumerate(experts):
         rows = segment == number
         if rows.any():
-            out[rows] = predict_proba(expert, images[rows], runtime)
+            out[rows] = predict_proba(expert, x[rows], runtime)
     return out
 
 
 def save_checkpoint(path: Path, trained: TrainedModel) -> None:
-    """Everything needed to rebuild the model: its config, weights and input normalisation."""
+    """Everything needed to rebuild the model: its architecture and config, weights and input scaling."""
     state = {
-        "cnn_config": trained.model.config.to_dict(),
+        "architecture": type(trained.model).__name__,
+        "model_config": trained.model.config.to_dict(),
         "state_dict": trained.model.state_dict(),
         "mean": trained.mean,
         "std": trained.std,
@@ -305,7 +345,7 @@ def save_checkpoint(path: Path, trained: TrainedModel) -> None:
 
 def load_checkpoint(path: Path, runtime: Runtime) -> TrainedModel:
     state = torch.load(path, map_location=runtime.device, weights_only=True)
-    model = ResidualCNN(CNNConfig(**state["cnn_config"]))
+    model = models.rebuild(state["architecture"], state["model_config"])
     model.load_state_dict(state["state_dict"])
     model = model.to(runtime.device, memory_format=torch.channels_last)
     return TrainedModel(

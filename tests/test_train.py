@@ -110,3 +110,67 @@ def test_a_deeper_network_is_rebuilt_from_its_checkpoint(tmp_path):
     loaded = load_checkpoint(tmp_path / "model.pt", RUNTIME)
     assert loaded.model.config.depth == 3
     np.testing.assert_allclose(predict_proba(loaded, x, RUNTIME), predict_proba(deep, x, RUNTIME), rtol=1e-6)
+
+
+def _table(n: int, seed: int = 0):
+    """Classes that need both kinds of feature: (category + [first numeric > 0]) mod 3."""
+    from granular.tables import TableArrays
+
+    rng = np.random.default_rng(seed)
+    category = rng.integers(0, 5, n)
+    numeric = rng.normal(size=(n, 3)).astype(np.float32) * [1, 10, 100]  # scales the MLP must undo
+    y = (category + (numeric[:, 0] > 0)) % 3
+    codes = np.stack([category, rng.integers(0, 3, n)], axis=1)  # the second column is noise
+    return TableArrays(numeric.astype(np.float32), codes, (5, 3)), y
+
+
+TABLE_CONFIG = TrainConfig(epochs=6, batch_size=64, width=32, depth=1, lr=0.05, seed=3)
+
+
+def test_the_mlp_learns_a_rule_that_needs_numeric_and_categorical_features():
+    x, y = _table(1500)
+    x_test, y_test = _table(500, seed=1)
+    trained = fit(x, y, x_test, y_test, num_classes=3, config=TABLE_CONFIG, runtime=RUNTIME)
+    assert type(trained.model).__name__ == "TabularMLP" and trained.tta is False
+    accuracy = (predict_proba(trained, x_test, RUNTIME).argmax(1) == y_test).mean()
+    assert accuracy > 0.9  # the category alone gets about 0.5, the numeric feature alone 1/3
+
+
+def test_categories_unseen_in_training_share_the_unknown_embedding():
+    x, y = _table(200)
+    trained = fit(x, y, x, y, num_classes=3, config=TABLE_CONFIG.model_copy(update={"epochs": 1}), runtime=RUNTIME)
+    unseen = [x[:10] for _ in range(2)]
+    unseen[0].codes[:, 0], unseen[1].codes[:, 0] = -1, 99  # both outside the 5 known categories
+    first, second = (predict_proba(trained, table, RUNTIME) for table in unseen)
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(first.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_a_table_checkpoint_rebuilds_the_mlp_and_its_column_scaling(tmp_path):
+    x, y = _table(200)
+    trained = fit(x, y, x, y, num_classes=3, config=TABLE_CONFIG.model_copy(update={"epochs": 1}), runtime=RUNTIME)
+    save_checkpoint(tmp_path / "model.pt", trained)
+    loaded = load_checkpoint(tmp_path / "model.pt", RUNTIME)
+    assert loaded.model.config == trained.model.config
+    np.testing.assert_allclose(loaded.std.numpy(), x.numeric.std(axis=0), rtol=1e-4)
+    np.testing.assert_array_equal(predict_proba(loaded, x, RUNTIME), predict_proba(trained, x, RUNTIME))
+
+
+def test_a_table_training_stopped_after_an_epoch_resumes_to_the_same_weights(tmp_path):
+    x, y = _table(300)
+    config = TABLE_CONFIG.model_copy(update={"epochs": 3})
+    whole = fit(x, y, x, y, num_classes=3, config=config, runtime=RUNTIME, checkpoint_dir=tmp_path / "whole")
+
+    def crash_after_first_epoch(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(x, y, x, y, num_classes=3, config=config, runtime=RUNTIME, checkpoint_dir=tmp_path / "cut",
+            on_epoch=crash_after_first_epoch)
+    messages = []
+    resumed = fit(x, y, x, y, num_classes=3, config=config, runtime=RUNTIME, checkpoint_dir=tmp_path / "cut",
+                  warn=messages.append)
+    assert any("resuming from checkpoint at epoch 2" in m for m in messages)
+    for name, weights in whole.model.state_dict().items():
+        assert torch.equal(weights, resumed.model.state_dict()[name]), name
