@@ -2,6 +2,7 @@
     granular run [--root DIR] [--params FILE] [--set key=value ...]
     granular reproduce MLFLOW_RUN_ID [--root DIR]
     granular tune VIEW [--root DIR] [--params FILE] [--set key=value ...]
+    granular predict --model URI_OR_BUNDLE --input FILE_OR_DIR [--output CSV] [--batch-size N]
 """
 from __future__ import annotations
 
@@ -9,20 +10,31 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 from granular.config import Config, ConfigError, load_config
 from granular.paths import ProjectPaths
 
 
 def format_table(metrics: dict) -> str:
-    """Test metrics as a fixed-width table, fused model last."""
-    test = metrics["test"]
-    lines = [f"{'model':<20} {'level':<8} {'accuracy':>9} {'macro_f1':>9}"]
-    for name, scores in test.items():
-        mark = "  <- best single view" if name == metrics.get("best_single") else ""
-        lines.append(f"{name:<20} {scores['level']:<8} {scores['accuracy']:>9.4f} {scores['macro_f1']:>9.4f}{mark}")
-    if "fused_minus_best_single" in metrics:
-        lines.append(f"fused - best single view: {metrics['fused_minus_best_single']:+.4f}")
+    """Test metrics as a fixed-width table, fused model last, then the fusion against the best
+    single view and each segmented view's experts."""
+    from granular.report import COLUMNS, comparison_rows, summary_lines
+
+    widths = (20, 8, 9, 17, 9, 7, 7, 8, 7)
+    left = ("model", "level")
+
+    def line(cells) -> str:
+        return " ".join(
+            f"{cell:<{width}}" if column in left else f"{cell:>{width}}"
+            for column, cell, width in zip(COLUMNS, cells, widths)
+        )
+
+    lines = [line(COLUMNS)]
+    for row in comparison_rows(metrics):
+        mark = "  <- best single view" if row["model"] == metrics.get("best_single") else ""
+        lines.append(line(row.values()) + mark)
+    lines += summary_lines(metrics)
     for view, by_segment in metrics.get("segments", {}).items():
         lines.append(f"\n{view}: test accuracy of each segment's expert vs the global model")
         for segment, scores in by_segment.items():
@@ -46,6 +58,9 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     print(f"\nmetrics:     {Path(args.root) / 'data/evaluation/metrics.json'}")
     print(f"MLflow run:  {result['mlflow_run_id']} in {result['tracking_uri']}")
     print(f"fused model: {result['model_uri']}")
+    from tasks.registry import summary_line
+
+    print(summary_line(result["registry"]))
     return 0
 
 
@@ -83,6 +98,53 @@ def _tune(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _predictor(model: str, config: Config, root: Path) -> tuple[tuple[int, int], Callable]:
+    """The image shape a model takes and its predict function (images -> table): a bundle
+    folder (data/fused/) through FusedClassifier with serving.backoff_threshold, anything else
+    (models:/name@alias, runs:/..., an MLflow model folder) as an MLflow pyfunc, which carries
+    its own threshold."""
+    from granular.predict import FUSION_FILE, FusedClassifier
+
+    if (Path(model) / FUSION_FILE).is_file():
+        import pandas as pd
+
+        classifier = FusedClassifier.load(Path(model))
+        threshold = config.serving.backoff_threshold
+        return classifier.image_shape, lambda images: pd.DataFrame(classifier.predict(images, threshold))
+    import mlflow.pyfunc
+
+    from tasks.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri(config, ProjectPaths(root.resolve())))  # where models:/ and runs:/ resolve
+    served = mlflow.pyfunc.load_model(model)
+    schema = served.metadata.get_input_schema()
+    if schema is None or not schema.is_tensor_spec():
+        raise ValueError(f"{model} has no image input signature (an (N, H, W) tensor)")
+    return tuple(schema.inputs[0].shape[1:]), served.predict
+
+
+def _predict(args: argparse.Namespace, config: Config) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from granular.atomic import write_csv
+    from granular.predict_files import predict_blocks, read_images
+
+    try:
+        image_shape, predict = _predictor(args.model, config, Path(args.root))
+    except (ValueError, OSError, MlflowException) as error:
+        print(f"granular: cannot load the model {args.model}: {error}", file=sys.stderr)
+        return 2
+    try:
+        blocks = read_images(Path(args.input), image_shape)
+        table = predict_blocks(blocks, predict, args.batch_size)
+    except (ValueError, OSError, MlflowException) as error:
+        print(f"granular: cannot predict: {error}", file=sys.stderr)
+        return 2
+    write_csv(Path(args.output), table)
+    print(f"{len(table)} predictions from {len(blocks)} file(s) written to {args.output}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     for name, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(name, value)
@@ -107,6 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     tune.add_argument("view", help="the view to tune, e.g. fine-28")
     tune.set_defaults(handler=_tune)
+    predict = commands.add_parser(
+        "predict", parents=[common], help="predict images from files with a registered, logged or local fused model"
+    )
+    predict.add_argument(
+        "--model", required=True,
+        help="models:/NAME@ALIAS (e.g. models:/granular-fused@champion), runs:/RUN/fused_model, or a bundle "
+             "folder such as data/fused",
+    )
+    predict.add_argument(
+        "--input", required=True, help="a .npy array, an IDX file (.gz too), a PNG/JPEG image, or a folder of these"
+    )
+    predict.add_argument("--output", default="predictions.csv", help="CSV to write (default: predictions.csv)")
+    predict.add_argument("--batch-size", type=int, default=256, help="images per model call (default: 256)")
+    predict.set_defaults(handler=_predict)
     args = parser.parse_args(argv)
 
     params = Path(args.params) if args.params else ProjectPaths(Path(args.root)).params

@@ -1,4 +1,5 @@
-"""The pipeline flow: import -> clean -> validate -> partition -> train per view -> fuse -> evaluate."""
+"""The pipeline flow: import -> clean -> validate -> partition -> train per view -> fuse -> evaluate
+-> register (champion only past the promotion gate)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,10 @@ from granular.config import load_config
 from granular.paths import ProjectPaths
 from tasks import tracking
 from tasks.data import prepare_data
-from tasks.evaluation import evaluate_models, fuse_views, log_fused_model, record_evaluation
+from tasks.evaluation import (
+    distill_student, evaluate_models, fuse_views, log_fused_model, publish_report, record_evaluation,
+)
+from tasks.registry import register_fused_model
 from tasks.training import ViewsFailed, train_all_views
 from tasks.versioning import commit_data_versions
 
@@ -36,12 +40,16 @@ def granular_pipeline(root: str = ".", params: str | None = None, overrides: lis
             tracking.tag_failed_views(parent, failed)
             config = config.with_views([t["view"] for t in trained])  # fuse and evaluate the rest
         fusion = fuse_views(config, paths)
+        distill_student(config, paths, parent)  # when disabled, leaves data/student saying so
         metrics = evaluate_models(config, paths)
         record_evaluation(paths, parent, metrics, {t["view"]: t["mlflow_run_id"] for t in trained})
-        model_uri = log_fused_model(paths, parent)
+        model_uri = log_fused_model(paths, parent, config.serving.backoff_threshold)
         # Outputs match dvc.yaml only when params.yaml was used as it stands and every view trained.
         as_declared = not params and not overrides and not failed
         commit_data_versions(paths, outputs_as_declared=as_declared, parent=parent)
+        # Last, so that only a run that succeeded in every other step can become the champion.
+        registry = register_fused_model(parent, model_uri, metrics, config)
+        publish_report(parent, metrics, registry)
     except BaseException:
         tracking.end_run(parent, "FAILED")
         raise
@@ -51,6 +59,7 @@ def granular_pipeline(root: str = ".", params: str | None = None, overrides: lis
         "metrics": metrics,
         "fusion": fusion,
         "model_uri": model_uri,
+        "registry": registry,
         "mlflow_run_id": parent.run_id,
         "tracking_uri": parent.uri,
     }

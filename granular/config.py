@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -100,10 +100,57 @@ class TrainConfig(_Section):
     threads: int | None = Field(default=None, ge=1)
 
 
+# The fusion strategies (granular/fusion.py), each a class there.
+FusionStrategy = Literal["product", "convex", "stacking", "gating"]
+
+
+class StackingConfig(_Section):
+    # Inverse strength of the L2 penalty of the logistic-regression meta-learner (scikit-learn's C).
+    c: float = Field(default=1.0, gt=0)
+
+
+class GatingConfig(_Section):
+    hidden: int = Field(default=8, ge=0)  # tanh units of the gate network; 0 = a linear gate
+    l2: float = Field(default=1e-3, ge=0)  # penalty on the gate's weights (half their squared sum)
+    seed: int = 0  # the gate's initial weights
+
+
 class FusionConfig(_Section):
-    strategy: Literal["product", "weighted", "auto"] = "auto"
+    # One strategy, or auto: the candidate with the lowest validation log-loss, cross-fitted over the folds.
+    strategy: FusionStrategy | Literal["auto"] = "auto"
+    candidates: list[FusionStrategy] = Field(default=list(get_args(FusionStrategy)), min_length=1)
+    stacking: StackingConfig = StackingConfig()
+    gating: GatingConfig = GatingConfig()
     # When a view fails to train: fuse the views that finished (True), or fail the run (False).
     allow_missing_views: bool = False
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidates_once_each(cls, candidates: list[str]) -> list[str]:
+        repeated = sorted({name for name in candidates if candidates.count(name) > 1})
+        if repeated:
+            raise ValueError(f"candidates {repeated} are listed more than once")
+        return candidates
+
+
+class DistillConfig(_Section):
+    """One student network trained on the fused ensemble's probabilities (knowledge
+    distillation) at full resolution, then compressed as asked; written to data/student/.
+    Every other training setting comes from the shared `train` section."""
+
+    enabled: bool = True
+    epochs: int = Field(default=6, ge=1)
+    width: int = Field(default=32, ge=4)  # channels of the student CNN's first stage
+    depth: int = Field(default=1, ge=1)  # residual blocks per stage
+    # The teacher's probabilities p become p^(1/T), renormalised: T > 1 softens them (a fused
+    # product of views is sharper than any one view), T < 1 sharpens them.
+    temperature: float = Field(default=2.0, gt=0)
+    # Targets: alpha * teacher probabilities + (1 - alpha) * the one-hot label.
+    alpha: float = Field(default=0.7, ge=0, le=1)
+    # Int8 dynamic quantisation of the student's Linear layers (its convolutions stay float).
+    quantize: bool = False
+    # Zero this share of the student's conv and Linear weights of smallest magnitude; None = off.
+    prune_amount: float | None = Field(default=None, gt=0, lt=1)
 
 
 class SearchRange(_Section):
@@ -158,6 +205,30 @@ class TrackingConfig(_Section):
     uri: str | None = None
 
 
+class PromotionConfig(_Section):
+    """When a newly registered fused model becomes the `champion` (granular/promotion.py). Each
+    gain must be MORE than its margin, so a margin of 0.0 asks for strictly better, and a tie
+    keeps the current champion."""
+
+    # fused test accuracy - the best single fine view's must exceed this
+    min_gain_over_best_single: float = Field(default=0.0, ge=-1, le=1)
+    # fused test accuracy - the current champion's must exceed this (no champion: passes)
+    min_gain_over_champion: float = Field(default=0.0, ge=-1, le=1)
+    # Hierarchical conditions on the fused model's test metrics; None (or {}) = not checked.
+    max_mistake_severity: float | None = Field(default=None, ge=0)
+    min_hierarchical_f1: float | None = Field(default=None, ge=0, le=1)
+    # level -> least accuracy at that coarser level implied by the fine predictions
+    min_level_accuracy: dict[str, float] = Field(default_factory=dict)
+
+
+class ServingConfig(_Section):
+    # The MLflow registered model every run's fused model is a version of.
+    model_name: str = Field(default="granular-fused", min_length=1)
+    # Below this fine-label confidence the served answer backs off to the first coarser level
+    # whose best class reaches it (or the coarsest); None = always answer the fine label.
+    backoff_threshold: float | None = Field(default=None, gt=0, le=1)
+
+
 class Config(_Section):
     data: DataConfig = DataConfig()
     clean: CleanConfig = CleanConfig()
@@ -172,8 +243,11 @@ class Config(_Section):
     }
     train: TrainConfig = TrainConfig()
     fusion: FusionConfig = FusionConfig()
+    distill: DistillConfig = DistillConfig()
     tune: TuneConfig = TuneConfig()
     tracking: TrackingConfig = TrackingConfig()
+    promotion: PromotionConfig = PromotionConfig()
+    serving: ServingConfig = ServingConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -63,6 +63,11 @@ class ProjectPaths:
         return self.data / "fused"
 
     @property
+    def student_dir(self) -> Path:
+        """The distilled student as a servable bundle, with its predictions and compression report."""
+        return self.data / "student"
+
+    @property
     def evaluation(self) -> Path:
         return self.data / "evaluation"
 
@@ -73,6 +78,21 @@ class ProjectPaths:
     @property
     def confusion(self) -> Path:
         return self.evaluation / "confusion"
+
+    @property
+    def reliability(self) -> Path:
+        """One reliability diagram per model, beside the confusion images."""
+        return self.evaluation / "reliability"
+
+    @property
+    def per_class(self) -> Path:
+        """Per-class scores and reliability bins of every model: too long for metrics.json."""
+        return self.evaluation / "per_class.json"
+
+    @property
+    def latency(self) -> Path:
+        """Inference speed of every model: a figure of the machine, so not a DVC metric."""
+        return self.evaluation / "latency.json"
 
     @property
     def test_predictions(self) -> Path:

@@ -55,3 +55,32 @@ def save_learning_curves_png(path: Path, history: list[dict], title: str) -> Non
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def save_reliability_png(path: Path, bins: list[dict], title: str) -> None:
+    """Reliability diagram: accuracy against mean confidence per confidence bin (the bins of
+    `granular.evaluate.calibration`); a calibrated model's bars meet the diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, (reliability_ax, count_ax) = plt.subplots(
+        2, 1, figsize=(4.5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    lower = [b["lower"] for b in bins]
+    width = [b["upper"] - b["lower"] for b in bins]
+    reliability_ax.bar(lower, [b["accuracy"] for b in bins], width=width, align="edge",
+                       edgecolor="black", linewidth=0.5, label="accuracy")
+    reliability_ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="tab:red",
+                        markersize=3, label="(mean confidence, accuracy)")
+    reliability_ax.plot([0, 1], [0, 1], "--", color="gray", linewidth=1, label="calibrated")
+    reliability_ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title)
+    reliability_ax.legend(fontsize=7, loc="upper left")
+    count_ax.bar(lower, [b["count"] for b in bins], width=width, align="edge", color="gray")
+    count_ax.set(xlabel="confidence of the predicted class", ylabel="examples")
+    for ax in (reliability_ax, count_ax):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

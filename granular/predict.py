@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from granular.fusion import ProductFusion, restore_fusion
+from granular.fusion import Fuser, restore_fusion
 from granular.taxonomy import Taxonomy, load_taxonomy
 
 TAXONOMY_FILE = "taxonomy.yaml"
@@ -41,7 +41,7 @@ class FusedClassifier:
     image_shape: tuple[int, int]
     taxonomy: Taxonomy
     views: dict[str, object]  # granular.view_model.ViewModel (torch is imported only on load)
-    fuser: ProductFusion
+    fuser: Fuser
     runtime: object
 
     @classmethod
@@ -65,11 +65,45 @@ class FusedClassifier:
         probas = {name: view.predict_proba(images, self.runtime) for name, view in self.views.items()}
         return self.fuser.predict_proba(probas)
 
-    def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Fine label id, the class name at every level, and the fused probability of the label."""
+    def predict(self, images: np.ndarray, backoff_threshold: float | None = None) -> dict[str, np.ndarray]:
+        """Fine label id, the class name at every level, the fused probability of the label, and
+        the answer backed off to a coarser level where the fine one is unsure (see `back_off`)."""
         proba = self.predict_proba(images)
         label = proba.argmax(axis=1)
         out = {"label": label, "confidence": proba[np.arange(len(label)), label]}
         for level in self.taxonomy.levels:
             out[level] = np.asarray(self.taxonomy.names[level])[self.taxonomy.map_labels(label, level)]
-        return out
+        return {**out, **back_off(proba, self.taxonomy, backoff_threshold)}
+
+
+def level_proba(proba: np.ndarray, taxonomy: Taxonomy, level: str) -> np.ndarray:
+    """(N, fine classes) -> (N, classes at `level`): each class gets the summed probability of
+    the fine classes under it."""
+    membership = np.eye(taxonomy.num_classes(level))[taxonomy.parent[level]]  # (fine, classes at level)
+    return proba @ membership
+
+
+def back_off(proba: np.ndarray, taxonomy: Taxonomy, threshold: float | None) -> dict[str, np.ndarray]:
+    """The answer for each example at the finest level whose most probable class reaches
+    `threshold` (the coarsest level when none does): `prediction` (the class name),
+    `prediction_level` and `prediction_confidence`. None: every answer is the fine label."""
+    rows = len(proba)
+    prediction = np.empty(rows, dtype=object)
+    level_answered = np.empty(rows, dtype=object)
+    confidence = np.zeros(rows)
+    pending = np.ones(rows, dtype=bool)
+    for level in taxonomy.levels:
+        summed = level_proba(proba, taxonomy, level)
+        best = summed.argmax(axis=1)
+        best_proba = summed[np.arange(rows), best]
+        sure = best_proba >= threshold if threshold is not None else np.ones(rows, dtype=bool)
+        take = pending & (sure | (level == taxonomy.levels[-1]))
+        prediction[take] = np.asarray(taxonomy.names[level])[best[take]]
+        level_answered[take] = level
+        confidence[take] = best_proba[take]
+        pending &= ~take
+    return {
+        "prediction": prediction.astype(str),
+        "prediction_level": level_answered.astype(str),
+        "prediction_confidence": confidence,
+    }

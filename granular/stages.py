@@ -21,6 +21,7 @@ STEPS = {
     "view": steps.view_step,
     "train": steps.train_step,
     "fuse": steps.fuse_step,
+    "distill": steps.distill_step,
     "evaluate": steps.evaluate_step,
 }
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.view:
             parser.error(f"{args.step} needs --view")
         kwargs["view_name"] = args.view
-    if args.step == "train":
+    if args.step in ("train", "distill"):  # the steps that train: one line per epoch
         kwargs["on_epoch"] = lambda record: print(json.dumps(record), flush=True)
     summary = STEPS[args.step](config, paths, **kwargs)
     print(json.dumps(summary, indent=2, default=str))

@@ -195,7 +195,7 @@ def fuse_step(config: Config, paths: ProjectPaths) -> dict:
     parents = {v.name: taxonomy.parent[v.level] for v in config.views.values()}
     val = _split_rows(paths, "val")
     fuser, choice = fusion.choose_fusion(
-        config.fusion.strategy, parents, _view_probas(config, paths, "val_proba"), val["label"], folds=val["fold"]
+        config.fusion, parents, _view_probas(config, paths, "val_proba"), val["label"], folds=val["fold"]
     )
     test_proba = fuser.predict_proba(_view_probas(config, paths, "test_proba"))
     with atomic_dir(paths.fused_dir) as staging:
@@ -208,25 +208,125 @@ def fuse_step(config: Config, paths: ProjectPaths) -> dict:
     return choice
 
 
+STUDENT = "student"  # the distilled network's name: its view in the student bundle, its checkpoints
+
+
+def distill_step(config: Config, paths: ProjectPaths, on_epoch=None, warn=print) -> dict:
+    """Distil the fused model (data/fused/) into one student network trained on the training
+    split's clean images at full resolution, compress it as `distill` asks, and write it as a
+    servable bundle (data/student/: the student as the single view of an identity fusion),
+    with its val/test probabilities and report.json: test accuracy, latency and size of the
+    student before and after each compression, next to the teacher's test accuracy."""
+    from granular import compress, distill  # torch is imported only by the steps that need it
+    from granular.config import ViewConfig
+    from granular.device import select_runtime
+    from granular.predict import FusedClassifier
+
+    settings = config.distill
+    if not settings.enabled:  # DVC runs every stage: leave a record that says why it is empty
+        report = {"enabled": False}
+        with atomic_dir(paths.student_dir) as staging:
+            write_json(staging / "report.json", report)
+        return report
+    images, labels = _images_by_split(paths)
+    started = time.perf_counter()
+    teacher = FusedClassifier.load(paths.fused_dir)
+    teacher_proba = distill.teacher_targets(teacher, images["train"], temperature=settings.temperature)
+    teacher_seconds = time.perf_counter() - started
+    taxonomy = teacher.taxonomy
+    runtime = select_runtime(config.train.threads)
+    started = time.perf_counter()
+    student = distill.distill(
+        images["train"], labels["train"], teacher_proba, images["val"], labels["val"], settings, config.train,
+        runtime, on_epoch=on_epoch, checkpoint_dir=paths.checkpoints(STUDENT), warn=warn,
+    )
+    train_seconds = time.perf_counter() - started
+    student.meta = {
+        "view": ViewConfig(level=taxonomy.fine, resolution=images["train"].shape[1]).model_dump(),
+        "train_config": distill.student_config(settings, config.train).model_dump(),
+        "distill": settings.model_dump(),
+        "class_names": list(taxonomy.names[taxonomy.fine]),
+    }
+    variants = compress.compressed_variants(student, settings.prune_amount, settings.quantize)
+    teacher_test = read_npz(paths.fused_dir / "predictions.npz")["test_proba"]
+    report = {
+        "teacher": {"test_accuracy": float((teacher_test.argmax(1) == labels["test"]).mean()), "seconds": teacher_seconds},
+        "student": {"train_seconds": train_seconds, "history": student.history},
+        "variants": compress.compression_report(variants, images["test"], labels["test"], runtime),
+        "served": list(variants)[-1],
+    }
+    _write_student_bundle(paths, taxonomy, variants, images, runtime, report)
+    shutil.rmtree(paths.checkpoints(STUDENT), ignore_errors=True)  # the student is saved: not needed
+    return report
+
+
+def _write_student_bundle(paths: ProjectPaths, taxonomy: Taxonomy, variants: dict, images: dict, runtime, report: dict) -> None:
+    """data/student/: a bundle that FusedClassifier loads (the served variant as the one view
+    of an identity fusion), its val/test probabilities, and the report."""
+    from granular import compress, train
+    from granular.predict import TAXONOMY_FILE, VIEWS_DIR
+    from granular.view_model import MODEL_FILE
+
+    served = variants[report["served"]]
+    served_runtime = compress.runtime_for(served.model, runtime)
+    with atomic_dir(paths.student_dir) as staging:
+        fusion_record = _identity_fusion_record(STUDENT, taxonomy.parent[taxonomy.fine])
+        write_bundle(staging, paths.fused_dir / TAXONOMY_FILE, fusion_record, {}, image_shape=images["train"].shape[1:])
+        (staging / VIEWS_DIR / STUDENT).mkdir(parents=True)
+        compress.save_served(staging / VIEWS_DIR / STUDENT / MODEL_FILE, variants)
+        write_npz(
+            staging / "predictions.npz",
+            val_proba=train.predict_proba(served, images["val"], served_runtime),
+            test_proba=train.predict_proba(served, images["test"], served_runtime),
+        )
+        write_json(staging / "report.json", report)
+
+
+def _identity_fusion_record(view: str, parent: np.ndarray) -> dict:
+    """fusion.json of a bundle whose one view predicts fine classes: a product with exponent 1,
+    which passes the view's probabilities through. Restored at once, so that a change in the
+    record's format fails here rather than when the bundle is served."""
+    exponents = {view: 1.0}
+    record = {
+        "strategy": "product", "summary": {"exponents": exponents},
+        "fuser": {"views": [view], "hyperparameters": {"max_exponent": 1.0}, "state": {"exponents": exponents}},
+    }
+    fusion.restore_fusion(record, {view: parent})
+    return record
+
+
+def _images_by_split(paths: ProjectPaths) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The clean images at full resolution and their fine labels, by split."""
+    images = _load_dataset(paths.clean).images
+    splits = read_npz(paths.splits)  # one row per clean example, in the same order
+    rows = {name: splits["split"] == code for code, name in enumerate(partition.SPLITS)}
+    return {n: images[r] for n, r in rows.items()}, {n: splits["label"][r] for n, r in rows.items()}
+
+
+LATENCY_IMAGES = 512  # test images timed per model: a few seconds in all, on a CPU too
+LATENCY_BATCH = 256
+COMPARISON_COLUMNS = (  # model quality only: latency is a figure of the machine
+    "accuracy", "accuracy_ci_low", "accuracy_ci_high", "macro_f1", "macro_f1_ci_low", "macro_f1_ci_high",
+    "ece", "hierarchical_f1", "mistake_severity",
+)
+
+
 def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
-    """Accuracy, macro-F1 and confusion matrices on the test split for every view and the fusion."""
+    """Every view and the fusion on the test split: accuracy and macro-F1 with bootstrap 95%
+    intervals (the same resamples for every model), per-class scores, calibration, and for fine
+    models the hierarchical scores and the accuracy they imply at coarser levels; the fusion
+    against the best single fine view (paired interval, McNemar's test); inference latency."""
     taxonomy = _taxonomy(config, paths)
     y_fine = _split_rows(paths, "test")["label"]
     test_probas = _view_probas(config, paths, "test_proba")
     entries = [(v.name, v.level, test_probas[v.name]) for v in config.views.values()]
     entries.append(("fused", taxonomy.fine, read_npz(paths.fused_dir / "predictions.npz")["test_proba"]))
-    test, confusions, predicted_names = {}, {}, {}
+    if config.distill.enabled:
+        entries.append((STUDENT, taxonomy.fine, read_npz(paths.student_dir / "predictions.npz")["test_proba"]))
+    counts = evaluate.resample_counts(len(y_fine))
+    test, details = {}, {}
     for name, level, proba in entries:
-        scores = evaluate.classification_metrics(taxonomy.map_labels(y_fine, level), proba)
-        confusions[name] = (scores.pop("confusion"), taxonomy.names[level])
-        scores["level"] = level
-        predicted = proba.argmax(axis=1)
-        predicted_names[name] = np.asarray(taxonomy.names[level])[predicted]
-        if level == taxonomy.fine:  # what a fine prediction implies one level up, and so on
-            for coarser in taxonomy.levels[1:]:
-                implied = taxonomy.map_labels(predicted, coarser) == taxonomy.map_labels(y_fine, coarser)
-                scores[f"{coarser}_accuracy"] = float(implied.mean())
-        test[name] = scores
+        test[name], details[name] = _score_model(taxonomy, level, y_fine, proba, counts)
     fine_views = [v.name for v in config.views.values() if v.level == taxonomy.fine]
     best = max(fine_views, key=lambda n: test[n]["accuracy"]) if fine_views else None
     metrics = {"test": test, "best_single": best}
@@ -235,22 +335,115 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
         metrics["segments"] = by_segment
     if best:
         metrics["fused_minus_best_single"] = test["fused"]["accuracy"] - test[best]["accuracy"]
+        metrics.update(_fused_versus_best(details["fused"]["correct"], details[best]["correct"], best, counts))
+    metrics["bootstrap"] = {
+        "resamples": len(counts), "seed": evaluate.BOOTSTRAP_SEED, "confidence": evaluate.CONFIDENCE
+    }
+    _write_evaluation(paths, taxonomy, y_fine, test, details)
+    write_json(paths.metrics, metrics)
+    # A figure of this machine: beside the metrics, so that `dvc metrics diff` shows model quality.
+    latency = _latency(config, paths)
+    write_json(paths.latency, latency)
+    return {**metrics, "latency": latency}
 
+
+def _score_model(
+    taxonomy: Taxonomy, level: str, y_fine: np.ndarray, proba: np.ndarray, counts: np.ndarray
+) -> tuple[dict, dict]:
+    """One model's flat scores (floats for MLflow, intervals as `<metric>_ci_low/_high`) and
+    the details written beside them: confusion, per-class scores, reliability bins."""
+    y = taxonomy.map_labels(y_fine, level)
+    scores = evaluate.classification_metrics(y, proba)
+    matrix = scores.pop("confusion")
+    predicted = proba.argmax(axis=1)
+    correct = predicted == y
+    intervals = {
+        "accuracy": evaluate.resampled_means(counts, correct),
+        "macro_f1": evaluate.resampled_macro_f1(counts, y, predicted, proba.shape[1]),
+    }
+    for metric, samples in intervals.items():
+        scores[f"{metric}_ci_low"], scores[f"{metric}_ci_high"] = evaluate.percentile_interval(samples)
+    calibration = evaluate.calibration(proba, y)
+    scores["ece"] = calibration["ece"]
+    scores["level"] = level
+    if level == taxonomy.fine:  # what a fine prediction implies one level up, and so on
+        for coarser in taxonomy.levels[1:]:
+            implied = taxonomy.map_labels(predicted, coarser) == taxonomy.map_labels(y_fine, coarser)
+            scores[f"{coarser}_accuracy"] = float(implied.mean())
+        scores.update(evaluate.hierarchical_metrics(taxonomy, y_fine, predicted))
+    per_class = evaluate.per_class_metrics(matrix)
+    details = {
+        "classes": taxonomy.names[level],
+        "confusion": matrix,
+        "predicted": predicted,
+        "correct": correct,
+        "per_class": [
+            {"class": name, **{key: values[i].item() for key, values in per_class.items()}}
+            for i, name in enumerate(taxonomy.names[level])
+        ],
+        "reliability": calibration["bins"],
+    }
+    return scores, details
+
+
+def _fused_versus_best(fused_correct: np.ndarray, best_correct: np.ndarray, best: str, counts: np.ndarray) -> dict:
+    """Is the fusion's gain over the best single view more than chance? A paired bootstrap
+    interval of the accuracy difference, and McNemar's test on the examples they disagree on."""
+    difference = evaluate.resampled_means(counts, fused_correct.astype(np.float32) - best_correct)
+    low, high = evaluate.percentile_interval(difference)
+    return {
+        "fused_minus_best_single_ci": {"low": low, "high": high},
+        "mcnemar": {"versus": best, **evaluate.mcnemar(fused_correct, best_correct)},
+    }
+
+
+def _latency(config: Config, paths: ProjectPaths) -> dict:
+    """Inference speed of each view's model and of the fused model, loaded from their files, on
+    the first test images at full size."""
+    from granular.device import select_runtime  # torch is imported only by the steps that need it
+    from granular.predict import FusedClassifier
+    from granular.view_model import ViewModel
+
+    test = read_npz(paths.splits)["split"] == partition.TEST_SPLIT
+    images = _load_dataset(paths.clean).images[test][:LATENCY_IMAGES]
+    runtime = select_runtime()
+    predictors = {}
+    for name in config.views:
+        model = ViewModel.load(paths.model_dir(name), runtime)
+        predictors[name] = lambda batch, model=model: model.predict_proba(batch, runtime)
+    predictors["fused"] = FusedClassifier.load(paths.fused_dir).predict_proba
+    if config.distill.enabled:
+        predictors[STUDENT] = FusedClassifier.load(paths.student_dir).predict_proba
+    latency = {"device": runtime.name, "images": int(len(images)), "batch_size": LATENCY_BATCH}
+    for name, predict in predictors.items():
+        latency[name] = evaluate.measure_latency(predict, images, LATENCY_BATCH)
+    return latency
+
+
+def _write_evaluation(paths: ProjectPaths, taxonomy: Taxonomy, y_fine: np.ndarray, test: dict, details: dict) -> None:
+    """Confusion and reliability images, per-class scores, every test prediction, the models compared."""
     with atomic_dir(paths.confusion) as staging:
-        for name, (matrix, class_names) in confusions.items():
-            plots.save_confusion_png(staging / f"{name}.png", matrix, class_names, title=name)
-            write_json(staging / f"{name}.json", {"classes": list(class_names), "matrix": matrix.tolist()})
+        for name, detail in details.items():
+            plots.save_confusion_png(staging / f"{name}.png", detail["confusion"], detail["classes"], title=name)
+            write_json(staging / f"{name}.json", {"classes": list(detail["classes"]), "matrix": detail["confusion"].tolist()})
+    with atomic_dir(paths.reliability) as staging:
+        for name, detail in details.items():
+            title = f"{name}: ECE {test[name]['ece']:.4f}"
+            plots.save_reliability_png(staging / f"{name}.png", detail["reliability"], title=title)
+    write_json(paths.per_class, {
+        name: {"level": test[name]["level"], "per_class": detail["per_class"], "reliability": detail["reliability"]}
+        for name, detail in details.items()
+    })
     truth = {  # "actual" is the finest level, then "actual_<level>" for each coarser one
         "actual" if level == taxonomy.fine else f"actual_{level}":
             np.asarray(taxonomy.names[level])[taxonomy.map_labels(y_fine, level)]
         for level in taxonomy.levels
     }
+    predicted_names = {name: np.asarray(d["classes"])[d["predicted"]] for name, d in details.items()}
     write_csv(paths.test_predictions, pd.DataFrame({**truth, **predicted_names}))
-    write_csv(paths.comparison, pd.DataFrame(
-        [{"model": n, "accuracy": t["accuracy"], "macro_f1": t["macro_f1"]} for n, t in test.items()]
-    ))
-    write_json(paths.metrics, metrics)
-    return metrics
+    write_csv(paths.comparison, pd.DataFrame([
+        {"model": name, **{column: scores.get(column) for column in COMPARISON_COLUMNS}} for name, scores in test.items()
+    ]))
 
 
 def _accuracy_by_segment(

@@ -171,6 +171,21 @@ def _warmup_cosine(warmup: int, total: int, step: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def _targets(y_train: np.ndarray, rows: int, num_classes: int, runtime: Runtime) -> torch.Tensor:
+    """The training targets on the device: class ids (N,), or probabilities (N, classes), which
+    cross-entropy takes as they are (a teacher's soft targets, for distillation)."""
+    y_train = np.asarray(y_train)
+    if len(y_train) != rows:
+        raise ValueError(f"{rows} training inputs but {len(y_train)} targets")
+    if y_train.ndim == 1:
+        return torch.as_tensor(y_train, dtype=torch.long, device=runtime.device)
+    if y_train.ndim != 2 or y_train.shape[1] != num_classes:
+        raise ValueError(f"soft targets must have shape (N, {num_classes}), got {y_train.shape}")
+    if not np.allclose(y_train.sum(axis=1), 1.0, atol=1e-3) or (y_train < 0).any():
+        raise ValueError("soft targets must be probabilities: non-negative rows that sum to 1")
+    return torch.as_tensor(y_train, dtype=torch.float32, device=runtime.device)
+
+
 def fit(
     x_train: Inputs,
     y_train: np.ndarray,
@@ -186,6 +201,9 @@ def fit(
     """Train the network of the modality with the recipe in `config` (optimizer, warm-up
     schedule, label smoothing, augmentation of images, early stopping on the validation loss).
 
+    `y_train` holds class ids (N,), or target probabilities (N, num_classes) to train on soft
+    targets (distillation); validation accuracy and loss always use the class ids `y_val`.
+
     With a checkpoint_dir, the whole training state (weights, optimizer, schedule, random
     generators, history, best weights so far) is saved after every epoch and on SIGTERM, and a
     later call with the same settings and data resumes from the newest readable checkpoint: on
@@ -198,7 +216,7 @@ def fit(
     images = not isinstance(x_train, TableArrays)
     mean, std = _input_statistics(x_train, runtime)
     xs = _on_device(x_train, runtime)
-    ys = torch.as_tensor(y_train, dtype=torch.long, device=runtime.device)
+    ys = _targets(y_train, len(x_train), num_classes, runtime)
 
     model = _network(x_train, num_classes, config).to(runtime.device, memory_format=torch.channels_last)
     # The compiled module shares the model's parameters; checkpoints keep the plain model's names.
@@ -327,8 +345,10 @@ def predict_routed(experts: list[TrainedModel], segment: np.ndarray, x: Inputs, 
     return out
 
 
-def save_checkpoint(path: Path, trained: TrainedModel) -> None:
-    """Everything needed to rebuild the model: its architecture and config, weights and input scaling."""
+def save_checkpoint(path: Path, trained: TrainedModel, quantize: str | None = None) -> None:
+    """Everything needed to rebuild the model: its architecture and config, weights and input
+    scaling. `quantize` ("int8-dynamic", see granular.compress) is stored as a flag beside the
+    float weights, and load_checkpoint quantises the rebuilt model again."""
     state = {
         "architecture": type(trained.model).__name__,
         "model_config": trained.model.config.to_dict(),
@@ -339,15 +359,28 @@ def save_checkpoint(path: Path, trained: TrainedModel) -> None:
         "history": trained.history,
         "meta": trained.meta,
     }
+    if quantize is not None:  # absent otherwise: plain checkpoints stay byte for byte as they were
+        state["quantize"] = quantize
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path, runtime: Runtime) -> TrainedModel:
+    """The model a checkpoint describes, on the runtime's device. A checkpoint flagged
+    "int8-dynamic" is quantised after loading on the CPU; on a GPU its float weights serve,
+    since int8 dynamic kernels run on the CPU only."""
     state = torch.load(path, map_location=runtime.device, weights_only=True)
     model = models.rebuild(state["architecture"], state["model_config"])
     model.load_state_dict(state["state_dict"])
     model = model.to(runtime.device, memory_format=torch.channels_last)
+    quantize = state.get("quantize")
+    if quantize is not None:
+        from granular.compress import INT8_DYNAMIC, quantize_int8  # it imports this module
+
+        if quantize != INT8_DYNAMIC:
+            raise ValueError(f"{path}: unknown quantisation {quantize!r}; known: {INT8_DYNAMIC!r}")
+        if runtime.device.type == "cpu":
+            model = quantize_int8(model)
     return TrainedModel(
         model=model, mean=state["mean"], std=state["std"], tta=state["tta"], history=state["history"], meta=state["meta"]
     )

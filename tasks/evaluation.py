@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 from prefect import get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from granular import steps
+from granular import report, steps
 from granular.config import Config
 from granular.paths import ProjectPaths
 from tasks import serving, tracking
@@ -16,10 +16,39 @@ from tasks.tracking import RunRef
 def fuse_views(config: Config, paths: ProjectPaths) -> dict:
     choice = steps.fuse_step(config, paths)
     get_run_logger().info(
-        "fusion: %s with weights %s (cross-fitted val log-loss %s)",
-        choice["strategy"], choice["weights"], choice["cross_fitted_val_log_loss"],
+        "fusion: %s, %s; scores %s",
+        choice["selection"]["reason"], choice["summary"], choice["selection"]["scores"],
     )
     return choice
+
+
+@task(name="distill_student")
+def distill_student(config: Config, paths: ProjectPaths, parent: RunRef) -> dict:
+    """Distil the fused model into one student network (data/student/); its accuracy, latency
+    and size before and after each compression go to the parent MLflow run."""
+    from granular.distill import report_metrics  # torch is imported only by the tasks that need it
+
+    logger = get_run_logger()
+    if not config.distill.enabled:
+        return steps.distill_step(config, paths)
+
+    def log_epoch(record: dict) -> None:
+        logger.info(
+            "student epoch %d: loss %.4f, val acc %.4f, %.0f img/s",
+            record["epoch"], record["train_loss"], record["val_accuracy"], record["images_per_s"],
+        )
+
+    report = steps.distill_step(config, paths, on_epoch=log_epoch, warn=logger.warning)
+    client = MlflowClient(parent.uri)
+    tracking.log_metrics(client, parent.run_id, report_metrics(report))
+    client.log_artifact(parent.run_id, str(paths.student_dir / "report.json"), artifact_path="distill")
+    variants = report["variants"]
+    logger.info(
+        "student (%s served): test accuracy %s; teacher %.4f",
+        report["served"], {name: round(v["accuracy"], 4) for name, v in variants.items()},
+        report["teacher"]["test_accuracy"],
+    )
+    return report
 
 
 @task(name="evaluate_models")
@@ -48,6 +77,12 @@ def record_evaluation(paths: ProjectPaths, parent: RunRef, metrics: dict, view_r
         for segment, values in by_segment.items()
         for key, value in values.items()
     })
+    scores.update(_comparison_scores(metrics))
+    scores.update({
+        f"latency.{model}.{key}": value
+        for model, values in metrics.get("latency", {}).items() if isinstance(values, dict)
+        for key, value in values.items()
+    })
     tracking.log_metrics(client, parent.run_id, scores)
     confusion = paths.confusion
     for view, run_id in view_runs.items():
@@ -56,12 +91,53 @@ def record_evaluation(paths: ProjectPaths, parent: RunRef, metrics: dict, view_r
         )
         client.log_artifact(run_id, str(confusion / f"{view}.png"), artifact_path="evaluation")
     client.log_artifacts(parent.run_id, str(confusion), artifact_path="evaluation/confusion")
-    client.log_artifact(parent.run_id, str(paths.metrics), artifact_path="evaluation")
+    client.log_artifacts(parent.run_id, str(paths.reliability), artifact_path="evaluation/reliability")
+    for file in (paths.metrics, paths.per_class, paths.latency):
+        client.log_artifact(parent.run_id, str(file), artifact_path="evaluation")
+
+
+def _comparison_scores(metrics: dict) -> dict[str, float]:
+    """The fusion against the best single view, as MLflow metrics."""
+    scores = {}
+    if "fused_minus_best_single" in metrics:
+        scores["fused_minus_best_single"] = metrics["fused_minus_best_single"]
+        ci = metrics["fused_minus_best_single_ci"]
+        scores["fused_minus_best_single_ci_low"], scores["fused_minus_best_single_ci_high"] = ci["low"], ci["high"]
+    if "mcnemar" in metrics:
+        scores["mcnemar_p_value"] = metrics["mcnemar"]["p_value"]
+    return scores
+
+
+REPORT_KEY = "granular-report"  # the same key on every run: the Prefect UI lists its versions together
+REPORT_IMAGES = ("confusion/fused.png", "reliability/fused.png")
+
+
+@task(name="publish_report")
+def publish_report(parent: RunRef, metrics: dict, registry: dict | None) -> str:
+    """The run's report as a Prefect Markdown artifact: the models compared, the fusion's
+    significance, the registry's verdict, the MLflow run and its images."""
+    lines = report.summary_lines(metrics)
+    if registry is not None:
+        from tasks.registry import summary_line
+
+        lines.append(summary_line(registry))
+    images = {
+        path.removesuffix(".png").replace("/", ": "):
+            report.artifact_link(parent.uri, parent.run_id, f"evaluation/{path}")
+        for path in REPORT_IMAGES
+    }
+    markdown = report.markdown_report(
+        "granular: test-set comparison", report.comparison_rows(metrics), lines,
+        report.run_link(parent.uri, parent.experiment_id, parent.run_id), images,
+    )
+    create_markdown_artifact(markdown=markdown, key=REPORT_KEY, description="Models compared on the test set")
+    return markdown
 
 
 @task(name="log_fused_model", retries=2, retry_delay_seconds=2)
-def log_fused_model(paths: ProjectPaths, parent: RunRef) -> str:
-    """The fused model (every view, the fusion, the taxonomy) as one MLflow pyfunc."""
-    uri = serving.log_fused_model(parent, paths.fused_dir, steps.example_images(paths))
+def log_fused_model(paths: ProjectPaths, parent: RunRef, backoff_threshold: float | None = None) -> str:
+    """The fused model (every view, the fusion, the taxonomy, the back-off threshold it serves
+    with) as one MLflow pyfunc."""
+    uri = serving.log_fused_model(parent, paths.fused_dir, steps.example_images(paths), backoff_threshold)
     get_run_logger().info("fused model logged as %s", uri)
     return uri

@@ -18,15 +18,19 @@ from granular.predict import FusedClassifier
 from tasks.tracking import RunRef
 
 MODEL_PATH = "fused_model"
+BACKOFF_THRESHOLD = "backoff_threshold"  # the key in the pyfunc's model_config
 
 
 class FusedImageClassifier(mlflow.pyfunc.PythonModel):
     """Input: images as an (N, H, W) array of 0..255 pixels (or one row of H*W pixels per image).
-    Output: the fine label id, the class name at every taxonomy level and the fused probability
-    of the label."""
+    Output: the fine label id, the class name at every taxonomy level, the fused probability of
+    the label, and the answer at the level the model is sure of (`prediction`,
+    `prediction_level`, `prediction_confidence`; see granular.predict.back_off). The back-off
+    threshold is part of the model: its `model_config`, set when it was logged."""
 
     def load_context(self, context) -> None:
         self._classifier = FusedClassifier.load(Path(context.artifacts["bundle"]))
+        self._backoff_threshold = (context.model_config or {}).get(BACKOFF_THRESHOLD)
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         height, width = self._classifier.image_shape
@@ -35,18 +39,21 @@ class FusedImageClassifier(mlflow.pyfunc.PythonModel):
             images = images.reshape(-1, height, width)
         if images.shape[1:] != (height, width):
             raise ValueError(f"expected images of {height}x{width} pixels, got an array of shape {images.shape}")
-        return pd.DataFrame(self._classifier.predict(images))
+        return pd.DataFrame(self._classifier.predict(images, self._backoff_threshold))
 
 
 def _requirements() -> list[str]:
-    names = ("torch", "numpy", "pandas", "pyyaml", "pydantic", "scipy", "mlflow")
+    names = ("torch", "numpy", "pandas", "pyyaml", "pydantic", "scipy", "threadpoolctl", "mlflow")
     return [f"{name}=={version(name).split('+')[0]}" for name in names]
 
 
-def log_fused_model(ref: RunRef, bundle: Path, example_images: np.ndarray) -> str:
-    """Save the pyfunc with its code, signature and input example; log it into the run."""
+def log_fused_model(
+    ref: RunRef, bundle: Path, example_images: np.ndarray, backoff_threshold: float | None = None
+) -> str:
+    """Save the pyfunc with its code, signature, input example and back-off threshold; log it
+    into the run."""
     example = np.ascontiguousarray(example_images, dtype=np.uint8)  # (N, H, W)
-    output = pd.DataFrame(FusedClassifier.load(bundle).predict(example))
+    output = pd.DataFrame(FusedClassifier.load(bundle).predict(example, backoff_threshold))
     with warnings.catch_warnings():  # the integer output (label ids) is never missing: hint does not apply
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
         signature = infer_signature(example, output)
@@ -60,6 +67,7 @@ def log_fused_model(ref: RunRef, bundle: Path, example_images: np.ndarray) -> st
             signature=signature,
             input_example=example,
             pip_requirements=_requirements(),
+            model_config={BACKOFF_THRESHOLD: backoff_threshold},
         )
         MlflowClient(ref.uri).log_artifacts(ref.run_id, str(target), artifact_path=MODEL_PATH)
     return f"runs:/{ref.run_id}/{MODEL_PATH}"

@@ -41,6 +41,7 @@ def _small_project(folder: Path) -> dict:
     params["data"]["limit"] = 400
     params["validate"]["min_per_class"] = 10
     params["train"].update(epochs=1, width=8)
+    params["distill"].update(epochs=1, width=8)
     params["views"]["fine-14-clusters4"]["segments"]["min_size"] = 30
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     _run(["git", "init", "-q"], folder)
@@ -65,7 +66,7 @@ def repro_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
 def test_dvc_repro_builds_every_stage_then_has_nothing_to_do(repro_project):
     folder, _ = repro_project
     metrics = json.loads((folder / "data/evaluation/metrics.json").read_text())
-    assert set(metrics["test"]) == set(VIEWS) | {"fused"}
+    assert set(metrics["test"]) == set(VIEWS) | {"fused", "student"}
     assert "up to date" in _dvc("status", cwd=folder)
     assert "fused" in _dvc("metrics", "show", cwd=folder)
     plots = json.loads(_dvc("plots", "show", "--json", cwd=folder))
@@ -85,7 +86,8 @@ def test_a_parameter_reruns_only_the_stages_that_use_it(repro_project):
         changed = json.loads(json.dumps(params))
         changed["train"]["lr"] = 0.02
         (folder / "params.yaml").write_text(yaml.safe_dump(changed))
-        assert set(json.loads(_dvc("status", "--json", cwd=folder))) == {f"train@{v}" for v in VIEWS}
+        # every training: the views' and the student's, which follows the same recipe
+        assert set(json.loads(_dvc("status", "--json", cwd=folder))) == {f"train@{v}" for v in VIEWS} | {"distill"}
 
         changed = json.loads(json.dumps(params))
         changed["views"]["fine-14-clusters4"]["segments"]["feature_resolution"] = 4

@@ -30,6 +30,8 @@ SMALL_RUN = [
     "data.limit=600",
     "train.epochs=2",
     "train.width=8",
+    "distill.epochs=1",
+    "distill.width=8",
     "validate.min_per_class=20",
     "views.fine-14-clusters4.segments.min_size=40",
 ]
@@ -69,7 +71,7 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(
 
     metrics = json.loads((project / "data/evaluation/metrics.json").read_text())
     views = ["fine-28", "fine-14", "coarse-28", "fine-14-clusters4"]
-    assert set(metrics["test"]) == set(views) | {"fused"}
+    assert set(metrics["test"]) == set(views) | {"fused", "student"}
     for scores in metrics["test"].values():
         assert 0.0 <= scores["macro_f1"] <= 1.0
         assert scores["n"] == 600  # the test subsample, never trained on
@@ -85,7 +87,8 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(
     table = capsys.readouterr().out
     for name in views + ["fused"]:
         assert name in table
-    assert "fused - best single view" in table
+    assert "fused - best single view" in table and "McNemar, fused vs " in table
+    assert f"registered granular-fused version 1; champion: " in table
     assert "fine-14-clusters4: test accuracy of each segment's expert vs the global model" in table
 
     client, runs = _runs(project)
@@ -114,13 +117,27 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(
     images = np.load(project / "data/processed/fine-28/test.npz")["x"][:5]
     predicted = served.predict(images)  # routed to segment experts too, from full-size images
     assert predicted["label"].tolist() == fused_test[:5].argmax(axis=1).tolist()
-    assert set(predicted.columns) == {"label", "confidence", "fine", "coarse"}
+    assert set(predicted.columns) == {
+        "label", "confidence", "fine", "coarse", "prediction", "prediction_level", "prediction_confidence"
+    }
     assert predicted["confidence"].between(0, 1).all()
     assert (project / "data/evaluation/confusion/fused.png").stat().st_size > 0
     predictions = pd.read_csv(project / "data/evaluation/test_predictions.csv")
-    assert list(predictions.columns) == ["actual", "actual_coarse"] + views + ["fused"]
+    assert list(predictions.columns) == ["actual", "actual_coarse"] + views + ["fused", "student"]
     assert len(predictions) == 600
     assert (predictions["fused"] == predictions["actual"]).mean() == pytest.approx(metrics["test"]["fused"]["accuracy"])
+    evaluation = {a.path for a in client.list_artifacts(parent.info.run_id, "evaluation")}
+    assert {"evaluation/reliability", "evaluation/per_class.json", "evaluation/latency.json"} <= evaluation
+    assert parent.data.metrics["mcnemar_p_value"] == pytest.approx(metrics["mcnemar"]["p_value"])
+    assert parent.data.metrics["distill.float.accuracy"] == pytest.approx(metrics["test"]["student"]["accuracy"])
+
+    # The fused model went to the registry; champion exactly when the gate let it through.
+    version = client.get_model_version("granular-fused", "1")
+    assert version.run_id == parent.info.run_id
+    promoted = parent.data.tags["granular.promotion.promoted"] == "true"
+    assert ("champion" in version.aliases) == promoted
+    report = Artifact.get(key="granular-report")  # the run's report in the Prefect UI
+    assert report.type == "markdown" and "| fused |" in report.data and parent.info.run_id in report.data
 
     # Overrides make outputs that params.yaml does not describe: not recorded in DVC, so a
     # reproduce of this run is refused with the reason.
@@ -183,7 +200,7 @@ def test_views_train_concurrently_and_the_run_can_go_on_without_a_failed_one(
     result = granular_pipeline(root=str(project), overrides=TWO_VIEWS + ["fusion.allow_missing_views=true"])
     assert max(start for start, _ in spans.values()) < min(end for _, end in spans.values())  # overlapped
     assert result["failed_views"] == {"fine-14": "RuntimeError: out of memory (simulated)"}
-    assert set(result["metrics"]["test"]) == {"coarse-28", "fused"}
+    assert set(result["metrics"]["test"]) == {"coarse-28", "fused", "student"}
     client, runs = _runs(project)
     parent = client.get_run(result["mlflow_run_id"])
     assert parent.info.status == "FINISHED"

@@ -1,0 +1,107 @@
+"""The champion gate: does a newly evaluated fused model replace the one being served?
+
+A pure function of the new evaluation (the shape of data/evaluation/metrics.json), the current
+champion's (or None) and the `promotion:` section. Every margin is strict: the fused model must
+beat by MORE than the margin, so the default 0.0 asks for strictly better and a tie keeps the
+current champion (no churn from a retrain that changed nothing). A condition on a metric the
+evaluation lacks fails: a gate that cannot check must not promote.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from granular.config import PromotionConfig
+
+FUSED = "fused"
+# Accuracies are ratios of counts; float noise in a difference must not decide a tie.
+_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class Decision:
+    """promote: every condition passed. reasons: the sentences behind it, numbers included —
+    every condition checked when promoted, the failed ones when not."""
+
+    promote: bool
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class _Check:
+    passed: bool
+    sentence: str
+
+
+def decide(
+    metrics: dict, champion_metrics: dict | None, config: PromotionConfig, champion_name: str = "the champion"
+) -> Decision:
+    """Apply every condition of `config` to the fused model's test metrics in `metrics`
+    (`test.fused.accuracy`, ...), against the best single view and against `champion_metrics`
+    (the same shape; None when there is no champion yet)."""
+    fused = metrics["test"][FUSED]
+    checks = [
+        _gain_over_best_single(metrics, config.min_gain_over_best_single),
+        _gain_over_champion(fused, champion_metrics, config.min_gain_over_champion, champion_name),
+    ]
+    if config.max_mistake_severity is not None:
+        checks.append(_mistake_severity(fused, config.max_mistake_severity))
+    if config.min_hierarchical_f1 is not None:
+        checks.append(_at_least(fused, "hierarchical_f1", "hierarchical F1", config.min_hierarchical_f1))
+    for level, least in config.min_level_accuracy.items():
+        checks.append(_at_least(fused, f"{level}_accuracy", f"{level} accuracy", least))
+    failed = [check.sentence for check in checks if not check.passed]
+    if failed:
+        return Decision(promote=False, reasons=failed)
+    return Decision(promote=True, reasons=[check.sentence for check in checks])
+
+
+def _beats(accuracy: float, other: float, margin: float) -> bool:
+    return accuracy - other - margin > _TOLERANCE
+
+
+def _gain_over_best_single(metrics: dict, margin: float) -> _Check:
+    best = metrics.get("best_single")
+    if best is None:
+        return _Check(True, "no single view predicts fine labels, so there is no best single view to beat")
+    accuracy, other = metrics["test"][FUSED]["accuracy"], metrics["test"][best]["accuracy"]
+    passed = _beats(accuracy, other, margin)
+    verb = "beats" if passed else "does not beat"
+    return _Check(passed, (
+        f"fused accuracy {accuracy:.4f} {verb} the best single view {best} ({other:.4f}) "
+        f"by more than the margin {margin:g} (gain {accuracy - other:+.4f})"
+    ))
+
+
+def _gain_over_champion(fused: dict, champion_metrics: dict | None, margin: float, name: str) -> _Check:
+    if champion_metrics is None:
+        return _Check(True, "there is no champion yet, so there is none to beat")
+    other = champion_metrics.get("test", {}).get(FUSED, {}).get("accuracy")
+    if other is None:
+        return _Check(False, f"{name} has no recorded fused test accuracy to compare with")
+    accuracy = fused["accuracy"]
+    passed = _beats(accuracy, other, margin)
+    verb = "beats" if passed else "does not beat"
+    return _Check(passed, (
+        f"fused accuracy {accuracy:.4f} {verb} {name} ({other:.4f}) "
+        f"by more than the margin {margin:g} (gain {accuracy - other:+.4f})"
+    ))
+
+
+def _mistake_severity(fused: dict, most: float) -> _Check:
+    severity = fused.get("mistake_severity")
+    if severity is None:
+        if fused.get("errors") == 0:  # the severity is a mean over mistakes: none were made
+            return _Check(True, "the fused model made no mistakes, so none are too severe")
+        return _Check(False, f"max_mistake_severity is {most:g}, but the evaluation has no fused mistake_severity")
+    passed = severity <= most
+    relation = "is within" if passed else "is above"
+    return _Check(passed, f"fused mistake severity {severity:.4f} {relation} the maximum {most:g}")
+
+
+def _at_least(fused: dict, key: str, label: str, least: float) -> _Check:
+    value = fused.get(key)
+    if value is None:
+        return _Check(False, f"a minimum {label} of {least:g} is required, but the evaluation has no fused {key}")
+    passed = value >= least
+    relation = "reaches" if passed else "is below"
+    return _Check(passed, f"fused {label} {value:.4f} {relation} the minimum {least:g}")
