@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from granular.config import load_config
@@ -49,7 +49,11 @@ def granular_pipeline(root: str = ".", params: str | None = None, overrides: lis
         commit_data_versions(paths, outputs_as_declared=as_declared, parent=parent)
         # Last, so that only a run that succeeded in every other step can become the champion.
         registry = register_fused_model(parent, model_uri, metrics, config)
-        publish_report(parent, metrics, registry)
+        # Nothing may fail after the registration (the run would be FAILED with a new version in
+        # the registry): a report that cannot be written is a warning, not a failed run.
+        report = publish_report(parent, metrics, registry, return_state=True)
+        if report.is_failed():
+            get_run_logger().warning("the Markdown report was not published: %s", report.message)
     except BaseException:
         tracking.end_run(parent, "FAILED")
         raise

@@ -193,10 +193,16 @@ def test_a_failed_view_fails_the_run_after_the_other_views_trained(project: Path
 def test_views_train_concurrently_and_the_run_can_go_on_without_a_failed_one(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ):
+    import tasks.evaluation
     import tasks.training
 
     monkeypatch.setattr(tasks.training, "concurrent_trainings", lambda threads: 2)  # both views at once
     spans = _fail_training_of("fine-14", monkeypatch)
+
+    def no_artifact_store(**kwargs):
+        raise RuntimeError("artifact store unavailable (simulated)")
+
+    monkeypatch.setattr(tasks.evaluation, "create_markdown_artifact", no_artifact_store)
     result = granular_pipeline(root=str(project), overrides=TWO_VIEWS + ["fusion.allow_missing_views=true"])
     assert max(start for start, _ in spans.values()) < min(end for _, end in spans.values())  # overlapped
     assert result["failed_views"] == {"fine-14": "RuntimeError: out of memory (simulated)"}
@@ -205,6 +211,7 @@ def test_views_train_concurrently_and_the_run_can_go_on_without_a_failed_one(
     parent = client.get_run(result["mlflow_run_id"])
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["granular.failed_view.fine-14"] == "RuntimeError: out of memory (simulated)"
+    assert result["registry"]["version"] == "1"  # the report that failed after it was only a warning
 
 
 def test_a_bad_override_is_refused_with_the_key_named(project: Path, capsys: pytest.CaptureFixture):
@@ -250,6 +257,14 @@ def test_runs_go_to_the_tracking_server_named_by_the_environment(
     assert parent.info.status == "FINISHED"
     assert "test.fused.accuracy" in parent.data.metrics
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"fused_model", "evaluation", "config.json"}
+    # Through a server, the report links the run and shows its images, which the server serves.
+    report = Artifact.get(key="granular-report").data
+    run_id = result["mlflow_run_id"]
+    assert f"({tracking_server}/#/experiments/{parent.info.experiment_id}/runs/{run_id})" in report
+    image = f"{tracking_server}/get-artifact?path=evaluation/confusion/fused.png&run_uuid={run_id}"
+    assert f"({image})" in report
+    with urllib.request.urlopen(image, timeout=10) as response:
+        assert response.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_tune_searches_a_view_with_one_mlflow_run_per_trial(project: Path, capsys: pytest.CaptureFixture):
