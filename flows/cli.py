@@ -3,6 +3,8 @@
     granular reproduce MLFLOW_RUN_ID [--root DIR]
     granular tune VIEW [--root DIR] [--params FILE] [--set key=value ...]
     granular predict --model URI_OR_BUNDLE --input FILE_OR_DIR [--output CSV] [--batch-size N]
+    granular server [--root DIR] [--prefect-port 4200] [--mlflow-port 5000] [--host 127.0.0.1]
+    granular deploy --cron "0 3 * * *" [--timezone TZ] [--name NAME] [--root DIR] [--params FILE] [--set key=value ...]
 """
 from __future__ import annotations
 
@@ -145,6 +147,40 @@ def _predict(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _deploy(args: argparse.Namespace, config: Config) -> int:
+    from flows.deploy import DeploymentError, build_deployment, describe, serve_deployment
+
+    try:
+        deployment = build_deployment(
+            name=args.name, cron=args.cron, timezone=args.timezone,
+            root=args.root, params=args.params, overrides=args.overrides,
+        )
+    except DeploymentError as error:
+        print(f"granular: cannot deploy: {error}", file=sys.stderr)
+        return 2
+    print(describe(deployment))
+    # Runs start in subprocesses of this one: they inherit OFFLINE_DEFAULTS, set in main().
+    serve_deployment(deployment)
+    return 0
+
+
+def _server(args: argparse.Namespace, config: Config) -> int:
+    from flows import servers
+    from tasks.tracking import artifact_root, open_experiment, project_store_uri
+
+    paths = ProjectPaths(Path(args.root).resolve())
+    store = project_store_uri(paths)
+    open_experiment(store, config.tracking.experiment, artifact_root(paths))  # created once, under its lock
+    prefect = servers.prefect_server(paths.root, args.host, args.prefect_port)
+    mlflow = servers.mlflow_server(paths.root, args.host, args.mlflow_port, store, artifact_root(paths))
+    if config.tracking.uri:
+        print(f"granular: tracking.uri in params.yaml ({config.tracking.uri}) comes before MLFLOW_TRACKING_URI: "
+              "runs will not be tracked by this MLflow server", file=sys.stderr)
+    print(f"starting the Prefect server ({prefect.url}) and the MLflow server ({mlflow.url})", flush=True)
+    # The servers inherit this environment, OFFLINE_DEFAULTS included (set in main()).
+    return servers.serve([prefect, mlflow], dict(os.environ), servers.ready_message(prefect, mlflow))
+
+
 def main(argv: list[str] | None = None) -> int:
     for name, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(name, value)
@@ -183,6 +219,26 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--output", default="predictions.csv", help="CSV to write (default: predictions.csv)")
     predict.add_argument("--batch-size", type=int, default=256, help="images per model call (default: 256)")
     predict.set_defaults(handler=_predict)
+    server = commands.add_parser(
+        "server", help="start a Prefect server and an MLflow tracking server for this project, until Ctrl-C"
+    )
+    server.add_argument("--root", default=".", help="project root: the servers keep their state in it (default: .)")
+    server.add_argument("--prefect-port", type=int, default=4200, help="Prefect server and UI port (default: 4200)")
+    server.add_argument("--mlflow-port", type=int, default=5000, help="MLflow server and UI port (default: 5000)")
+    server.add_argument(
+        "--host", default="127.0.0.1",
+        help="address both servers bind to (default: 127.0.0.1, this machine only); any other address "
+             "exposes both servers, unauthenticated, to everyone who can reach it",
+    )
+    server.set_defaults(handler=_server, params=None, overrides=[])
+    deploy = commands.add_parser(
+        "deploy", parents=[common],
+        help="serve a scheduled deployment of the pipeline from this process, one run at a time",
+    )
+    deploy.add_argument("--cron", required=True, help='when runs are due, a cron expression, e.g. "0 3 * * *"')
+    deploy.add_argument("--timezone", default="UTC", help="IANA timezone of the cron expression (default: UTC)")
+    deploy.add_argument("--name", default="nightly", help="deployment name, granular/NAME (default: nightly)")
+    deploy.set_defaults(handler=_deploy)
     args = parser.parse_args(argv)
 
     params = Path(args.params) if args.params else ProjectPaths(Path(args.root)).params

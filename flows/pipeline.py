@@ -2,6 +2,7 @@
 -> register (champion only past the promotion gate)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -10,6 +11,7 @@ from prefect.runtime import flow_run
 from granular.config import load_config
 from granular.paths import ProjectPaths
 from tasks import tracking
+from tasks.caching import cache_hits, log_cache_hits, results_in
 from tasks.data import prepare_data
 from tasks.evaluation import (
     distill_student, evaluate_models, fuse_views, log_fused_model, publish_report, record_evaluation,
@@ -26,22 +28,24 @@ def granular_pipeline(root: str = ".", params: str | None = None, overrides: lis
     paths = ProjectPaths(Path(root).resolve())
     config = load_config(Path(params) if params else paths.params, overrides or [])
     parent = tracking.start_parent_run(
-        config, paths, run_name=flow_run.name or "granular",
-        tags={"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": str(flow_run.name)},
+        config, paths, run_name=flow_run.name or "granular", tags=tracking.flow_run_tags(),
     )
+    started = time.time()  # a step's value computed before this came from the cache
     try:
-        prepare_data(config, paths, parent)
-        trained, failed = train_all_views(config, paths, parent)
-        if failed:
-            why = "; ".join(f"{name}: {error}" for name, error in failed.items())
-            if not trained or not config.fusion.allow_missing_views:
-                raise ViewsFailed(f"{len(failed)} view(s) failed to train ({why}); "
-                                  "set fusion.allow_missing_views=true to fuse the views that finished")
-            tracking.tag_failed_views(parent, failed)
-            config = config.with_views([t["view"] for t in trained])  # fuse and evaluate the rest
-        fusion = fuse_views(config, paths)
-        distill_student(config, paths, parent)  # when disabled, leaves data/student saying so
-        metrics = evaluate_models(config, paths)
+        prepared = prepare_data(config, paths, parent)
+        with results_in(paths):  # where the cached tasks keep their results
+            trained, failed = train_all_views(config, paths, parent)
+            if failed:
+                why = "; ".join(f"{name}: {error}" for name, error in failed.items())
+                if not trained or not config.fusion.allow_missing_views:
+                    raise ViewsFailed(f"{len(failed)} view(s) failed to train ({why}); "
+                                      "set fusion.allow_missing_views=true to fuse the views that finished")
+                tracking.tag_failed_views(parent, failed)
+                config = config.with_views([t["view"] for t in trained])  # fuse and evaluate the rest
+            fusion = fuse_views(config, paths)
+            student = distill_student(config, paths, parent)  # when disabled, leaves data/student saying so
+            metrics = evaluate_models(config, paths)
+        log_cache_hits(parent, cache_hits([*prepared.values(), *trained, fusion, student, metrics], since=started))
         record_evaluation(paths, parent, metrics, {t["view"]: t["mlflow_run_id"] for t in trained})
         model_uri = log_fused_model(paths, parent, config.serving.backoff_threshold)
         # Outputs match dvc.yaml only when params.yaml was used as it stands and every view trained.

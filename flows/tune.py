@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow
-from prefect.runtime import flow_run
 
 from granular.config import load_config
 from granular.paths import ProjectPaths
@@ -22,7 +21,7 @@ def tune_flow(view: str, root: str = ".", params: str | None = None, overrides: 
     config.view(view)  # an unknown view fails here, before any work
     parent = tracking.start_parent_run(
         config, paths, run_name=f"tune-{view}",
-        tags={"prefect.flow_run_id": str(flow_run.id), "granular.tune": view},
+        tags={**tracking.flow_run_tags(), "granular.tune": view},
     )
     try:
         prepare_data(config, paths, parent)

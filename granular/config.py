@@ -229,6 +229,21 @@ class ServingConfig(_Section):
     backoff_threshold: float | None = Field(default=None, gt=0, le=1)
 
 
+class OrchestrationConfig(_Section):
+    """Where the Prefect tasks run. The per-view trainings go to the task runner named here."""
+
+    # threads: in the flow's process, as many at once as the machine holds (see train.threads);
+    # dask: on a Dask cluster, one training per worker thread (tasks/training.py).
+    task_runner: Literal["threads", "dask"] = "threads"
+    # The scheduler of a running Dask cluster, e.g. tcp://10.0.0.5:8786; None = a temporary
+    # cluster of worker processes on this machine, sized by the two settings below.
+    dask_address: str | None = None
+    # Worker processes of the temporary cluster; None = as many trainings as the machine holds
+    # at train.threads each (one per GPU), as with threads.
+    n_workers: int | None = Field(default=None, ge=1)
+    threads_per_worker: int = Field(default=1, ge=1)  # trainings at once in each worker
+
+
 class Config(_Section):
     data: DataConfig = DataConfig()
     clean: CleanConfig = CleanConfig()
@@ -248,6 +263,7 @@ class Config(_Section):
     tracking: TrackingConfig = TrackingConfig()
     promotion: PromotionConfig = PromotionConfig()
     serving: ServingConfig = ServingConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

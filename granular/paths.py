@@ -59,6 +59,12 @@ class ProjectPaths:
         return self.data / "checkpoints" / view
 
     @property
+    def state(self) -> Path:
+        """The tools' own state in the project (git ignores it): the task cache's results, the
+        Prefect server's database and the servers' logs."""
+        return self.root / ".granular"
+
+    @property
     def fused_dir(self) -> Path:
         return self.data / "fused"
 

@@ -9,10 +9,13 @@ from granular import report, steps
 from granular.config import Config
 from granular.paths import ProjectPaths
 from tasks import serving, tracking
+from tasks.caching import cached_task
+from tasks.retries import TRANSIENT_RETRIES
 from tasks.tracking import RunRef
 
 
-@task(name="fuse_views")
+# fuse, distill and evaluate are deterministic: not retried, an error is reported.
+@cached_task("fuse", name="fuse_views")
 def fuse_views(config: Config, paths: ProjectPaths) -> dict:
     choice = steps.fuse_step(config, paths)
     get_run_logger().info(
@@ -22,7 +25,10 @@ def fuse_views(config: Config, paths: ProjectPaths) -> dict:
     return choice
 
 
-@task(name="distill_student")
+# Cached: a cache hit logs no distillation metrics to this run (they are in the run that
+# computed it). Not retried: a retry would distil again for minutes, and MLflow's HTTP client
+# already retries a request that a tracking server fails.
+@cached_task("distill", name="distill_student")
 def distill_student(config: Config, paths: ProjectPaths, parent: RunRef) -> dict:
     """Distil the fused model into one student network (data/student/); its accuracy, latency
     and size before and after each compression go to the parent MLflow run."""
@@ -51,7 +57,8 @@ def distill_student(config: Config, paths: ProjectPaths, parent: RunRef) -> dict
     return report
 
 
-@task(name="evaluate_models")
+# Cached: a cache hit creates no test-metrics table artifact in this run.
+@cached_task("evaluate", name="evaluate_models")
 def evaluate_models(config: Config, paths: ProjectPaths) -> dict:
     metrics = steps.evaluate_step(config, paths)
     rows = [{"model": name, **scores} for name, scores in metrics["test"].items()]
@@ -61,7 +68,7 @@ def evaluate_models(config: Config, paths: ProjectPaths) -> dict:
     return metrics
 
 
-@task(name="record_evaluation", retries=2, retry_delay_seconds=2)  # a tracking server may blip
+@task(name="record_evaluation", **TRANSIENT_RETRIES)  # a tracking server may be down a moment
 def record_evaluation(paths: ProjectPaths, parent: RunRef, metrics: dict, view_runs: dict[str, str]) -> None:
     """Test metrics and confusion images into the MLflow runs; the fused model into the parent."""
     client = MlflowClient(parent.uri)
@@ -112,6 +119,7 @@ REPORT_KEY = "granular-report"  # the same key on every run: the Prefect UI list
 REPORT_IMAGES = ("confusion/fused.png", "reliability/fused.png")
 
 
+# Not retried: the Prefect client retries its own API calls, and an unpublished report is a warning.
 @task(name="publish_report")
 def publish_report(parent: RunRef, metrics: dict, registry: dict | None) -> str:
     """The run's report as a Prefect Markdown artifact: the models compared, the fusion's
@@ -134,7 +142,7 @@ def publish_report(parent: RunRef, metrics: dict, registry: dict | None) -> str:
     return markdown
 
 
-@task(name="log_fused_model", retries=2, retry_delay_seconds=2)
+@task(name="log_fused_model", **TRANSIENT_RETRIES)  # to the tracking server, as above
 def log_fused_model(paths: ProjectPaths, parent: RunRef, backoff_threshold: float | None = None) -> str:
     """The fused model (every view, the fusion, the taxonomy, the back-off threshold it serves
     with) as one MLflow pyfunc."""

@@ -32,9 +32,32 @@ class RunRef:
     run_id: str
 
 
+def project_store_uri(paths: ProjectPaths) -> str:
+    """The project's own SQLite store: used when no URI is given, and served by `granular server`."""
+    return f"sqlite:///{paths.root / 'mlruns.db'}"
+
+
+def artifact_root(paths: ProjectPaths) -> Path:
+    """Where the project's experiments keep their artifacts, with or without a tracking server."""
+    return paths.root / "mlartifacts"
+
+
 def tracking_uri(config: Config, paths: ProjectPaths) -> str:
     """The configured URI, else MLFLOW_TRACKING_URI, else a SQLite store in the project."""
-    return config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.root / 'mlruns.db'}"
+    return config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or project_store_uri(paths)
+
+
+def flow_run_tags() -> dict[str, str]:
+    """The current Prefect flow run, as tags of its MLflow run: its id, its name and, when the
+    flow reports to a Prefect server, its page in that server's UI (PREFECT_UI_URL, derived
+    from PREFECT_API_URL; the temporary server has no UI to link to)."""
+    from prefect.runtime import flow_run
+    from prefect.settings import PREFECT_UI_URL
+
+    tags = {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": str(flow_run.name)}
+    if PREFECT_UI_URL.value():
+        tags["prefect.flow_run_url"] = flow_run.ui_url
+    return tags
 
 
 def open_experiment(uri: str, name: str, artifact_root: Path) -> tuple[MlflowClient, str]:
@@ -43,9 +66,9 @@ def open_experiment(uri: str, name: str, artifact_root: Path) -> tuple[MlflowCli
     Several processes creating one SQLite store at the same moment can leave it half-migrated,
     so creation happens under an exclusive file lock beside the database.
     """
-    if not uri.startswith("sqlite:///"):
+    if not uri.startswith("sqlite:///"):  # a server: the experiment keeps its artifacts where the server says
         client = MlflowClient(tracking_uri=uri)
-        return client, _experiment_id(client, name, artifact_root)
+        return client, _experiment_id(client, name, None)
     database = Path(uri.removeprefix("sqlite:///"))
     database.parent.mkdir(parents=True, exist_ok=True)
     with open(database.with_name(database.name + ".lock"), "w") as lock:
@@ -54,12 +77,13 @@ def open_experiment(uri: str, name: str, artifact_root: Path) -> tuple[MlflowCli
         return client, _experiment_id(client, name, artifact_root)
 
 
-def _experiment_id(client: MlflowClient, name: str, artifact_root: Path) -> str:
+def _experiment_id(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=(artifact_root / name).as_uri())
+        location = (artifact_root / name).as_uri() if artifact_root else None
+        return client.create_experiment(name, artifact_location=location)
     except MlflowException:  # another process created it between our two calls
         return client.get_experiment_by_name(name).experiment_id
 
@@ -92,7 +116,7 @@ def _metric_list(metrics: dict[str, float], step: int) -> Iterable[Metric]:
 def start_parent_run(config: Config, paths: ProjectPaths, run_name: str, tags: dict[str, str]) -> RunRef:
     """Open the flow's MLflow run and record the fully resolved configuration in it."""
     uri = tracking_uri(config, paths)
-    client, experiment_id = open_experiment(uri, config.tracking.experiment, paths.root / "mlartifacts")
+    client, experiment_id = open_experiment(uri, config.tracking.experiment, artifact_root(paths))
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     log_params(client, run.info.run_id, config.as_dict())
     client.log_dict(run.info.run_id, config.as_dict(), "config.json")

@@ -1,15 +1,18 @@
 """Training task: one view, one nested MLflow run with per-epoch and system metrics and the
-learning curves, a Prefect progress artifact and a terminal progress line updated every epoch."""
+learning curves, a Prefect progress artifact and a terminal progress line updated every epoch;
+and where the views train: in threads of the flow's process, or on a Dask cluster."""
 from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, Callable, TextIO
 
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
-from prefect import get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.context import FlowRunContext
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from granular import steps
 from granular.config import Config
@@ -17,6 +20,10 @@ from granular.device import concurrent_trainings
 from granular.paths import ProjectPaths
 from granular.preemption import Preempted
 from tasks import tracking
+from tasks.caching import cached_task
+
+if TYPE_CHECKING:
+    from prefect_dask import DaskTaskRunner
 
 SYSTEM_METRICS_SECONDS = 10
 # Its start/stop notices would interleave with the per-epoch lines in the terminal.
@@ -58,24 +65,17 @@ class ViewsFailed(RuntimeError):
 
 def train_all_views(config: Config, paths: ProjectPaths, parent: tracking.RunRef) -> tuple[list[dict], dict[str, str]]:
     """Train every view, as many at once as the machine holds without contention (one per GPU;
-    on the CPU, as many as the cores hold at train.threads each). A view that fails does not
-    stop the others; return the summaries of the views that finished, and why each other failed."""
+    on the CPU, as many as the cores hold at train.threads each), or on a Dask cluster with
+    orchestration.task_runner: dask. A view that fails does not stop the others; return the
+    summaries of the views that finished, and why each other failed."""
+    if config.orchestration.task_runner == "dask":
+        return train_on_dask(config, paths, parent)
     names = list(config.views)
     width = min(len(names), concurrent_trainings(config.train.threads))
     finished, failed = [], {}
-
-    def collect(name: str, result) -> None:
-        try:
-            finished.append(result())
-        except Preempted:  # the machine is going away: stop everything
-            raise
-        except Exception as error:
-            failed[name] = f"{type(error).__name__}: {error}"
-            get_run_logger().error("view %s failed to train: %s", name, failed[name])
-
     if width == 1:  # in this thread, where SIGTERM can be deferred until a checkpoint is saved
         for name in names:
-            collect(name, lambda: train_view(config, paths, name, parent))
+            _collect(name, lambda: train_view(config, paths, name, parent), finished, failed)
     else:
         for start in range(0, len(names), width):
             wave = {
@@ -83,13 +83,73 @@ def train_all_views(config: Config, paths: ProjectPaths, parent: tracking.RunRef
                 for i, name in enumerate(names[start : start + width])
             }
             for name, future in wave.items():
-                collect(name, future.result)
+                _collect(name, future.result, finished, failed)
     return finished, failed
 
 
-# Not retried: a training failure is deterministic (bad data, out of memory) and is reported.
+def _collect(name: str, result: Callable[[], dict], finished: list[dict], failed: dict[str, str]) -> None:
+    """Wait for one view's training: its summary goes to `finished`, its error to `failed`."""
+    try:
+        finished.append(result())
+    except Preempted:  # the machine is going away: stop everything
+        raise
+    except Exception as error:
+        failed[name] = f"{type(error).__name__}: {error}"
+        get_run_logger().error("view %s failed to train: %s", name, failed[name])
+
+
+def train_on_dask(config: Config, paths: ProjectPaths, parent: tracking.RunRef) -> tuple[list[dict], dict[str, str]]:
+    """Train every view on the Dask cluster of orchestration, in the sub-flow `granular-train-views`.
+
+    Prefect 3 gives a task runner to a flow, and the configuration is only known inside the
+    pipeline flow, so the trainings run in a sub-flow given a DaskTaskRunner here. Its workers
+    are other processes: they report to the Prefect API the pipeline uses (also when that is the
+    temporary server, which they would otherwise each start for themselves), read and write the
+    project's files at the same paths, and log to the same MLflow store.
+    """
+    api_url = str(FlowRunContext.get().client.api_url)
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        sub_flow = train_views_on_cluster.with_options(task_runner=dask_task_runner(config))
+        return sub_flow(config, paths, parent)
+
+
+def dask_task_runner(config: Config) -> "DaskTaskRunner":
+    """A DaskTaskRunner on the cluster at orchestration.dask_address, or on a temporary cluster
+    of worker processes on this machine (processes: a training holds the GIL), on loopback."""
+    from prefect_dask import DaskTaskRunner  # dask loads only for runs that use it
+
+    settings = config.orchestration
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address)
+    workers = settings.n_workers or concurrent_trainings(config.train.threads)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": workers, "threads_per_worker": settings.threads_per_worker, "processes": True,
+            "host": "127.0.0.1", "dashboard_address": None,
+        },
+    )
+
+
+@flow(name="granular-train-views")
+def train_views_on_cluster(
+    config: Config, paths: ProjectPaths, parent: tracking.RunRef
+) -> tuple[list[dict], dict[str, str]]:
+    """Every view submitted at once: the cluster runs one training per worker thread and queues
+    the rest. The view's position picks its GPU on a worker that sees several."""
+    futures = {name: train_view.submit(config, paths, name, parent, gpu=i) for i, name in enumerate(config.views)}
+    finished, failed = [], {}
+    for name, future in futures.items():
+        _collect(name, future.result, finished, failed)
+    return finished, failed
+
+
+# Not retried: a training failure is deterministic (bad data, out of memory) and is reported;
+# MLflow's HTTP client already retries a request that a tracking server fails.
 # Tagged so a Prefect concurrency limit on "granular-train" can guard a GPU across flow runs.
-@task(name="train_view", task_run_name="train-{view_name}", tags=["granular-train"])
+# Cached per view (the key covers this view's data and parameters only): a cache hit creates no
+# MLflow run and no progress artifact; the view's records are in the run that trained it.
+@cached_task("train", name="train_view", task_run_name="train-{view_name}", tags=["granular-train"])
 def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: tracking.RunRef, gpu: int = 0) -> dict:
     logger = get_run_logger()
     client = MlflowClient(parent.uri)
