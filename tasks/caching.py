@@ -94,8 +94,13 @@ def path_digest(path: Path) -> str | None:
     return None
 
 
+# Not content: `dvc commit` writes a .gitignore beside outputs git does not ignore yet (in
+# data/models/ of a new project), which must not change the key of every step reading data/models.
+NOT_CONTENT = {".gitignore"}
+
+
 def _tree_digest(folder: Path, pattern: str) -> str:
-    files = sorted(f for f in folder.rglob(pattern) if f.is_file())
+    files = sorted(f for f in folder.rglob(pattern) if f.is_file() and f.name not in NOT_CONTENT)
     listing = "\n".join(f"{f.relative_to(folder).as_posix()} {path_digest(f)}" for f in files)
     return hashlib.md5(listing.encode()).hexdigest()
 

@@ -161,6 +161,15 @@ def test_a_folder_digest_follows_its_content_not_its_timestamps(tmp_path: Path):
     assert path_digest(tmp_path / "missing") is None
 
 
+def test_a_gitignore_that_dvc_commit_writes_into_a_folder_is_not_content(tmp_path: Path):
+    folder = tmp_path / "models"
+    (folder / "fine-28").mkdir(parents=True)
+    (folder / "fine-28" / "model.pt").write_bytes(b"weights")
+    before = path_digest(folder)
+    (folder / ".gitignore").write_text("/fine-28\n")  # what `dvc commit` leaves in a new project
+    assert path_digest(folder) == before
+
+
 @pytest.mark.parametrize("error, transient", [
     (ConnectionResetError(), True),
     (TimeoutError(), True),
