@@ -455,6 +455,14 @@ def choose_fusion(
     return fuser, record
 
 
+def pass_through_record(view: str, parent: np.ndarray) -> dict:
+    """The record (fusion.json) of a bundle whose one view predicts fine classes: a product with
+    exponent 1, which passes the view's probabilities through unchanged."""
+    fuser = ProductFusion({view: parent}, max_exponent=1.0)
+    fuser._set_state({"exponents": {view: 1.0}})
+    return {"strategy": fuser.name, "summary": fuser.summary(), "fuser": fuser.to_record()}
+
+
 def restore_fusion(record: dict, parents: dict[str, np.ndarray]) -> Fuser:
     """The fitted fuser a record of choose_fusion (fusion.json) describes, with no refitting."""
     strategy = record.get("strategy")

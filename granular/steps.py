@@ -270,7 +270,7 @@ def _write_student_bundle(paths: ProjectPaths, taxonomy: Taxonomy, variants: dic
     served = variants[report["served"]]
     served_runtime = compress.runtime_for(served.model, runtime)
     with atomic_dir(paths.student_dir) as staging:
-        fusion_record = _identity_fusion_record(STUDENT, taxonomy.parent[taxonomy.fine])
+        fusion_record = fusion.pass_through_record(STUDENT, taxonomy.parent[taxonomy.fine])
         write_bundle(staging, paths.fused_dir / TAXONOMY_FILE, fusion_record, {}, image_shape=images["train"].shape[1:])
         (staging / VIEWS_DIR / STUDENT).mkdir(parents=True)
         compress.save_served(staging / VIEWS_DIR / STUDENT / MODEL_FILE, variants)
@@ -280,19 +280,6 @@ def _write_student_bundle(paths: ProjectPaths, taxonomy: Taxonomy, variants: dic
             test_proba=train.predict_proba(served, images["test"], served_runtime),
         )
         write_json(staging / "report.json", report)
-
-
-def _identity_fusion_record(view: str, parent: np.ndarray) -> dict:
-    """fusion.json of a bundle whose one view predicts fine classes: a product with exponent 1,
-    which passes the view's probabilities through. Restored at once, so that a change in the
-    record's format fails here rather than when the bundle is served."""
-    exponents = {view: 1.0}
-    record = {
-        "strategy": "product", "summary": {"exponents": exponents},
-        "fuser": {"views": [view], "hyperparameters": {"max_exponent": 1.0}, "state": {"exponents": exponents}},
-    }
-    fusion.restore_fusion(record, {view: parent})
-    return record
 
 
 def _images_by_split(paths: ProjectPaths) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -26,17 +26,7 @@ import flows.deploy
 from flows.cli import OFFLINE_DEFAULTS
 from flows.cli import main as granular_cli
 
-REPO = Path(__file__).resolve().parents[1]
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-SMALL_RUN = [  # as in test_flow.py: runs stay short even if a cancellation went wrong
-    "data.limit=600",
-    "train.epochs=2",
-    "train.width=8",
-    "distill.epochs=1",
-    "distill.width=8",
-    "validate.min_per_class=20",
-    "views.fine-14-clusters4.segments.min_size=40",
-]
+from test_flow import FASHION_MNIST, REPO, SMALL_RUN  # runs stay short even if a cancellation went wrong
 
 
 @pytest.fixture(scope="module")

@@ -10,22 +10,17 @@ from granular.atomic import write_npz
 from granular.config import Config, DistillConfig, TrainConfig, ViewConfig
 from granular.device import select_runtime
 from granular.distill import distill, mixed_targets, report_metrics, soften, student_config, teacher_targets
+from granular.fusion import pass_through_record
 from granular.paths import ProjectPaths
 from granular.predict import FusedClassifier, write_bundle
-from granular.steps import _identity_fusion_record, distill_step
+from granular.steps import distill_step
 from granular.train import fit, predict_proba
 from granular.view_model import save_view_model
+from test_train import _data
 
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME = select_runtime(threads=1)
 CONFIG = TrainConfig(epochs=2, batch_size=16, width=4, seed=3)
-
-
-def _data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 3
-    x = (rng.random((n, 8, 8)) * 60 + y[:, None, None] * 80).astype(np.float32)
-    return x, y
 
 
 def test_a_temperature_softens_or_sharpens_and_one_leaves_probabilities_alone():
@@ -121,7 +116,7 @@ def _tiny_project(root: Path) -> ProjectPaths:
     view.meta = {"view": ViewConfig(level="fine", resolution=28).model_dump()}
     save_view_model(root / "view", [view], None)
     paths.fused_dir.mkdir(parents=True)
-    record = _identity_fusion_record("fine-28", np.arange(10))  # a one-view teacher
+    record = pass_through_record("fine-28", np.arange(10))  # a one-view teacher
     write_bundle(paths.fused_dir, REPO / "data" / "taxonomy.yaml", record, {"fine-28": root / "view"}, image_shape=(28, 28))
     write_npz(paths.fused_dir / "predictions.npz", test_proba=predict_proba(view, images[split == 2], RUNTIME))
     return paths

@@ -387,3 +387,11 @@ def test_restore_refuses_a_record_without_fitted_state():
 def test_log_loss_of_a_known_case():
     proba = np.array([[0.5, 0.5], [0.25, 0.75]])
     assert log_loss(proba, np.array([0, 1])) == pytest.approx(-(np.log(0.5) + np.log(0.75)) / 2)
+
+
+def test_a_pass_through_record_restores_a_fuser_that_changes_nothing():
+    from granular.fusion import pass_through_record
+
+    proba = np.random.default_rng(0).dirichlet(np.ones(4), size=6)
+    fuser = restore_fusion(pass_through_record("student", np.arange(4)), {"student": np.arange(4)})
+    np.testing.assert_allclose(fuser.predict_proba({"student": proba}), proba, atol=1e-12)
