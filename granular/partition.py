@@ -60,7 +60,7 @@ def build_view(data: RawDataset, split: np.ndarray, taxonomy: Taxonomy, view: Vi
         raise PartitionError(f"view {view.name}: level {view.level!r} is not in the taxonomy {list(taxonomy.levels)}")
     x = pool(data.images, view.resolution)
     y = taxonomy.map_labels(data.labels, view.level)
-    _require_every_class(y, split, taxonomy.names[view.level], f"view {view.name}")
+    require_every_class(y, split, taxonomy.names[view.level], f"view {view.name}")
     out = {}
     for code, name in enumerate(SPLITS):
         rows = split == code
@@ -72,12 +72,21 @@ def check_every_class_in_every_split(fine_labels: np.ndarray, split: np.ndarray,
     """Every class of every taxonomy level must occur in train, val and test; coarsest level
     first, so a whole missing group is reported as the group."""
     for level in reversed(taxonomy.levels):
-        _require_every_class(taxonomy.map_labels(fine_labels, level), split, taxonomy.names[level], f"level {level}")
+        require_every_class(taxonomy.map_labels(fine_labels, level), split, taxonomy.names[level], f"level {level}")
 
 
-def _require_every_class(y: np.ndarray, split: np.ndarray, class_names: tuple[str, ...], where: str) -> None:
+def require_every_class(y: np.ndarray, split: np.ndarray, class_names: tuple[str, ...], where: str) -> None:
+    _require_examples(split, where)
     for code, name in enumerate(SPLITS):
         missing = sorted(set(range(len(class_names))) - set(np.unique(y[split == code]).tolist()))
         if missing:
             names = [class_names[c] for c in missing]
             raise PartitionError(f"{where}: split {name!r} has no example of class(es) {names}")
+
+
+def _require_examples(split: np.ndarray, where: str) -> None:
+    """An empty split is refused as such, before its classes are looked for."""
+    sizes = {name: int((split == code).sum()) for code, name in enumerate(SPLITS)}
+    empty = [name for name, n in sizes.items() if n == 0]
+    if empty:
+        raise PartitionError(f"{where}: split(s) {empty} have 0 examples, nothing to train or measure on (sizes: {sizes})")

@@ -90,6 +90,7 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(
     assert "fused - best single view" in table and "McNemar, fused vs " in table
     assert f"registered granular-fused version 1; champion: " in table
     assert "fine-14-clusters4: test accuracy of each segment's expert vs the global model" in table
+    assert f"quarantined: 0 of 1200 examples -> {project / 'data/quarantine/rejected.csv'}" in table
 
     client, runs = _runs(project)
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
@@ -148,7 +149,8 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(
 
 def test_failed_validation_stops_before_training(project: Path):
     overrides = SMALL_RUN + ["validate.min_per_class=100000"]
-    with pytest.raises(ValidationFailed, match="expect_column_values_to_be_between"):
+    with pytest.raises(ValidationFailed, match=r"on data/interim/clean.npz \(cleaned from data/raw, idx files .*\n"
+                       r"  - class_counts, column 'count': expect_column_values_to_be_between: \{'min_value': 100000"):
         granular_pipeline(root=str(project), overrides=overrides)
     assert not (project / "data/models").exists()
     report = json.loads((project / "data/interim/validation.json").read_text())

@@ -1,0 +1,150 @@
+"""Nothing silently dropped: the quarantine counted by reason, and a failed validation's results
+and Data Docs kept on disk and in MLflow, on a small npz source with bad rows (no training)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.pipeline import granular_pipeline
+from granular import steps
+from granular.paths import ProjectPaths
+from granular.quarantine import project_summary_line, reason_slug, rejected_by_reason_metrics, summary_line
+from granular.validate import ValidationFailed
+
+REPO = Path(__file__).resolve().parents[1]
+REPORT = {
+    "examined": 1200, "kept": 1197, "rejected": 3,
+    "rejected_by_reason": {"label outside the taxonomy's 0..9": 2, "non-finite pixel value (NaN or inf)": 1},
+}
+
+
+def test_reasons_become_metric_keys():
+    assert reason_slug("non-finite pixel value (NaN or inf)") == "non_finite_pixel_value_nan_or_inf"
+    assert reason_slug("pixel value outside [0, 255]") == "pixel_value_outside_0_255"
+    assert rejected_by_reason_metrics(REPORT) == {
+        "clean.rejected.label_outside_the_taxonomy_s_0_9": 2,
+        "clean.rejected.non_finite_pixel_value_nan_or_inf": 1,
+    }
+
+
+def test_summary_line_counts_each_reason_and_names_the_listing():
+    assert summary_line(REPORT, Path("data/quarantine/rejected.csv")) == (
+        "quarantined: 3 of 1200 examples (2 label outside the taxonomy's 0..9, "
+        "1 non-finite pixel value (NaN or inf)) -> data/quarantine/rejected.csv"
+    )
+    nothing = {"examined": 10, "rejected": 0, "rejected_by_reason": {}}
+    assert summary_line(nothing, Path("q.csv")) == "quarantined: 0 of 10 examples -> q.csv"
+
+
+def test_project_summary_line_reads_the_clean_report(tmp_path: Path):
+    assert "nothing recorded" in project_summary_line(tmp_path)
+    paths = ProjectPaths(tmp_path)
+    paths.clean_report.parent.mkdir(parents=True)
+    paths.clean_report.write_text(json.dumps(REPORT))
+    assert project_summary_line(tmp_path).startswith("quarantined: 3 of 1200 examples (2 label outside")
+    assert project_summary_line(tmp_path).endswith(f"-> {paths.quarantine_csv}")
+
+
+# 3 train and 2 test images of each of the taxonomy's 10 classes, then the bad rows.
+PER_CLASS = {"train": 3, "test": 2}
+BAD_TRAIN_ROWS = {30: "label", 31: "label", 32: "nan", 33: "range"}  # index in x_train -> what is wrong
+
+
+def _npz_source(folder: Path) -> Path:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for origin, per_class in PER_CLASS.items():
+        labels = np.repeat(np.arange(10), per_class)
+        arrays[f"x_{origin}"] = rng.integers(0, 256, (len(labels), 28, 28)).astype(np.float32)
+        arrays[f"y_{origin}"] = labels
+    bad = rng.integers(0, 256, (len(BAD_TRAIN_ROWS), 28, 28)).astype(np.float32)
+    bad[2, 5, 5] = np.nan
+    bad[3, 0, 0] = 300.0
+    arrays["x_train"] = np.concatenate([arrays["x_train"], bad])
+    arrays["y_train"] = np.concatenate([arrays["y_train"], [12, 11, 0, 1]])
+    path = folder / "source.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "data").mkdir()
+    shutil.copy(REPO / "data" / "taxonomy.yaml", tmp_path / "data" / "taxonomy.yaml")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def _parent_runs(project: Path) -> tuple[MlflowClient, list]:
+    client = MlflowClient(f"sqlite:///{project / 'mlruns.db'}")
+    experiment = client.get_experiment_by_name("granular")
+    return client, client.search_runs([experiment.experiment_id], order_by=["attribute.start_time ASC"])
+
+
+def _artifact_files(client: MlflowClient, run_id: str, path: str = "") -> list[str]:
+    files = []
+    for entry in client.list_artifacts(run_id, path):
+        files += _artifact_files(client, run_id, entry.path) if entry.is_dir else [entry.path]
+    return files
+
+
+def test_a_failed_validation_is_recorded_and_the_quarantine_counted(
+    prefect_server, project: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from prefect.artifacts import Artifact
+
+    overrides = [f"data.source.path={_npz_source(project)}", "data.source.format=npz", "validate.min_per_class=3"]
+    with pytest.raises(ValidationFailed, match=r"class_counts, column 'count': .*\n +e\.g\. origin=test label=0: count=2"):
+        granular_pipeline(root=str(project), overrides=overrides)
+
+    # On disk: GX's result of every suite and its Data Docs, though validation failed.
+    validation = project / "data/interim/validation"
+    result = json.loads((validation / "result.json").read_text())
+    assert result["success"] is False and result["source"].startswith("data/interim/clean.npz (cleaned from data/raw, npz")
+    assert result["suites"]["granular_class_counts"]["success"] is False
+    assert "granular_class_counts" in (validation / "data_docs/index.html").read_text()
+
+    # In MLflow: the same files, and the quarantine by reason, in the FAILED parent run.
+    client, [run] = _parent_runs(project)
+    assert run.info.status == "FAILED"
+    logged = _artifact_files(client, run.info.run_id)
+    assert {"validation/result.json", "validation/data_docs/index.html", "quarantine/rejected.csv"} <= set(logged)
+    assert any(f.startswith("validation/data_docs/validations/granular_class_counts/") for f in logged)
+    metrics = run.data.metrics
+    assert metrics["clean.rejected"] == 4 and metrics["clean.kept"] == 50
+    assert metrics["clean.rejected.label_outside_the_taxonomy_s_0_9"] == 2
+    assert metrics["clean.rejected.non_finite_pixel_value_nan_or_inf"] == 1
+    assert metrics["clean.rejected.pixel_value_outside_0_255"] == 1
+    listing = pd.read_csv(client.download_artifacts(run.info.run_id, "quarantine/rejected.csv", str(project / "dl")))
+    assert sorted(listing["index"]) == sorted(BAD_TRAIN_ROWS) and set(listing["origin"]) == {"train"}
+    assert "pixel value outside [0, 255]" in set(listing["reason"])  # a comma inside a quoted field
+
+    # In Prefect: every expectation, passed or failed.
+    artifact = Artifact.get("granular-validation")
+    assert "## Data validation FAILED" in artifact.data and "| class_counts | count |" in artifact.data
+
+    # A rerun takes the clean step from the cache, and still records its quarantine.
+    cleaned = []
+    monkeypatch.setattr(steps, "clean_step", lambda *args: cleaned.append(args))
+    with pytest.raises(ValidationFailed):
+        granular_pipeline(root=str(project), overrides=overrides)
+    assert cleaned == []
+    client, [_, rerun] = _parent_runs(project)
+    assert rerun.data.metrics["clean.rejected.label_outside_the_taxonomy_s_0_9"] == 2
+    assert "quarantine/rejected.csv" in _artifact_files(client, rerun.info.run_id, "quarantine")
+    assert "validation/result.json" in _artifact_files(client, rerun.info.run_id, "validation")
