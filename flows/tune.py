@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from granular.config import load_config
 from granular.paths import ProjectPaths
-from tasks import tracking
+from granular.project_lock import hold_project
+from tasks import crashes, tracking
 from tasks.data import prepare_data
 from tasks.tuning import tune
 
@@ -24,10 +25,11 @@ def tune_flow(view: str, root: str = ".", params: str | None = None, overrides: 
         tags={**tracking.flow_run_tags(), "granular.tune": view},
     )
     try:
-        prepare_data(config, paths, parent)
+        # The data steps write the project's outputs: one run at a time, as in the pipeline.
+        with hold_project(paths, f"tune-{view}", config.orchestration.lock_timeout_s, log=get_run_logger().info):
+            prepare_data(config, paths, parent)
         summary = tune(config, paths, view, parent)
-    except BaseException:
-        tracking.end_run(parent, "FAILED")
-        raise
+    except BaseException as error:
+        raise crashes.end_parent_run(parent, error, get_run_logger())
     tracking.end_run(parent, "FINISHED")
     return {**summary, "mlflow_run_id": parent.run_id}

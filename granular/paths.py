@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from granular.config import ConfigError
+
 
 @dataclass(frozen=True)
 class ProjectPaths:
@@ -34,8 +36,34 @@ class ProjectPaths:
         return self.data / "quarantine"
 
     @property
+    def quarantine_csv(self) -> Path:
+        """Every example cleaning rejected, one line each with its reason."""
+        return self.quarantine / "rejected.csv"
+
+    @property
+    def table_schema(self) -> Path:
+        """A table's feature columns as cleaning read them: type, and categories of each."""
+        return self.data / "interim" / "schema.json"
+
+    @property
+    def accepted_schema(self) -> Path:
+        """The schema later tables are compared with: written by the first table validated;
+        delete it to accept a table's new schema."""
+        return self.data / "schema.json"
+
+    @property
+    def derived_taxonomy(self) -> Path:
+        """A table's taxonomy, as cleaning built it from the label columns (no taxonomy file given)."""
+        return self.data / "interim" / "taxonomy.yaml"
+
+    @property
     def validation_report(self) -> Path:
         return self.data / "interim" / "validation.json"
+
+    @property
+    def validation_dir(self) -> Path:
+        """GX's full result of every suite (result.json) and its Data Docs (data_docs/index.html)."""
+        return self.data / "interim" / "validation"
 
     @property
     def processed(self) -> Path:
@@ -109,6 +137,30 @@ class ProjectPaths:
     def comparison(self) -> Path:
         return self.evaluation / "comparison.csv"
 
-    def resolve(self, path: Path) -> Path:
-        """A configured path: relative ones are read from the project root."""
-        return path if path.is_absolute() else self.root / path
+    @property
+    def run_lock(self) -> Path:
+        """Held by the pipeline run that writes the project's outputs (granular/project_lock.py)."""
+        return self.state / "run.lock"
+
+    def resolve(self, path: Path, key: str) -> Path:
+        """A configured path, set at `key` (named in the error): a relative one is read from the
+        project root. It must stay inside the root once `..` and symlinks are followed, so a
+        configuration cannot make a run read or write elsewhere on the machine. The exception is
+        an absolute data.source.path: the read-only import source may be anywhere (the default
+        dataset is a system folder); a relative one stays inside the root as any other."""
+        path = Path(path)
+        if path.is_absolute() and key in ABSOLUTE_ALLOWED:
+            return path
+        located = path if path.is_absolute() else self.root / path
+        real = located.resolve()  # follows `..` and every symlink that exists
+        if not real.is_relative_to(self.root.resolve()):
+            shown = "" if real == located else f", which resolves to {real},"
+            raise ConfigError(
+                f"{key}: {path}{shown} is outside the project root {self.root}: configured paths must "
+                "stay inside it (no `..` out of it, no absolute path or symlink elsewhere)"
+            )
+        return located
+
+
+# Keys whose absolute paths may lie outside the project root (see ProjectPaths.resolve).
+ABSOLUTE_ALLOWED = frozenset({"data.source.path"})

@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 from urllib.parse import quote
 
+from granular.redact import redact_uri
+
 
 def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     """A link to the run in the MLflow UI when the store is a server, else how to open it."""
+    tracking_uri = redact_uri(tracking_uri)  # one from MLFLOW_TRACKING_URI may hold a password
     if tracking_uri.startswith(("http://", "https://")):
         return f"[MLflow run {run_id}]({tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id})"
     return f"MLflow run `{run_id}` in `{tracking_uri}` (open with `mlflow ui --backend-store-uri {tracking_uri}`)"
@@ -17,6 +20,7 @@ def artifact_link(tracking_uri: str, run_id: str, artifact_path: str) -> str | N
     """Where a browser can fetch one of the run's artifacts: only through a tracking server."""
     if not tracking_uri.startswith(("http://", "https://")):
         return None
+    tracking_uri = redact_uri(tracking_uri)
     return f"{tracking_uri.rstrip('/')}/get-artifact?path={quote(artifact_path)}&run_uuid={run_id}"
 
 

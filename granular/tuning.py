@@ -63,7 +63,7 @@ def tune_view(config: Config, paths: ProjectPaths, view_name: str, hooks: TrialH
         raise ValueError(f"view {view_name} trains segment experts; tune its global view {view.global_name} instead")
     base = config.train_config(view).model_copy(update={"epochs": tune.epochs})
     runtime = select_runtime(base.threads)
-    num_classes = load_taxonomy(paths.resolve(config.taxonomy)).num_classes(view.level)
+    num_classes = load_taxonomy(paths.resolve(config.taxonomy, "taxonomy")).num_classes(view.level)
     data = {s: read_npz(paths.view_split(view.name, s)) for s in ("train", "val")}
 
     def objective(trial) -> float:

@@ -168,14 +168,14 @@ class StepCache(CachePolicy):
                 for entry in spec.get("deps", []):
                     dep = _interpolate(entry, settings, key)
                     if not dep.startswith(f"{PACKAGE.name}/"):  # code: see code_version
-                        deps[dep] = paths.resolve(Path(dep))
+                        deps[dep] = paths.resolve(Path(dep), key=entry.strip("${}"))  # ${taxonomy} -> taxonomy
                 for entry in spec.get("params", []):
                     dotted = _interpolate(entry, settings, key)
                     params[dotted] = self._without_ignored(dotted, _lookup(settings, dotted), settings, key)
                 for section in ("outs", "metrics", "plots"):
                     for entry in spec.get(section, []):
                         out = _interpolate(_entry_path(entry), settings, key)
-                        outs[out] = paths.resolve(Path(out))
+                        outs[out] = paths.resolve(Path(out), key=out)
         # What one of the task's stages writes for the next (partition: splits.npz) is no input of the task.
         deps = {dep: where for dep, where in deps.items() if where not in outs.values()}
         return StageInputs(deps=deps, params=params, outs=outs)
@@ -237,7 +237,7 @@ def _why_invalid(record: Path, paths: ProjectPaths) -> str | None:
         return f"unreadable: {type(error).__name__}: {str(error)[:200]}"
     if not isinstance(value, StepResult):
         return "it does not record the files its step wrote"
-    changed = [out for out, digest in value.outputs.items() if path_digest(paths.resolve(Path(out))) != digest]
+    changed = [out for out, digest in value.outputs.items() if path_digest(paths.resolve(Path(out), key=out)) != digest]
     if changed:
         return f"its outputs were deleted or changed since: {', '.join(changed)}"
     return None

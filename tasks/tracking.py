@@ -12,15 +12,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+import requests
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from granular.config import Config
 from granular.paths import ProjectPaths
+from granular.processes import ProcessIdentity, current_process
+from granular.redact import redact_uri
 
 
 SPLIT_TAG = "granular.split."  # granular.split.<view>.<split>.md5: the content hash of a split file
+# The process that opened a parent run, so that a later run can tell a run whose process died
+# (SIGKILL, a power cut) from one that still goes on (tasks/crashes.py).
+HOST_TAG, PID_TAG, PROCESS_START_TAG = "granular.host", "granular.pid", "granular.process_start"
+
+# How long MLflow's client retries a tracking server that does not answer, unless the user set
+# these variables: MLflow's own defaults (7 retries, factor 2) wait about 4 minutes per call.
+# 5 retries with factor 1 sleep 0, 2, 4, 8 and 16 s (plus up to 1 s of jitter each): a server
+# restarted within about 30 s is not noticed, one down for longer fails the call. A request
+# that gets no answer at all is given up after 60 s (MLflow: 120 s).
+HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+HEALTH_TIMEOUT_S = 5.0  # for the one request that tells whether a tracking server is there at all
+
+
+class TrackingServerUnavailable(RuntimeError):
+    """The MLflow tracking server the run logs to does not answer; the message says which and what to do."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +67,71 @@ def artifact_root(paths: ProjectPaths) -> Path:
 def tracking_uri(config: Config, paths: ProjectPaths) -> str:
     """The configured URI, else MLFLOW_TRACKING_URI, else a SQLite store in the project."""
     return config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or project_store_uri(paths)
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def bound_http_retries() -> dict[str, str]:
+    """Set MLflow's HTTP retry settings to HTTP_RETRY_DEFAULTS where the user has not set them
+    (MLflow reads them at every request); return the settings in force."""
+    for name, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    return {name: os.environ[name] for name in HTTP_RETRY_DEFAULTS}
+
+
+def server_answers(uri: str, timeout_s: float = HEALTH_TIMEOUT_S) -> bool:
+    """Whether anything answers HTTP at the tracking server `uri` (any status: an error page is
+    a server that is there, and MLflow's own calls will say what is wrong with it)."""
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout_s)
+    except requests.RequestException:
+        return False
+    return True
+
+
+def check_tracking_server(config: Config, paths: ProjectPaths) -> None:
+    """Fail at once, naming the server and what to do, when the tracking URI is a server that
+    does not answer (rather than after minutes of MLflow's retries)."""
+    uri = tracking_uri(config, paths)
+    if not is_server(uri) or server_answers(uri):
+        return
+    if config.tracking.uri:
+        origin, instead = "tracking.uri in params.yaml", "set tracking.uri to null in params.yaml"
+    else:
+        origin, instead = "MLFLOW_TRACKING_URI", "unset MLFLOW_TRACKING_URI"
+    raise TrackingServerUnavailable(
+        f"no MLflow tracking server answers at {redact_uri(uri)} (set by {origin}): start it with `granular server` "
+        f"(it prints the URI to export), or {instead} to track runs in the project's own store "
+        f"{project_store_uri(paths)}"
+    )
+
+
+def lost_server_error(uri: str) -> TrackingServerUnavailable | None:
+    """When the tracking server `uri` no longer answers: the error that says so, else None."""
+    if not is_server(uri) or server_answers(uri):
+        return None
+    retries = ", ".join(f"{name}={os.environ.get(name, 'MLflow default')}" for name in HTTP_RETRY_DEFAULTS)
+    return TrackingServerUnavailable(
+        f"the MLflow tracking server at {redact_uri(uri)} stopped answering during the run, and still did not after "
+        f"MLflow's retries ({retries}); the run's records on it end where it stopped. "
+        "Start it again (`granular server`) and run again"
+    )
+
+
+def process_tags(process: ProcessIdentity | None = None) -> dict[str, str]:
+    """The process that writes a run (this one by default), as tags of that run."""
+    process = process or current_process()
+    return {HOST_TAG: process.host, PID_TAG: str(process.pid), PROCESS_START_TAG: process.start or ""}
+
+
+def process_of(tags: dict[str, str]) -> ProcessIdentity | None:
+    """The process a run's tags name, or None when they name none (a run made before these tags)."""
+    try:
+        return ProcessIdentity(host=tags[HOST_TAG], pid=int(tags[PID_TAG]), start=tags.get(PROCESS_START_TAG) or None)
+    except (KeyError, ValueError):
+        return None
 
 
 def flow_run_tags() -> dict[str, str]:
@@ -114,17 +201,24 @@ def _metric_list(metrics: dict[str, float], step: int) -> Iterable[Metric]:
 
 
 def start_parent_run(config: Config, paths: ProjectPaths, run_name: str, tags: dict[str, str]) -> RunRef:
-    """Open the flow's MLflow run and record the fully resolved configuration in it."""
+    """Open the flow's MLflow run, tagged with this process, and record the fully resolved
+    configuration in it; first make sure a tracking server is there, and bound its retries."""
+    bound_http_retries()
+    check_tracking_server(config, paths)
     uri = tracking_uri(config, paths)
     client, experiment_id = open_experiment(uri, config.tracking.experiment, artifact_root(paths))
-    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    run = client.create_run(experiment_id, run_name=run_name, tags={**tags, **process_tags()})
     log_params(client, run.info.run_id, config.as_dict())
     client.log_dict(run.info.run_id, config.as_dict(), "config.json")
     return RunRef(uri=uri, experiment_id=experiment_id, run_id=run.info.run_id)
 
 
-def end_run(ref: RunRef, status: str) -> None:
-    MlflowClient(ref.uri).set_terminated(ref.run_id, status=status)
+def end_run(ref: RunRef, status: str, tags: dict[str, str] | None = None) -> None:
+    """End a run with `status` (FINISHED, FAILED, KILLED), after setting `tags` on it."""
+    client = MlflowClient(ref.uri)
+    if tags:
+        client.log_batch(ref.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    client.set_terminated(ref.run_id, status=status)
 
 
 def tag_splits(ref: RunRef, partitions: dict) -> None:

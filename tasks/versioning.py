@@ -11,7 +11,7 @@ from typing import Callable
 from mlflow.tracking import MlflowClient
 from prefect import get_run_logger, task
 
-from granular.dvc_state import clear_corrupt_rwlock
+from granular.dvc_state import repair_locks
 from granular.paths import ProjectPaths
 from granular.steps import file_digest
 from tasks.tracking import SPLIT_TAG, RunRef
@@ -29,9 +29,8 @@ def _warn_on_stderr(message: str) -> None:
 
 
 def _dvc(paths: ProjectPaths, *args: str, warn: Callable[[str], None] = _warn_on_stderr) -> subprocess.CompletedProcess:
-    """Run a DVC command in the project, first clearing a lock file a killed DVC left corrupted."""
-    repaired = clear_corrupt_rwlock(paths.root)
-    if repaired:
+    """Run a DVC command in the project, first clearing what a killed DVC left in its lock file."""
+    for repaired in repair_locks(paths.root):
         warn(repaired)
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=paths.root, capture_output=True, text=True)
 

@@ -1,0 +1,436 @@
+"""Crash hygiene, with real processes: a `granular run` stopped by SIGTERM or SIGINT ends its
+MLflow runs KILLED and its Prefect flow run Crashed; one killed outright is found and closed by
+the next run; a stale DVC lock is cleared with a warning; a tracking server that is not there,
+or goes away, fails the run quickly and names it, and one that comes back lets the run go on.
+
+The runs report to one real Prefect server started for this module, so that a run and the
+assertions read the same Prefect database.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from flows import servers
+from granular.dvc_state import repair_locks
+from granular.paths import ProjectPaths
+from granular.processes import ProcessIdentity, current_process, start_ticks
+from tasks import crashes, tracking
+from tasks.versioning import _dvc
+from test_flow import FASHION_MNIST, REPO
+
+STARTUP_TIMEOUT_S = 150  # a server on a busy 2-core machine
+RUN_TIMEOUT_S = 240
+LONG_TRAINING = ["--set", "train.epochs=300"]  # about 20 s a view: time to stop it while it trains
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+    """A real Prefect server on loopback for every run of this module; its API URL."""
+    server = servers.prefect_server(tmp_path_factory.mktemp("prefect"), "127.0.0.1", free_port())
+    running = [(server, servers.start(server, dict(os.environ)))]
+    try:
+        servers.wait_until_answering(running, STARTUP_TIMEOUT_S)
+        yield f"{server.url}/api"
+    finally:
+        servers.stop_all(running)
+
+
+def tiny_project(folder: Path) -> Path:
+    """Two views (fine-14, coarse-28) on 200 examples per split: a whole run takes seconds."""
+    assert FASHION_MNIST.is_dir(), "the real dataset is needed: apt-get install dataset-fashion-mnist"
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["views"] = {"fine-14": {"level": "fine", "resolution": 14}, "coarse-28": {"level": "coarse", "resolution": 28}}
+    params["data"]["limit"] = 200
+    params["train"].update(epochs=2, width=4)
+    params["distill"]["enabled"] = False
+    params["validate"]["min_per_class"] = 5
+    params["fusion"]["strategy"] = "product"
+    (folder / "data").mkdir(parents=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    (folder / "data" / "taxonomy.yaml").write_text((REPO / "data" / "taxonomy.yaml").read_text())
+    return folder
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return tiny_project(tmp_path / "project")
+
+
+def start_run(project: Path, prefect_api: str, *args: str, **env: str) -> subprocess.Popen:
+    """`granular run` on `project` in a process of its own, its output in project/run-N.log."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
+    environ.update(PREFECT_API_URL=prefect_api, PREFECT_HOME=str(project / ".prefect-client"), **env)
+    log = project / f"run-{len(list(project.glob('run-*.log')))}.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "run", "--root", str(project), *args],
+            cwd=REPO, env=environ, stdout=output, stderr=subprocess.STDOUT,
+        )
+    process.log = log
+    return process
+
+
+def finish(process: subprocess.Popen, timeout: float = RUN_TIMEOUT_S) -> str:
+    """Wait for a run to end (killing it if it does not); its output."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        pytest.fail(f"the run did not end within {timeout} s:\n{process.log.read_text()[-3000:]}")
+    return process.log.read_text()
+
+
+def wait_until_training(project: Path, process: subprocess.Popen, timeout: float = RUN_TIMEOUT_S) -> None:
+    """Until a view has saved a checkpoint: training is under way."""
+    deadline = time.monotonic() + timeout
+    while not list((project / "data" / "checkpoints").glob("**/epoch-*.pt")):
+        assert process.poll() is None, f"the run ended before training:\n{process.log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+
+
+def stop_during_training(project: Path, prefect_api: str, sig: signal.Signals) -> tuple[int, str]:
+    run = start_run(project, prefect_api, *LONG_TRAINING)
+    try:
+        wait_until_training(project, run)
+        run.send_signal(sig)
+        return run.wait(timeout=RUN_TIMEOUT_S), run.log.read_text()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+
+
+def mlflow_runs(project: Path, uri: str | None = None) -> tuple[list, list]:
+    """The parent runs and the child runs of the project's experiment."""
+    client = MlflowClient(uri or tracking.project_store_uri(ProjectPaths(project)))
+    experiment = client.get_experiment_by_name("granular")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return parents, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def read_flow_run(prefect_api: str, flow_run_id: str) -> dict:
+    with urllib.request.urlopen(f"{prefect_api}/flow_runs/{flow_run_id}", timeout=30) as response:
+        return json.load(response)
+
+
+def read_task_runs(prefect_api: str, flow_run_id: str) -> list[dict]:
+    body = json.dumps({"flow_runs": {"id": {"any_": [flow_run_id]}}}).encode()
+    request = urllib.request.Request(
+        f"{prefect_api}/task_runs/filter", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+@pytest.mark.parametrize("sig, reason, prefect_message", [
+    (signal.SIGTERM, "stopped by SIGTERM", "termination signal"),
+    (signal.SIGINT, "interrupted (SIGINT)", "interrupt signal"),
+])
+def test_a_signal_during_training_ends_the_runs_killed_and_the_flow_run_crashed(
+    project: Path, prefect_api: str, sig: signal.Signals, reason: str, prefect_message: str
+):
+    returncode, output = stop_during_training(project, prefect_api, sig)
+    assert returncode != 0, output[-3000:]
+
+    [parent], children = mlflow_runs(project)
+    assert parent.info.status == "KILLED", output[-3000:]
+    assert parent.data.tags[crashes.STOP_REASON_TAG] == reason
+    assert children, "no view's run was open"
+    for child in children:
+        assert (child.info.status, child.data.tags.get(crashes.STOP_REASON_TAG)) == ("KILLED", reason)
+    state = read_flow_run(prefect_api, parent.data.tags["prefect.flow_run_id"])["state"]
+    assert state["type"] in ("CRASHED", "CANCELLED")
+    assert prefect_message in state["message"]
+    assert f"{reason}: MLflow run {parent.info.run_id} and {len(children)} child run(s) marked KILLED" in output
+
+
+def test_a_run_killed_outright_is_closed_by_the_next_run(project: Path, prefect_api: str):
+    killed = start_run(project, prefect_api, *LONG_TRAINING)
+    try:
+        wait_until_training(project, killed)
+    finally:
+        killed.kill()
+        killed.wait()
+    [stale], [stale_child] = mlflow_runs(project)
+    assert (stale.info.status, stale_child.info.status) == ("RUNNING", "RUNNING")  # nothing could close them
+    stale_flow_run_id = stale.data.tags["prefect.flow_run_id"]
+    assert read_flow_run(prefect_api, stale_flow_run_id)["state"]["type"] == "RUNNING"
+
+    output = finish(start_run(project, prefect_api))
+    assert "runs left open by processes that no longer exist, now closed" in output, output[-3000:]
+
+    parents, children = mlflow_runs(project)
+    new = next(run for run in parents if run.info.run_id != stale.info.run_id)
+    assert new.info.status == "FINISHED", output[-3000:]
+    stale = next(run for run in parents if run.info.run_id == stale.info.run_id)
+    reason = stale.data.tags[crashes.STOP_REASON_TAG]
+    assert re.fullmatch(
+        rf"process {killed.pid} on {re.escape(socket.gethostname())} ended without closing this run; "
+        rf"found by run {new.info.run_id} at \d{{4}}-\d\d-\d\dT.+", reason,
+    )
+    stale_child = next(run for run in children if run.info.run_id == stale_child.info.run_id)
+    assert (stale.info.status, stale_child.info.status) == ("KILLED", "KILLED")
+    assert stale_child.data.tags[crashes.STOP_REASON_TAG] == reason
+    flow_run = read_flow_run(prefect_api, stale_flow_run_id)
+    assert (flow_run["state"]["type"], flow_run["state"]["message"]) == ("CRASHED", reason)
+    assert "RUNNING" not in {task_run["state"]["type"] for task_run in read_task_runs(prefect_api, stale_flow_run_id)}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[MlflowClient, str, str]:
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    return *tracking.open_experiment(uri, "granular", tmp_path / "art"), uri
+
+
+def _open_run(client: MlflowClient, experiment_id: str, process: ProcessIdentity, **tags: str) -> str:
+    return client.create_run(experiment_id, tags={**tracking.process_tags(process), **tags}).info.run_id
+
+
+def test_only_runs_of_processes_that_are_gone_are_closed(store, tmp_path: Path):
+    client, experiment_id, uri = store
+    me = current_process()
+    concurrent = subprocess.Popen(["sleep", "60"])  # a run going on beside this one
+    ended = subprocess.Popen(["true"])
+    try:
+        ended.wait()
+        live = _open_run(client, experiment_id, ProcessIdentity(me.host, concurrent.pid, start_ticks(concurrent.pid)))
+        dead = _open_run(client, experiment_id, ProcessIdentity(me.host, ended.pid, "12345"))
+        dead_child = client.create_run(experiment_id, tags={"mlflow.parentRunId": dead}).info.run_id
+        reused_pid = _open_run(client, experiment_id, ProcessIdentity(me.host, me.pid, "1"))  # another start time
+        elsewhere = _open_run(client, experiment_id, ProcessIdentity("another-host", ended.pid, None))
+        untagged = client.create_run(experiment_id).info.run_id
+        parent = tracking.RunRef(uri, experiment_id, _open_run(client, experiment_id, me))
+
+        marked = crashes.close_stale_runs(parent, logging.getLogger("test"))
+    finally:
+        concurrent.kill()
+        concurrent.wait()
+
+    status = {run_id: client.get_run(run_id).info.status for run_id in
+              (live, dead, dead_child, reused_pid, elsewhere, untagged, parent.run_id)}
+    assert status == {live: "RUNNING", dead: "KILLED", dead_child: "KILLED", reused_pid: "KILLED",
+                      elsewhere: "RUNNING", untagged: "RUNNING", parent.run_id: "RUNNING"}
+    assert len(marked) == 2 and f"MLflow run {dead} " in marked[0] + marked[1]
+    reason = client.get_run(dead).data.tags[crashes.STOP_REASON_TAG]
+    assert reason.startswith(f"process {ended.pid} on {me.host} ended without closing this run; found by run {parent.run_id} at ")
+    assert client.get_run(dead_child).data.tags[crashes.STOP_REASON_TAG] == reason
+
+
+def _dvc_repo(folder: Path) -> ProjectPaths:
+    """A DVC project with one stage that takes a minute."""
+    folder.mkdir()
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=folder, check=True)
+    (folder / "in.txt").write_text("in\n")
+    (folder / "dvc.yaml").write_text(
+        "stages:\n  slow:\n    cmd: sleep 60 && cp in.txt out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n"
+    )
+    return ProjectPaths(folder)
+
+
+def test_a_dvc_killed_outright_leaves_a_lock_that_the_next_dvc_call_clears_with_a_warning(tmp_path: Path):
+    paths = _dvc_repo(tmp_path / "repo")
+    rwlock = paths.root / ".dvc" / "tmp" / "rwlock"
+    dvc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "-q"], cwd=paths.root)
+    try:
+        deadline = time.monotonic() + 60
+        while not (rwlock.is_file() and '"write"' in rwlock.read_text()):
+            assert time.monotonic() < deadline and dvc.poll() is None, "dvc repro took no lock"
+            time.sleep(0.05)
+        stage = psutil.Process(dvc.pid).children(recursive=True)  # DVC's stage lives on after DVC
+    finally:
+        dvc.kill()
+        dvc.wait()
+    for process in stage:
+        process.kill()
+    assert str(dvc.pid) in rwlock.read_text()  # the lock names the dead process
+
+    (paths.root / "out.txt").write_text("in\n")
+    warnings = []
+    done = _dvc(paths, "commit", "--force", "--quiet", warn=warnings.append)
+    assert done.returncode == 0, done.stderr
+    assert len(warnings) == 1
+    assert str(rwlock) in warnings[0] and f"process {dvc.pid} " in warnings[0] and "no longer exists" in warnings[0]
+    assert str(dvc.pid) not in rwlock.read_text()
+
+
+def test_dead_entries_go_and_live_ones_stay_in_a_hand_written_rwlock(tmp_path: Path):
+    (tmp_path / ".dvc" / "tmp").mkdir(parents=True)
+    rwlock = tmp_path / ".dvc" / "tmp" / "rwlock"
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    alive = {"pid": os.getpid(), "cmd": "dvc repro"}
+    rwlock.write_text(json.dumps({
+        "write": {"data/a": {"pid": ended.pid, "cmd": "dvc repro"}},
+        "read": {"data/b": [alive, {"pid": ended.pid, "cmd": "dvc repro"}]},
+    }))
+    [message] = repair_locks(tmp_path)
+    assert f"process {ended.pid} ('dvc repro')" in message and "write data/a, read data/b" in message
+    assert json.loads(rwlock.read_text()) == {"write": {}, "read": {"data/b": [alive]}}
+    assert repair_locks(tmp_path) == []
+
+    rwlock.write_text("")  # left empty by a process killed while writing it: still removed
+    assert "empty" in repair_locks(tmp_path)[0] and not rwlock.exists()
+
+
+def test_no_tracking_server_at_start_fails_at_once_naming_it(project: Path, prefect_api: str):
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    run = start_run(project, prefect_api, MLFLOW_TRACKING_URI=uri)
+    output = finish(run, timeout=120)
+    seconds = time.monotonic() - started
+    assert run.returncode != 0
+    assert f"no MLflow tracking server answers at {uri} (set by MLFLOW_TRACKING_URI)" in output
+    assert "`granular server`" in output and "unset MLFLOW_TRACKING_URI" in output
+    assert not (project / "data" / "raw").exists()  # it stopped before the first step
+    # MLflow's own retries would wait about 4 minutes; the whole process here is mostly imports.
+    assert seconds < 60, seconds
+
+
+def start_mlflow(root: Path, port: int) -> list[tuple[servers.Server, subprocess.Popen]]:
+    server = servers.mlflow_server(
+        root, "127.0.0.1", port, tracking.project_store_uri(ProjectPaths(root)), tracking.artifact_root(ProjectPaths(root))
+    )
+    running = [(server, servers.start(server, dict(os.environ)))]
+    try:
+        servers.wait_until_answering(running, STARTUP_TIMEOUT_S)
+    except servers.ServerError:
+        servers.stop_all(running)
+        raise
+    return running
+
+
+def kill_server(running: list[tuple[servers.Server, subprocess.Popen]]) -> None:
+    for _, process in running:
+        servers.signal_group(process, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path):
+    """A folder for an MLflow server's store; the servers started on it are stopped afterwards."""
+    root = tmp_path / "mlflow"
+    root.mkdir()
+    tracking.open_experiment(tracking.project_store_uri(ProjectPaths(root)), "granular", tracking.artifact_root(ProjectPaths(root)))
+    started: list = []
+    yield root, started
+    for running in started:
+        servers.stop_all(running, grace_s=5)
+
+
+def test_a_tracking_server_lost_mid_run_fails_it_naming_the_server(project: Path, prefect_api: str, mlflow_store):
+    root, started = mlflow_store
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    started.append(start_mlflow(root, port))
+    # Retries set by the user are kept: 2, about 2 s per call instead of our 30 s.
+    run = start_run(project, prefect_api, *LONG_TRAINING, MLFLOW_TRACKING_URI=uri,
+                    MLFLOW_HTTP_REQUEST_MAX_RETRIES="2", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1")
+    try:
+        wait_until_training(project, run)
+        kill_server(started[-1])
+        lost = time.monotonic()
+        output = finish(run, timeout=180)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode != 0
+    assert f"the MLflow tracking server at {uri} stopped answering during the run" in output, output[-3000:]
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES=2" in output
+    assert time.monotonic() - lost < 120
+
+
+def test_a_tracking_server_back_within_the_retries_lets_the_run_finish(project: Path, prefect_api: str, mlflow_store):
+    root, started = mlflow_store
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    started.append(start_mlflow(root, port))
+    # 7 retries, about 2 minutes: a restart on a busy machine has taken 30 s, our default window.
+    run = start_run(project, prefect_api, "--set", "train.epochs=20", MLFLOW_TRACKING_URI=uri,
+                    MLFLOW_HTTP_REQUEST_MAX_RETRIES="7", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1")
+    try:
+        wait_until_training(project, run)
+        kill_server(started[-1])
+        started.append(start_mlflow(root, port))  # back after the seconds a start takes
+        output = finish(run)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, output[-3000:]
+    [parent], children = mlflow_runs(root, uri)
+    assert parent.info.status == "FINISHED"
+    assert {child.info.status for child in children} == {"FINISHED"}
+    assert parent.data.params["train.epochs"] == "20"
+
+
+def test_mlflow_retries_are_bounded_unless_the_user_set_them(monkeypatch: pytest.MonkeyPatch):
+    for name in tracking.HTTP_RETRY_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "9")
+    assert tracking.bound_http_retries() == {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "9",  # the user's
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": tracking.HTTP_RETRY_DEFAULTS["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"],
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": tracking.HTTP_RETRY_DEFAULTS["MLFLOW_HTTP_REQUEST_TIMEOUT"],
+    }
+
+
+WAITING_FLOW = """
+import sys, time
+from prefect import flow
+from tasks.crashes import sigterm_raises
+
+@flow
+def wait():
+    print("started", flush=True)
+    time.sleep(120)
+
+with sigterm_raises():
+    wait()
+"""
+
+
+def test_sigterm_on_a_flow_on_the_temporary_server_stops_that_server_too(tmp_path: Path):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # the temporary server
+    flow_process = subprocess.Popen(
+        [sys.executable, "-c", WAITING_FLOW], cwd=REPO, env={**environ, "PREFECT_HOME": str(tmp_path)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        for line in flow_process.stdout:  # Prefect's lines first
+            if line.startswith("started"):
+                break
+        temporary_server = psutil.Process(flow_process.pid).children(recursive=True)
+        assert temporary_server
+        flow_process.send_signal(signal.SIGTERM)
+        output = flow_process.communicate(timeout=60)[0]
+    finally:
+        if flow_process.poll() is None:
+            flow_process.kill()
+    assert flow_process.returncode == 1, output  # TerminationSignal raised to the top, not killed by the signal
+    _, alive = psutil.wait_procs(temporary_server, timeout=30)
+    for process in alive:
+        process.kill()
+    assert not alive, "the temporary Prefect server outlived the flow's process"
