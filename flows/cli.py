@@ -16,6 +16,7 @@ from typing import Callable
 
 from granular.config import Config, ConfigError, load_config
 from granular.paths import ProjectPaths
+from granular.redact import redact_uri
 
 
 def format_table(metrics: dict) -> str:
@@ -51,14 +52,18 @@ OFFLINE_DEFAULTS = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE
 
 def _run(args: argparse.Namespace, config: Config) -> int:
     from flows.pipeline import granular_pipeline  # Prefect and torch load only when needed
+    from granular.quarantine import project_summary_line
+    from tasks.crashes import sigterm_raises
 
-    result = granular_pipeline(root=args.root, params=args.params, overrides=args.overrides)
+    with sigterm_raises():  # so that a stopped run still stops the temporary Prefect server
+        result = granular_pipeline(root=args.root, params=args.params, overrides=args.overrides)
     print()
     print(format_table(result["metrics"]))
     for view, error in result["failed_views"].items():
         print(f"left out: view {view} failed to train: {error}")
     print(f"\nmetrics:     {Path(args.root) / 'data/evaluation/metrics.json'}")
-    print(f"MLflow run:  {result['mlflow_run_id']} in {result['tracking_uri']}")
+    print(project_summary_line(Path(args.root)))
+    print(f"MLflow run:  {result['mlflow_run_id']} in {redact_uri(result['tracking_uri'])}")
     print(f"fused model: {result['model_uri']}")
     from tasks.registry import summary_line
 
@@ -85,11 +90,13 @@ def _reproduce(args: argparse.Namespace, config: Config) -> int:
 
 def _tune(args: argparse.Namespace, config: Config) -> int:
     from flows.tune import tune_flow
+    from tasks.crashes import sigterm_raises
 
     if args.view not in config.views:
         print(f"granular: no view named {args.view!r}; views are {list(config.views)}", file=sys.stderr)
         return 2
-    result = tune_flow(view=args.view, root=args.root, params=args.params, overrides=args.overrides)
+    with sigterm_raises():
+        result = tune_flow(view=args.view, root=args.root, params=args.params, overrides=args.overrides)
     trials = result["trials"]
     print(f"\n{args.view}: best {result['metric']} = {result['best_value']:.4f} "
           f"({trials['COMPLETE']} trials completed, {trials['PRUNED']} pruned, {trials['FAIL']} failed)")
@@ -125,11 +132,56 @@ def _predictor(model: str, config: Config, root: Path) -> tuple[tuple[int, int],
     return tuple(schema.inputs[0].shape[1:]), served.predict
 
 
+TABLE_SUFFIXES = {".csv": "read_csv", ".parquet": "read_parquet"}
+
+
+def _predict_rows(args: argparse.Namespace, config: Config) -> int:
+    """Predict the rows of a CSV or Parquet file with a model of a table: one output row per
+    input row, numbered from 1 as the file's data lines."""
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from granular.atomic import write_csv
+    from granular.predict import FUSION_FILE, FusedClassifier
+
+    try:
+        rows = getattr(pd, TABLE_SUFFIXES[Path(args.input).suffix])(args.input)
+    except (ValueError, OSError, UnicodeDecodeError) as error:
+        print(f"granular: cannot read {args.input}: {error}", file=sys.stderr)
+        return 2
+    try:
+        if (Path(args.model) / FUSION_FILE).is_file():
+            classifier = FusedClassifier.load(Path(args.model))
+            if classifier.table_columns is None:
+                raise ValueError(f"{args.model} is a model of images, not of a table's rows")
+            missing = [c for c in classifier.table_columns if c not in rows.columns]
+            if missing:
+                raise ValueError(f"{args.input} lacks the feature column(s) {missing}")
+            table = pd.DataFrame(classifier.predict(rows[classifier.table_columns], config.serving.backoff_threshold))
+        else:
+            import mlflow.pyfunc
+
+            from tasks.tracking import tracking_uri
+
+            mlflow.set_tracking_uri(tracking_uri(config, ProjectPaths(Path(args.root).resolve())))
+            table = pd.DataFrame(mlflow.pyfunc.load_model(args.model).predict(rows))
+    except (ValueError, OSError, MlflowException) as error:
+        print(f"granular: cannot predict: {error}", file=sys.stderr)
+        return 2
+    table.insert(0, "row", range(1, len(table) + 1))
+    write_csv(Path(args.output), table)
+    print(f"{len(table)} predictions of the rows of {args.input} written to {args.output}")
+    return 0
+
+
 def _predict(args: argparse.Namespace, config: Config) -> int:
     from mlflow.exceptions import MlflowException
 
     from granular.atomic import write_csv
     from granular.predict_files import predict_blocks, read_images
+
+    if Path(args.input).suffix in TABLE_SUFFIXES:
+        return _predict_rows(args, config)
 
     try:
         image_shape, predict = _predictor(args.model, config, Path(args.root))
@@ -174,7 +226,7 @@ def _server(args: argparse.Namespace, config: Config) -> int:
     prefect = servers.prefect_server(paths.root, args.host, args.prefect_port)
     mlflow = servers.mlflow_server(paths.root, args.host, args.mlflow_port, store, artifact_root(paths))
     if config.tracking.uri:
-        print(f"granular: tracking.uri in params.yaml ({config.tracking.uri}) comes before MLFLOW_TRACKING_URI: "
+        print(f"granular: tracking.uri in params.yaml ({redact_uri(config.tracking.uri)}) comes before MLFLOW_TRACKING_URI: "
               "runs will not be tracked by this MLflow server", file=sys.stderr)
     print(f"starting the Prefect server ({prefect.url}) and the MLflow server ({mlflow.url})", flush=True)
     # The servers inherit this environment, OFFLINE_DEFAULTS included (set in main()).
@@ -206,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     tune.add_argument("view", help="the view to tune, e.g. fine-28")
     tune.set_defaults(handler=_tune)
     predict = commands.add_parser(
-        "predict", parents=[common], help="predict images from files with a registered, logged or local fused model"
+        "predict", parents=[common],
+        help="predict images (or a table's rows) from files with a registered, logged or local fused model"
     )
     predict.add_argument(
         "--model", required=True,
@@ -214,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
              "folder such as data/fused",
     )
     predict.add_argument(
-        "--input", required=True, help="a .npy array, an IDX file (.gz too), a PNG/JPEG image, or a folder of these"
+        "--input", required=True,
+        help="a .npy array, an IDX file (.gz too), a PNG/JPEG image, or a folder of these; for a model of a "
+             "table, a .csv or .parquet file of rows"
     )
     predict.add_argument("--output", default="predictions.csv", help="CSV to write (default: predictions.csv)")
     predict.add_argument("--batch-size", type=int, default=256, help="images per model call (default: 256)")

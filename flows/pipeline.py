@@ -10,7 +10,8 @@ from prefect.runtime import flow_run
 
 from granular.config import load_config
 from granular.paths import ProjectPaths
-from tasks import tracking
+from granular.project_lock import hold_project
+from tasks import crashes, tracking
 from tasks.caching import cache_hits, log_cache_hits, results_in
 from tasks.data import prepare_data
 from tasks.evaluation import (
@@ -30,37 +31,41 @@ def granular_pipeline(root: str = ".", params: str | None = None, overrides: lis
     parent = tracking.start_parent_run(
         config, paths, run_name=flow_run.name or "granular", tags=tracking.flow_run_tags(),
     )
-    started = time.time()  # a step's value computed before this came from the cache
     try:
-        prepared = prepare_data(config, paths, parent)
-        with results_in(paths):  # where the cached tasks keep their results
-            trained, failed = train_all_views(config, paths, parent)
-            if failed:
-                why = "; ".join(f"{name}: {error}" for name, error in failed.items())
-                if not trained or not config.fusion.allow_missing_views:
-                    raise ViewsFailed(f"{len(failed)} view(s) failed to train ({why}); "
-                                      "set fusion.allow_missing_views=true to fuse the views that finished")
-                tracking.tag_failed_views(parent, failed)
-                config = config.with_views([t["view"] for t in trained])  # fuse and evaluate the rest
-            fusion = fuse_views(config, paths)
-            student = distill_student(config, paths, parent)  # when disabled, leaves data/student saying so
-            metrics = evaluate_models(config, paths)
-        log_cache_hits(parent, cache_hits([*prepared.values(), *trained, fusion, student, metrics], since=started))
-        record_evaluation(paths, parent, metrics, {t["view"]: t["mlflow_run_id"] for t in trained})
-        model_uri = log_fused_model(paths, parent, config.serving.backoff_threshold)
-        # Outputs match dvc.yaml only when params.yaml was used as it stands and every view trained.
-        as_declared = not params and not overrides and not failed
-        commit_data_versions(paths, outputs_as_declared=as_declared, parent=parent)
-        # Last, so that only a run that succeeded in every other step can become the champion.
-        registry = register_fused_model(parent, model_uri, metrics, config)
-        # Nothing may fail after the registration (the run would be FAILED with a new version in
-        # the registry): a report that cannot be written is a warning, not a failed run.
-        report = publish_report(parent, metrics, registry, return_state=True)
-        if report.is_failed():
-            get_run_logger().warning("the Markdown report was not published: %s", report.message)
-    except BaseException:
-        tracking.end_run(parent, "FAILED")
-        raise
+        crashes.close_stale_runs(parent, get_run_logger())  # left RUNNING by runs killed outright
+        # One run at a time writes the project (data/, dvc.lock, the task cache, the champion);
+        # others wait here, their MLflow runs already open.
+        with hold_project(paths, flow_run.name or "granular", config.orchestration.lock_timeout_s,
+                          log=get_run_logger().info):
+            started = time.time()  # a step's value computed before this came from the cache
+            prepared = prepare_data(config, paths, parent)
+            with results_in(paths):  # where the cached tasks keep their results
+                trained, failed = train_all_views(config, paths, parent)
+                if failed:
+                    why = "; ".join(f"{name}: {error}" for name, error in failed.items())
+                    if not trained or not config.fusion.allow_missing_views:
+                        raise ViewsFailed(f"{len(failed)} view(s) failed to train ({why}); "
+                                          "set fusion.allow_missing_views=true to fuse the views that finished")
+                    tracking.tag_failed_views(parent, failed)
+                    config = config.with_views([t["view"] for t in trained])  # fuse and evaluate the rest
+                fusion = fuse_views(config, paths)
+                student = distill_student(config, paths, parent)  # when disabled, leaves data/student saying so
+                metrics = evaluate_models(config, paths)
+            log_cache_hits(parent, cache_hits([*prepared.values(), *trained, fusion, student, metrics], since=started))
+            record_evaluation(paths, parent, metrics, {t["view"]: t["mlflow_run_id"] for t in trained})
+            model_uri = log_fused_model(config, paths, parent)
+            # Outputs match dvc.yaml only when params.yaml was used as it stands and every view trained.
+            as_declared = not params and not overrides and not failed
+            commit_data_versions(paths, outputs_as_declared=as_declared, parent=parent)
+            # Last, so that only a run that succeeded in every other step can become the champion.
+            registry = register_fused_model(parent, model_uri, metrics, config)
+            # Nothing may fail after the registration (the run would be FAILED with a new version in
+            # the registry): a report that cannot be written is a warning, not a failed run.
+            report = publish_report(parent, metrics, registry, return_state=True)
+            if report.is_failed():
+                get_run_logger().warning("the Markdown report was not published: %s", report.message)
+    except BaseException as error:  # KILLED when a signal stopped the run, else FAILED
+        raise crashes.end_parent_run(parent, error, get_run_logger())
     tracking.end_run(parent, "FINISHED")
     return {
         "failed_views": failed,

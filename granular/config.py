@@ -1,6 +1,9 @@
 """One typed configuration, loaded from params.yaml (what DVC tracks) plus dotted overrides."""
 from __future__ import annotations
 
+import codecs
+import os
+import re
 import zlib
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -8,22 +11,95 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from granular.redact import has_password, redact_uri
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SourceConfig(_Section):
-    format: Literal["idx", "npz", "folder"] = "idx"
-    # Where the raw files come from; they are copied into data/raw/ and tracked there.
+    format: Literal["idx", "npz", "folder", "csv", "parquet"] = "idx"
+    # Where the raw files come from; they are copied into data/raw/ and tracked there. For csv
+    # and parquet: one file, or a folder whose *.csv / *.parquet files share their columns.
     path: Path = Path("/usr/share/datasets/fashion-mnist")
+
+
+TABLE_FORMATS = ("csv", "parquet")
+
+
+class TableConfig(_Section):
+    """How to read a user's table (csv or parquet): which column is what."""
+
+    target: str = Field(min_length=1)  # the fine label column
+    id: str | None = None  # a row id column; duplicates are cleaned (granular/table_clean.py)
+    # The feature columns; None = every column but the target, the id and the ancestor columns.
+    features: list[str] | None = Field(default=None, min_length=1)
+    # Overrides of the inferred types (numeric dtype -> numeric, anything else -> categorical).
+    types: dict[str, Literal["numeric", "categorical"]] = Field(default_factory=dict)
+    # Taxonomy level -> the column holding that level's label, finer levels first (e.g.
+    # {coarse: category}); builds the taxonomy when no taxonomy file is given.
+    ancestors: dict[str, str] = Field(default_factory=dict)
+    # Named feature subsets, e.g. {coarse: [price, region]}: a view's `features` names one.
+    feature_groups: dict[str, list[str]] = Field(default_factory=dict)
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)  # a table has no official test split
+    delimiter: str = Field(default=",", min_length=1, max_length=1)  # csv only
+    encoding: str = "utf-8"  # csv only
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding {encoding!r} (e.g. utf-8, latin-1, cp1252)") from None
+        return encoding
+
+    @model_validator(mode="after")
+    def _columns_have_one_role(self) -> "TableConfig":
+        labels = {"target": self.target, "id": self.id, **{f"ancestors.{k}": v for k, v in self.ancestors.items()}}
+        named = [column for column in labels.values() if column is not None]
+        repeated = sorted({column for column in named if named.count(column) > 1})
+        if repeated:
+            raise ValueError(f"column(s) {repeated} have more than one role among target, id and ancestors")
+        not_features = {column: role for role, column in labels.items() if column is not None}
+        listed = {"features": self.features or [], "types": list(self.types)}
+        listed |= {f"feature_groups.{name}": group for name, group in self.feature_groups.items()}
+        for key, columns in listed.items():
+            clashes = [f"{column} (the {not_features[column]})" for column in columns if column in not_features]
+            if clashes:  # a label among the features would leak the answer
+                raise ValueError(f"{key}: {', '.join(clashes)} cannot be a feature")
+        stray = [column for column in self.types if self.features is not None and column not in self.features]
+        if stray:
+            raise ValueError(f"types: {stray} are not among the features {self.features}")
+        for name, group in self.feature_groups.items():
+            if not group:
+                raise ValueError(f"feature_groups.{name} is empty")
+            unknown = [column for column in group if self.features is not None and column not in self.features]
+            if unknown:
+                raise ValueError(f"feature_groups.{name}: {unknown} are not among the features {self.features}")
+        return self
 
 
 class DataConfig(_Section):
     source: SourceConfig = SourceConfig()
+    # csv / parquet only (required there): the columns' roles (TableConfig); None for images.
+    table: TableConfig | None = None
     # At most this many examples from each official split (train, test); None = all.
     limit: int | None = Field(default=None, gt=0)
     limit_seed: int = 0
+
+    @model_validator(mode="after")
+    def _table_settings_match_the_format(self) -> "DataConfig":
+        fmt = self.source.format
+        if fmt in TABLE_FORMATS and self.table is None:
+            raise ValueError(f"source.format {fmt} reads a table: set data.table (at least data.table.target)")
+        if fmt not in TABLE_FORMATS and self.table is not None:
+            raise ValueError(
+                f"data.table is set but source.format is {fmt}, an image format; "
+                f"table settings apply to {' and '.join(TABLE_FORMATS)} only"
+            )
+        return self
 
 
 class CleanConfig(_Section):
@@ -43,34 +119,65 @@ class SplitConfig(_Section):
 
 
 class SegmentConfig(_Section):
-    """Data granularity: rows grouped by k-means clusters learned on the training split, one
-    expert model per cluster. (Segments by a column's values need a tabular source.)"""
+    """Data granularity: one expert model per segment of the rows. Images are segmented by
+    k-means clusters learned on the training split; tables by the values of a column."""
 
-    by: Literal["clusters"] = "clusters"
-    count: int = Field(ge=2)
-    # A segment with fewer training examples than this is refused: its expert would be noise.
+    by: Literal["clusters", "column"] = "clusters"
+    count: int | None = Field(default=None, ge=2)  # clusters: how many
+    column: str | None = None  # column: the categorical column whose values are the segments
+    # Clusters: a segment with fewer training examples is refused (its expert would be noise).
+    # Column: a value with fewer training rows gets no expert; its rows go to the global model.
     min_size: int = Field(default=1000, ge=1)
     # The clusters are found on images average-pooled to this size.
     feature_resolution: int = Field(default=7, gt=0)
 
+    @model_validator(mode="after")
+    def _one_way_to_segment(self) -> "SegmentConfig":
+        if self.by == "clusters" and (self.count is None or self.column is not None):
+            raise ValueError("segments by clusters need a count (and no column)")
+        if self.by == "column" and (self.column is None or self.count is not None):
+            raise ValueError("segments by column need a column (and no count)")
+        return self
+
+    @property
+    def suffix(self) -> str:
+        return f"{self.by}{self.count}" if self.by == "clusters" else str(self.column)
+
 
 class ViewConfig(_Section):
+    """One model's look at the data: a label level of the taxonomy, and for images a
+    resolution, for tables a feature group (`all`, or a name in data.table.feature_groups)."""
+
     level: str = "fine"
-    resolution: int = Field(default=28, gt=0)
+    resolution: int | None = Field(default=None, gt=0)
+    features: str | None = None
     segments: SegmentConfig | None = None
     # Training parameters of this view only, over the shared `train` section.
     train: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _images_or_table(self) -> "ViewConfig":
+        if (self.resolution is None) == (self.features is None):
+            raise ValueError("a view needs either a resolution (images) or features (tables), not both")
+        if self.segments and (self.segments.by == "column") != (self.features is not None):
+            raise ValueError("images are segmented by clusters, tables by a column")
+        return self
+
+    @property
+    def is_table(self) -> bool:
+        return self.features is not None
+
     @property
     def name(self) -> str:
-        """LEVEL-RESOLUTION[-clustersK]: valid in paths, DVC stage names and MLflow keys."""
-        suffix = f"-{self.segments.by}{self.segments.count}" if self.segments else ""
+        """LEVEL-RESOLUTION[-clustersK] or LEVEL-FEATURES[-COLUMN]: valid in paths, DVC stage
+        names and MLflow keys."""
+        suffix = f"-{self.segments.suffix}" if self.segments else ""
         return f"{self.global_name}{suffix}"
 
     @property
     def global_name(self) -> str:
-        """The unsegmented view of the same level and resolution: a segmented view's global model."""
-        return f"{self.level}-{self.resolution}"
+        """The unsegmented view of the same level and input: a segmented view's global model."""
+        return f"{self.level}-{self.features if self.is_table else self.resolution}"
 
 
 class TrainConfig(_Section):
@@ -204,6 +311,17 @@ class TrackingConfig(_Section):
     # None: MLFLOW_TRACKING_URI if set, else a SQLite store in the project.
     uri: str | None = None
 
+    @field_validator("uri")
+    @classmethod
+    def _no_password(cls, uri: str | None) -> str | None:
+        """params.yaml is versioned and logged: a password in it would be shared with both."""
+        if uri is not None and has_password(uri):
+            raise ValueError(
+                f"{redact_uri(uri)} holds a password: remove it from the URI and set the environment "
+                "variables MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead"
+            )
+        return uri
+
 
 class PromotionConfig(_Section):
     """When a newly registered fused model becomes the `champion` (granular/promotion.py). Each
@@ -242,13 +360,18 @@ class OrchestrationConfig(_Section):
     # at train.threads each (one per GPU), as with threads.
     n_workers: int | None = Field(default=None, ge=1)
     threads_per_worker: int = Field(default=1, ge=1)  # trainings at once in each worker
+    # A run that finds another run writing the same project waits for it (granular/project_lock.py)
+    # at most this long, then fails naming that run; None = as long as it takes.
+    lock_timeout_s: float | None = Field(default=None, ge=0)
 
 
 class Config(_Section):
     data: DataConfig = DataConfig()
     clean: CleanConfig = CleanConfig()
     validate_: ValidateConfig = Field(default=ValidateConfig(), alias="validate")
-    taxonomy: Path = Path("data/taxonomy.yaml")
+    # The label hierarchy (granular/taxonomy.py). A table may leave it null: cleaning then
+    # builds it from the target and data.table.ancestors columns.
+    taxonomy: Path | None = Path("data/taxonomy.yaml")
     split: SplitConfig = SplitConfig()
     # Keyed by view name, so DVC names each view's stages after it and tracks its keys apart.
     views: dict[str, ViewConfig] = {
@@ -274,7 +397,9 @@ class Config(_Section):
             raise ValueError("at least one view is needed")
         for key, view in views.items():
             if key != view.name:
-                raise ValueError(f"view {key!r} must be named {view.name!r} (LEVEL-RESOLUTION[-clustersK]) after its spec")
+                raise ValueError(f"view {key!r} must be named {view.name!r} after its spec")
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", key):  # names become paths, stage names, metric keys
+                raise ValueError(f"view {key!r}: use letters, digits, '_', '.' and '-' only")
             if view.segments and view.global_name not in views:
                 raise ValueError(
                     f"view {key!r} trains one expert per segment; its global model, view "
@@ -313,6 +438,8 @@ class Config(_Section):
     def _resolutions_divide_image(self) -> "Config":
         height, width = self.validate_.image_shape
         for view in self.views.values():
+            if view.is_table:
+                continue
             resolutions = {"resolution": view.resolution}
             if view.segments:
                 resolutions["segments.feature_resolution"] = view.segments.feature_resolution
@@ -323,8 +450,57 @@ class Config(_Section):
                     )
         return self
 
+    @model_validator(mode="after")
+    def _views_fit_the_source(self) -> "Config":
+        """Table views for a table, image views for images; feature groups that exist."""
+        for view in self.views.values():
+            if view.is_table != self.is_table:
+                kind = "a table (csv/parquet)" if self.is_table else "images"
+                needs = "features: all or a feature group" if self.is_table else "a resolution"
+                raise ValueError(f"view {view.name}: the source holds {kind}, so the view needs {needs}")
+            groups = self.data.table.feature_groups if self.is_table else {}
+            if view.is_table and view.features != "all" and view.features not in groups:
+                raise ValueError(
+                    f"view {view.name}: features {view.features!r} is neither 'all' nor a group of "
+                    f"data.table.feature_groups {sorted(groups)}"
+                )
+        if self.taxonomy is None and not self.is_table:
+            raise ValueError("taxonomy: images need a taxonomy file (only a table can derive one from its columns)")
+        if self.is_table and self.distill.enabled:
+            raise ValueError("distill.enabled: the student network is for images; set it to false for a table")
+        return self
+
+    @property
+    def is_table(self) -> bool:
+        return self.data.source.format in TABLE_FORMATS
+
+    @model_validator(mode="after")
+    def _relative_paths_stay_in_project(self) -> "Config":
+        """Refused at once: a relative path whose `..` climbs out of the project root. Absolute
+        paths and symlinks need the root, so ProjectPaths.resolve checks them where they are used."""
+        for key, path in config_paths(self).items():
+            if not path.is_absolute() and Path(os.path.normpath(path)).parts[:1] == ("..",):
+                raise ValueError(f"{key}: {path} leaves the project root; configured paths must stay inside it")
+        return self
+
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
+
+
+def config_paths(section: BaseModel, prefix: str = "") -> dict[str, Path]:
+    """Every path set in a configuration, by its dotted key (data.source.path, taxonomy, ...)."""
+    found: dict[str, Path] = {}
+    for name, field in type(section).model_fields.items():
+        key = f"{prefix}{field.alias or name}"
+        value = getattr(section, name)
+        children = value.items() if isinstance(value, dict) else [("", value)]
+        for child_key, child in children:
+            dotted = f"{key}.{child_key}" if child_key else key
+            if isinstance(child, Path):
+                found[dotted] = child
+            elif isinstance(child, BaseModel):
+                found.update(config_paths(child, f"{dotted}."))
+    return found
 
 
 class ConfigError(ValueError):
@@ -343,7 +519,10 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"override {assignment!r}: {part!r} is not a section")
         node = child
-    node[leaf] = yaml.safe_load(text)
+    try:
+        node[leaf] = yaml.safe_load(text)
+    except yaml.YAMLError as error:  # a python/object tag among them: never constructed
+        raise ConfigError(f"override {assignment!r}: not valid YAML: {error}") from None
 
 
 def load_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -1,4 +1,4 @@
-"""The fused model as one object: raw images in, fine label with its ancestors out.
+"""The fused model as one object: raw images (or a table's rows) in, fine label with its ancestors out.
 
 Its files (a "bundle") are what the fuse step writes to data/fused/: the taxonomy, the fusion
 record and every view's model (one network, or segment experts and their segmenter), so the
@@ -23,13 +23,17 @@ VIEWS_DIR = "views"
 
 
 def write_bundle(
-    folder: Path, taxonomy_file: Path, fusion_record: dict, model_dirs: dict[str, Path], image_shape: tuple[int, int]
+    folder: Path, taxonomy_file: Path, fusion_record: dict, model_dirs: dict[str, Path],
+    image_shape: tuple[int, int] | None = None, table_columns: list[str] | None = None,
 ) -> None:
+    """`image_shape` for a model of images, `table_columns` (the feature columns it reads) for
+    a model of a table's rows."""
     from granular.view_model import model_files
 
     shutil.copy(taxonomy_file, folder / TAXONOMY_FILE)
     (folder / FUSION_FILE).write_text(json.dumps(fusion_record, indent=2, sort_keys=True) + "\n")
-    (folder / INPUT_FILE).write_text(json.dumps({"image_shape": list(image_shape)}) + "\n")
+    spec = {"image_shape": list(image_shape)} if image_shape else {"table_columns": list(table_columns)}
+    (folder / INPUT_FILE).write_text(json.dumps(spec) + "\n")
     for view, model_dir in model_dirs.items():
         (folder / VIEWS_DIR / view).mkdir(parents=True)
         for file in model_files(model_dir):
@@ -38,7 +42,8 @@ def write_bundle(
 
 @dataclass(frozen=True)
 class FusedClassifier:
-    image_shape: tuple[int, int]
+    image_shape: tuple[int, int] | None  # None for a model of a table's rows
+    table_columns: list[str] | None  # the columns such a model reads; None for images
     taxonomy: Taxonomy
     views: dict[str, object]  # granular.view_model.ViewModel (torch is imported only on load)
     fuser: Fuser
@@ -57,18 +62,23 @@ class FusedClassifier:
             raise FileNotFoundError(f"{bundle}: no view checkpoints under {VIEWS_DIR}/")
         parents = {name: taxonomy.parent[view.level] for name, view in views.items()}
         fuser = restore_fusion(json.loads((bundle / FUSION_FILE).read_text()), parents)
-        image_shape = tuple(json.loads((bundle / INPUT_FILE).read_text())["image_shape"])
-        return cls(image_shape=image_shape, taxonomy=taxonomy, views=views, fuser=fuser, runtime=runtime)
+        spec = json.loads((bundle / INPUT_FILE).read_text())
+        image_shape = tuple(spec["image_shape"]) if "image_shape" in spec else None
+        return cls(
+            image_shape=image_shape, table_columns=spec.get("table_columns"), taxonomy=taxonomy, views=views,
+            fuser=fuser, runtime=runtime,
+        )
 
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """(N, H, W) images with pixels in 0..255 -> (N, fine classes) fused probabilities."""
-        probas = {name: view.predict_proba(images, self.runtime) for name, view in self.views.items()}
+    def predict_proba(self, inputs) -> np.ndarray:
+        """(N, H, W) images with pixels in 0..255, or a DataFrame of a table's rows ->
+        (N, fine classes) fused probabilities."""
+        probas = {name: view.predict_proba(inputs, self.runtime) for name, view in self.views.items()}
         return self.fuser.predict_proba(probas)
 
-    def predict(self, images: np.ndarray, backoff_threshold: float | None = None) -> dict[str, np.ndarray]:
+    def predict(self, inputs, backoff_threshold: float | None = None) -> dict[str, np.ndarray]:
         """Fine label id, the class name at every level, the fused probability of the label, and
         the answer backed off to a coarser level where the fine one is unsure (see `back_off`)."""
-        proba = self.predict_proba(images)
+        proba = self.predict_proba(inputs)
         label = proba.argmax(axis=1)
         out = {"label": label, "confidence": proba[np.arange(len(label)), label]}
         for level in self.taxonomy.levels:

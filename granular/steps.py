@@ -13,19 +13,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from granular import evaluate, fusion, partition, plots, segments
+from granular import evaluate, fusion, partition, plots, segments, table_steps
 from granular.atomic import atomic_dir, read_npz, write_csv, write_json, write_npz
 from granular.clean import clean, subsample
 from granular.config import Config
 from granular.paths import ProjectPaths
 from granular.predict import write_bundle
-from granular.sources import ORIGINS, TEST, RawDataset, import_raw, load_raw
+from granular.sources import ORIGINS, RawDataset, import_raw, load_raw
 from granular.taxonomy import Taxonomy, load_taxonomy
-from granular.validate import ValidationFailed, validate
+from granular.validate import validate
 
 
 def _taxonomy(config: Config, paths: ProjectPaths) -> Taxonomy:
-    return load_taxonomy(paths.resolve(config.taxonomy))
+    return load_taxonomy(table_steps.taxonomy_path(config, paths))
 
 
 def file_digest(path: Path) -> str:
@@ -42,11 +42,16 @@ def _load_dataset(path: Path) -> RawDataset:
 
 
 def import_raw_step(config: Config, paths: ProjectPaths) -> dict:
-    files = import_raw(config.data.source.format, paths.resolve(config.data.source.path), paths.raw)
+    if config.is_table:
+        files = table_steps.import_raw(config, paths)
+    else:
+        files = import_raw(config.data.source.format, paths.resolve(config.data.source.path, "data.source.path"), paths.raw)
     return {"files": {str(f.relative_to(paths.raw)): file_digest(f) for f in files}}
 
 
 def clean_step(config: Config, paths: ProjectPaths) -> dict:
+    if config.is_table:
+        return table_steps.clean(config, paths)
     taxonomy = _taxonomy(config, paths)
     raw = load_raw(config.data.source.format, paths.raw, list(taxonomy.fine_names))
     raw = subsample(raw, config.data.limit, config.data.limit_seed)
@@ -58,11 +63,11 @@ def clean_step(config: Config, paths: ProjectPaths) -> dict:
             images=rejected.images, labels=rejected.labels, origin=rejected.origin,
             index=rejected.index, reason=result.reasons,
         )
-        lines = ["origin,index,label,reason"] + [
-            f"{ORIGINS[o]},{i},{l},{r}"
-            for o, i, l, r in zip(rejected.origin, rejected.index, rejected.labels, result.reasons)
-        ]
-        (staging / "rejected.csv").write_text("\n".join(lines) + "\n")
+        listing = pd.DataFrame({  # csv quoting: a reason may hold a comma ("outside [0, 255]")
+            "origin": np.asarray(ORIGINS)[rejected.origin] if len(rejected) else np.array([], dtype=str),
+            "index": rejected.index, "label": rejected.labels, "reason": result.reasons,
+        })
+        listing.to_csv(staging / paths.quarantine_csv.name, index=False)
     kept = result.kept
     write_npz(paths.clean, images=kept.images, labels=kept.labels, origin=kept.origin, index=kept.index)
     report = result.report()
@@ -71,19 +76,35 @@ def clean_step(config: Config, paths: ProjectPaths) -> dict:
 
 
 def validate_step(config: Config, paths: ProjectPaths) -> dict:
+    """Validate clean.npz; write the short report (validation.json), GX's full result of every
+    suite and its Data Docs (validation/), also when validation fails, and then raise."""
+    with atomic_dir(paths.validation_dir) as staging:  # written whole, pass or fail
+        if config.is_table:
+            validation = table_steps.validate(config, paths, docs_dir=staging / "data_docs")
+        else:
+            validation = _validate_images(config, paths, docs_dir=staging / "data_docs")
+        write_json(staging / "result.json", {**validation.report, "suites": validation.results})
+    write_json(paths.validation_report, validation.report)  # kept for the user to read
+    validation.raise_if_failed()
+    return validation.report
+
+
+def _validate_images(config: Config, paths: ProjectPaths, docs_dir: Path):
+    source = (
+        f"{paths.clean.relative_to(paths.root)} (cleaned from {paths.raw.relative_to(paths.root)}, "
+        f"{config.data.source.format} files imported from {paths.resolve(config.data.source.path, 'data.source.path')})"
+    )
     taxonomy = _taxonomy(config, paths)
-    data = _load_dataset(paths.clean)
-    try:
-        report = validate(data, config.validate_, num_classes=len(taxonomy.fine_names))
-    except ValidationFailed as failure:
-        write_json(paths.validation_report, failure.report)  # kept for the user to read
-        raise
-    write_json(paths.validation_report, report)
-    return report
+    return validate(
+        _load_dataset(paths.clean), config.validate_, num_classes=len(taxonomy.fine_names), source=source,
+        docs_dir=docs_dir,
+    )
 
 
 def split_step(config: Config, paths: ProjectPaths) -> dict:
     """Assign every example to train/val/test once, for all views: splits.npz."""
+    if config.is_table:
+        return table_steps.split(config, paths, _taxonomy(config, paths))
     data = _load_dataset(paths.clean)
     split = partition.assign_splits(data.labels, data.origin, config.split.val_fraction, config.split.seed)
     partition.check_every_class_in_every_split(data.labels, split, _taxonomy(config, paths))
@@ -94,6 +115,8 @@ def split_step(config: Config, paths: ProjectPaths) -> dict:
 
 def view_step(config: Config, paths: ProjectPaths, view_name: str) -> dict:
     """Write one view's train/val/test files; return their content hashes and sizes."""
+    if config.is_table:
+        return table_steps.view(config, paths, view_name, _taxonomy(config, paths))
     taxonomy = _taxonomy(config, paths)
     data = _load_dataset(paths.clean)
     split = read_npz(paths.splits)["split"]
@@ -129,6 +152,8 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
     taxonomy = _taxonomy(config, paths)
     train_config = config.train_config(view)
     runtime = select_runtime(train_config.threads, gpu)
+    if config.is_table:
+        return table_steps.train(config, paths, view_name, runtime, on_epoch=on_epoch, warn=warn)
     splits = {s: read_npz(paths.view_split(view.name, s)) for s in partition.SPLITS}
     segment = {s: arrays.get("segment", np.zeros(len(arrays["y"]), dtype=np.int64)) for s, arrays in splits.items()}
     num_classes = taxonomy.num_classes(view.level)
@@ -200,12 +225,18 @@ def fuse_step(config: Config, paths: ProjectPaths) -> dict:
     test_proba = fuser.predict_proba(_view_probas(config, paths, "test_proba"))
     with atomic_dir(paths.fused_dir) as staging:
         write_bundle(
-            staging, paths.resolve(config.taxonomy), choice,
-            {name: paths.model_dir(name) for name in config.views},
-            image_shape=config.validate_.image_shape,
+            staging, table_steps.taxonomy_path(config, paths), choice,
+            {name: paths.model_dir(name) for name in config.views}, **_input_spec(config, paths),
         )
         write_npz(staging / "predictions.npz", test_proba=test_proba)
     return choice
+
+
+def _input_spec(config: Config, paths: ProjectPaths) -> dict:
+    """What a bundle's model reads: images of this shape, or these columns of a table."""
+    if config.is_table:
+        return {"table_columns": table_steps.feature_columns(table_steps.load_schema(paths.table_schema))}
+    return {"image_shape": config.validate_.image_shape}
 
 
 STUDENT = "student"  # the distilled network's name: its view in the student bundle, its checkpoints
@@ -310,6 +341,9 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
     entries.append(("fused", taxonomy.fine, read_npz(paths.fused_dir / "predictions.npz")["test_proba"]))
     if config.distill.enabled:
         entries.append((STUDENT, taxonomy.fine, read_npz(paths.student_dir / "predictions.npz")["test_proba"]))
+    if config.is_table:  # gradient-boosted trees on the same splits: what the networks must beat
+        baseline = table_steps.baseline(config, paths)
+        entries.append((table_steps.BASELINE, taxonomy.fine, baseline.pop("test_proba")))
     counts = evaluate.resample_counts(len(y_fine))
     test, details = {}, {}
     for name, level, proba in entries:
@@ -323,6 +357,8 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
     if best:
         metrics["fused_minus_best_single"] = test["fused"]["accuracy"] - test[best]["accuracy"]
         metrics.update(_fused_versus_best(details["fused"]["correct"], details[best]["correct"], best, counts))
+    if config.is_table:
+        metrics["baseline"] = {"model": table_steps.BASELINE, **baseline}
     metrics["bootstrap"] = {
         "resamples": len(counts), "seed": evaluate.BOOTSTRAP_SEED, "confidence": evaluate.CONFIDENCE
     }
@@ -391,8 +427,7 @@ def _latency(config: Config, paths: ProjectPaths) -> dict:
     from granular.predict import FusedClassifier
     from granular.view_model import ViewModel
 
-    test = read_npz(paths.splits)["split"] == partition.TEST_SPLIT
-    images = _load_dataset(paths.clean).images[test][:LATENCY_IMAGES]
+    images = _test_inputs(config, paths, LATENCY_IMAGES)
     runtime = select_runtime()
     predictors = {}
     for name in config.views:
@@ -447,18 +482,26 @@ def _accuracy_by_segment(
         right = {"accuracy": test_probas[view.name].argmax(1) == y}
         if view.global_name in test_probas:  # absent when it failed to train and the run went on
             right["global_accuracy"] = test_probas[view.global_name].argmax(1) == y
+        # Clusters are numbered; a table's segments are the values of its column.
+        names = {value: f"segment-{value}" if view.segments.by == "clusters" else str(value) for value in np.unique(segment)}
         out[view.name] = {
-            f"segment-{number}": {
-                "n": int((segment == number).sum()),
-                **{key: float(correct[segment == number].mean()) for key, correct in right.items()},
+            name: {
+                "n": int((segment == value).sum()),
+                **{key: float(correct[segment == value].mean()) for key, correct in right.items()},
             }
-            for number in range(view.segments.count)
-            if (segment == number).any()
+            for value, name in names.items()
         }
     return out
 
 
-def example_images(paths: ProjectPaths, count: int = 3) -> np.ndarray:
-    """A few cleaned test images: the input example stored with the served model."""
-    data = _load_dataset(paths.clean)
-    return data.images[data.origin == TEST][:count]
+def _test_inputs(config: Config, paths: ProjectPaths, count: int):
+    """The first `count` test examples as a model takes them: images, or a table's rows."""
+    if config.is_table:
+        return table_steps.test_rows(config, paths, count)
+    test = read_npz(paths.splits)["split"] == partition.TEST_SPLIT
+    return _load_dataset(paths.clean).images[test][:count]
+
+
+def example_inputs(config: Config, paths: ProjectPaths, count: int = 3):
+    """A few cleaned test examples: the input example stored with the served model."""
+    return _test_inputs(config, paths, count)

@@ -138,7 +138,8 @@ def _fingerprint(config: TrainConfig, num_classes: int, *data: Inputs) -> str:
         arrays += [x.numeric, x.codes, np.asarray(x.cardinalities)] if isinstance(x, TableArrays) else [x]
     for array in arrays:
         digest.update(f"{array.shape}{array.dtype}".encode())
-        digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+        if array.size:  # memoryview cannot cast an empty array (a table without categorical columns)
+            digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
     for source in (__file__, models.__file__):  # tables.py holds no code that trains
         digest.update(Path(source).read_bytes())
     return digest.hexdigest()

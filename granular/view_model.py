@@ -1,5 +1,6 @@
 """One view's trained model, on disk and in memory: a single network, or one expert per segment
-together with the segmenter that routes each image to its expert."""
+together with the segmenter that routes each image to its expert. (A table's view is a
+granular.table_model.TableViewModel; `ViewModel.load` returns whichever the folder holds.)"""
 from __future__ import annotations
 
 import shutil
@@ -10,6 +11,7 @@ import numpy as np
 
 from granular.partition import pool
 from granular.segments import SEGMENTER_FILE, ClusterSegmenter
+from granular.table_model import TABLE_VIEW_FILE, TableViewModel, table_model_files
 from granular.train import TrainedModel, load_checkpoint, predict_routed, save_checkpoint
 
 MODEL_FILE = "model.pt"  # an unsegmented view's network
@@ -21,6 +23,8 @@ def expert_file(segment: int) -> str:
 
 def model_files(folder: Path) -> list[Path]:
     """The files that make up the model saved in `folder` (what a bundle copies)."""
+    if (folder / TABLE_VIEW_FILE).exists():
+        return table_model_files(folder)
     if (folder / SEGMENTER_FILE).exists():
         count = ClusterSegmenter.load(folder / SEGMENTER_FILE).count
         return [folder / SEGMENTER_FILE] + [folder / expert_file(s) for s in range(count)]
@@ -44,7 +48,9 @@ class ViewModel:
     segmenter: ClusterSegmenter | None
 
     @classmethod
-    def load(cls, folder: Path, runtime) -> "ViewModel":
+    def load(cls, folder: Path, runtime) -> "ViewModel | TableViewModel":
+        if (folder / TABLE_VIEW_FILE).exists():
+            return TableViewModel.load(folder, runtime)
         files = model_files(folder)
         segmenter = ClusterSegmenter.load(files.pop(0)) if files[0].name == SEGMENTER_FILE else None
         experts = [load_checkpoint(f, runtime) for f in files]

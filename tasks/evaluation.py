@@ -143,9 +143,10 @@ def publish_report(parent: RunRef, metrics: dict, registry: dict | None) -> str:
 
 
 @task(name="log_fused_model", **TRANSIENT_RETRIES)  # to the tracking server, as above
-def log_fused_model(paths: ProjectPaths, parent: RunRef, backoff_threshold: float | None = None) -> str:
+def log_fused_model(config: Config, paths: ProjectPaths, parent: RunRef) -> str:
     """The fused model (every view, the fusion, the taxonomy, the back-off threshold it serves
     with) as one MLflow pyfunc."""
-    uri = serving.log_fused_model(parent, paths.fused_dir, steps.example_images(paths), backoff_threshold)
+    examples = steps.example_inputs(config, paths)
+    uri = serving.log_fused_model(parent, paths.fused_dir, examples, config.serving.backoff_threshold)
     get_run_logger().info("fused model logged as %s", uri)
     return uri

@@ -14,7 +14,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.context import FlowRunContext
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from granular import steps
+from granular import steps, table_steps
 from granular.config import Config
 from granular.device import concurrent_trainings
 from granular.paths import ProjectPaths
@@ -164,7 +164,10 @@ def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: trac
     )
 
     # Watched in the Prefect UI while it trains: epochs done over epochs to do, all experts counted.
-    epochs_total = train_config.epochs * (view.segments.count if view.segments else 1)
+    networks = table_steps.networks_in_view(config, paths, view.name) if view.is_table else (
+        view.segments.count if view.segments else 1
+    )
+    epochs_total = train_config.epochs * networks
     progress = create_progress_artifact(
         progress=0.0, key=f"train-{view_name}", description=f"training view {view_name}: {epochs_total} epochs"
     )

@@ -1,0 +1,93 @@
+"""The gradient-boosting baseline on TableArrays."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import skops.io
+from sklearn.preprocessing import FunctionTransformer
+
+from granular.baseline import MAX_CATEGORIES, Baseline, fit_baseline
+from granular.tables import UNKNOWN, TableArrays
+
+
+def rule_table(rows: int, seed: int) -> tuple[TableArrays, np.ndarray]:
+    """Class = (x0 > 0) + 2 * (colour is 1): four classes, one numeric and one categorical cue."""
+    rng = np.random.default_rng(seed)
+    numeric = rng.normal(size=(rows, 3)).astype(np.float32)
+    colour = rng.integers(0, 3, size=rows)
+    labels = (numeric[:, 0] > 0).astype(np.int64) + 2 * (colour == 1)
+    return TableArrays(numeric, colour[:, None].astype(np.int64), (3,)), labels
+
+
+def accuracy(baseline: Baseline, table: TableArrays, labels: np.ndarray) -> float:
+    return float((baseline.predict_proba(table).argmax(axis=1) == labels).mean())
+
+
+def test_it_learns_a_numeric_and_a_categorical_rule():
+    train, y_train = rule_table(1_500, seed=0)
+    val, y_val = rule_table(300, seed=1)
+    test, y_test = rule_table(500, seed=2)
+    baseline = fit_baseline(train, y_train, val, y_val, num_classes=4, seed=0, max_iter=40, threads=1)
+    assert accuracy(baseline, test, y_test) > 0.9  # chance is about 0.33
+    assert baseline.fit_seconds > 0 and baseline.ordinal_columns == ()
+
+
+def test_every_class_has_a_column_even_one_absent_from_training():
+    train, y_train = rule_table(600, seed=0)
+    keep = y_train < 2  # classes 2 and 3 never seen
+    val, y_val = rule_table(200, seed=1)  # has classes 2 and 3: left out of early stopping
+    baseline = fit_baseline(train[keep], y_train[keep], val, y_val, num_classes=5, seed=0, threads=1)
+    probabilities = baseline.predict_proba(val)
+    assert probabilities.shape == (200, 5) and probabilities.dtype == np.float32
+    assert (probabilities[:, 2:] == 0).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_unknown_and_unseen_categories_predict_without_error():
+    train, y_train = rule_table(600, seed=0)
+    baseline = fit_baseline(
+        train, y_train, None, None, num_classes=4, seed=0, early_stopping=False, max_iter=20, threads=1
+    )
+    test, _ = rule_table(4, seed=3)
+    odd = TableArrays(test.numeric, np.array([[UNKNOWN], [3], [99], [1]]), test.cardinalities)
+    probabilities = baseline.predict_proba(odd)
+    assert np.isfinite(probabilities).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_a_column_of_too_many_categories_becomes_ordinal():
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 300, size=(2_000, 1))
+    labels = (codes[:, 0] >= 150).astype(np.int64)
+    table = TableArrays(rng.normal(size=(2_000, 1)).astype(np.float32), codes, (300,))
+    baseline = fit_baseline(table[:1_500], labels[:1_500], None, None, num_classes=2, seed=0, max_iter=40, threads=1)
+    assert baseline.ordinal_columns == (0,) and 300 > MAX_CATEGORIES
+    assert accuracy(baseline, table[1_500:], labels[1_500:]) > 0.95
+
+
+def test_labels_outside_the_classes_are_refused_with_their_row():
+    train, y_train = rule_table(50, seed=0)
+    y_train[7] = 4
+    with pytest.raises(ValueError, match=r"train: label 4 at row 7 is outside 0..3"):
+        fit_baseline(train, y_train, None, None, num_classes=4, threads=1)
+
+
+def test_a_saved_baseline_loads_with_the_same_probabilities(tmp_path):
+    train, y_train = rule_table(600, seed=0)
+    baseline = fit_baseline(train, y_train, None, None, num_classes=5, seed=0, max_iter=10, threads=1)
+    baseline.save(tmp_path / "baseline.skops")
+    loaded = Baseline.load(tmp_path / "baseline.skops", threads=1)
+    test, _ = rule_table(100, seed=4)
+    np.testing.assert_array_equal(loaded.predict_proba(test), baseline.predict_proba(test))
+    assert (loaded.num_classes, loaded.cardinalities, loaded.fit_seconds) == (5, (3,), baseline.fit_seconds)
+
+
+def test_a_file_holding_other_types_is_refused(tmp_path):
+    path = tmp_path / "evil.skops"
+    skops.io.dump({"version": 1, "model": FunctionTransformer(os.system)}, path)
+    with pytest.raises(ValueError, match="refused: .*system"):
+        Baseline.load(path)
+    with pytest.raises(FileNotFoundError, match="no saved baseline at"):
+        Baseline.load(tmp_path / "missing.skops")

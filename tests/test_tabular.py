@@ -1,0 +1,188 @@
+"""The pipeline on users' own tables: a real one that ships with scikit-learn, a synthetic one
+whose segment effect is known, and faulty tables that must fail or be quarantined by name."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from flows.cli import main as granular_cli
+from flows.pipeline import granular_pipeline
+from granular import steps, synthetic
+from granular.config import load_config
+from granular.examples import export_example
+from granular.paths import ProjectPaths
+from granular.predict import FusedClassifier
+from test_flow import prefect_server  # noqa: F401  (the module's Prefect test server)
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The synthetic table's fine label flips the sign of x3's effect between regions: the views read
+# every feature but the region, so only the per-region experts can see the flip.
+SYNTHETIC_PARAMS = {
+    "data": {
+        "source": {"format": "parquet", "path": "data/synthetic.parquet"},
+        "table": {
+            "target": "fine", "id": "id", "ancestors": {"coarse": "coarse"}, "test_fraction": 0.3,
+            "feature_groups": {
+                "coarse": ["x0", "x1", "region"],
+                "numeric": ["x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7", "channel"],
+            },
+        },
+    },
+    "taxonomy": None,
+    "validate": {"min_per_class": 20},
+    "views": {
+        "fine-numeric": {"level": "fine", "features": "numeric"},
+        "coarse-coarse": {"level": "coarse", "features": "coarse"},
+        "fine-numeric-region": {
+            "level": "fine", "features": "numeric", "segments": {"by": "column", "column": "region", "min_size": 300},
+        },
+    },
+    "train": {"epochs": 6, "batch_size": 256, "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.0001,
+              "label_smoothing": 0.05, "width": 64},
+    "fusion": {"strategy": "gating"},
+    "distill": {"enabled": False},
+}
+
+
+@pytest.fixture
+def iris_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "data").mkdir()
+    export_example("iris", tmp_path / "data" / "iris.csv")
+    shutil.copy(REPO / "examples" / "iris.yaml", tmp_path / "params.yaml")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def test_a_real_table_runs_end_to_end_next_to_the_boosted_trees_baseline(
+    iris_project: Path, capsys: pytest.CaptureFixture
+):
+    assert granular_cli(["run", "--root", str(iris_project), "--set", "train.epochs=10"]) == 0
+
+    metrics = json.loads((iris_project / "data/evaluation/metrics.json").read_text())
+    views = ["fine-all", "fine-sepal", "fine-petal", "series-all"]
+    assert set(metrics["test"]) == set(views) | {"fused", "hgb"}
+    assert all(scores["n"] == 30 for scores in metrics["test"].values())  # 20% of 150 rows
+    assert metrics["baseline"]["model"] == "hgb" and metrics["baseline"]["fit_seconds"] > 0
+    assert metrics["test"]["fused"]["accuracy"] > 0.8  # three species, far above a third
+    assert "series_accuracy" in metrics["test"]["fused"]  # implied by the fine prediction
+    printed = capsys.readouterr().out
+    assert "\nhgb " in printed and "\nfused " in printed
+    assert "quarantined: 0 of 150 examples" in printed
+    taxonomy = yaml.safe_load((iris_project / "data/interim/taxonomy.yaml").read_text())
+    assert taxonomy["levels"] == ["fine", "series"]
+    assert (iris_project / "data/interim/validation/data_docs/index.html").is_file()
+    assert set(json.loads((iris_project / "data/schema.json").read_text())["columns"]) == {
+        "sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm",
+    }
+
+    # The served model takes rows as they are in the CSV (extra columns ignored) and answers
+    # as the bundle does.
+    rows = pd.read_csv(iris_project / "data/iris.csv").head(6)
+    client = MlflowClient(f"sqlite:///{iris_project / 'mlruns.db'}")
+    version = client.get_model_version("granular-fused", "1")
+    served = mlflow.pyfunc.load_model(f"{client.get_run(version.run_id).info.artifact_uri}/fused_model")
+    answer = served.predict(rows)
+    bundle = FusedClassifier.load(iris_project / "data/fused")
+    assert answer["label"].tolist() == bundle.predict_proba(rows[bundle.table_columns]).argmax(1).tolist()
+    assert set(answer["fine"]) <= {"setosa", "versicolor", "virginica"}
+    assert set(answer["series"]) <= {"Tripetalae", "Laevigatae"}
+    with pytest.raises(Exception, match="petal_width_cm"):
+        served.predict(rows.drop(columns=["petal_width_cm"]))
+    # `granular predict` on a file of rows: one answer per data line.
+    output = iris_project / "predictions.csv"
+    assert granular_cli([
+        "predict", "--root", str(iris_project), "--model", "models:/granular-fused/1",
+        "--input", str(iris_project / "data/iris.csv"), "--output", str(output),
+    ]) == 0
+    predicted = pd.read_csv(output)
+    assert predicted["row"].tolist() == list(range(1, 151))
+    assert predicted["label"].head(6).tolist() == answer["label"].tolist()
+
+
+def test_on_a_synthetic_table_the_fusion_beats_every_view_where_the_segments_matter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "data").mkdir()
+    synthetic.generate(10_000, tmp_path / "data" / "synthetic.parquet", seed=0, segment_effect=3.0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(SYNTHETIC_PARAMS))
+    result = granular_pipeline(root=str(tmp_path))
+
+    test = result["metrics"]["test"]
+    # The segment effect is real: each region's expert beats the global model on its rows...
+    for region, scores in result["metrics"]["segments"]["fine-numeric-region"].items():
+        assert scores["accuracy"] > scores["global_accuracy"], region
+    # ...and the fused fine label beats every single view's. (The coarse view answers another
+    # question; its accuracy is compared with the coarse accuracy the fused label implies.)
+    for view, spec in SYNTHETIC_PARAMS["views"].items():
+        if spec["level"] == "fine":
+            assert test["fused"]["accuracy"] > test[view]["accuracy"], view
+    assert {"coarse_accuracy", "hierarchical_f1"} <= set(test["fused"])
+    assert result["registry"]["version"] == "1"
+
+
+def _steps_until_validation(root: Path) -> tuple[ProjectPaths, dict]:
+    paths = ProjectPaths(root)
+    config = load_config(paths.params)
+    steps.import_raw_step(config, paths)
+    report = steps.clean_step(config, paths)
+    steps.validate_step(config, paths)
+    return paths, report
+
+
+def _write_table_project(root: Path, frame: pd.DataFrame) -> None:
+    (root / "data").mkdir(exist_ok=True)
+    frame.to_csv(root / "data" / "table.csv", index=False)
+    params = {
+        "data": {"source": {"format": "csv", "path": "data/table.csv"},
+                 "table": {"target": "label", "id": "id", "types": {"size": "numeric"}}},
+        "taxonomy": None,
+        "validate": {"min_per_class": 1},
+        "views": {"fine-all": {"level": "fine", "features": "all"}},
+        "distill": {"enabled": False},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def test_faulty_rows_are_quarantined_with_their_reasons_and_the_rest_validates(tmp_path: Path):
+    frame = pd.DataFrame({
+        "id": [1, 2, 3, 4, 5, 6, 7, 7],
+        "size": ["1.5", "2", "abc", "4", "inf", "6", "7", "7"],
+        "colour": ["red", "blue", "red", "blue", "red", "blue", "red", "red"],
+        "label": ["a", "b", "a", None, "a", "b", "a", "b"],
+    })
+    _write_table_project(tmp_path, frame)
+    paths, report = _steps_until_validation(tmp_path)
+
+    rejected = pd.read_csv(paths.quarantine_csv)
+    assert report["examined"] == 8 and report["kept"] + report["rejected"] == 8
+    reasons = dict(zip(rejected["id"], rejected["reason"]))
+    assert "size" in reasons[3] and "not a number" in reasons[3]
+    assert "size" in reasons[5] and "inf" in reasons[5]
+    assert "label" in reasons[4]  # no target
+    assert set(rejected["id"]) >= {3, 4, 5, 7}  # id 7 carries two labels: every copy is set aside
+    assert len(rejected[rejected["id"] == 7]) == 2
+
+
+def test_schema_drift_is_reported_by_validation(tmp_path: Path):
+    frame = pd.DataFrame({
+        "id": range(6), "size": [1.0, 2, 3, 4, 5, 6], "colour": ["red", "blue"] * 3, "label": ["a", "b"] * 3,
+    })
+    _write_table_project(tmp_path, frame)
+    _steps_until_validation(tmp_path)  # the first table validated sets the accepted schema
+    drifted = frame.assign(colour=["red", "blue", "green"] * 2, shape=["round"] * 6)
+    drifted.to_csv(tmp_path / "data" / "table.csv", index=False)
+    paths, _ = _steps_until_validation(tmp_path)
+
+    drift = json.loads(paths.validation_report.read_text())["schema_drift"]
+    assert any("new column 'shape'" in line for line in drift)
+    assert any("'colour'" in line and "'green'" in line for line in drift)
