@@ -52,7 +52,7 @@ def run_one(rows: int, epochs: int, root: Path) -> dict:
     seconds = {}
     started = time.perf_counter()
     synthetic.generate(rows, root / "data" / "synthetic.parquet", seed=0)
-    seconds["generate"] = time.perf_counter() - started
+    seconds["generate"] = round(time.perf_counter() - started, 2)
     paths = ProjectPaths(root)
     config = load_config(paths.params, [f"train.epochs={epochs}"])
     pipeline_started = time.perf_counter()

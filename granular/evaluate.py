@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -129,30 +130,73 @@ def hierarchical_metrics(taxonomy: Taxonomy, y_true: np.ndarray, y_pred: np.ndar
     return scores
 
 
-def resample_counts(n: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
-    """(resamples, n) float32: how often each of n examples is drawn (with replacement) in each
-    bootstrap resample. Scoring every model on the same counts makes their intervals comparable
-    and their differences paired."""
+# Above this many test examples, the bootstrap draws groups of examples instead of examples, so
+# its (resamples x draws) matrix stays ~80 MB however large the test split (see `Resamples`).
+MAX_BOOTSTRAP_DRAWS = 20_000
+
+
+@dataclass(frozen=True)
+class Resamples:
+    """Bootstrap resamples of n test examples, shared by every model so that their intervals
+    are comparable and their differences paired.
+
+    Up to MAX_BOOTSTRAP_DRAWS examples, each resample draws n examples with replacement. Beyond,
+    the examples are dealt at random into that many equal groups and each resample draws groups
+    with replacement: a sum over a resample is then the sum of its groups' sums. The groups are
+    random, so this estimates the same sampling distribution, in memory that does not grow with n.
+    """
+
+    counts: np.ndarray  # (resamples, draws) float32: how often each example (or group) is drawn
+    group: np.ndarray | None  # (n,) each example's group; None: every example is drawn alone
+
+    @property
+    def resamples(self) -> int:
+        return len(self.counts)
+
+    def totals(self, values: np.ndarray) -> np.ndarray:
+        """Per-example values (n,) or (n, K) summed within each group: what `counts` multiplies."""
+        values = np.asarray(values, dtype=np.float32)
+        if self.group is None:
+            return values
+        summed = np.zeros((self.counts.shape[1], *values.shape[1:]), dtype=np.float64)
+        np.add.at(summed, self.group, values)
+        return summed.astype(np.float32)
+
+    def sums(self, values: np.ndarray) -> np.ndarray:
+        """(resamples, ...) the sum of `values` over each resample's examples."""
+        return (self.counts @ self.totals(values)).astype(float)
+
+
+def resample_counts(n: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Resamples:
+    """`resamples` bootstrap resamples of n examples (of groups of them beyond
+    MAX_BOOTSTRAP_DRAWS), drawn from `seed`."""
     if n < 1 or resamples < 1:
         raise ValueError(f"bootstrap needs examples and resamples, got n={n}, resamples={resamples}")
-    draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-    rows = np.arange(resamples)[:, None] * n
-    counts = np.bincount((draws + rows).ravel(), minlength=resamples * n).reshape(resamples, n)
-    return counts.astype(np.float32)  # small integers: exact in float32, and matmul is BLAS-fast
+    rng = np.random.default_rng(seed)
+    group = None
+    draws = n
+    if n > MAX_BOOTSTRAP_DRAWS:
+        draws = MAX_BOOTSTRAP_DRAWS
+        group = (rng.permutation(n) % draws).astype(np.int64)
+    picked = rng.integers(0, draws, size=(resamples, draws))
+    rows = np.arange(resamples)[:, None] * draws
+    counts = np.bincount((picked + rows).ravel(), minlength=resamples * draws).reshape(resamples, draws)
+    # Small integers: exact in float32, and the products with it are BLAS-fast.
+    return Resamples(counts=counts.astype(np.float32), group=group)
 
 
-def resampled_means(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
+def resampled_means(resamples: Resamples, values: np.ndarray) -> np.ndarray:
     """(resamples,) mean of per-example `values` (1/0 for right/wrong: accuracy) in each resample."""
-    return (counts @ values.astype(np.float32)).astype(float) / counts.shape[1]
+    return resamples.sums(values) / resamples.sums(np.ones(len(values), dtype=np.float32))
 
 
-def resampled_macro_f1(counts: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+def resampled_macro_f1(resamples: Resamples, y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """(resamples,) macro-F1 of each resample, classes as in `macro_f1`."""
     classes = np.arange(num_classes)
     true_onehot = (y_true[:, None] == classes).astype(np.float32)  # (N, K)
     pred_onehot = (y_pred[:, None] == classes).astype(np.float32)
-    tp = (counts @ (true_onehot * pred_onehot)).astype(float)  # (resamples, K), exact counts
-    denominator = (counts @ true_onehot + counts @ pred_onehot).astype(float)
+    tp = resamples.sums(true_onehot * pred_onehot)  # (resamples, K), exact counts
+    denominator = resamples.sums(true_onehot) + resamples.sums(pred_onehot)
     f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
     return f1.mean(axis=1)
 

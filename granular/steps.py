@@ -344,10 +344,10 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
     if config.is_table:  # gradient-boosted trees on the same splits: what the networks must beat
         baseline = table_steps.baseline(config, paths)
         entries.append((table_steps.BASELINE, taxonomy.fine, baseline.pop("test_proba")))
-    counts = evaluate.resample_counts(len(y_fine))
+    resamples = evaluate.resample_counts(len(y_fine))
     test, details = {}, {}
     for name, level, proba in entries:
-        test[name], details[name] = _score_model(taxonomy, level, y_fine, proba, counts)
+        test[name], details[name] = _score_model(taxonomy, level, y_fine, proba, resamples)
     fine_views = [v.name for v in config.views.values() if v.level == taxonomy.fine]
     best = max(fine_views, key=lambda n: test[n]["accuracy"]) if fine_views else None
     metrics = {"test": test, "best_single": best}
@@ -356,11 +356,11 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
         metrics["segments"] = by_segment
     if best:
         metrics["fused_minus_best_single"] = test["fused"]["accuracy"] - test[best]["accuracy"]
-        metrics.update(_fused_versus_best(details["fused"]["correct"], details[best]["correct"], best, counts))
+        metrics.update(_fused_versus_best(details["fused"]["correct"], details[best]["correct"], best, resamples))
     if config.is_table:
         metrics["baseline"] = {"model": table_steps.BASELINE, **baseline}
     metrics["bootstrap"] = {
-        "resamples": len(counts), "seed": evaluate.BOOTSTRAP_SEED, "confidence": evaluate.CONFIDENCE
+        "resamples": resamples.resamples, "seed": evaluate.BOOTSTRAP_SEED, "confidence": evaluate.CONFIDENCE
     }
     _write_evaluation(paths, taxonomy, y_fine, test, details)
     write_json(paths.metrics, metrics)
@@ -371,7 +371,7 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
 
 
 def _score_model(
-    taxonomy: Taxonomy, level: str, y_fine: np.ndarray, proba: np.ndarray, counts: np.ndarray
+    taxonomy: Taxonomy, level: str, y_fine: np.ndarray, proba: np.ndarray, resamples: evaluate.Resamples
 ) -> tuple[dict, dict]:
     """One model's flat scores (floats for MLflow, intervals as `<metric>_ci_low/_high`) and
     the details written beside them: confusion, per-class scores, reliability bins."""
@@ -381,8 +381,8 @@ def _score_model(
     predicted = proba.argmax(axis=1)
     correct = predicted == y
     intervals = {
-        "accuracy": evaluate.resampled_means(counts, correct),
-        "macro_f1": evaluate.resampled_macro_f1(counts, y, predicted, proba.shape[1]),
+        "accuracy": evaluate.resampled_means(resamples, correct),
+        "macro_f1": evaluate.resampled_macro_f1(resamples, y, predicted, proba.shape[1]),
     }
     for metric, samples in intervals.items():
         scores[f"{metric}_ci_low"], scores[f"{metric}_ci_high"] = evaluate.percentile_interval(samples)
@@ -409,10 +409,12 @@ def _score_model(
     return scores, details
 
 
-def _fused_versus_best(fused_correct: np.ndarray, best_correct: np.ndarray, best: str, counts: np.ndarray) -> dict:
+def _fused_versus_best(
+    fused_correct: np.ndarray, best_correct: np.ndarray, best: str, resamples: evaluate.Resamples
+) -> dict:
     """Is the fusion's gain over the best single view more than chance? A paired bootstrap
     interval of the accuracy difference, and McNemar's test on the examples they disagree on."""
-    difference = evaluate.resampled_means(counts, fused_correct.astype(np.float32) - best_correct)
+    difference = evaluate.resampled_means(resamples, fused_correct.astype(np.float32) - best_correct)
     low, high = evaluate.percentile_interval(difference)
     return {
         "fused_minus_best_single_ci": {"low": low, "high": high},

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from flows.cli import format_table
-from granular import steps
+from granular import evaluate, steps
 from granular.config import Config
 from granular.evaluate import (
     calibration,
@@ -182,24 +182,50 @@ def test_no_errors_gives_hierarchical_f1_one_and_no_severity():
 # --- bootstrap --------------------------------------------------------------------------------
 
 def test_each_resample_draws_n_examples_and_the_seed_fixes_them():
-    counts = resample_counts(50, resamples=20, seed=3)
-    assert counts.shape == (20, 50)
+    resamples = resample_counts(50, resamples=20, seed=3)
+    counts = resamples.counts
+    assert counts.shape == (20, 50) and resamples.group is None and resamples.resamples == 20
     np.testing.assert_array_equal(counts.sum(axis=1), 50)
-    np.testing.assert_array_equal(counts, resample_counts(50, resamples=20, seed=3))
-    assert not np.array_equal(counts, resample_counts(50, resamples=20, seed=4))
+    np.testing.assert_array_equal(counts, resample_counts(50, resamples=20, seed=3).counts)
+    assert not np.array_equal(counts, resample_counts(50, resamples=20, seed=4).counts)
 
 
 def test_vectorised_resampled_scores_match_scoring_each_resample():
     rng = np.random.default_rng(0)
     y_true = rng.integers(0, 4, size=60)
     y_pred = np.where(rng.random(60) < 0.6, y_true, rng.integers(0, 4, size=60))
-    counts = resample_counts(60, resamples=5, seed=1)
-    accuracy = resampled_means(counts, y_true == y_pred)
-    f1 = resampled_macro_f1(counts, y_true, y_pred, num_classes=5)  # class 4 never occurs: scored 0
+    resamples = resample_counts(60, resamples=5, seed=1)
+    accuracy = resampled_means(resamples, y_true == y_pred)
+    f1 = resampled_macro_f1(resamples, y_true, y_pred, num_classes=5)  # class 4 never occurs: scored 0
     for r in range(5):
-        drawn = np.repeat(np.arange(60), counts[r].astype(int))
+        drawn = np.repeat(np.arange(60), resamples.counts[r].astype(int))
         assert accuracy[r] == pytest.approx((y_true[drawn] == y_pred[drawn]).mean())
         assert f1[r] == pytest.approx(macro_f1(confusion_matrix(y_true[drawn], y_pred[drawn], 5)))
+
+
+def test_a_large_test_split_is_resampled_in_groups_whose_scores_are_the_groups_sums(monkeypatch):
+    monkeypatch.setattr(evaluate, "MAX_BOOTSTRAP_DRAWS", 40)
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 3, size=100)
+    y_pred = np.where(rng.random(100) < 0.7, y_true, rng.integers(0, 3, size=100))
+    resamples = resample_counts(100, resamples=5, seed=2)
+    assert resamples.counts.shape == (5, 40)
+    assert sorted(np.bincount(resamples.group)) == [2] * 20 + [3] * 20  # 100 examples dealt into 40 groups
+    accuracy = resampled_means(resamples, y_true == y_pred)
+    f1 = resampled_macro_f1(resamples, y_true, y_pred, num_classes=3)
+    for r in range(5):  # a drawn group brings all its examples
+        drawn = np.repeat(np.arange(100), resamples.counts[r].astype(int)[resamples.group])
+        assert accuracy[r] == pytest.approx((y_true[drawn] == y_pred[drawn]).mean())
+        assert f1[r] == pytest.approx(macro_f1(confusion_matrix(y_true[drawn], y_pred[drawn], 3)))
+
+
+def test_grouped_resamples_give_the_interval_of_a_binomial_proportion():
+    correct = np.arange(200_000) % 5 != 0  # accuracy 0.8: standard error sqrt(0.8 * 0.2 / 200000)
+    resamples = resample_counts(len(correct))
+    assert resamples.counts.shape == (1000, evaluate.MAX_BOOTSTRAP_DRAWS)
+    low, high = percentile_interval(resampled_means(resamples, correct))
+    assert low < 0.8 < high
+    assert high - low == pytest.approx(2 * 1.96 * np.sqrt(0.8 * 0.2 / 200_000), rel=0.15)
 
 
 def test_percentile_interval_cuts_equal_tails():
