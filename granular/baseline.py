@@ -11,31 +11,21 @@ than as missing, hence the mapping to NaN here. A column with more categories th
 given to the trees as its codes in order (an ordinal numeric feature) instead: `ordinal_columns`
 names them.
 
-A saved baseline is a skops file (no pickle): loading it trusts only the types a fitted
-HistGradientBoostingClassifier is made of, and refuses a file that needs any other.
+The pipeline fits it in the evaluate step, on the run's splits, and keeps its scores, not the
+model: it is a yardstick, never served.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
-from granular.atomic import atomic_path
 from granular.tables import TableArrays
 
 MAX_CATEGORIES = 255  # HistGradientBoostingClassifier's max_bins: most categories a feature may have
-# The types a fitted classifier is made of beyond the ones skops trusts by default (its
-# numerical-column preprocessor is a partial of check_array; its trees are TreePredictors).
-TRUSTED_TYPES = (
-    "functools.partial",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.utils.validation.check_array",
-)
-FILE_VERSION = 1
 
 
 def _features(table: TableArrays, cardinalities: tuple[int, ...]) -> np.ndarray:
@@ -86,44 +76,6 @@ class Baseline:
             with threadpool_limits(limits=self.threads, user_api="openmp"):
                 probabilities[:, self.model.classes_] = self.model.predict_proba(_features(table, self.cardinalities))
         return probabilities
-
-    def save(self, path: Path) -> None:
-        import skops.io
-
-        document = {
-            "version": FILE_VERSION,
-            "model": self.model,
-            "num_classes": self.num_classes,
-            "cardinalities": list(self.cardinalities),
-            "ordinal_columns": list(self.ordinal_columns),
-            "fit_seconds": self.fit_seconds,
-        }
-        with atomic_path(Path(path)) as tmp:
-            skops.io.dump(document, tmp)
-
-    @classmethod
-    def load(cls, path: Path, threads: int | None = None) -> "Baseline":
-        """The saved baseline, predicting with `threads` OpenMP threads (a setting of this
-        machine, not of the model, so it is not saved)."""
-        import skops.io
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no saved baseline at {path}")
-        untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
-        if untrusted:
-            raise ValueError(f"{path} holds types a baseline is not made of, refused: {untrusted}")
-        document = skops.io.load(path, trusted=list(TRUSTED_TYPES))
-        if document.get("version") != FILE_VERSION:
-            raise ValueError(f"{path}: baseline file version {document.get('version')}, expected {FILE_VERSION}")
-        return cls(
-            model=document["model"],
-            num_classes=int(document["num_classes"]),
-            cardinalities=tuple(int(c) for c in document["cardinalities"]),
-            ordinal_columns=tuple(int(c) for c in document["ordinal_columns"]),
-            fit_seconds=float(document["fit_seconds"]),
-            threads=threads,
-        )
 
 
 def fit_baseline(

@@ -1,12 +1,8 @@
 """The gradient-boosting baseline on TableArrays."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-import skops.io
-from sklearn.preprocessing import FunctionTransformer
 
 from granular.baseline import MAX_CATEGORIES, Baseline, fit_baseline
 from granular.tables import UNKNOWN, TableArrays
@@ -72,22 +68,3 @@ def test_labels_outside_the_classes_are_refused_with_their_row():
     y_train[7] = 4
     with pytest.raises(ValueError, match=r"train: label 4 at row 7 is outside 0..3"):
         fit_baseline(train, y_train, None, None, num_classes=4, threads=1)
-
-
-def test_a_saved_baseline_loads_with_the_same_probabilities(tmp_path):
-    train, y_train = rule_table(600, seed=0)
-    baseline = fit_baseline(train, y_train, None, None, num_classes=5, seed=0, max_iter=10, threads=1)
-    baseline.save(tmp_path / "baseline.skops")
-    loaded = Baseline.load(tmp_path / "baseline.skops", threads=1)
-    test, _ = rule_table(100, seed=4)
-    np.testing.assert_array_equal(loaded.predict_proba(test), baseline.predict_proba(test))
-    assert (loaded.num_classes, loaded.cardinalities, loaded.fit_seconds) == (5, (3,), baseline.fit_seconds)
-
-
-def test_a_file_holding_other_types_is_refused(tmp_path):
-    path = tmp_path / "evil.skops"
-    skops.io.dump({"version": 1, "model": FunctionTransformer(os.system)}, path)
-    with pytest.raises(ValueError, match="refused: .*system"):
-        Baseline.load(path)
-    with pytest.raises(FileNotFoundError, match="no saved baseline at"):
-        Baseline.load(tmp_path / "missing.skops")
