@@ -1,7 +1,8 @@
 """Data granularity: examples grouped into segments, one expert model per segment.
 
-Segments are k-means clusters of coarsely pooled images, learned on the training split only, so
-validation and test examples are routed exactly as unseen images will be when the model serves.
+Segments of images are k-means clusters of coarsely pooled images, learned on the training split
+only, so validation and test examples are routed exactly as unseen images will be when the model
+serves. Segments of a table are the values of one of its columns.
 """
 from __future__ import annotations
 
@@ -9,12 +10,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from granular.atomic import read_npz, write_npz
 from granular.config import SegmentConfig
 from granular.partition import SPLITS, PartitionError, pool
 
 SEGMENTER_FILE = "segmenter.npz"  # in a segmented view's folder, and beside its experts
+
+
+MISSING_SEGMENT = "<missing>"  # a table's row whose segment column is empty
+
+
+def segment_values(values: pd.Series) -> pd.Series:
+    """A table's segment column as the names of its segments: text, a missing value named too."""
+    return values.astype("string").fillna(MISSING_SEGMENT)
 
 
 def segment_features(images: np.ndarray, resolution: int) -> np.ndarray:

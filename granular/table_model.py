@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from granular.features import FeatureEncoder
+from granular.segments import segment_values
 from granular.train import TrainedModel, load_checkpoint, predict_routed, save_checkpoint
 
 TABLE_VIEW_FILE = "table_view.json"
@@ -42,13 +43,11 @@ def save_table_view_model(
         save_checkpoint(folder / expert_file(number), model)
 
 
-def route(values: pd.Series | None, expert_values: list[str]) -> np.ndarray:
+def route(values: pd.Series, expert_values: list[str]) -> np.ndarray:
     """The model of each row: 1 + the index of its segment value among those with an expert,
     else 0 (the global network)."""
-    if values is None:
-        return np.zeros(0, dtype=np.int64)
     number = {value: n for n, value in enumerate(expert_values, start=1)}
-    return values.astype("string").map(number).fillna(0).to_numpy(dtype=np.int64)
+    return segment_values(values).map(number).fillna(0).to_numpy(dtype=np.int64)
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ def feature_columns(available: list[str], config: TableConfig) -> list[str]:
 
 def read_table(path: Path, fmt: str, config: TableConfig, columns: list[str] | None = None) -> pd.DataFrame:
     """The table's label and feature columns (or just `columns`), every file of a folder
-    concatenated, indexed by (file, row)."""
+    concatenated, indexed by position over the files in order (see the module docstring)."""
     files = table_files(path, fmt)
     header = _columns_of(files, fmt, config)
     wanted = list(columns) if columns is not None else _needed_columns(header, config)

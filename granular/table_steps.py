@@ -24,6 +24,7 @@ from granular.atomic import atomic_dir, atomic_path, read_npz, write_json, write
 from granular.config import Config, ViewConfig
 from granular.paths import ProjectPaths
 from granular.sources import TEST
+from granular.segments import segment_values
 from granular.taxonomy import Taxonomy, load_taxonomy
 
 NUMERIC, CATEGORICAL, VOCAB = "num.", "cat.", "vocab."
@@ -202,7 +203,7 @@ def view(config: Config, paths: ProjectPaths, view_name: str, taxonomy: Taxonomy
     partition.require_every_class(y, splits["split"], taxonomy.names[spec.level], f"view {view_name}")
     segment = None
     if spec.segments:
-        segment = load_clean(paths).frame[spec.segments.column].astype("string").fillna("<missing>").to_numpy(dtype=str)
+        segment = segment_values(load_clean(paths).frame[spec.segments.column]).to_numpy(dtype=str)
     hashes = {}
     with atomic_dir(paths.view_dir(view_name)) as staging:
         for code, split_name in enumerate(partition.SPLITS):
@@ -243,6 +244,7 @@ def train(config: Config, paths: ProjectPaths, view_name: str, runtime, on_epoch
     from granular import plots, train as training
     from granular.features import FeatureEncoder
     from granular.table_model import route, save_table_view_model
+
     spec = config.view(view_name)
     taxonomy = load_taxonomy(taxonomy_path(config, paths))
     schema = load_schema(paths.table_schema)
@@ -250,11 +252,15 @@ def train(config: Config, paths: ProjectPaths, view_name: str, runtime, on_epoch
     splits = {s: read_npz(paths.view_split(view_name, s)) for s in partition.SPLITS}
     columns = view_columns(config, spec, schema)
     encoder = FeatureEncoder().fit(table.frame.iloc[splits["train"]["rows"]], schema)
+    for line in encoder.warnings_:
+        warn(f"view {view_name}: {line}")
     arrays = {s: encoder.transform(table.frame.iloc[splits[s]["rows"]], columns) for s in partition.SPLITS}
     segments = {s: splits[s].get("segment") for s in partition.SPLITS}
     expert_values = _experts_of(spec, segments)
-    routed = {s: route(pd.Series(segments[s]) if spec.segments else None, expert_values)
-              if spec.segments else np.zeros(len(splits[s]["y"]), dtype=np.int64) for s in partition.SPLITS}
+    routed = {  # 0: the global network; k: the expert of expert_values[k - 1]
+        s: route(pd.Series(segments[s]), expert_values) if spec.segments else np.zeros(len(splits[s]["y"]), np.int64)
+        for s in partition.SPLITS
+    }
     train_config = config.train_config(spec)
     num_classes = taxonomy.num_classes(spec.level)
     history, models = [], []
