@@ -1,9 +1,15 @@
-"""SIGTERM (a preempted machine, a cancelled job) as a request to stop at the next safe point.
+"""SIGTERM (a preempted machine, a cancelled job) and SIGINT (Ctrl-C) as requests to stop at the
+next safe point.
 
-While a training loop runs in the main thread, SIGTERM only raises a flag; the loop finishes the
-batch in flight, saves a checkpoint and raises Preempted. Before and after, SIGTERM is handled
-as it was (by Python's default, or by Prefect's flow engine). A loop in another thread cannot
-own the signal; it still leaves the checkpoint of its last finished epoch.
+While a training loop runs in the main thread, either signal is only recorded; the loop finishes
+the batch in flight, saves a checkpoint and raises Preempted (SIGTERM) or Interrupted (SIGINT).
+Deferring SIGINT matters as much as SIGTERM: a KeyboardInterrupt raised inside an MLflow write
+to its SQLite store leaves that write's transaction open, and every later write of the process,
+the runs' KILLED status included, then fails with "database is locked".
+
+A signal that comes after the loop's last look is delivered again as the block ends, to the
+handler that was there before (Python's default, or Prefect's flow engine). A loop in another
+thread cannot own the signals; it still leaves the checkpoint of its last finished epoch.
 """
 from __future__ import annotations
 
@@ -12,26 +18,41 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-_requested = threading.Event()
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_received: list[int] = []  # the stop signals that came within the block, first first
 
 
 class Preempted(RuntimeError):
     """Training stopped on SIGTERM after saving a checkpoint; a rerun resumes from it."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT after saving a checkpoint; a rerun resumes from it."""
+
+
 def requested() -> bool:
-    return _requested.is_set()
+    return bool(_received)
+
+
+def stop(where: str) -> BaseException:
+    """The exception that ends a training stopped by the signal received, saying `where`."""
+    if _received[0] == signal.SIGINT:
+        return Interrupted(f"interrupted (SIGINT) {where}")
+    return Preempted(f"stopped on SIGTERM {where}")
 
 
 @contextmanager
-def deferred_sigterm() -> Iterator[None]:
-    """Within this block (in the main thread), SIGTERM sets the flag instead of ending the process."""
-    _requested.clear()
+def deferred_stop_signals() -> Iterator[None]:
+    """Within this block (in the main thread), SIGTERM and SIGINT are recorded instead of acted on."""
+    _received.clear()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: _requested.set())
+    previous = {sig: signal.signal(sig, lambda signum, frame: _received.append(signum)) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    if _received:  # came after the loop's last look: the handler from before acts on it now
+        signal.raise_signal(_received[0])

@@ -261,7 +261,7 @@ def fit(
     if config.early_stopping_patience and trained.history:  # resumed: had it already stopped early?
         if trained.history[-1]["epoch"] - best["epoch"] >= config.early_stopping_patience:
             last_epoch = trained.history[-1]["epoch"]
-    with preemption.deferred_sigterm():
+    with preemption.deferred_stop_signals():
         for epoch in range(first_epoch, last_epoch + 1):
             model.train()
             started = time.perf_counter()
@@ -284,7 +284,7 @@ def fit(
                 if preemption.requested():
                     step = start // config.batch_size + 1
                     saved = checkpoints.save_state(checkpoint_dir, epoch, step, state(order, loss_sum)) if checkpoint_dir else None
-                    raise preemption.Preempted(f"stopped on SIGTERM at epoch {epoch}, batch {step}; checkpoint: {saved}")
+                    raise preemption.stop(f"at epoch {epoch}, batch {step}; checkpoint: {saved}")
             seconds = time.perf_counter() - started
             val_proba = predict_proba(trained, x_val, runtime, batch_size=1024)
             record = {

@@ -88,21 +88,59 @@ def test_sigkill_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(t
     _assert_same_result(tmp_path / "result.npz", uninterrupted)
 
 
-def test_sigterm_saves_a_checkpoint_mid_epoch_and_the_rerun_continues_from_it(tmp_path, uninterrupted):
+@pytest.mark.parametrize("sig, error", [
+    (signal.SIGTERM, "Preempted: stopped on SIGTERM at epoch"),
+    (signal.SIGINT, "Interrupted: interrupted (SIGINT) at epoch"),
+])
+def test_a_stop_signal_saves_a_checkpoint_mid_epoch_and_the_rerun_continues_from_it(tmp_path, uninterrupted, sig, error):
     checkpoint_dir = tmp_path / "checkpoints"
     stopped = _start(checkpoint_dir, tmp_path / "unused.npz")
     _wait_for(lambda: checkpoints.checkpoint_path(checkpoint_dir, 2, 0).exists())
     time.sleep(0.3)
-    stopped.send_signal(signal.SIGTERM)
+    stopped.send_signal(sig)
     _, err = stopped.communicate(timeout=60)
     assert stopped.returncode != 0
-    assert "Preempted: stopped on SIGTERM at epoch" in err
+    assert error in err
     mid_epoch = [p for p in checkpoint_dir.glob("epoch-*.pt") if not p.name.endswith("step-0000000.pt")]
-    assert mid_epoch, "no checkpoint written on SIGTERM"
+    assert mid_epoch, f"no checkpoint written on {sig.name}"
 
     log = _finish(checkpoint_dir, tmp_path / "result.npz")
     assert re.search(r"resuming from checkpoint at epoch \d, batch [1-9]\d* ", log)  # mid-epoch
     _assert_same_result(tmp_path / "result.npz", uninterrupted)
+
+
+def _tiny_data():
+    y = np.arange(96) % 3
+    return (np.random.default_rng(0).random((96, 8, 8)) * 60 + y[:, None, None] * 80).astype(np.float32), y
+
+
+def test_ctrl_c_while_an_epoch_is_being_logged_lets_the_logging_finish_then_stops_at_the_next_batch(tmp_path):
+    # A KeyboardInterrupt inside an MLflow write leaves its SQLite transaction open (the store is
+    # then locked for the rest of the process): the callback must run to its end.
+    from granular.preemption import Interrupted
+    from granular.train import fit
+
+    x, y = _tiny_data()
+    logged = []
+
+    def on_epoch(record):
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C in the middle of logging the epoch
+        logged.append(record["epoch"])
+
+    with pytest.raises(Interrupted, match=r"at epoch 2, batch 1; checkpoint: .*epoch-0002-step-0000001\.pt"):
+        fit(x, y, x[:30], y[:30], num_classes=3, config=CONFIG, runtime=select_runtime(1),
+            checkpoint_dir=tmp_path / "checkpoints", on_epoch=on_epoch)
+    assert logged == [1]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
+
+
+def test_a_stop_signal_after_the_last_batch_is_not_lost():
+    from granular.train import fit
+
+    x, y = _tiny_data()
+    with pytest.raises(KeyboardInterrupt):  # delivered as the training ends, to the handler before
+        fit(x, y, x[:30], y[:30], num_classes=3, config=CONFIG.model_copy(update={"epochs": 1}),
+            runtime=select_runtime(1), on_epoch=lambda record: signal.raise_signal(signal.SIGINT))
 
 
 def test_a_truncated_checkpoint_is_skipped_for_the_one_before(tmp_path):
