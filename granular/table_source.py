@@ -161,7 +161,8 @@ def _one_column_error(file: Path, header: str, delimiter: str) -> TableSourceErr
 
 def _encoding_error(file: Path, encoding: str) -> TableSourceError:
     offset, line = _first_undecodable(file, encoding)
-    where = f"byte {offset} (line {line})"  # offset from 0 if offset is not None else "somewhere"
+    # Bytes counted from 0; no offset when only the whole file fails to decode (a cut-off sequence at its end).
+    where = f"byte {offset} (line {line})" if offset is not None else "its last bytes"
     return TableSourceError(
         f"{file}: {where} is not valid {encoding}; set data.table.encoding to the file's encoding "
         f"(e.g. latin-1 or cp1252)"
