@@ -161,8 +161,7 @@ def _one_column_error(file: Path, header: str, delimiter: str) -> TableSourceErr
 
 def _encoding_error(file: Path, encoding: str) -> TableSourceError:
     offset, line = _first_undecodable(file, encoding)
-    # Bytes counted from 0; no offset when only the whole file fails to decode (a cut-off sequence at its end).
-    where = f"byte {offset} (line {line})" if offset is not None else "its last bytes"
+    where = f"byte {offset} (line {line})" if offset is not None else "a byte"  # offsets count from 0
     return TableSourceError(
         f"{file}: {where} is not valid {encoding}; set data.table.encoding to the file's encoding "
         f"(e.g. latin-1 or cp1252)"
@@ -170,16 +169,22 @@ def _encoding_error(file: Path, encoding: str) -> TableSourceError:
 
 
 def _first_undecodable(file: Path, encoding: str) -> tuple[int | None, int | None]:
-    """Byte offset and 1-based line of the first byte sequence `encoding` cannot decode."""
+    """Byte offset and 1-based line of the first byte sequence `encoding` cannot decode, a
+    sequence cut off at the end of the file included; None, None if every byte decodes."""
     decoder = codecs.getincrementaldecoder(encoding)()
-    offset = 0
+    offset, line_number = 0, 0
     with open(file, "rb") as handle:
         for line_number, line in enumerate(handle, 1):
+            pending = len(decoder.getstate()[0])  # bytes of a sequence begun on the line before
             try:
                 decoder.decode(line)
             except UnicodeDecodeError as error:
-                return offset + error.start, line_number
+                return offset - pending + error.start, line_number
             offset += len(line)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as error:
+        return offset - len(error.object) + error.start, line_number
     return None, None
 
 

@@ -91,6 +91,14 @@ def test_bad_encoding_names_byte_line_encoding_and_setting(tmp_path):
     assert read_table(path, "csv", CONFIG.model_copy(update={"encoding": "latin-1"}))["label"].iloc[1] == "café"
 
 
+def test_a_character_cut_off_at_the_end_of_the_file_is_named_by_its_byte(tmp_path):
+    path = tmp_path / "t.csv"
+    before = "id,price,label,category\n1,2,shirt,top\n2,3,shirt,t".encode()
+    path.write_bytes(before + "é".encode()[:1])  # the first of the two bytes of é, then the end
+    with pytest.raises(TableSourceError, match=rf"byte {len(before)} \(line 3\) is not valid utf-8"):
+        read_table(path, "csv", CONFIG)
+
+
 @pytest.mark.parametrize("delimiter, named", [(";", "';'"), ("\t", "tab"), ("|", "'|'")])
 def test_a_wrong_delimiter_is_recognised_and_named(tmp_path, delimiter, named):
     path = tmp_path / "t.csv"
