@@ -257,7 +257,9 @@ def test_a_dvc_killed_outright_leaves_a_lock_that_the_next_dvc_call_clears_with_
     dvc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "-q"], cwd=paths.root)
     try:
         deadline = time.monotonic() + 60
-        while not (rwlock.is_file() and '"write"' in rwlock.read_text()):
+        # Until the stage runs: DVC rewrites the lock file while it takes its locks, so a kill
+        # before then can land between the truncation and the write and leave it empty.
+        while not (psutil.Process(dvc.pid).children(recursive=True) and rwlock.is_file() and '"write"' in rwlock.read_text()):
             assert time.monotonic() < deadline and dvc.poll() is None, "dvc repro took no lock"
             time.sleep(0.05)
         stage = psutil.Process(dvc.pid).children(recursive=True)  # DVC's stage lives on after DVC
