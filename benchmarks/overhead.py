@@ -16,7 +16,7 @@ project is a DVC repository and no override was given (otherwise the run leaves 
 there would be everything to redo).
 
 Each run is a fresh process, as `granular run` is for a user: the second one finds what the
-task cache kept from the first. In that process every `granular.steps.*_step` function (the
+task cache kept from the first. In that process every `granular.pipeline.*_step` function (the
 computations themselves: import, clean, validate, split, view, train, fuse, distill, evaluate)
 is wrapped by a timer, and the flow is called through the `granular` command's own `main`.
 
@@ -56,11 +56,19 @@ COPIED = ("dvc.yaml", "granular", "data/taxonomy.yaml")  # what the DVC stages r
 
 @contextmanager
 def timed_steps(intervals: list[tuple[str, float, float]]) -> Iterator[None]:
-    """Within this block, every call of a granular.steps.*_step function appends its name,
-    start and end (time.perf_counter) to `intervals`, from whichever thread it runs in."""
-    from granular import steps
+    """Within this block, every call of a granular.pipeline.*_step function appends its name,
+    start and end (time.perf_counter) to `intervals`, from whichever thread it runs in. The
+    functions are replaced where the Prefect tasks look them up."""
+    import tasks.data
+    import tasks.evaluation
+    import tasks.training
 
-    originals = {name: f for name, f in vars(steps).items() if name.endswith(STEP_SUFFIX) and callable(f)}
+    originals = {
+        (module, name): f
+        for module in (tasks.data, tasks.training, tasks.evaluation)
+        for name, f in vars(module).items()
+        if name.endswith(STEP_SUFFIX) and callable(f)
+    }
 
     def timed(name: str, step):
         def call(*args, **kwargs):
@@ -71,13 +79,13 @@ def timed_steps(intervals: list[tuple[str, float, float]]) -> Iterator[None]:
                 intervals.append((name, started, time.perf_counter()))
         return call
 
-    for name, step in originals.items():
-        setattr(steps, name, timed(name, step))
+    for (module, name), step in originals.items():
+        setattr(module, name, timed(name, step))
     try:
         yield
     finally:
-        for name, step in originals.items():
-            setattr(steps, name, step)
+        for (module, name), step in originals.items():
+            setattr(module, name, step)
 
 
 def covered_seconds(intervals: list[tuple[str, float, float]]) -> float:

@@ -43,9 +43,17 @@ PARAMS = {
 
 def run_one(rows: int, epochs: int, root: Path) -> dict:
     """In this process: generate, then every step; seconds per step and peak memory."""
-    from granular import steps, synthetic
     from granular.config import load_config
-    from granular.paths import ProjectPaths
+    from granular.demo import synthetic
+    from granular.pipeline.clean import clean_step
+    from granular.pipeline.evaluate import evaluate_step
+    from granular.pipeline.fuse import fuse_step
+    from granular.pipeline.import_raw import import_raw_step
+    from granular.pipeline.split import split_step
+    from granular.pipeline.train import train_step
+    from granular.pipeline.validate import validate_step
+    from granular.pipeline.view import view_step
+    from granular.store.paths import ProjectPaths
 
     (root / "data").mkdir(parents=True)
     (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
@@ -56,11 +64,11 @@ def run_one(rows: int, epochs: int, root: Path) -> dict:
     paths = ProjectPaths(root)
     config = load_config(paths.params, [f"train.epochs={epochs}"])
     pipeline_started = time.perf_counter()
-    plan = [("import_raw", steps.import_raw_step), ("clean", steps.clean_step), ("validate", steps.validate_step),
-            ("split", steps.split_step)]
-    plan += [(f"view {v}", lambda c, p, v=v: steps.view_step(c, p, v)) for v in config.views]
-    plan += [(f"train {v}", lambda c, p, v=v: steps.train_step(c, p, v, warn=lambda _: None)) for v in config.views]
-    plan += [("fuse", steps.fuse_step), ("evaluate", steps.evaluate_step)]
+    plan = [("import_raw", import_raw_step), ("clean", clean_step), ("validate", validate_step),
+            ("split", split_step)]
+    plan += [(f"view {v}", lambda c, p, v=v: view_step(c, p, v)) for v in config.views]
+    plan += [(f"train {v}", lambda c, p, v=v: train_step(c, p, v, warn=lambda _: None)) for v in config.views]
+    plan += [("fuse", fuse_step), ("evaluate", evaluate_step)]
     for name, step in plan:
         started = time.perf_counter()
         result = step(config, paths)

@@ -19,13 +19,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from granular import partition  # noqa: E402
-from granular.clean import clean, subsample  # noqa: E402
 from granular.config import load_config  # noqa: E402
-from granular.device import select_runtime  # noqa: E402
-from granular.sources import load_raw  # noqa: E402
-from granular.taxonomy import load_taxonomy  # noqa: E402
-from granular.train import fit  # noqa: E402
+from granular.core import partition  # noqa: E402
+from granular.core.taxonomy import load_taxonomy  # noqa: E402
+from granular.modalities.images.clean import clean, subsample  # noqa: E402
+from granular.modalities.images.sources import load_raw  # noqa: E402
+from granular.nn.device import select_runtime  # noqa: E402
+from granular.nn.train import fit  # noqa: E402
 
 TARGETS = (0.92, 0.94)
 

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Callable
 
 from granular.config import Config, ConfigError, load_config
-from granular.paths import ProjectPaths
-from granular.redact import redact_uri
+from granular.runtime.redact import redact_uri
+from granular.store.paths import ProjectPaths
 
 
 def format_table(metrics: dict) -> str:
     """Test metrics as a fixed-width table, fused model last, then the fusion against the best
     single view and each segmented view's experts."""
-    from granular.report import COLUMNS, comparison_rows, summary_lines
+    from granular.core.report import COLUMNS, comparison_rows, summary_lines
 
     widths = (20, 8, 9, 17, 9, 7, 7, 8, 7)
     left = ("model", "level")
@@ -52,7 +52,7 @@ OFFLINE_DEFAULTS = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE
 
 def _run(args: argparse.Namespace, config: Config) -> int:
     from flows.pipeline import granular_pipeline  # Prefect and torch load only when needed
-    from granular.quarantine import project_summary_line
+    from granular.core.quarantine import project_summary_line
     from tasks.crashes import sigterm_raises
 
     with sigterm_raises():  # so that a stopped run still stops the temporary Prefect server
@@ -112,14 +112,17 @@ def _predictor(model: str, config: Config, root: Path) -> tuple[tuple[int, int],
     folder (data/fused/) through FusedClassifier with serving.backoff_threshold, anything else
     (models:/name@alias, runs:/..., an MLflow model folder) as an MLflow pyfunc, which carries
     its own threshold."""
-    from granular.predict import FUSION_FILE, FusedClassifier
+    from granular.serving.predict import FUSION_FILE, FusedClassifier
 
     if (Path(model) / FUSION_FILE).is_file():
         import pandas as pd
 
         classifier = FusedClassifier.load(Path(model))
+        image_shape = getattr(classifier.inputs, "image_shape", None)
+        if image_shape is None:
+            raise ValueError(f"{model} is a model of a table's rows, not of images; give it a .csv or .parquet file")
         threshold = config.serving.backoff_threshold
-        return classifier.image_shape, lambda images: pd.DataFrame(classifier.predict(images, threshold))
+        return image_shape, lambda images: pd.DataFrame(classifier.predict(images, threshold))
     import mlflow.pyfunc
 
     from tasks.tracking import tracking_uri
@@ -141,8 +144,8 @@ def _predict_rows(args: argparse.Namespace, config: Config) -> int:
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    from granular.atomic import write_csv
-    from granular.predict import FUSION_FILE, FusedClassifier
+    from granular.serving.predict import FUSION_FILE, FusedClassifier
+    from granular.store.atomic import write_csv
 
     try:
         rows = getattr(pd, TABLE_SUFFIXES[Path(args.input).suffix])(args.input)
@@ -152,12 +155,13 @@ def _predict_rows(args: argparse.Namespace, config: Config) -> int:
     try:
         if (Path(args.model) / FUSION_FILE).is_file():
             classifier = FusedClassifier.load(Path(args.model))
-            if classifier.table_columns is None:
+            columns = getattr(classifier.inputs, "columns", None)
+            if columns is None:
                 raise ValueError(f"{args.model} is a model of images, not of a table's rows")
-            missing = [c for c in classifier.table_columns if c not in rows.columns]
+            missing = [c for c in columns if c not in rows.columns]
             if missing:
                 raise ValueError(f"{args.input} lacks the feature column(s) {missing}")
-            table = pd.DataFrame(classifier.predict(rows[classifier.table_columns], config.serving.backoff_threshold))
+            table = pd.DataFrame(classifier.predict(rows[columns], config.serving.backoff_threshold))
         else:
             import mlflow.pyfunc
 
@@ -177,8 +181,8 @@ def _predict_rows(args: argparse.Namespace, config: Config) -> int:
 def _predict(args: argparse.Namespace, config: Config) -> int:
     from mlflow.exceptions import MlflowException
 
-    from granular.atomic import write_csv
-    from granular.predict_files import predict_blocks, read_images
+    from granular.modalities.images.predict_files import predict_blocks, read_images
+    from granular.store.atomic import write_csv
 
     if Path(args.input).suffix in TABLE_SUFFIXES:
         return _predict_rows(args, config)

@@ -9,13 +9,18 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from granular.config import load_config
-from granular.paths import ProjectPaths
-from granular.project_lock import hold_project
+from granular.runtime.project_lock import hold_project
+from granular.store.paths import ProjectPaths
 from tasks import crashes, tracking
 from tasks.caching import cache_hits, log_cache_hits, results_in
 from tasks.data import prepare_data
 from tasks.evaluation import (
-    distill_student, evaluate_models, fuse_views, log_fused_model, publish_report, record_evaluation,
+    distill_student,
+    evaluate_models,
+    fuse_views,
+    log_fused_model,
+    publish_report,
+    record_evaluation,
 )
 from tasks.registry import register_fused_model
 from tasks.training import ViewsFailed, train_all_views

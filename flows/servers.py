@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from granular.paths import ProjectPaths
+from granular.store.paths import ProjectPaths
 
 STARTUP_TIMEOUT_S = 120.0  # both answered after 23-51 s on a busy 2-core machine (Prefect creates its database)
 STOP_GRACE_S = 15.0  # from SIGTERM to SIGKILL

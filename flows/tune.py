@@ -6,8 +6,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from granular.config import load_config
-from granular.paths import ProjectPaths
-from granular.project_lock import hold_project
+from granular.runtime.project_lock import hold_project
+from granular.store.paths import ProjectPaths
 from tasks import crashes, tracking
 from tasks.data import prepare_data
 from tasks.tuning import tune

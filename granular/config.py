@@ -6,12 +6,12 @@ import os
 import re
 import zlib
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from granular.redact import has_password, redact_uri
+from granular.runtime.redact import has_password, redact_uri
 
 
 class _Section(BaseModel):
@@ -32,7 +32,7 @@ class TableConfig(_Section):
     """How to read a user's table (csv or parquet): which column is what."""
 
     target: str = Field(min_length=1)  # the fine label column
-    id: str | None = None  # a row id column; duplicates are cleaned (granular/table_clean.py)
+    id: str | None = None  # a row id column; duplicates are cleaned (granular/modalities/tables/clean.py)
     # The feature columns; None = every column but the target, the id and the ancestor columns.
     features: list[str] | None = Field(default=None, min_length=1)
     # Overrides of the inferred types (numeric dtype -> numeric, anything else -> categorical).
@@ -89,6 +89,12 @@ class DataConfig(_Section):
     limit: int | None = Field(default=None, gt=0)
     limit_seed: int = 0
 
+    @property
+    def modality(self) -> str:
+        """images or tables: what the source holds, and so which implementation reads it
+        (granular/modalities/__init__.py picks it)."""
+        return "tables" if self.source.format in TABLE_FORMATS else "images"
+
     @model_validator(mode="after")
     def _table_settings_match_the_format(self) -> "DataConfig":
         fmt = self.source.format
@@ -118,54 +124,47 @@ class SplitConfig(_Section):
     folds: int = Field(default=5, ge=2)
 
 
-class SegmentConfig(_Section):
-    """Data granularity: one expert model per segment of the rows. Images are segmented by
-    k-means clusters learned on the training split; tables by the values of a column."""
+class ClusterSegments(_Section):
+    """Data granularity of images: one expert per k-means cluster of the training images."""
 
-    by: Literal["clusters", "column"] = "clusters"
-    count: int | None = Field(default=None, ge=2)  # clusters: how many
-    column: str | None = None  # column: the categorical column whose values are the segments
-    # Clusters: a segment with fewer training examples is refused (its expert would be noise).
-    # Column: a value with fewer training rows gets no expert; its rows go to the global model.
+    by: Literal["clusters"] = "clusters"
+    count: int = Field(ge=2)
+    # A cluster with fewer training examples is refused (its expert would be noise).
     min_size: int = Field(default=1000, ge=1)
     # The clusters are found on images average-pooled to this size.
     feature_resolution: int = Field(default=7, gt=0)
 
-    @model_validator(mode="after")
-    def _one_way_to_segment(self) -> "SegmentConfig":
-        if self.by == "clusters" and (self.count is None or self.column is not None):
-            raise ValueError("segments by clusters need a count (and no column)")
-        if self.by == "column" and (self.column is None or self.count is not None):
-            raise ValueError("segments by column need a column (and no count)")
-        return self
+    @property
+    def suffix(self) -> str:
+        return f"clusters{self.count}"
+
+    def segment_name(self, value) -> str:
+        return f"segment-{value}"  # clusters are numbered
+
+
+class ColumnSegments(_Section):
+    """Data granularity of a table: one expert per frequent value of a categorical column."""
+
+    by: Literal["column"] = "column"
+    column: str = Field(min_length=1)
+    # A value with fewer training rows gets no expert; its rows go to the global network.
+    min_size: int = Field(default=1000, ge=1)
 
     @property
     def suffix(self) -> str:
-        return f"{self.by}{self.count}" if self.by == "clusters" else str(self.column)
+        return self.column
+
+    def segment_name(self, value) -> str:
+        return str(value)  # the column's value
 
 
-class ViewConfig(_Section):
-    """One model's look at the data: a label level of the taxonomy, and for images a
-    resolution, for tables a feature group (`all`, or a name in data.table.feature_groups)."""
+class _View(_Section):
+    """One model's look at the data: a label level of the taxonomy and an input granularity."""
 
+    modality: ClassVar[str]
     level: str = "fine"
-    resolution: int | None = Field(default=None, gt=0)
-    features: str | None = None
-    segments: SegmentConfig | None = None
     # Training parameters of this view only, over the shared `train` section.
     train: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _images_or_table(self) -> "ViewConfig":
-        if (self.resolution is None) == (self.features is None):
-            raise ValueError("a view needs either a resolution (images) or features (tables), not both")
-        if self.segments and (self.segments.by == "column") != (self.features is not None):
-            raise ValueError("images are segmented by clusters, tables by a column")
-        return self
-
-    @property
-    def is_table(self) -> bool:
-        return self.features is not None
 
     @property
     def name(self) -> str:
@@ -174,10 +173,61 @@ class ViewConfig(_Section):
         suffix = f"-{self.segments.suffix}" if self.segments else ""
         return f"{self.global_name}{suffix}"
 
+
+class ImageView(_View):
+    """Images at a resolution (pooled from the full size), optionally one expert per cluster."""
+
+    modality: ClassVar[str] = "images"
+    resolution: int = Field(gt=0)
+    segments: ClusterSegments | None = None
+
     @property
     def global_name(self) -> str:
         """The unsegmented view of the same level and input: a segmented view's global model."""
-        return f"{self.level}-{self.features if self.is_table else self.resolution}"
+        return f"{self.level}-{self.resolution}"
+
+    def check(self, config: "Config") -> None:
+        height, width = config.validate_.image_shape
+        resolutions = {"resolution": self.resolution}
+        if self.segments:
+            resolutions["segments.feature_resolution"] = self.segments.feature_resolution
+        for key, resolution in resolutions.items():
+            if height % resolution or width % resolution:
+                raise ValueError(f"view {self.name}: {key} {resolution} does not divide the image shape {height}x{width}")
+
+
+class TableView(_View):
+    """A table's feature group (`all`, or a name in data.table.feature_groups), optionally one
+    expert per frequent value of a column."""
+
+    modality: ClassVar[str] = "tables"
+    features: str = Field(min_length=1)
+    segments: ColumnSegments | None = None
+
+    @property
+    def global_name(self) -> str:
+        return f"{self.level}-{self.features}"
+
+    def check(self, config: "Config") -> None:
+        groups = config.data.table.feature_groups
+        if self.features != "all" and self.features not in groups:
+            raise ValueError(
+                f"view {self.name}: features {self.features!r} is neither 'all' nor a group of "
+                f"data.table.feature_groups {sorted(groups)}"
+            )
+
+
+def _view_kind(view: Any) -> str:
+    """A view with `features` reads a table; any other, images."""
+    if isinstance(view, dict):
+        return TableView.modality if "features" in view else ImageView.modality
+    return view.modality
+
+
+ViewConfig = Annotated[
+    Annotated[ImageView, Tag(ImageView.modality)] | Annotated[TableView, Tag(TableView.modality)],
+    Discriminator(_view_kind),
+]
 
 
 class TrainConfig(_Section):
@@ -207,7 +257,7 @@ class TrainConfig(_Section):
     threads: int | None = Field(default=None, ge=1)
 
 
-# The fusion strategies (granular/fusion.py), each a class there.
+# The fusion strategies (granular/core/fusion.py), each a class there.
 FusionStrategy = Literal["product", "convex", "stacking", "gating"]
 
 
@@ -324,7 +374,7 @@ class TrackingConfig(_Section):
 
 
 class PromotionConfig(_Section):
-    """When a newly registered fused model becomes the `champion` (granular/promotion.py). Each
+    """When a newly registered fused model becomes the `champion` (granular/core/promotion.py). Each
     gain must be MORE than its margin, so a margin of 0.0 asks for strictly better, and a tie
     keeps the current champion."""
 
@@ -360,7 +410,7 @@ class OrchestrationConfig(_Section):
     # at train.threads each (one per GPU), as with threads.
     n_workers: int | None = Field(default=None, ge=1)
     threads_per_worker: int = Field(default=1, ge=1)  # trainings at once in each worker
-    # A run that finds another run writing the same project waits for it (granular/project_lock.py)
+    # A run that finds another run writing the same project waits for it (granular/runtime/project_lock.py)
     # at most this long, then fails naming that run; None = as long as it takes.
     lock_timeout_s: float | None = Field(default=None, ge=0)
 
@@ -369,15 +419,15 @@ class Config(_Section):
     data: DataConfig = DataConfig()
     clean: CleanConfig = CleanConfig()
     validate_: ValidateConfig = Field(default=ValidateConfig(), alias="validate")
-    # The label hierarchy (granular/taxonomy.py). A table may leave it null: cleaning then
+    # The label hierarchy (granular/core/taxonomy.py). A table may leave it null: cleaning then
     # builds it from the target and data.table.ancestors columns.
     taxonomy: Path | None = Path("data/taxonomy.yaml")
     split: SplitConfig = SplitConfig()
     # Keyed by view name, so DVC names each view's stages after it and tracks its keys apart.
     views: dict[str, ViewConfig] = {
-        "fine-28": ViewConfig(level="fine", resolution=28),
-        "fine-14": ViewConfig(level="fine", resolution=14),
-        "coarse-28": ViewConfig(level="coarse", resolution=28),
+        "fine-28": ImageView(level="fine", resolution=28),
+        "fine-14": ImageView(level="fine", resolution=14),
+        "coarse-28": ImageView(level="coarse", resolution=28),
     }
     train: TrainConfig = TrainConfig()
     fusion: FusionConfig = FusionConfig()
@@ -435,44 +485,22 @@ class Config(_Section):
         return self
 
     @model_validator(mode="after")
-    def _resolutions_divide_image(self) -> "Config":
-        height, width = self.validate_.image_shape
-        for view in self.views.values():
-            if view.is_table:
-                continue
-            resolutions = {"resolution": view.resolution}
-            if view.segments:
-                resolutions["segments.feature_resolution"] = view.segments.feature_resolution
-            for key, resolution in resolutions.items():
-                if height % resolution or width % resolution:
-                    raise ValueError(
-                        f"view {view.name}: {key} {resolution} does not divide the image shape {height}x{width}"
-                    )
-        return self
-
-    @model_validator(mode="after")
     def _views_fit_the_source(self) -> "Config":
-        """Table views for a table, image views for images; feature groups that exist."""
+        """Table views for a table, image views for images, each checked against the data."""
+        modality = self.data.modality
         for view in self.views.values():
-            if view.is_table != self.is_table:
-                kind = "a table (csv/parquet)" if self.is_table else "images"
-                needs = "features: all or a feature group" if self.is_table else "a resolution"
+            if view.modality != modality:
+                kind, needs = {
+                    "tables": ("a table (csv/parquet)", "features: all or a feature group"),
+                    "images": ("images", "a resolution"),
+                }[modality]
                 raise ValueError(f"view {view.name}: the source holds {kind}, so the view needs {needs}")
-            groups = self.data.table.feature_groups if self.is_table else {}
-            if view.is_table and view.features != "all" and view.features not in groups:
-                raise ValueError(
-                    f"view {view.name}: features {view.features!r} is neither 'all' nor a group of "
-                    f"data.table.feature_groups {sorted(groups)}"
-                )
-        if self.taxonomy is None and not self.is_table:
+            view.check(self)
+        if self.taxonomy is None and modality == "images":
             raise ValueError("taxonomy: images need a taxonomy file (only a table can derive one from its columns)")
-        if self.is_table and self.distill.enabled:
+        if modality == "tables" and self.distill.enabled:
             raise ValueError("distill.enabled: the student network is for images; set it to false for a table")
         return self
-
-    @property
-    def is_table(self) -> bool:
-        return self.data.source.format in TABLE_FORMATS
 
     @model_validator(mode="after")
     def _relative_paths_stay_in_project(self) -> "Config":

@@ -1,1 +1,1 @@
-"""Prefect tasks: thin wrappers that add logging, MLflow records and artifacts around granular.steps."""
+"""Prefect tasks: thin wrappers that add logging, MLflow records and artifacts around the steps of granular.pipeline."""

@@ -35,8 +35,8 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.filesystems import LocalFileSystem
 
 from granular.config import Config
-from granular.paths import ProjectPaths
-from granular.steps import file_digest
+from granular.store.digest import file_digest
+from granular.store.paths import ProjectPaths
 from tasks import tracking
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def _tree_digest(folder: Path, pattern: str) -> str:
 def code_version(fn: Callable) -> str:
     """Every module of the package, and the task's function. The whole package rather than the
     code files a stage lists in dvc.yaml: those lists leave out what every step runs
-    (granular/steps.py, atomic.py, config.py, device.py, ...), and a cache that keeps a result
+    (granular/store/, granular/config.py, granular/nn/device.py, ...), and a cache that keeps a result
     the changed code would not produce is wrong, where one that recomputes is only slower."""
     source = inspect.getsource(inspect.unwrap(fn))
     return hashlib.md5(f"{_tree_digest(PACKAGE, '*.py')}\n{source}".encode()).hexdigest()

@@ -24,8 +24,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from prefect.exceptions import TerminationSignal
 
-from granular.preemption import Preempted
-from granular.processes import still_running
+from granular.runtime.preemption import Preempted
+from granular.runtime.processes import still_running
 from tasks import tracking
 
 STOP_REASON_TAG = "granular.stop_reason"
@@ -172,7 +172,11 @@ def crash_flow_run(flow_run_id: str, message: str) -> str:
     still RUNNING to Crashed with `message`; say what was done."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
-        FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterState, TaskRunFilterStateType,
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
     from prefect.exceptions import ObjectNotFound

@@ -7,11 +7,15 @@ from mlflow.tracking import MlflowClient
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from granular import steps
 from granular.config import Config
-from granular.paths import ProjectPaths
-from granular.quarantine import rejected_by_reason_metrics
-from granular.validate import ValidationFailed, markdown_report
+from granular.core.quarantine import rejected_by_reason_metrics
+from granular.core.validation import ValidationFailed, markdown_report
+from granular.pipeline.clean import clean_step
+from granular.pipeline.import_raw import import_raw_step
+from granular.pipeline.split import split_step
+from granular.pipeline.validate import validate_step
+from granular.pipeline.view import view_step
+from granular.store.paths import ProjectPaths
 from tasks import tracking
 from tasks.caching import cached_task, results_in
 from tasks.retries import TRANSIENT_RETRIES
@@ -22,7 +26,7 @@ VALIDATION_KEY = "granular-validation"  # the Prefect artifact: every expectatio
 # Retried on transient I/O errors only: the source may be a network mount; a missing file is not.
 @cached_task("import_raw", name="import_raw", **TRANSIENT_RETRIES)
 def import_raw(config: Config, paths: ProjectPaths) -> dict:
-    summary = steps.import_raw_step(config, paths)
+    summary = import_raw_step(config, paths)
     get_run_logger().info("imported %d raw file(s) into %s", len(summary["files"]), paths.raw)
     return summary
 
@@ -30,7 +34,7 @@ def import_raw(config: Config, paths: ProjectPaths) -> dict:
 # The data steps are deterministic: not retried, an error is reported.
 @cached_task("clean", name="clean_data")
 def clean_data(config: Config, paths: ProjectPaths) -> dict:
-    report = steps.clean_step(config, paths)
+    report = clean_step(config, paths)
     get_run_logger().info(
         "kept %d of %d examples; rejected %s (kept with reasons in %s)",
         report["kept"], report["examined"], report["rejected_by_reason"] or "none", paths.quarantine,
@@ -50,7 +54,7 @@ def record_quarantine(paths: ProjectPaths, parent: tracking.RunRef, report: dict
 
 @cached_task("validate", name="validate_data")
 def validate_data(config: Config, paths: ProjectPaths) -> dict:
-    report = steps.validate_step(config, paths)
+    report = validate_step(config, paths)
     get_run_logger().info("%d expectations passed", report["evaluated"])
     return report
 
@@ -89,8 +93,8 @@ def _validate_and_record(config: Config, paths: ProjectPaths, parent: tracking.R
 @cached_task("split", "view", ignored=("views.${key}.train",), name="partition_data")
 def partition_data(config: Config, paths: ProjectPaths) -> dict:
     """One split for all views, then each view's files (the DVC stages `split` and `view@NAME`)."""
-    splits = steps.split_step(config, paths)
-    views = {name: steps.view_step(config, paths, name) for name in config.views}
+    splits = split_step(config, paths)
+    views = {name: view_step(config, paths, name) for name in config.views}
     get_run_logger().info("splits %s; views %s", splits, sorted(views))
     return {"splits": splits, "views": views}
 

@@ -5,9 +5,13 @@ from mlflow.tracking import MlflowClient
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from granular import report, steps
 from granular.config import Config
-from granular.paths import ProjectPaths
+from granular.core import report
+from granular.modalities import modality_for
+from granular.pipeline.distill import distill_step
+from granular.pipeline.evaluate import evaluate_step
+from granular.pipeline.fuse import fuse_step
+from granular.store.paths import ProjectPaths
 from tasks import serving, tracking
 from tasks.caching import cached_task
 from tasks.retries import TRANSIENT_RETRIES
@@ -17,7 +21,7 @@ from tasks.tracking import RunRef
 # fuse, distill and evaluate are deterministic: not retried, an error is reported.
 @cached_task("fuse", name="fuse_views")
 def fuse_views(config: Config, paths: ProjectPaths) -> dict:
-    choice = steps.fuse_step(config, paths)
+    choice = fuse_step(config, paths)
     get_run_logger().info(
         "fusion: %s, %s; scores %s",
         choice["selection"]["reason"], choice["summary"], choice["selection"]["scores"],
@@ -32,11 +36,11 @@ def fuse_views(config: Config, paths: ProjectPaths) -> dict:
 def distill_student(config: Config, paths: ProjectPaths, parent: RunRef) -> dict:
     """Distil the fused model into one student network (data/student/); its accuracy, latency
     and size before and after each compression go to the parent MLflow run."""
-    from granular.distill import report_metrics  # torch is imported only by the tasks that need it
+    from granular.nn.distill import report_metrics  # torch is imported only by the tasks that need it
 
     logger = get_run_logger()
     if not config.distill.enabled:
-        return steps.distill_step(config, paths)
+        return distill_step(config, paths)
 
     def log_epoch(record: dict) -> None:
         logger.info(
@@ -44,7 +48,7 @@ def distill_student(config: Config, paths: ProjectPaths, parent: RunRef) -> dict
             record["epoch"], record["train_loss"], record["val_accuracy"], record["images_per_s"],
         )
 
-    report = steps.distill_step(config, paths, on_epoch=log_epoch, warn=logger.warning)
+    report = distill_step(config, paths, on_epoch=log_epoch, warn=logger.warning)
     client = MlflowClient(parent.uri)
     tracking.log_metrics(client, parent.run_id, report_metrics(report))
     client.log_artifact(parent.run_id, str(paths.student_dir / "report.json"), artifact_path="distill")
@@ -60,7 +64,7 @@ def distill_student(config: Config, paths: ProjectPaths, parent: RunRef) -> dict
 # Cached: a cache hit creates no test-metrics table artifact in this run.
 @cached_task("evaluate", name="evaluate_models")
 def evaluate_models(config: Config, paths: ProjectPaths) -> dict:
-    metrics = steps.evaluate_step(config, paths)
+    metrics = evaluate_step(config, paths)
     rows = [{"model": name, **scores} for name, scores in metrics["test"].items()]
     create_table_artifact(
         key="granular-test-metrics", table=rows, description="Test-set metrics per view and for the fused model"
@@ -146,7 +150,7 @@ def publish_report(parent: RunRef, metrics: dict, registry: dict | None) -> str:
 def log_fused_model(config: Config, paths: ProjectPaths, parent: RunRef) -> str:
     """The fused model (every view, the fusion, the taxonomy, the back-off threshold it serves
     with) as one MLflow pyfunc."""
-    examples = steps.example_inputs(config, paths)
+    examples = modality_for(config).raw_inputs(config, paths, "test", count=3)
     uri = serving.log_fused_model(parent, paths.fused_dir, examples, config.serving.backoff_threshold)
     get_run_logger().info("fused model logged as %s", uri)
     return uri

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from prefect import get_run_logger, task
 
 from granular.config import Config, PromotionConfig
-from granular.promotion import FUSED, decide
+from granular.core.promotion import FUSED, decide
 from tasks.tracking import RunRef
 
 CHAMPION = "champion"

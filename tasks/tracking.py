@@ -18,10 +18,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from granular.config import Config
-from granular.paths import ProjectPaths
-from granular.processes import ProcessIdentity, current_process
-from granular.redact import redact_uri
-
+from granular.runtime.processes import ProcessIdentity, current_process
+from granular.runtime.redact import redact_uri
+from granular.store.paths import ProjectPaths
 
 SPLIT_TAG = "granular.split."  # granular.split.<view>.<split>.md5: the content hash of a split file
 # The process that opened a parent run, so that a later run can tell a run whose process died

@@ -14,11 +14,11 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.context import FlowRunContext
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from granular import steps, table_steps
 from granular.config import Config
-from granular.device import concurrent_trainings
-from granular.paths import ProjectPaths
-from granular.preemption import Preempted
+from granular.nn.device import concurrent_trainings
+from granular.pipeline.train import networks_in_view, train_step
+from granular.runtime.preemption import Preempted
+from granular.store.paths import ProjectPaths
 from tasks import tracking
 from tasks.caching import cached_task
 
@@ -164,9 +164,7 @@ def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: trac
     )
 
     # Watched in the Prefect UI while it trains: epochs done over epochs to do, all experts counted.
-    networks = table_steps.networks_in_view(config, paths, view.name) if view.is_table else (
-        view.segments.count if view.segments else 1
-    )
+    networks = networks_in_view(config, paths, view.name)
     epochs_total = train_config.epochs * networks
     progress = create_progress_artifact(
         progress=0.0, key=f"train-{view_name}", description=f"training view {view_name}: {epochs_total} epochs"
@@ -196,7 +194,7 @@ def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: trac
     system_metrics = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_SECONDS, tracking_uri=parent.uri)
     system_metrics.start()
     try:
-        summary = steps.train_step(config, paths, view_name, on_epoch=on_epoch, warn=logger.warning, gpu=gpu)
+        summary = train_step(config, paths, view_name, on_epoch=on_epoch, warn=logger.warning, gpu=gpu)
         client.set_tag(run_id, "granular.device", summary["device"])
         client.log_artifacts(run_id, str(paths.model_dir(view_name)), artifact_path="model")
     except (Preempted, KeyboardInterrupt, SystemExit):

@@ -5,8 +5,8 @@ from mlflow.tracking import MlflowClient
 from prefect import get_run_logger, task
 
 from granular.config import Config
-from granular.paths import ProjectPaths
-from granular.tuning import TrialHooks, tune_view, write_proposal
+from granular.pipeline.tuning import TrialHooks, tune_view, write_proposal
+from granular.store.paths import ProjectPaths
 from tasks import tracking
 
 

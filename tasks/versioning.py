@@ -11,9 +11,9 @@ from typing import Callable
 from mlflow.tracking import MlflowClient
 from prefect import get_run_logger, task
 
-from granular.dvc_state import repair_locks
-from granular.paths import ProjectPaths
-from granular.steps import file_digest
+from granular.runtime.dvc_state import repair_locks
+from granular.store.digest import file_digest
+from granular.store.paths import ProjectPaths
 from tasks.tracking import SPLIT_TAG, RunRef
 
 DVC_LOCK_ARTIFACT = "dvc/dvc.lock"

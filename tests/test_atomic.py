@@ -4,7 +4,7 @@ import time
 import numpy as np
 import pytest
 
-from granular.atomic import atomic_dir, atomic_path, read_npz, write_json, write_npz
+from granular.store.atomic import atomic_dir, atomic_path, read_npz, write_json, write_npz
 
 
 class _Boom(RuntimeError):

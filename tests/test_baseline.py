@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from granular.baseline import MAX_CATEGORIES, Baseline, fit_baseline
-from granular.tables import UNKNOWN, TableArrays
+from granular.modalities.tables.baseline import MAX_CATEGORIES, Baseline, fit_baseline
+from granular.nn.inputs import UNKNOWN, TableArrays
 
 
 def rule_table(rows: int, seed: int) -> tuple[TableArrays, np.ndarray]:

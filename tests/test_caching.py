@@ -18,8 +18,8 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.pipeline import granular_pipeline
 from granular.config import load_config
-from granular.paths import ProjectPaths
-from granular.validate import ValidationFailed
+from granular.core.validation import ValidationFailed
+from granular.store.paths import ProjectPaths
 from tasks.caching import HITS_TAG, StepCache, path_digest, results_dir
 from tasks.retries import is_transient
 

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from granular.clean import clean, subsample
-from granular.sources import TEST, TRAIN, RawDataset
+from granular.core.partition import TEST, TRAIN
+from granular.modalities.images.clean import clean, subsample
+from granular.modalities.images.sources import RawDataset
 
 NUM_CLASSES = 3
 

@@ -6,23 +6,31 @@ import torch
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
-from granular.compress import (
-    compressed_variants, compression_report, latency, model_size, prune_magnitude, quantize_int8, save_served,
+from granular.config import TrainConfig
+from granular.nn.compress import (
+    compressed_variants,
+    compression_report,
+    latency,
+    model_size,
+    prune_magnitude,
+    quantize_int8,
+    save_served,
     weight_sparsity,
 )
-from granular.config import TrainConfig
-from granular.device import select_runtime
-from granular.models import MLPConfig, TabularMLP
-from granular.train import fit, load_checkpoint, predict_proba, save_checkpoint
+from granular.nn.device import select_runtime
+from granular.nn.inputs import Pixels
+from granular.nn.models import MLPConfig, TabularMLP
+from granular.nn.train import fit, predict_proba
+from granular.nn.trained import load_checkpoint, save_checkpoint
 
 RUNTIME = select_runtime(threads=1)
 
 
-def _images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _images(n: int, seed: int = 0) -> tuple[Pixels, np.ndarray]:
     rng = np.random.default_rng(seed)
     y = np.arange(n) % 3
     x = (rng.random((n, 8, 8)) * 60 + y[:, None, None] * 80).astype(np.float32)
-    return x, y
+    return Pixels(x), y
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +51,7 @@ def test_int8_predictions_agree_with_the_float_network():
     x, y = _images(240, seed=2)
     torch.manual_seed(0)  # an MLP: every layer but the embeddings is Linear, so all are quantised
     mlp = TabularMLP(MLPConfig(num_numeric=64, cardinalities=(), num_classes=3, width=64, depth=2)).eval()
-    features = torch.as_tensor((x.reshape(len(x), -1) - 100) / 60)
+    features = torch.as_tensor((x.images.reshape(len(x), -1) - 100) / 60)
     codes = torch.zeros((len(x), 0), dtype=torch.long)
     with torch.no_grad():
         float_pred = mlp(features, codes).argmax(1)
@@ -105,4 +113,4 @@ def test_the_report_gives_accuracy_latency_and_size_of_every_variant(trained):
 
 def test_latency_needs_an_image(trained):
     with pytest.raises(ValueError, match="at least one image"):
-        latency(trained, np.zeros((0, 8, 8), dtype=np.float32), RUNTIME)
+        latency(trained, Pixels(np.zeros((0, 8, 8), dtype=np.float32)), RUNTIME)

@@ -1,4 +1,4 @@
-"""Concurrent runs on one project: the project lock (granular/project_lock.py) makes a run wait
+"""Concurrent runs on one project: the project lock (granular/runtime/project_lock.py) makes a run wait
 for the one writing, names it, gives up after orchestration.lock_timeout_s, and is free at once
 when its holder is killed; four `granular run` started at the same moment on a fresh project
 all finish, each with its whole record, the last three from the task cache.
@@ -24,8 +24,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from granular.paths import ProjectPaths
-from granular.project_lock import ProjectBusy, hold_project, read_holder
+from granular.runtime.project_lock import ProjectBusy, hold_project, read_holder
+from granular.store.paths import ProjectPaths
 
 REPO = Path(__file__).resolve().parents[1]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -36,8 +36,8 @@ RUN_TIMEOUT_S = 300  # all four together; about 1.5 min here
 HOLDER = """
 import sys, time
 from pathlib import Path
-from granular.paths import ProjectPaths
-from granular.project_lock import hold_project
+from granular.store.paths import ProjectPaths
+from granular.runtime.project_lock import hold_project
 with hold_project(ProjectPaths(Path(sys.argv[1])), run=sys.argv[2]):
     print("held", flush=True)
     time.sleep(float(sys.argv[3]))

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from granular.config import Config, ConfigError, ViewConfig, apply_override, load_config
+from granular.config import Config, ConfigError, ImageView, apply_override, load_config
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -22,7 +22,7 @@ def test_view_names_are_level_dash_resolution():
     config = load_config(PARAMS)
     assert [v.name for v in config.views.values()] == list(config.views)
     assert list(config.views) == ["fine-28", "fine-14", "coarse-28", "fine-14-clusters4"]
-    assert ViewConfig(level="coarse", resolution=7).name == "coarse-7"
+    assert ImageView(level="coarse", resolution=7).name == "coarse-7"
 
 
 def test_a_segmented_view_is_named_by_its_segments_and_has_a_global_model():

@@ -24,14 +24,14 @@ import psutil
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from test_flow import FASHION_MNIST, REPO
 
 from flows import servers
-from granular.dvc_state import repair_locks
-from granular.paths import ProjectPaths
-from granular.processes import ProcessIdentity, current_process, start_ticks
+from granular.runtime.dvc_state import repair_locks
+from granular.runtime.processes import ProcessIdentity, current_process, start_ticks
+from granular.store.paths import ProjectPaths
 from tasks import crashes, tracking
 from tasks.versioning import _dvc
-from test_flow import FASHION_MNIST, REPO
 
 STARTUP_TIMEOUT_S = 150  # a server on a busy 2-core machine
 RUN_TIMEOUT_S = 240

@@ -9,11 +9,11 @@ import pytest
 from distributed import Client, LocalCluster, get_task_stream
 from distributed.diagnostics.plugin import WorkerPlugin
 from mlflow.tracking import MlflowClient
+from test_flow import SMALL_RUN, prefect_server, project  # noqa: F401 (fixtures)
 
 import tasks.training
 from flows.pipeline import granular_pipeline
 from granular.config import Config
-from test_flow import SMALL_RUN, prefect_server, project  # noqa: F401 (fixtures)
 
 THREE_VIEWS = SMALL_RUN + [
     "train.epochs=1",
@@ -34,16 +34,16 @@ class FailTrainingOf(WorkerPlugin):
         self.view = view
 
     def setup(self, worker) -> None:
-        from granular import steps
+        import tasks.training
 
-        train_step = steps.train_step
+        train_step = tasks.training.train_step
 
         def failing_train_step(config, paths, view_name, **kwargs):
             if view_name == self.view:
                 raise RuntimeError("out of memory (simulated on a worker)")
             return train_step(config, paths, view_name, **kwargs)
 
-        steps.train_step = failing_train_step
+        tasks.training.train_step = failing_train_step
 
 
 @pytest.fixture

@@ -19,14 +19,13 @@ from prefect.client.schemas.objects import ConcurrencyLimitStrategy, State
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
-from prefect.states import Cancelled, Cancelling
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Cancelled, Cancelling
+from test_flow import FASHION_MNIST, REPO, SMALL_RUN  # runs stay short even if a cancellation went wrong
 
 import flows.deploy
 from flows.cli import OFFLINE_DEFAULTS
 from flows.cli import main as granular_cli
-
-from test_flow import FASHION_MNIST, REPO, SMALL_RUN  # runs stay short even if a cancellation went wrong
 
 
 @pytest.fixture(scope="module")

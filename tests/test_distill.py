@@ -5,18 +5,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from granular.atomic import write_npz
-from granular.config import Config, DistillConfig, TrainConfig, ViewConfig
-from granular.device import select_runtime
-from granular.distill import distill, mixed_targets, report_metrics, soften, student_config, teacher_targets
-from granular.fusion import pass_through_record
-from granular.paths import ProjectPaths
-from granular.predict import FusedClassifier, write_bundle
-from granular.steps import distill_step
-from granular.train import fit, predict_proba
-from granular.view_model import save_view_model
 from test_train import _data
+
+from granular.config import Config, DistillConfig, TrainConfig
+from granular.core.fusion import pass_through_record
+from granular.modalities.experts import ViewModel
+from granular.modalities.images.reader import ImageInput, ImageReader
+from granular.nn.device import select_runtime
+from granular.nn.distill import distill, mixed_targets, report_metrics, soften, student_config, teacher_targets
+from granular.nn.inputs import Pixels
+from granular.nn.train import fit, predict_proba
+from granular.pipeline.distill import distill_step
+from granular.serving.bundle import write_bundle
+from granular.serving.predict import FusedClassifier
+from granular.store.atomic import write_npz
+from granular.store.paths import ProjectPaths
 
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME = select_runtime(threads=1)
@@ -112,13 +115,14 @@ def _tiny_project(root: Path) -> ProjectPaths:
     index = np.arange(len(labels))
     write_npz(paths.clean, images=images, labels=labels, origin=(split == 2).astype(np.int8), index=index)
     write_npz(paths.splits, origin=(split == 2).astype(np.int8), index=index, label=labels, split=split, fold=index % 2)
-    view = fit(images[split == 0], labels[split == 0], images[split == 1], labels[split == 1], 10, TINY_TRAIN, RUNTIME)
-    view.meta = {"view": ViewConfig(level="fine", resolution=28).model_dump()}
-    save_view_model(root / "view", [view], None)
+    x = {code: Pixels(images[split == code]) for code in sizes}
+    view = fit(x[0], labels[split == 0], x[1], labels[split == 1], 10, TINY_TRAIN, RUNTIME)
+    (root / "view").mkdir()
+    ViewModel(level="fine", reader=ImageReader(resolution=28), networks=[view]).save(root / "view")
     paths.fused_dir.mkdir(parents=True)
     record = pass_through_record("fine-28", np.arange(10))  # a one-view teacher
-    write_bundle(paths.fused_dir, REPO / "data" / "taxonomy.yaml", record, {"fine-28": root / "view"}, image_shape=(28, 28))
-    write_npz(paths.fused_dir / "predictions.npz", test_proba=predict_proba(view, images[split == 2], RUNTIME))
+    write_bundle(paths.fused_dir, REPO / "data" / "taxonomy.yaml", record, {"fine-28": root / "view"}, ImageInput((28, 28)))
+    write_npz(paths.fused_dir / "predictions.npz", test_proba=predict_proba(view, x[2], RUNTIME))
     return paths
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from granular.dvc_state import DvcBusy, clear_corrupt_rwlock
+from granular.runtime.dvc_state import DvcBusy, clear_corrupt_rwlock
 
 
 @pytest.fixture

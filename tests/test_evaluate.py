@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from flows.cli import format_table
-from granular import evaluate, steps
 from granular.config import Config
-from granular.evaluate import (
+from granular.core import evaluate
+from granular.core.evaluate import (
     calibration,
     classification_metrics,
     confusion_matrix,
@@ -23,9 +23,18 @@ from granular.evaluate import (
     resampled_macro_f1,
     resampled_means,
 )
-from granular.paths import ProjectPaths
-from granular.plots import save_reliability_png
-from granular.taxonomy import parse_taxonomy
+from granular.core.plots import save_reliability_png
+from granular.core.taxonomy import parse_taxonomy
+from granular.pipeline import evaluate as evaluate_module
+from granular.pipeline.clean import clean_step
+from granular.pipeline.distill import distill_step
+from granular.pipeline.evaluate import evaluate_step
+from granular.pipeline.fuse import fuse_step
+from granular.pipeline.import_raw import import_raw_step
+from granular.pipeline.split import split_step
+from granular.pipeline.train import train_step
+from granular.pipeline.view import view_step
+from granular.store.paths import ProjectPaths
 
 Y_TRUE = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
 Y_PRED = np.array([0, 0, 1, 1, 2, 2, 2, 0, 2])
@@ -337,14 +346,14 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[ProjectPaths, d
         "distill": {"epochs": 1, "width": 4},
     })
     paths = ProjectPaths(root)
-    for step in (steps.import_raw_step, steps.clean_step, steps.split_step):
+    for step in (import_raw_step, clean_step, split_step):
         step(config, paths)
     for view in config.views:
-        steps.view_step(config, paths, view)
-        steps.train_step(config, paths, view, warn=lambda message: None)
-    steps.fuse_step(config, paths)
-    steps.distill_step(config, paths, warn=lambda message: None)
-    return paths, steps.evaluate_step(config, paths)
+        view_step(config, paths, view)
+        train_step(config, paths, view, warn=lambda message: None)
+    fuse_step(config, paths)
+    distill_step(config, paths, warn=lambda message: None)
+    return paths, evaluate_step(config, paths)
 
 
 def test_evaluate_step_scores_every_model_with_intervals_and_calibration(evaluated):
@@ -377,13 +386,13 @@ def test_evaluate_step_compares_the_fusion_with_the_best_single_view(evaluated):
 def test_evaluate_step_times_every_model_and_keeps_latency_out_of_the_comparison(evaluated):
     paths, metrics = evaluated
     latency = metrics["latency"]
-    assert latency["images"] == 60 and latency["batch_size"] == steps.LATENCY_BATCH
+    assert latency["images"] == 60 and latency["batch_size"] == evaluate_module.LATENCY_BATCH
     for model in ("fine-16", "fine-8", "coarse-16", "fused", "student"):
         assert latency[model]["ms_per_batch"] > 0 and latency[model]["images_per_s"] > 0
     assert json.loads(paths.latency.read_text()) == latency
     assert "latency" not in json.loads(paths.metrics.read_text())  # not a DVC metric: it measures the machine
     comparison = pd.read_csv(paths.comparison)
-    assert list(comparison.columns) == ["model", *steps.COMPARISON_COLUMNS]
+    assert list(comparison.columns) == ["model", *evaluate_module.COMPARISON_COLUMNS]
     assert comparison.set_index("model")["hierarchical_f1"].isna().to_dict() == {
         "fine-16": False, "fine-8": False, "coarse-16": True, "fused": False, "student": False
     }

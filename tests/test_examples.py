@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from granular.config import load_config
-from granular.examples import EXAMPLES, column_name, export_example
+from granular.demo.examples import EXAMPLES, column_name, export_example
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,6 +55,6 @@ def test_each_params_file_is_valid_and_names_columns_of_its_table(name, tmp_path
 
 def test_the_command_writes_the_table(tmp_path):
     out = tmp_path / "iris.csv"
-    subprocess.run([sys.executable, "-m", "granular.examples", "iris", "--out", str(out)], cwd=ROOT, check=True,
+    subprocess.run([sys.executable, "-m", "granular.demo.examples", "iris", "--out", str(out)], cwd=ROOT, check=True,
                    capture_output=True)
     assert len(pd.read_csv(out)) == 150

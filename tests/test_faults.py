@@ -23,11 +23,15 @@ import numpy as np
 import pytest
 import yaml
 
-from granular import steps
 from granular.config import load_config
-from granular.idx import IdxError, write_idx
-from granular.paths import ProjectPaths
-from granular.table_source import TableSourceError
+from granular.modalities.images.idx import IdxError, write_idx
+from granular.modalities.tables.source import TableSourceError
+from granular.pipeline.clean import clean_step
+from granular.pipeline.import_raw import import_raw_step
+from granular.pipeline.split import split_step
+from granular.pipeline.validate import validate_step
+from granular.pipeline.view import view_step
+from granular.store.paths import ProjectPaths
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES, LABELS = "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"
@@ -40,9 +44,9 @@ def _digest(path: Path) -> str:
 def _data_steps(root: Path) -> ProjectPaths:
     paths = ProjectPaths(root)
     config = load_config(paths.params)
-    steps.import_raw_step(config, paths)
-    steps.clean_step(config, paths)
-    steps.validate_step(config, paths)
+    import_raw_step(config, paths)
+    clean_step(config, paths)
+    validate_step(config, paths)
     return paths
 
 
@@ -174,18 +178,19 @@ def test_a_class_with_too_few_examples_fails_validation_by_name(tmp_path: Path):
 KILL_DURING_PARTITION = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    from granular import atomic, steps
+    from granular.store import atomic
+    from granular.pipeline import view
     from granular.config import load_config
-    from granular.paths import ProjectPaths
+    from granular.store.paths import ProjectPaths
 
     written = atomic.write_npz
     def write_then_die(target, **arrays):
         written(target, **arrays)
         if target.name == "train.npz":  # the first of the view's three files
             os.kill(os.getpid(), signal.SIGKILL)
-    steps.write_npz = write_then_die
+    view.write_npz = write_then_die
     paths = ProjectPaths(Path(sys.argv[1]))
-    steps.view_step(load_config(paths.params), paths, "fine-4")
+    view.view_step(load_config(paths.params), paths, "fine-4")
 """)
 
 
@@ -193,8 +198,8 @@ def test_sigkill_during_partitioning_leaves_the_previous_view_files_in_use(tmp_p
     _image_project(tmp_path)
     paths = _data_steps(tmp_path)
     config = load_config(paths.params)
-    steps.split_step(config, paths)
-    steps.view_step(config, paths, "fine-4")
+    split_step(config, paths)
+    view_step(config, paths, "fine-4")
     before = {p.name: _digest(p) for p in paths.view_dir("fine-4").iterdir()}
 
     killed = subprocess.run(
@@ -208,6 +213,6 @@ def test_sigkill_during_partitioning_leaves_the_previous_view_files_in_use(tmp_p
     leftovers = [p.name for p in paths.processed.iterdir() if p.name.startswith(".fine-4.staging-")]
     assert leftovers, "the kill should have left the staging folder it was writing"
     # A rerun replaces the view whole: one training example per training row of the split.
-    steps.view_step(config, paths, "fine-4")
+    view_step(config, paths, "fine-4")
     in_train = int((np.load(paths.splits)["split"] == 0).sum())
     assert len(np.load(paths.view_split("fine-4", "train"))["y"]) == in_train

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 
 from granular.config import TableConfig
-from granular.features import FeatureEncoder
-from granular.table_schema import infer_schema
-from granular.tables import UNKNOWN
+from granular.modalities.tables.features import FeatureEncoder
+from granular.modalities.tables.schema import infer_schema
+from granular.nn.inputs import UNKNOWN
 
 CONFIG = TableConfig(target="label")
 TRAIN = pd.DataFrame({

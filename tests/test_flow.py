@@ -18,10 +18,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 from prefect.artifacts import Artifact
 
+import tasks.training
 from flows.cli import main as granular_cli
 from flows.pipeline import granular_pipeline
-from granular import steps
-from granular.validate import ValidationFailed
+from granular.core.validation import ValidationFailed
 from tasks.training import ViewsFailed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(
     for name in views + ["fused"]:
         assert name in table
     assert "fused - best single view" in table and "McNemar, fused vs " in table
-    assert f"registered granular-fused version 1; champion: " in table
+    assert "registered granular-fused version 1; champion: " in table
     assert "fine-14-clusters4: test accuracy of each segment's expert vs the global model" in table
     assert f"quarantined: 0 of 1200 examples -> {project / 'data/quarantine/rejected.csv'}" in table
 
@@ -164,7 +164,7 @@ TWO_VIEWS = SMALL_RUN + ["views={fine-14: {level: fine, resolution: 14}, coarse-
 
 def _fail_training_of(view: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[float, float]]:
     """Make one view's training fail; return when each view's training started and ended."""
-    real_train_step = steps.train_step
+    real_train_step = tasks.training.train_step
     spans = {}
 
     def train_step(config, paths, view_name, **kwargs):
@@ -177,7 +177,7 @@ def _fail_training_of(view: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, t
         finally:
             spans[view_name] = (started, time.monotonic())
 
-    monkeypatch.setattr(steps, "train_step", train_step)
+    monkeypatch.setattr(tasks.training, "train_step", train_step)
     return spans
 
 

@@ -7,9 +7,15 @@ import pytest
 from pydantic import ValidationError
 
 from granular.config import FusionConfig, FusionStrategy, GatingConfig
-from granular.evaluate import log_loss
-from granular.fusion import (
-    STRATEGIES, ConvexFusion, GatingFusion, ProductFusion, StackingFusion, build_fuser, choose_fusion,
+from granular.core.evaluate import log_loss
+from granular.core.fusion import (
+    STRATEGIES,
+    ConvexFusion,
+    GatingFusion,
+    ProductFusion,
+    StackingFusion,
+    build_fuser,
+    choose_fusion,
     restore_fusion,
 )
 
@@ -390,7 +396,7 @@ def test_log_loss_of_a_known_case():
 
 
 def test_a_pass_through_record_restores_a_fuser_that_changes_nothing():
-    from granular.fusion import pass_through_record
+    from granular.core.fusion import pass_through_record
 
     proba = np.random.default_rng(0).dirichlet(np.ones(4), size=6)
     fuser = restore_fusion(pass_through_record("student", np.arange(4)), {"student": np.arange(4)})

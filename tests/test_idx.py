@@ -4,7 +4,7 @@ import gzip
 import numpy as np
 import pytest
 
-from granular.idx import IdxError, read_idx, read_images_and_labels, write_idx
+from granular.modalities.images.idx import IdxError, read_idx, read_images_and_labels, write_idx
 
 
 def _images(n=3, height=4, width=5):

@@ -2,13 +2,22 @@
 import numpy as np
 import pytest
 
-from granular.config import ViewConfig
-from granular.partition import (
-    SPLITS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT, PartitionError, assign_folds, assign_splits, build_view,
-    check_every_class_in_every_split, pool,
+from granular.config import ImageView
+from granular.core.partition import (
+    SPLITS,
+    TEST,
+    TEST_SPLIT,
+    TRAIN,
+    TRAIN_SPLIT,
+    VAL_SPLIT,
+    PartitionError,
+    assign_folds,
+    assign_splits,
+    check_every_class_in_every_split,
 )
-from granular.sources import TEST, TRAIN, RawDataset
-from granular.taxonomy import parse_taxonomy
+from granular.core.taxonomy import parse_taxonomy
+from granular.modalities.images.sources import RawDataset
+from granular.modalities.images.views import build_view, pool
 
 TAXONOMY = parse_taxonomy({
     "levels": ["fine", "coarse"],
@@ -90,7 +99,7 @@ def test_build_view_gives_pooled_images_and_labels_at_its_level_per_split():
     labels, origin = _labels_and_origin()
     data = _dataset(labels, origin)
     split = assign_splits(labels, origin, 0.25, seed=0)
-    view = build_view(data, split, TAXONOMY, ViewConfig(level="coarse", resolution=2))
+    view = build_view(data, split, TAXONOMY, ImageView(level="coarse", resolution=2))
     assert list(view) == list(SPLITS)
     for code, name in enumerate(SPLITS):
         rows = split == code
@@ -104,8 +113,8 @@ def test_views_of_different_levels_share_the_same_examples():
     labels, origin = _labels_and_origin()
     data = _dataset(labels, origin)
     split = assign_splits(labels, origin, 0.25, seed=0)
-    fine = build_view(data, split, TAXONOMY, ViewConfig(level="fine", resolution=4))
-    coarse = build_view(data, split, TAXONOMY, ViewConfig(level="coarse", resolution=2))
+    fine = build_view(data, split, TAXONOMY, ImageView(level="fine", resolution=4))
+    coarse = build_view(data, split, TAXONOMY, ImageView(level="coarse", resolution=2))
     for name in SPLITS:
         np.testing.assert_array_equal(fine[name]["index"], coarse[name]["index"])
 
@@ -115,14 +124,14 @@ def test_build_view_names_the_class_missing_from_a_split():
     split = assign_splits(labels, origin, 0.2, seed=0)
     data = _dataset(labels, origin)
     with pytest.raises(PartitionError, match=r"view fine-4: split 'val' has no example of class\(es\) \['boot'\]"):
-        build_view(data, split, TAXONOMY, ViewConfig(level="fine", resolution=4))
+        build_view(data, split, TAXONOMY, ImageView(level="fine", resolution=4))
 
 
 def test_build_view_refuses_a_level_not_in_the_taxonomy():
     labels, origin = _labels_and_origin()
     split = assign_splits(labels, origin, 0.25, seed=0)
     with pytest.raises(PartitionError, match="view mid-4: level 'mid' is not in the taxonomy"):
-        build_view(_dataset(labels, origin), split, TAXONOMY, ViewConfig(level="mid", resolution=4))
+        build_view(_dataset(labels, origin), split, TAXONOMY, ImageView(level="mid", resolution=4))
 
 
 def test_every_class_of_every_level_in_every_split_passes_on_a_full_split():

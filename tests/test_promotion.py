@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from granular.config import PromotionConfig
-from granular.promotion import decide
+from granular.core.promotion import decide
 
 
 def _metrics(fused: float, best: float = 0.9309, **fused_extra: float) -> dict:

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+import tasks.data
 from flows.pipeline import granular_pipeline
-from granular import steps
-from granular.paths import ProjectPaths
-from granular.quarantine import project_summary_line, reason_slug, rejected_by_reason_metrics, summary_line
-from granular.validate import ValidationFailed
+from granular.core.quarantine import project_summary_line, reason_slug, rejected_by_reason_metrics, summary_line
+from granular.core.validation import ValidationFailed
+from granular.store.paths import ProjectPaths
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT = {
@@ -140,7 +140,7 @@ def test_a_failed_validation_is_recorded_and_the_quarantine_counted(
 
     # A rerun takes the clean step from the cache, and still records its quarantine.
     cleaned = []
-    monkeypatch.setattr(steps, "clean_step", lambda *args: cleaned.append(args))
+    monkeypatch.setattr(tasks.data, "clean_step", lambda *args: cleaned.append(args))
     with pytest.raises(ValidationFailed):
         granular_pipeline(root=str(project), overrides=overrides)
     assert cleaned == []

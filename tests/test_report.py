@@ -1,5 +1,5 @@
 """The Markdown report: tables, links to the MLflow run and its images."""
-from granular.report import artifact_link, markdown_report, markdown_table, run_link
+from granular.core.report import artifact_link, markdown_report, markdown_table, run_link
 
 
 def test_a_table_has_a_header_a_rule_and_rounded_floats():

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from granular import checkpoints
 from granular.config import TrainConfig
-from granular.device import select_runtime
+from granular.nn import checkpoints
+from granular.nn.device import select_runtime
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = TrainConfig(epochs=3, batch_size=16, width=4, seed=11, threads=1)
@@ -25,12 +25,13 @@ TRAINING = textwrap.dedent("""
     import numpy as np
     import torch
     from granular.config import TrainConfig
-    from granular.device import select_runtime
-    from granular.train import fit
+    from granular.nn.device import select_runtime
+    from granular.nn.inputs import Pixels
+    from granular.nn.train import fit
 
     rng = np.random.default_rng(0)
     y = np.arange(3000) % 3
-    x = (rng.random((3000, 8, 8)) * 60 + y[:, None, None] * 80).astype(np.float32)
+    x = Pixels((rng.random((3000, 8, 8)) * 60 + y[:, None, None] * 80).astype(np.float32))
     config = TrainConfig.model_validate_json(sys.argv[3])
     trained = fit(x, y, x[:300], y[:300], num_classes=3, config=config, runtime=select_runtime(1),
                   checkpoint_dir=sys.argv[1], on_epoch=lambda r: print("epoch", r["epoch"], flush=True))
@@ -110,15 +111,17 @@ def test_a_stop_signal_saves_a_checkpoint_mid_epoch_and_the_rerun_continues_from
 
 
 def _tiny_data():
+    from granular.nn.inputs import Pixels
+
     y = np.arange(96) % 3
-    return (np.random.default_rng(0).random((96, 8, 8)) * 60 + y[:, None, None] * 80).astype(np.float32), y
+    return Pixels((np.random.default_rng(0).random((96, 8, 8)) * 60 + y[:, None, None] * 80).astype(np.float32)), y
 
 
 def test_ctrl_c_while_an_epoch_is_being_logged_lets_the_logging_finish_then_stops_at_the_next_batch(tmp_path):
     # A KeyboardInterrupt inside an MLflow write leaves its SQLite transaction open (the store is
     # then locked for the rest of the process): the callback must run to its end.
-    from granular.preemption import Interrupted
-    from granular.train import fit
+    from granular.nn.train import fit
+    from granular.runtime.preemption import Interrupted
 
     x, y = _tiny_data()
     logged = []
@@ -135,7 +138,7 @@ def test_ctrl_c_while_an_epoch_is_being_logged_lets_the_logging_finish_then_stop
 
 
 def test_a_stop_signal_after_the_last_batch_is_not_lost():
-    from granular.train import fit
+    from granular.nn.train import fit
 
     x, y = _tiny_data()
     with pytest.raises(KeyboardInterrupt):  # delivered as the training ends, to the handler before

@@ -8,18 +8,17 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
 
 from flows import cli, servers
-from granular.checkpoints import load_latest, save_state
 from granular.config import Config, ConfigError, config_paths, load_config
-from granular.device import Runtime
-from granular.paths import ProjectPaths
-from granular.redact import has_password, redact_uri
-from granular.train import load_checkpoint
+from granular.nn.checkpoints import load_latest, save_state
+from granular.nn.device import Runtime
+from granular.nn.trained import load_checkpoint
+from granular.runtime.redact import has_password, redact_uri
+from granular.store.paths import ProjectPaths
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"

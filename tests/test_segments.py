@@ -3,12 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from granular.config import SegmentConfig
-from granular.device import select_runtime
-from granular.models import CNNConfig, ResidualCNN
-from granular.partition import TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT, PartitionError
-from granular.segments import ClusterSegmenter, check_segment_sizes, fit_segmenter
-from granular.train import TrainedModel, predict_routed
+from granular.config import ClusterSegments
+from granular.core.partition import TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT, PartitionError
+from granular.modalities.experts import predict_routed
+from granular.modalities.images.segments import ClusterSegmenter, check_segment_sizes, fit_segmenter
+from granular.nn.device import select_runtime
+from granular.nn.inputs import Pixels
+from granular.nn.models import CNNConfig, ResidualCNN
+from granular.nn.trained import TrainedModel
 
 
 def _blobs(sizes=(60, 40, 20), seed=0) -> tuple[np.ndarray, np.ndarray]:
@@ -22,7 +24,7 @@ def _blobs(sizes=(60, 40, 20), seed=0) -> tuple[np.ndarray, np.ndarray]:
 
 def test_clusters_recover_separate_groups_numbered_largest_first():
     images, group = _blobs(sizes=(20, 60, 40))
-    segmenter = fit_segmenter(images, SegmentConfig(count=3, feature_resolution=4), seed=0)
+    segmenter = fit_segmenter(images, ClusterSegments(count=3, feature_resolution=4), seed=0)
     segment = segmenter.assign(images)
     # group 1 is the largest, so it is segment 0; group 2 next, segment 1; group 0 last
     np.testing.assert_array_equal(segment, np.array([2, 0, 1])[group])
@@ -30,7 +32,7 @@ def test_clusters_recover_separate_groups_numbered_largest_first():
 
 def test_same_seed_gives_the_same_segmenter_and_it_survives_a_round_trip(tmp_path):
     images, _ = _blobs()
-    spec = SegmentConfig(count=3, feature_resolution=2)
+    spec = ClusterSegments(count=3, feature_resolution=2)
     first, second = fit_segmenter(images, spec, seed=5), fit_segmenter(images, spec, seed=5)
     np.testing.assert_array_equal(first.centroids, second.centroids)
     first.save(tmp_path / "segmenter.npz")
@@ -41,7 +43,7 @@ def test_same_seed_gives_the_same_segmenter_and_it_survives_a_round_trip(tmp_pat
 
 def test_unseen_images_are_routed_to_the_nearest_cluster():
     images, _ = _blobs()
-    segmenter = fit_segmenter(images, SegmentConfig(count=3, feature_resolution=4), seed=0)
+    segmenter = fit_segmenter(images, ClusterSegments(count=3, feature_resolution=4), seed=0)
     dark, bright = np.full((1, 8, 8), 10, np.uint8), np.full((1, 8, 8), 240, np.uint8)
     assert segmenter.assign(dark)[0] == segmenter.assign(images[:1])[0]  # the first blob is dark
     assert segmenter.assign(bright)[0] == segmenter.assign(images[-1:])[0]  # the last is bright
@@ -82,7 +84,7 @@ def _constant_expert(predicts: int, num_classes: int = 3) -> TrainedModel:
 def test_each_example_is_predicted_by_the_expert_of_its_segment():
     experts = [_constant_expert(2), _constant_expert(0), _constant_expert(1)]
     segment = np.array([1, 0, 2, 2, 1])
-    images = np.zeros((5, 8, 8), dtype=np.uint8)
+    images = Pixels(np.zeros((5, 8, 8), dtype=np.uint8))
     proba = predict_routed(experts, segment, images, select_runtime(threads=1))
     assert proba.argmax(axis=1).tolist() == [0, 2, 1, 1, 0]
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)

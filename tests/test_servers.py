@@ -24,10 +24,10 @@ from pathlib import Path
 import psutil
 import pytest
 from mlflow.tracking import MlflowClient
+from test_flow import FASHION_MNIST, REPO, SMALL_RUN
 
 from flows import servers
 from flows.cli import main as granular_cli
-from test_flow import FASHION_MNIST, REPO, SMALL_RUN
 
 STARTUP_TIMEOUT_S = 150  # both servers on a busy 2-core machine; the command itself waits 120 s
 

@@ -21,14 +21,17 @@ from mlflow.tracking import MlflowClient
 from prefect.logging import disable_run_logger
 
 from flows.cli import main
-from granular.config import Config, FusionConfig, TrainConfig, ViewConfig
-from granular.device import select_runtime
-from granular.fusion import choose_fusion
-from granular.idx import write_idx
-from granular.predict import FusedClassifier, back_off, write_bundle
-from granular.taxonomy import load_taxonomy, parse_taxonomy
-from granular.train import fit
-from granular.view_model import save_view_model
+from granular.config import Config, FusionConfig, TrainConfig
+from granular.core.fusion import choose_fusion
+from granular.core.taxonomy import load_taxonomy, parse_taxonomy
+from granular.modalities.experts import ViewModel
+from granular.modalities.images.idx import write_idx
+from granular.modalities.images.reader import ImageInput, ImageReader
+from granular.nn.device import select_runtime
+from granular.nn.inputs import Pixels
+from granular.nn.train import fit
+from granular.serving.bundle import write_bundle
+from granular.serving.predict import FusedClassifier, back_off
 from tasks import serving, tracking
 from tasks.registry import CHAMPION, PROMOTED_TAG, REASONS_TAG, register_fused_model
 from tasks.tracking import RunRef
@@ -101,15 +104,11 @@ def _train_view(folder: Path, level: str, images: np.ndarray, fine_labels: np.nd
     labels = taxonomy.map_labels(fine_labels, level)
     config = TrainConfig(epochs=1, batch_size=32, width=4, seed=0)
     runtime = select_runtime(threads=1)
-    trained = fit(images, labels, images, labels, num_classes=taxonomy.num_classes(level), config=config,
-                  runtime=runtime)
-    trained.meta = {
-        "view": ViewConfig(level=level, resolution=28).model_dump(),
-        "train_config": config.model_dump(),
-        "class_names": list(taxonomy.names[level]),
-    }
+    x = Pixels(images)
+    trained = fit(x, labels, x, labels, num_classes=taxonomy.num_classes(level), config=config, runtime=runtime)
+    trained.meta = {"train_config": config.model_dump(), "class_names": list(taxonomy.names[level])}
     folder.mkdir(parents=True)
-    save_view_model(folder, [trained], None)
+    ViewModel(level=level, reader=ImageReader(resolution=28), networks=[trained]).save(folder)
     return trained.val_proba
 
 
@@ -127,7 +126,7 @@ def bundle(tmp_path_factory) -> Path:
         probas, labels, folds=np.arange(len(labels)) % 2,
     )
     (root / "fused").mkdir()
-    write_bundle(root / "fused", TAXONOMY_FILE, record, models, image_shape=(28, 28))
+    write_bundle(root / "fused", TAXONOMY_FILE, record, models, ImageInput((28, 28)))
     return root / "fused"
 
 

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from granular.idx import write_idx
-from granular.sources import TEST, TRAIN, SourceError, import_raw, load_raw
+from granular.core.partition import TEST, TRAIN
+from granular.modalities.images.idx import write_idx
+from granular.modalities.images.sources import SourceError, import_raw, load_raw
 
 IDX_NAMES = [
     "train-images-idx3-ubyte.gz",

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from granular.config import load_config
-from granular.synthetic import BLOCK_ROWS, generate
+from granular.demo.synthetic import BLOCK_ROWS, generate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,7 +112,7 @@ def test_sizes_and_formats_are_checked(tmp_path):
 def test_the_command_line_writes_the_table_and_prints_its_description(tmp_path):
     out = tmp_path / "data" / "synthetic.csv"
     done = subprocess.run(
-        [sys.executable, "-m", "granular.synthetic", "--rows", "500", "--out", str(out), "--segments", "3"],
+        [sys.executable, "-m", "granular.demo.synthetic", "--rows", "500", "--out", str(out), "--segments", "3"],
         capture_output=True, text=True, cwd=ROOT, check=True,
     )
     description = json.loads(done.stdout)
@@ -120,7 +120,7 @@ def test_the_command_line_writes_the_table_and_prints_its_description(tmp_path):
     assert pd.read_csv(out)["region"].nunique() == 3
 
     refused = subprocess.run(
-        [sys.executable, "-m", "granular.synthetic", "--rows", "0", "--out", str(out)],
+        [sys.executable, "-m", "granular.demo.synthetic", "--rows", "0", "--out", str(out)],
         capture_output=True, text=True, cwd=ROOT,
     )
     assert refused.returncode == 2 and "rows must be at least 1, got 0" in refused.stderr

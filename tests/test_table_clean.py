@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 
 from granular.config import TableConfig
-from granular.table_clean import clean_table, taxonomy_from_columns
-from granular.table_schema import infer_schema, schema_drift
-from granular.table_source import read_table, row_origins
-from granular.taxonomy import TaxonomyError
+from granular.core.taxonomy import TaxonomyError
+from granular.modalities.tables.clean import clean_table, taxonomy_from_columns
+from granular.modalities.tables.schema import infer_schema, schema_drift
+from granular.modalities.tables.source import read_table, row_origins
 
 CONFIG = TableConfig(target="label", id="id", ancestors={"coarse": "category"}, types={"price": "numeric"})
 

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from granular.config import DataConfig, TableConfig
-from granular.table_source import TableSourceError, read_table, row_origins, table_files
+from granular.modalities.tables.source import TableSourceError, read_table, row_origins, table_files
 
 CONFIG = TableConfig(target="label", id="id", ancestors={"coarse": "category"})
 FRAME = pd.DataFrame({

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from granular.tables import TableArrays
+from granular.nn.inputs import TableArrays
 
 
 def _table(n: int = 4) -> TableArrays:

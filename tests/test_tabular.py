@@ -7,20 +7,22 @@ import shutil
 from pathlib import Path
 
 import mlflow.pyfunc
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from test_flow import prefect_server  # noqa: F401  (the module's Prefect test server)
 
 from flows.cli import main as granular_cli
 from flows.pipeline import granular_pipeline
-from granular import steps, synthetic
 from granular.config import load_config
-from granular.examples import export_example
-from granular.paths import ProjectPaths
-from granular.predict import FusedClassifier
-from test_flow import prefect_server  # noqa: F401  (the module's Prefect test server)
+from granular.demo import synthetic
+from granular.demo.examples import export_example
+from granular.pipeline.clean import clean_step
+from granular.pipeline.import_raw import import_raw_step
+from granular.pipeline.validate import validate_step
+from granular.serving.predict import FusedClassifier
+from granular.store.paths import ProjectPaths
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,7 +94,7 @@ def test_a_real_table_runs_end_to_end_next_to_the_boosted_trees_baseline(
     served = mlflow.pyfunc.load_model(f"{client.get_run(version.run_id).info.artifact_uri}/fused_model")
     answer = served.predict(rows)
     bundle = FusedClassifier.load(iris_project / "data/fused")
-    assert answer["label"].tolist() == bundle.predict_proba(rows[bundle.table_columns]).argmax(1).tolist()
+    assert answer["label"].tolist() == bundle.predict_proba(rows[bundle.inputs.columns]).argmax(1).tolist()
     assert set(answer["fine"]) <= {"setosa", "versicolor", "virginica"}
     assert set(answer["series"]) <= {"Tripetalae", "Laevigatae"}
     with pytest.raises(Exception, match="petal_width_cm"):
@@ -133,9 +135,9 @@ def test_on_a_synthetic_table_the_fusion_beats_every_view_where_the_segments_mat
 def _steps_until_validation(root: Path) -> tuple[ProjectPaths, dict]:
     paths = ProjectPaths(root)
     config = load_config(paths.params)
-    steps.import_raw_step(config, paths)
-    report = steps.clean_step(config, paths)
-    steps.validate_step(config, paths)
+    import_raw_step(config, paths)
+    report = clean_step(config, paths)
+    validate_step(config, paths)
     return paths, report
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from granular.taxonomy import TaxonomyError, load_taxonomy, parse_taxonomy
+from granular.core.taxonomy import TaxonomyError, load_taxonomy, parse_taxonomy
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "taxonomy.yaml"
 

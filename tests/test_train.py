@@ -5,19 +5,21 @@ import pytest
 import torch
 
 from granular.config import TrainConfig
-from granular.device import select_runtime
-from granular.evaluate import log_loss
-from granular.train import _erase, fit, load_checkpoint, predict_proba, save_checkpoint
+from granular.core.evaluate import log_loss
+from granular.nn.device import select_runtime
+from granular.nn.inputs import Pixels, _erase
+from granular.nn.train import fit, predict_proba
+from granular.nn.trained import load_checkpoint, save_checkpoint
 
 RUNTIME = select_runtime(threads=1)
 CONFIG = TrainConfig(epochs=2, batch_size=16, width=4, seed=3)
 
 
-def _data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _data(n: int, seed: int = 0) -> tuple[Pixels, np.ndarray]:
     rng = np.random.default_rng(seed)
     y = np.arange(n) % 3
     x = (rng.random((n, 8, 8)) * 60 + y[:, None, None] * 80).astype(np.float32)
-    return x, y
+    return Pixels(x), y
 
 
 def _parameters(trained) -> int:
@@ -80,7 +82,7 @@ def test_random_erasing_blanks_one_rectangle_per_chosen_image():
 
 
 def test_on_the_cpu_as_many_trainings_run_at_once_as_the_cores_hold(monkeypatch):
-    from granular import device
+    from granular.nn import device
 
     monkeypatch.setattr(device.torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(device, "usable_cores", lambda: 8)
@@ -114,7 +116,7 @@ def test_a_deeper_network_is_rebuilt_from_its_checkpoint(tmp_path):
 
 def _table(n: int, seed: int = 0):
     """Classes that need both kinds of feature: (category + [first numeric > 0]) mod 3."""
-    from granular.tables import TableArrays
+    from granular.nn.inputs import TableArrays
 
     rng = np.random.default_rng(seed)
     category = rng.integers(0, 5, n)

@@ -7,10 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from granular import steps
 from granular.config import ConfigError, load_config
-from granular.paths import ProjectPaths
-from granular.tuning import TrialHooks, tune_view, write_proposal
+from granular.pipeline.clean import clean_step
+from granular.pipeline.import_raw import import_raw_step
+from granular.pipeline.split import split_step
+from granular.pipeline.tuning import TrialHooks, tune_view, write_proposal
+from granular.pipeline.validate import validate_step
+from granular.pipeline.view import view_step
+from granular.store.paths import ProjectPaths
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
@@ -41,9 +45,9 @@ def project(tmp_path_factory) -> ProjectPaths:
     shutil.copy(REPO / "data" / "taxonomy.yaml", root / "data" / "taxonomy.yaml")
     paths = ProjectPaths(root)
     config = load_config(paths.params, SMALL)
-    for step in (steps.import_raw_step, steps.clean_step, steps.validate_step, steps.split_step):
+    for step in (import_raw_step, clean_step, validate_step, split_step):
         step(config, paths)
-    steps.view_step(config, paths, "fine-14")
+    view_step(config, paths, "fine-14")
     return paths
 
 

@@ -7,18 +7,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from granular.atomic import write_npz
-from granular.config import ValidateConfig, ViewConfig, load_config
-from granular.partition import TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT, PartitionError, build_view
-from granular.paths import ProjectPaths
-from granular.segments import check_segment_sizes
-from granular.sources import TEST, TRAIN, RawDataset
-from granular.steps import validate_step
-from granular.taxonomy import parse_taxonomy
-from granular.validate import (
-    COLUMN_PRESENT, EXAMPLE_ROWS, ROWS_PRESENT, VALUES_FINITE, ValidationFailed, class_count_table,
-    example_table, markdown_report, validate, validate_tables,
+from granular.config import ImageView, ValidateConfig, load_config
+from granular.core.partition import TEST, TEST_SPLIT, TRAIN, TRAIN_SPLIT, VAL_SPLIT, PartitionError
+from granular.core.taxonomy import parse_taxonomy
+from granular.core.validation import (
+    COLUMN_PRESENT,
+    EXAMPLE_ROWS,
+    ROWS_PRESENT,
+    VALUES_FINITE,
+    ValidationFailed,
+    markdown_report,
+    validate_tables,
 )
+from granular.modalities.images.segments import check_segment_sizes
+from granular.modalities.images.sources import RawDataset
+from granular.modalities.images.validate import ROW_IDS, class_count_table, example_table, validate
+from granular.modalities.images.views import build_view
+from granular.pipeline.validate import validate_step
+from granular.store.atomic import write_npz
+from granular.store.paths import ProjectPaths
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 3
@@ -111,7 +118,7 @@ def _expect(column: str, **bounds):
 
 def test_a_missing_column_is_reported_as_missing_not_as_an_exception():
     frame = pd.DataFrame({"origin": ["train", "test"], "index": [0, 1], "width": [4, 4]})
-    validation = validate_tables({"examples": frame}, {"examples": [_expect("pixel_max", max_value=255)]})
+    validation = validate_tables({"examples": frame}, {"examples": [_expect("pixel_max", max_value=255)]}, row_ids=ROW_IDS)
     failed = _failed(validation.report, COLUMN_PRESENT, "pixel_max")
     assert failed["details"] == "column 'pixel_max' is missing (columns: origin, index, width)"
     assert len(validation.report["failed"]) == 1  # GX's exception for the same column is not repeated
@@ -124,7 +131,9 @@ def test_infinite_values_fail_although_gx_not_null_passes_them():
     import great_expectations.expectations as gxe
 
     frame = pd.DataFrame({"origin": ["train"] * 3, "index": [7, 8, 9], "pixel_max": [3.0, np.inf, -np.inf]})
-    validation = validate_tables({"examples": frame}, {"examples": [gxe.ExpectColumnValuesToNotBeNull(column="pixel_max")]})
+    validation = validate_tables(
+        {"examples": frame}, {"examples": [gxe.ExpectColumnValuesToNotBeNull(column="pixel_max")]}, row_ids=ROW_IDS
+    )
     assert validation.results["granular_examples"]["success"] is True  # GX's hole, measured
     failed = _failed(validation.report, VALUES_FINITE, "pixel_max")
     assert failed["details"].startswith("2 of 3 rows are NaN or ±inf")
@@ -225,7 +234,7 @@ def test_a_view_whose_split_has_no_examples_is_refused_naming_view_and_split():
     data = _dataset()
     split = np.where(data.origin == TEST, TEST_SPLIT, TRAIN_SPLIT)  # nothing in validation
     with pytest.raises(PartitionError, match=r"view fine-4: split\(s\) \['val'\] have 0 examples"):
-        build_view(data, split, TAXONOMY, ViewConfig(level="fine", resolution=4))
+        build_view(data, split, TAXONOMY, ImageView(level="fine", resolution=4))
 
 
 def test_a_segment_with_no_examples_is_refused_naming_view_and_segment():

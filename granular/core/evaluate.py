@@ -1,0 +1,254 @@
+"""Test-set metrics for each view and the fused model.
+
+Point estimates (accuracy, per-class and macro F1, calibration, hierarchical scores), their
+bootstrap confidence intervals, McNemar's test of two models, and inference latency. Pure numpy
+(scipy for the test's distributions): each function takes arrays and returns numbers.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from granular.core.taxonomy import Taxonomy
+
+ECE_BINS = 15
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+CONFIDENCE = 0.95
+MCNEMAR_EXACT_BELOW = 25  # discordant pairs under which the chi-square approximation is poor
+
+
+def log_loss(proba: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-probability of the true class (nan on no examples)."""
+    if len(y) == 0:
+        return float("nan")
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, None))))
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """(true, predicted) counts."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (y_true, y_pred), 1)
+    return matrix
+
+
+def per_class_metrics(matrix: np.ndarray) -> dict[str, np.ndarray]:
+    """Precision, recall, F1 and support (true examples) of each class of a confusion matrix;
+    a ratio with nothing to divide by (a class never predicted, or absent) is 0."""
+    tp = np.diag(matrix).astype(float)
+    predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
+
+    def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+        return np.divide(numerator, denominator, out=np.zeros_like(tp), where=denominator > 0)
+
+    return {
+        "precision": ratio(tp, predicted),
+        "recall": ratio(tp, actual),
+        "f1": ratio(2 * tp, predicted + actual),  # = 2PR / (P + R), defined where P or R is
+        "support": actual.astype(np.int64),
+    }
+
+
+def macro_f1(matrix: np.ndarray) -> float:
+    """Mean over classes of F1; a class never predicted nor present counts as 0."""
+    return float(per_class_metrics(matrix)["f1"].mean())
+
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict:
+    if len(y_true) == 0:
+        raise ValueError("cannot evaluate on an empty test split")
+    y_pred = proba.argmax(axis=1)
+    matrix = confusion_matrix(y_true, y_pred, proba.shape[1])
+    return {
+        "accuracy": float((y_pred == y_true).mean()),
+        "macro_f1": macro_f1(matrix),
+        "n": int(len(y_true)),
+        "confusion": matrix,
+    }
+
+
+def calibration(proba: np.ndarray, y_true: np.ndarray, bins: int = ECE_BINS) -> dict:
+    """Expected calibration error of the top-class confidence over `bins` equal-width bins
+    ((0, 1/bins], ..., a confidence of 0 in the first), and the non-empty bins for a
+    reliability diagram: their edges, mean confidence, accuracy and count."""
+    if len(y_true) == 0:
+        raise ValueError("cannot measure calibration on no examples")
+    if bins < 1:
+        raise ValueError(f"calibration needs at least one bin, got {bins}")
+    confidence = proba.max(axis=1).astype(float)
+    correct = (proba.argmax(axis=1) == y_true).astype(float)
+    index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    count = np.bincount(index, minlength=bins)
+    filled = np.flatnonzero(count)
+    mean_confidence = np.bincount(index, weights=confidence, minlength=bins)[filled] / count[filled]
+    accuracy = np.bincount(index, weights=correct, minlength=bins)[filled] / count[filled]
+    ece = float(np.sum(count[filled] / len(y_true) * np.abs(accuracy - mean_confidence)))
+    return {
+        "ece": ece,
+        "bins": [
+            {"lower": b / bins, "upper": (b + 1) / bins, "confidence": float(c), "accuracy": float(a),
+             "count": int(count[b])}
+            for b, c, a in zip(filled.tolist(), mean_confidence, accuracy)
+        ],
+    }
+
+
+def _shared_ancestors(taxonomy: Taxonomy, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """(N, levels) bool: the true and predicted fine classes have the same class at that level
+    (column 0: the fine class itself)."""
+    return np.stack(
+        [taxonomy.map_labels(y_true, level) == taxonomy.map_labels(y_pred, level) for level in taxonomy.levels], axis=1
+    )
+
+
+def hierarchical_metrics(taxonomy: Taxonomy, y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """Hierarchical precision, recall and F1 of fine predictions (Kiritchenko et al.: each label
+    set is augmented with the label's ancestors at every level, the root left out; micro-averaged
+    over examples), the error count, and the mistake severity: the mean over the errors of the
+    levels climbed from the fine class until the true and predicted classes share an ancestor
+    (1 = same parent one level up; the number of levels when only the root is shared)."""
+    if len(y_true) == 0:
+        raise ValueError("cannot evaluate on an empty test split")
+    shared = _shared_ancestors(taxonomy, y_true, y_pred)
+    # One class per level on either side, so |predicted augmented| = |true augmented| = levels.
+    overlap, predicted_size, true_size = shared.sum(), shared.size, shared.size
+    precision, recall = overlap / predicted_size, overlap / true_size
+    f1 = 2 * precision * recall / (precision + recall) if overlap else 0.0
+    errors = ~shared[:, 0]
+    scores = {
+        "hierarchical_precision": float(precision),
+        "hierarchical_recall": float(recall),
+        "hierarchical_f1": float(f1),
+        "errors": int(errors.sum()),
+    }
+    if errors.any():  # in a tree, classes that differ at a level differ at every finer one
+        scores["mistake_severity"] = float((~shared[errors]).sum(axis=1).mean())
+    return scores
+
+
+# Above this many test examples, the bootstrap draws groups of examples instead of examples, so
+# its (resamples x draws) matrix stays ~80 MB however large the test split (see `Resamples`).
+MAX_BOOTSTRAP_DRAWS = 20_000
+
+
+@dataclass(frozen=True)
+class Resamples:
+    """Bootstrap resamples of n test examples, shared by every model so that their intervals
+    are comparable and their differences paired.
+
+    Up to MAX_BOOTSTRAP_DRAWS examples, each resample draws n examples with replacement. Beyond,
+    the examples are dealt at random into that many equal groups and each resample draws groups
+    with replacement: a sum over a resample is then the sum of its groups' sums. The groups are
+    random, so this estimates the same sampling distribution, in memory that does not grow with n.
+    """
+
+    counts: np.ndarray  # (resamples, draws) float32: how often each example (or group) is drawn
+    group: np.ndarray | None  # (n,) each example's group; None: every example is drawn alone
+
+    @property
+    def resamples(self) -> int:
+        return len(self.counts)
+
+    def totals(self, values: np.ndarray) -> np.ndarray:
+        """Per-example values (n,) or (n, K) summed within each group: what `counts` multiplies."""
+        values = np.asarray(values, dtype=np.float32)
+        if self.group is None:
+            return values
+        summed = np.zeros((self.counts.shape[1], *values.shape[1:]), dtype=np.float64)
+        np.add.at(summed, self.group, values)
+        return summed.astype(np.float32)
+
+    def sums(self, values: np.ndarray) -> np.ndarray:
+        """(resamples, ...) the sum of `values` over each resample's examples."""
+        return (self.counts @ self.totals(values)).astype(float)
+
+
+def resample_counts(n: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Resamples:
+    """`resamples` bootstrap resamples of n examples (of groups of them beyond
+    MAX_BOOTSTRAP_DRAWS), drawn from `seed`."""
+    if n < 1 or resamples < 1:
+        raise ValueError(f"bootstrap needs examples and resamples, got n={n}, resamples={resamples}")
+    rng = np.random.default_rng(seed)
+    group = None
+    draws = n
+    if n > MAX_BOOTSTRAP_DRAWS:
+        draws = MAX_BOOTSTRAP_DRAWS
+        group = (rng.permutation(n) % draws).astype(np.int64)
+    picked = rng.integers(0, draws, size=(resamples, draws))
+    rows = np.arange(resamples)[:, None] * draws
+    counts = np.bincount((picked + rows).ravel(), minlength=resamples * draws).reshape(resamples, draws)
+    # Small integers: exact in float32, and the products with it are BLAS-fast.
+    return Resamples(counts=counts.astype(np.float32), group=group)
+
+
+def resampled_means(resamples: Resamples, values: np.ndarray) -> np.ndarray:
+    """(resamples,) mean of per-example `values` (1/0 for right/wrong: accuracy) in each resample."""
+    return resamples.sums(values) / resamples.sums(np.ones(len(values), dtype=np.float32))
+
+
+def resampled_macro_f1(resamples: Resamples, y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """(resamples,) macro-F1 of each resample, classes as in `macro_f1`."""
+    classes = np.arange(num_classes)
+    true_onehot = (y_true[:, None] == classes).astype(np.float32)  # (N, K)
+    pred_onehot = (y_pred[:, None] == classes).astype(np.float32)
+    tp = resamples.sums(true_onehot * pred_onehot)  # (resamples, K), exact counts
+    denominator = resamples.sums(true_onehot) + resamples.sums(pred_onehot)
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    return f1.mean(axis=1)
+
+
+def percentile_interval(samples: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The central `confidence` interval of bootstrap samples (percentile method)."""
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(samples, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
+    """McNemar's test of two models on the same examples. b: examples A gets right and B wrong,
+    c: the reverse. Exact two-sided binomial test when b + c < 25, else chi-square with
+    continuity correction (1 degree of freedom)."""
+    from scipy import stats
+
+    correct_a, correct_b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
+    b = int(np.sum(correct_a & ~correct_b))
+    c = int(np.sum(~correct_a & correct_b))
+    if b + c < MCNEMAR_EXACT_BELOW:
+        statistic = float(min(b, c))
+        p_value = min(1.0, 2 * float(stats.binom.cdf(min(b, c), b + c, 0.5)))  # b + c = 0 gives 1
+        method = "exact"
+    else:
+        statistic = (abs(b - c) - 1) ** 2 / (b + c)
+        p_value = float(stats.chi2.sf(statistic, df=1))
+        method = "chi2"
+    return {"b": b, "c": c, "statistic": float(statistic), "p_value": p_value, "method": method}
+
+
+def measure_latency(
+    predict: Callable[[np.ndarray], object],
+    images: np.ndarray,
+    batch_size: int = 256,
+    repeats: int = 3,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict:
+    """Time `predict` over `images` in batches: one warm-up batch (lazy initialisation, caches),
+    then the median of `repeats` passes. Milliseconds per batch and images per second."""
+    if len(images) == 0 or batch_size < 1 or repeats < 1:
+        raise ValueError(
+            f"latency needs images, batch_size >= 1 and repeats >= 1, got {len(images)} images, "
+            f"batch_size={batch_size}, repeats={repeats}"
+        )
+    batches = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
+    predict(batches[0])
+    passes = []
+    for _ in range(repeats):
+        started = clock()
+        for batch in batches:
+            predict(batch)
+        passes.append(clock() - started)
+    seconds = statistics.median(passes)
+    return {"ms_per_batch": 1000 * seconds / len(batches), "images_per_s": len(images) / seconds}

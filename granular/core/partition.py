@@ -1,0 +1,67 @@
+"""One split assignment shared by every view: train/val/test, and the validation folds."""
+from __future__ import annotations
+
+import numpy as np
+
+from granular.core.taxonomy import Taxonomy
+
+SPLITS = ("train", "val", "test")
+# The official split an example came from (a dataset's own train/test files; a table's held-out
+# test rows): its `origin`. The official test set stays the test split.
+ORIGINS = ("train", "test")
+TRAIN, TEST = range(2)
+TRAIN_SPLIT, VAL_SPLIT, TEST_SPLIT = range(3)
+
+
+class PartitionError(ValueError):
+    """A view or split cannot be built; the message names the view, split and class."""
+
+
+def assign_splits(labels: np.ndarray, origin: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
+    """Split code per example: the official test set stays test; the rest is split train/val,
+    stratified by label, with a seeded generator (the same seed gives the same split)."""
+    split = np.full(len(labels), TRAIN_SPLIT, dtype=np.int8)
+    split[origin == TEST] = TEST_SPLIT
+    rng = np.random.default_rng(seed)
+    for label in np.unique(labels):
+        members = np.flatnonzero((labels == label) & (origin != TEST))
+        n_val = int(round(len(members) * val_fraction))
+        split[rng.permutation(members)[:n_val]] = VAL_SPLIT
+    return split
+
+
+def assign_folds(labels: np.ndarray, split: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold 0..folds-1 of each validation example, stratified by label (-1 outside validation):
+    the fusion is fitted on some folds and scored on the others."""
+    fold = np.full(len(labels), -1, dtype=np.int8)
+    rng = np.random.default_rng([seed, folds])  # its own stream: adding folds leaves the split as it was
+    offset = 0
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero((labels == label) & (split == VAL_SPLIT)))
+        fold[members] = (np.arange(len(members)) + offset) % folds
+        offset += len(members)  # continue the round-robin so small classes do not all start at fold 0
+    return fold
+
+
+def check_every_class_in_every_split(fine_labels: np.ndarray, split: np.ndarray, taxonomy: Taxonomy) -> None:
+    """Every class of every taxonomy level must occur in train, val and test; coarsest level
+    first, so a whole missing group is reported as the group."""
+    for level in reversed(taxonomy.levels):
+        require_every_class(taxonomy.map_labels(fine_labels, level), split, taxonomy.names[level], f"level {level}")
+
+
+def require_every_class(y: np.ndarray, split: np.ndarray, class_names: tuple[str, ...], where: str) -> None:
+    _require_examples(split, where)
+    for code, name in enumerate(SPLITS):
+        missing = sorted(set(range(len(class_names))) - set(np.unique(y[split == code]).tolist()))
+        if missing:
+            names = [class_names[c] for c in missing]
+            raise PartitionError(f"{where}: split {name!r} has no example of class(es) {names}")
+
+
+def _require_examples(split: np.ndarray, where: str) -> None:
+    """An empty split is refused as such, before its classes are looked for."""
+    sizes = {name: int((split == code).sum()) for code, name in enumerate(SPLITS)}
+    empty = [name for name, n in sizes.items() if n == 0]
+    if empty:
+        raise PartitionError(f"{where}: split(s) {empty} have 0 examples, nothing to train or measure on (sizes: {sizes})")

@@ -1,0 +1,98 @@
+"""The run's report as Markdown: the comparison table, the significance of the fusion, the images
+and where the MLflow run is. Shown as a Prefect artifact; built here from plain data."""
+from __future__ import annotations
+
+import math
+from urllib.parse import quote
+
+from granular.runtime.redact import redact_uri
+
+
+def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """A link to the run in the MLflow UI when the store is a server, else how to open it."""
+    tracking_uri = redact_uri(tracking_uri)  # one from MLFLOW_TRACKING_URI may hold a password
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"[MLflow run {run_id}]({tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id})"
+    return f"MLflow run `{run_id}` in `{tracking_uri}` (open with `mlflow ui --backend-store-uri {tracking_uri}`)"
+
+
+def artifact_link(tracking_uri: str, run_id: str, artifact_path: str) -> str | None:
+    """Where a browser can fetch one of the run's artifacts: only through a tracking server."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    tracking_uri = redact_uri(tracking_uri)
+    return f"{tracking_uri.rstrip('/')}/get-artifact?path={quote(artifact_path)}&run_uuid={run_id}"
+
+
+COLUMNS = ("model", "level", "accuracy", "95% CI", "macro_f1", "ECE", "hF1", "severity", "img/s")
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _interval(low: float | None, high: float | None, spec: str) -> str:
+    return "-" if low is None or high is None else f"[{format(low, spec)}, {format(high, spec)}]"
+
+
+def comparison_rows(metrics: dict) -> list[dict[str, str]]:
+    """One row of display strings per model, in COLUMNS order: the table the terminal and the
+    report show. A metric a model lacks (hierarchy scores of a coarse view) shows as "-"."""
+    latency = metrics.get("latency", {})
+    rows = []
+    for name, scores in metrics["test"].items():
+        rows.append(dict(zip(COLUMNS, (
+            name,
+            scores.get("level", "-"),
+            _number(scores.get("accuracy"), ".4f"),
+            _interval(scores.get("accuracy_ci_low"), scores.get("accuracy_ci_high"), ".4f"),
+            _number(scores.get("macro_f1"), ".4f"),
+            _number(scores.get("ece"), ".4f"),
+            _number(scores.get("hierarchical_f1"), ".4f"),
+            _number(scores.get("mistake_severity"), ".2f"),
+            _number(latency.get(name, {}).get("images_per_s"), ".0f"),
+        ))))
+    return rows
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """The fusion against the best single view: the gain with its paired interval, and McNemar."""
+    lines = []
+    if "fused_minus_best_single" in metrics:
+        ci = metrics.get("fused_minus_best_single_ci")
+        interval = f"  95% CI {_interval(ci['low'], ci['high'], '+.4f')}" if ci else ""
+        lines.append(f"fused - best single view: {metrics['fused_minus_best_single']:+.4f}{interval}")
+    if "mcnemar" in metrics:
+        test = metrics["mcnemar"]
+        lines.append(f"McNemar, fused vs {test['versus']}: fused alone right b={test['b']}, "
+                     f"alone wrong c={test['c']}, p = {test['p_value']:.3g} ({test['method']})")
+    return lines
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Rows of equal keys as a Markdown table (floats to 4 places, missing values blank)."""
+    if not rows:
+        return "(no rows)"
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown_report(
+    title: str, comparison: list[dict], summary_lines: list[str], run: str, images: dict[str, str | None]
+) -> str:
+    """The report: a heading, the comparison table, summary lines, the run and the images
+    (embedded where a link can be fetched, else named)."""
+    parts = [f"# {title}", "", markdown_table(comparison), ""]
+    parts += [f"- {line}" for line in summary_lines]
+    parts += ["", run, ""]
+    for caption, link in images.items():
+        parts.append(f"![{caption}]({link})" if link else f"- {caption}: in the run's artifacts")
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,151 @@
+"""Raw datasets: import them untouched into data/raw/, then read them as arrays.
+
+Three layouts are understood:
+- idx: a folder with train-/t10k- images and labels in IDX files, gzipped or not (MNIST style);
+- npz: one .npz file holding x_train, y_train, x_test, y_test;
+- folder: <path>/train/<class name>/*.png and <path>/test/<class name>/*.png.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from granular.core.partition import ORIGINS
+from granular.modalities.images.idx import read_images_and_labels
+from granular.store.atomic import atomic_dir
+
+_IDX_PREFIX = {"train": "train", "test": "t10k"}
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+
+
+class SourceError(ValueError):
+    """The raw data is missing or not in the declared layout."""
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    images: np.ndarray  # (N, H, W), any numeric dtype; cleaning decides what is valid
+    labels: np.ndarray  # (N,) int64
+    origin: np.ndarray  # (N,) int8: core.partition.TRAIN or TEST
+    index: np.ndarray  # (N,) int64: position within its official split, a stable example id
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _idx_file(folder: Path, origin: str, kind: str) -> Path:
+    stem = f"{_IDX_PREFIX[origin]}-{kind}"
+    for name in (f"{stem}.gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    raise SourceError(f"{folder}: no {stem}[.gz] file (expected MNIST-style IDX files)")
+
+
+def _source_files(fmt: str, path: Path) -> list[Path]:
+    if fmt == "idx":
+        return [
+            _idx_file(path, origin, kind)
+            for origin in ORIGINS
+            for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")
+        ]
+    if fmt == "npz":
+        if not path.is_file():
+            raise SourceError(f"{path}: no such .npz file")
+        return [path]
+    for origin in ORIGINS:
+        if not (path / origin).is_dir():
+            raise SourceError(f"{path}: no {origin}/ folder of class folders")
+    return [path / origin for origin in ORIGINS]
+
+
+def import_raw(fmt: str, source: Path, raw_dir: Path) -> list[Path]:
+    """Copy the source files, byte for byte, into raw_dir (replacing it as a whole)."""
+    source = Path(source)
+    if not source.exists():
+        hint = ""
+        if fmt == "idx" and str(source).startswith("/usr/share/datasets/fashion-mnist"):
+            hint = (
+                " Install the Debian package with `sudo apt-get install dataset-fashion-mnist`,"
+                " or set data.source.path in params.yaml to your own data."
+            )
+        raise SourceError(f"raw data not found at {source}.{hint}")
+    files = _source_files(fmt, source)
+    with atomic_dir(raw_dir) as staging:
+        for item in files:
+            if item.is_dir():
+                shutil.copytree(item, staging / item.name)
+            else:
+                shutil.copy2(item, staging / item.name)
+    return sorted(p for p in Path(raw_dir).rglob("*") if p.is_file())
+
+
+def _stack(parts: list[tuple[np.ndarray, np.ndarray]]) -> RawDataset:
+    images = np.concatenate([x for x, _ in parts])
+    labels = np.concatenate([np.asarray(y).astype(np.int64).reshape(-1) for _, y in parts])
+    origin = np.concatenate([np.full(len(y), o, dtype=np.int8) for o, (_, y) in enumerate(parts)])
+    index = np.concatenate([np.arange(len(y), dtype=np.int64) for _, y in parts])
+    return RawDataset(images=images, labels=labels, origin=origin, index=index)
+
+
+def _load_npz(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    with np.load(path, allow_pickle=False) as archive:
+        missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
+        if missing:
+            raise SourceError(f"{path}: missing arrays {sorted(missing)}")
+        parts = [(archive[f"x_{o}"], archive[f"y_{o}"]) for o in ORIGINS]
+    for origin, (x, y) in zip(ORIGINS, parts):
+        if x.ndim != 3 or len(x) != len(y):
+            raise SourceError(
+                f"{path}: x_{origin} must be (N, H, W) with one y_{origin} label per image; "
+                f"found shapes {x.shape} and {y.shape}"
+            )
+    return parts
+
+
+def _load_folder(path: Path, class_names: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    from PIL import Image  # only this layout needs Pillow
+
+    label_of = {name: i for i, name in enumerate(class_names)}
+    parts = []
+    for origin in ORIGINS:
+        images, labels = [], []
+        for class_dir in sorted(p for p in (path / origin).iterdir() if p.is_dir()):
+            if class_dir.name not in label_of:
+                raise SourceError(
+                    f"{class_dir}: folder name is not a class of the taxonomy ({', '.join(class_names)})"
+                )
+            for file in sorted(class_dir.iterdir()):
+                if file.suffix.lower() in _IMAGE_SUFFIXES:
+                    images.append(np.asarray(Image.open(file).convert("L")))
+                    labels.append(label_of[class_dir.name])
+        shapes = {im.shape for im in images}
+        if len(shapes) > 1:
+            raise SourceError(f"{path / origin}: images differ in size: {sorted(shapes)}")
+        if not images:
+            raise SourceError(f"{path / origin}: no images found")
+        parts.append((np.stack(images), np.asarray(labels)))
+    return parts
+
+
+def load_raw(fmt: str, raw_dir: Path, class_names: list[str]) -> RawDataset:
+    """Read what import_raw copied into raw_dir."""
+    raw_dir = Path(raw_dir)
+    if fmt == "idx":
+        parts = [
+            read_images_and_labels(
+                _idx_file(raw_dir, origin, "images-idx3-ubyte"),
+                _idx_file(raw_dir, origin, "labels-idx1-ubyte"),
+            )
+            for origin in ORIGINS
+        ]
+    elif fmt == "npz":
+        files = sorted(raw_dir.glob("*.npz"))
+        if len(files) != 1:
+            raise SourceError(f"{raw_dir}: expected exactly one .npz file, found {len(files)}")
+        parts = _load_npz(files[0])
+    else:
+        parts = _load_folder(raw_dir, class_names)
+    return _stack(parts)

@@ -1,0 +1,271 @@
+"""A user's table (CSV or Parquet) through the pipeline: the `Modality` of granular/modalities/base.py.
+
+- clean writes data/interim/clean.npz (granular/modalities/tables/clean_file.py): the fine label
+  of every kept row, its row number, and each feature (and segment) column once; the derived
+  taxonomy and the schema beside it.
+- a view's folder holds row numbers, labels and segment values per split, never a copy of the
+  features: every view reads the one clean table and takes its columns.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from granular.config import Config, TableView
+from granular.core.partition import SPLITS, TEST, require_every_class
+from granular.core.taxonomy import Taxonomy, load_taxonomy
+from granular.modalities.base import Examples, TrainingData
+from granular.modalities.experts import ExpertPlan, single_network
+from granular.modalities.tables.clean_file import (
+    CATEGORICAL,
+    NUMERIC,
+    VOCAB,
+    feature_columns,
+    load_clean,
+    load_schema,
+)
+from granular.modalities.tables.reader import MODALITY, TableInput, TableReader, route, segment_values
+from granular.store.atomic import atomic_dir, atomic_path, read_npz, write_json, write_npz
+from granular.store.paths import ProjectPaths
+
+BASELINE = "hgb"  # scikit-learn's HistGradientBoostingClassifier: the comparison table's baseline
+
+
+class TableStepError(ValueError):
+    """The table does not fit the configured views; the message names the view and column."""
+
+
+def _taxonomy_document(taxonomy: Taxonomy) -> dict:
+    return {
+        "levels": list(taxonomy.levels),
+        "classes": [
+            {level: taxonomy.names[level][taxonomy.parent[level][fine]] for level in taxonomy.levels}
+            for fine in range(len(taxonomy.fine_names))
+        ],
+    }
+
+
+def _check_segment_columns(config: Config, schema: dict) -> None:
+    """A view is segmented by a categorical feature column: its values name the experts."""
+    for spec in config.views.values():
+        column = spec.segments.column if spec.segments else None
+        if column is not None and schema["columns"].get(column, {}).get("type") != "categorical":
+            raise TableStepError(
+                f"view {spec.name}: segments.column {column!r} must be a categorical feature column "
+                f"(declare it in data.table.types if it holds numbers); features: {feature_columns(schema)}"
+            )
+
+
+def view_columns(config: Config, view: TableView, schema: dict) -> list[str]:
+    return feature_columns(schema) if view.features == "all" else list(config.data.table.feature_groups[view.features])
+
+
+def _expert_values(view: TableView, segments: dict[str, np.ndarray]) -> list[str]:
+    """Segment values frequent enough for an expert: min_size training rows and a validation row."""
+    if not view.segments:
+        return []
+    values, counts = np.unique(segments["train"], return_counts=True)
+    return [str(v) for v, n in zip(values, counts) if n >= view.segments.min_size and (segments["val"] == v).any()]
+
+
+class Tables:
+    name = MODALITY
+
+    def import_raw(self, config: Config, paths: ProjectPaths) -> list[Path]:
+        """Copy the table file, or every table file of a folder, byte for byte into data/raw/."""
+        from granular.modalities.tables.source import table_files
+
+        files = table_files(paths.resolve(config.data.source.path, "data.source.path"), config.data.source.format)
+        with atomic_dir(paths.raw) as staging:
+            for file in files:
+                shutil.copy2(file, staging / file.name)
+        return sorted(paths.raw.iterdir())
+
+    def clean(self, config: Config, paths: ProjectPaths) -> dict:
+        """Read the imported table, set faulty rows aside with their reason in data/quarantine/,
+        and write the kept rows as clean.npz, with the schema and taxonomy they were read with."""
+        from granular.modalities.tables.clean import clean_table, taxonomy_from_columns
+        from granular.modalities.tables.schema import infer_schema
+        from granular.modalities.tables.source import read_table
+
+        table = config.data.table
+        frame = read_table(paths.raw, config.data.source.format, table)
+        schema = infer_schema(frame, table)
+        _check_segment_columns(config, schema)
+        given = load_taxonomy(paths.taxonomy(config.taxonomy)) if config.taxonomy else None
+        level_names = {given.fine: list(given.fine_names)} if given else None
+        result = clean_table(frame, table, schema, level_names)
+        kept = result.kept
+        if config.data.limit is not None and len(kept) > config.data.limit:
+            kept = kept.sample(n=config.data.limit, random_state=config.data.limit_seed).sort_index()
+        taxonomy = given or taxonomy_from_columns(kept, table)
+        with atomic_dir(paths.quarantine) as staging:
+            result.rejected.to_csv(staging / "rejected.csv", index=False)
+        arrays = {
+            "label": pd.Categorical(kept[table.target].astype("string"), categories=taxonomy.fine_names).codes.astype(np.int64),
+            "origin": np.zeros(len(kept), dtype=np.int8),
+            "index": kept.index.to_numpy(dtype=np.int64),
+        }
+        for column in feature_columns(schema):
+            if schema["columns"][column]["type"] == "numeric":
+                arrays[NUMERIC + column] = pd.to_numeric(kept[column], errors="coerce").to_numpy(dtype=np.float32)
+            else:
+                codes, values = pd.factorize(kept[column].astype("string"), sort=True)
+                arrays[CATEGORICAL + column] = codes.astype(np.int32)
+                arrays[VOCAB + column] = np.asarray(values, dtype=str)
+        write_npz(paths.clean, **arrays)
+        write_json(paths.table_schema, schema)
+        with atomic_path(paths.derived_taxonomy) as tmp:
+            tmp.write_text(yaml.safe_dump(_taxonomy_document(taxonomy), sort_keys=False, allow_unicode=True))
+        report = {**result.report, "kept": int(len(kept)), "subsampled_out": int(len(result.kept) - len(kept))}
+        write_json(paths.clean_report, report)
+        return report
+
+    def validate(self, config: Config, paths: ProjectPaths, docs_dir: Path):
+        """GX on the clean table (rows present, every label a class of the taxonomy, every feature
+        column there) and on its class counts (each at least validate.min_per_class); drift of
+        the schema from the accepted one is reported beside."""
+        import great_expectations.expectations as gxe  # ~6 s to import: only when validating
+
+        from granular.core.validation import validate_tables
+        from granular.modalities.tables.schema import schema_drift
+
+        taxonomy = load_taxonomy(paths.taxonomy(config.taxonomy))
+        table = load_clean(paths)
+        schema = load_schema(paths.table_schema)
+        names = list(taxonomy.fine_names)
+        rows = table.frame.assign(row=table.index, label=np.asarray(names, dtype=object)[table.labels])
+        counts = pd.DataFrame({"label": names, "count": np.bincount(table.labels, minlength=len(names))})
+        expectations = {
+            "rows": [
+                gxe.ExpectTableRowCountToBeBetween(min_value=1),
+                gxe.ExpectColumnValuesToBeInSet(column="label", value_set=names),
+                # Missing feature values are imputed when training: only presence is expected here.
+                *[gxe.ExpectColumnToExist(column=c) for c in feature_columns(schema)],
+            ],
+            "class_counts": [gxe.ExpectColumnValuesToBeBetween(column="count", min_value=config.validate_.min_per_class)],
+        }
+        source = f"{paths.clean.relative_to(paths.root)} (cleaned from the table(s) in {paths.raw.relative_to(paths.root)})"
+        validation = validate_tables(
+            {"rows": rows, "class_counts": counts}, expectations, source, docs_dir,
+            may_be_missing=frozenset(feature_columns(schema)),  # imputed from the training rows
+            row_ids={"rows": ("row",), "class_counts": ("label",)},
+        )
+        if paths.accepted_schema.exists():
+            validation.report["schema_drift"] = schema_drift(load_schema(paths.accepted_schema), schema)
+        else:  # the first table validated sets what later tables are compared with
+            write_json(paths.accepted_schema, schema)
+            validation.report["schema_drift"] = []
+        return validation
+
+    def examples(self, config: Config, paths: ProjectPaths) -> Examples:
+        """A table has no official test split: data.table.test_fraction of each class is held
+        out as one (its origin), and the rest is split train/val as for images."""
+        labels = load_clean(paths).labels
+        rng = np.random.default_rng([config.split.seed, 1])  # its own stream: the val split stays as it was
+        origin = np.zeros(len(labels), dtype=np.int8)
+        for label in np.unique(labels):
+            members = rng.permutation(np.flatnonzero(labels == label))
+            origin[members[: int(round(len(members) * config.data.table.test_fraction))]] = TEST
+        return Examples(labels=labels, origin=origin, index=np.arange(len(labels), dtype=np.int64))
+
+    def view_arrays(
+        self, config: Config, paths: ProjectPaths, view: TableView, taxonomy: Taxonomy, staging: Path
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """A view's rows, labels and segment values per split: references into the clean table."""
+        splits = read_npz(paths.splits)
+        y = taxonomy.map_labels(splits["label"], view.level)
+        require_every_class(y, splits["split"], taxonomy.names[view.level], f"view {view.name}")
+        segment = None
+        if view.segments:
+            segment = segment_values(load_clean(paths).frame[view.segments.column]).to_numpy(dtype=str)
+        out = {}
+        for code, split_name in enumerate(SPLITS):
+            rows = np.flatnonzero(splits["split"] == code)
+            out[split_name] = {"rows": rows, "y": y[rows], "origin": splits["origin"][rows], "index": splits["index"][rows]}
+            if segment is not None:
+                out[split_name]["segment"] = segment[rows]
+        return out
+
+    def networks_in_view(self, config: Config, paths: ProjectPaths, view: TableView) -> int:
+        """The global network and an expert per frequent segment value."""
+        if not view.segments:
+            return 1
+        segments = {s: read_npz(paths.view_split(view.name, s))["segment"] for s in ("train", "val")}
+        return 1 + len(_expert_values(view, segments))
+
+    def training_data(self, config: Config, paths: ProjectPaths, view: TableView, taxonomy: Taxonomy, warn) -> TrainingData:
+        """The view's columns encoded by an encoder fitted on the training rows; network 0 is the
+        global network on every row, network k the expert of the k-th frequent segment value."""
+        from granular.modalities.tables.features import FeatureEncoder
+
+        schema = load_schema(paths.table_schema)
+        table = load_clean(paths)
+        splits = {s: read_npz(paths.view_split(view.name, s)) for s in SPLITS}
+        columns = view_columns(config, view, schema)
+        encoder = FeatureEncoder().fit(table.frame.iloc[splits["train"]["rows"]], schema)
+        for line in encoder.warnings_:
+            warn(f"view {view.name}: {line}")
+        x = {s: encoder.transform(table.frame.iloc[a["rows"]], columns) for s, a in splits.items()}
+        y = {s: a["y"] for s, a in splits.items()}
+        if not view.segments:
+            plan = single_network({s: len(a["y"]) for s, a in splits.items()})
+            return TrainingData(x=x, y=y, plan=plan, reader=TableReader(columns=columns, encoder=encoder))
+        expert_values = _expert_values(view, {s: a["segment"] for s, a in splits.items()})
+        plan = ExpertPlan(
+            route={s: route(pd.Series(a["segment"]), expert_values) for s, a in splits.items()},
+            tags=[{"segment": "global"}, *({"segment": value} for value in expert_values)],
+            fallback=True,
+        )
+        reader = TableReader(columns=columns, encoder=encoder, segment_column=view.segments.column,
+                             expert_values=tuple(expert_values))
+        return TrainingData(x=x, y=y, plan=plan, reader=reader)
+
+    def student_reader(self, config: Config, paths: ProjectPaths) -> TableReader:
+        raise ValueError("distill.enabled: the student network is for images; set it to false for a table")
+
+    def raw_inputs(self, config: Config, paths: ProjectPaths, split: str, count: int | None = None) -> pd.DataFrame:
+        """The feature columns of the first `count` rows of a split."""
+        rows = np.flatnonzero(read_npz(paths.splits)["split"] == SPLITS.index(split))[:count]
+        frame = load_clean(paths).frame.iloc[rows].reset_index(drop=True)
+        # As read from a file: text, and float64 (a served model's signature then takes float32 too).
+        return frame.astype({
+            c: "string" if isinstance(frame[c].dtype, pd.CategoricalDtype) else "float64" for c in frame.columns
+        })
+
+    def input_spec(self, config: Config, paths: ProjectPaths) -> TableInput:
+        return TableInput(columns=feature_columns(load_schema(paths.table_schema)))
+
+    def load_input_spec(self, spec: dict[str, Any]) -> TableInput:
+        return TableInput(columns=spec["columns"])
+
+    def load_reader(self, folder: Path, spec: dict[str, Any]) -> TableReader:
+        return TableReader.load(folder, spec)
+
+    def baselines(self, config: Config, paths: ProjectPaths) -> dict[str, dict]:
+        """Gradient-boosted trees on the same splits and every feature column, fitted where the
+        networks were (train, with val for early stopping): its fit time and test probabilities."""
+        from granular.modalities.tables.baseline import fit_baseline
+        from granular.modalities.tables.features import FeatureEncoder
+
+        schema = load_schema(paths.table_schema)
+        table = load_clean(paths)
+        splits = read_npz(paths.splits)
+        rows = {name: np.flatnonzero(splits["split"] == code) for code, name in enumerate(SPLITS)}
+        encoder = FeatureEncoder().fit(table.frame.iloc[rows["train"]], schema)
+        arrays = {s: encoder.transform(table.frame.iloc[r], feature_columns(schema)) for s, r in rows.items()}
+        labels = {s: splits["label"][r] for s, r in rows.items()}
+        num_classes = len(load_taxonomy(paths.taxonomy(config.taxonomy)).fine_names)
+        model = fit_baseline(
+            arrays["train"], labels["train"], arrays["val"], labels["val"], num_classes, seed=config.train.seed,
+            threads=config.train.threads,
+        )
+        return {BASELINE: {"fit_seconds": model.fit_seconds, "test_proba": model.predict_proba(arrays["test"])}}
+
+
+TABLES = Tables()

@@ -1,0 +1,183 @@
+"""What a network reads: grey images for the CNN, a table's encoded columns for the MLP.
+
+Each kind of input knows its tensors, how they are scaled, which network reads them and how a
+training batch is augmented, so the training loop (granular/nn/train.py) asks nothing else of it.
+Rows are selected with `inputs[rows]`, as with an array.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from granular.config import TrainConfig
+from granular.nn.models import CNNConfig, MLPConfig, ResidualCNN, TabularMLP, stem_pool_for
+
+UNKNOWN = -1  # the code of a category not seen in the training split
+
+Statistic = float | torch.Tensor
+
+
+class NetworkInputs(Protocol):
+    mirrored_tta: bool  # may a prediction average over the input and its mirror image?
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, rows) -> "NetworkInputs": ...
+
+    def to_device(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """The unscaled inputs of the network's forward, on `device`."""
+
+    def statistics(self, device: torch.device) -> tuple[Statistic, Statistic]:
+        """Mean and deviation that scale the inputs, measured on these (the training) rows."""
+
+    def scaled(self, tensors: tuple[torch.Tensor, ...], mean: Statistic, std: Statistic) -> tuple[torch.Tensor, ...]: ...
+
+    def network(self, num_classes: int, config: TrainConfig) -> nn.Module: ...
+
+    def augment(self, batch: tuple[torch.Tensor, ...], config: TrainConfig, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """A training batch (on the device, unscaled) with the configured random changes."""
+
+    def arrays(self) -> list[np.ndarray]:
+        """Everything the inputs hold, for a fingerprint of the data."""
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """(N, H, W) grey images, pixels 0..255 (float after pooling). Trained with random
+    translation, flips and erasing; scaled by one mean and deviation of all pixels."""
+
+    images: np.ndarray
+    mirrored_tta = True
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, rows) -> "Pixels":
+        return Pixels(self.images[rows])
+
+    def to_device(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        return (torch.as_tensor(self.images, dtype=torch.float32).unsqueeze(1).to(device),)  # (N, 1, H, W)
+
+    def statistics(self, device: torch.device) -> tuple[Statistic, Statistic]:
+        return float(np.mean(self.images, dtype=np.float64)), float(np.std(self.images, dtype=np.float64)) or 1.0
+
+    def scaled(self, tensors, mean, std):
+        return (((tensors[0] - mean) / std).contiguous(memory_format=torch.channels_last),)
+
+    def network(self, num_classes: int, config: TrainConfig) -> nn.Module:
+        return ResidualCNN(CNNConfig(
+            in_channels=1, num_classes=num_classes, width=config.width, depth=config.depth, dropout=config.dropout,
+            stem_pool=stem_pool_for(self.images.shape[1]),
+        ))
+
+    def augment(self, batch, config, generator):
+        pad = max(1, self.images.shape[-1] // 14)  # 2 pixels at 28x28, 1 at 14x14
+        return (_augment(batch[0], pad, config, generator),)
+
+    def arrays(self) -> list[np.ndarray]:
+        return [self.images]
+
+
+@dataclass(frozen=True)
+class TableArrays:
+    """A table as the MLP sees it: numeric features (imputed, not yet scaled; scaled per
+    column) and categorical codes, row by row. Not augmented."""
+
+    numeric: np.ndarray  # (N, F) float32, finite
+    codes: np.ndarray  # (N, C) int64: 0..cardinality-1, or UNKNOWN
+    cardinalities: tuple[int, ...]  # known categories of each categorical column
+    mirrored_tta = False
+
+    def __post_init__(self) -> None:
+        if self.numeric.ndim != 2 or self.codes.ndim != 2:
+            raise ValueError(f"numeric and codes must be 2-d, got shapes {self.numeric.shape} and {self.codes.shape}")
+        if len(self.numeric) != len(self.codes):
+            raise ValueError(f"{len(self.numeric)} rows of numeric features but {len(self.codes)} of categorical codes")
+        if self.codes.shape[1] != len(self.cardinalities):
+            raise ValueError(f"{self.codes.shape[1]} categorical columns but {len(self.cardinalities)} cardinalities")
+        if self.numeric.shape[1] + self.codes.shape[1] == 0:
+            raise ValueError("a table needs at least one feature column")
+        if not np.issubdtype(self.codes.dtype, np.integer):
+            raise ValueError(f"categorical codes must be integers, got {self.codes.dtype}")
+        finite = np.isfinite(self.numeric)
+        if not finite.all():
+            row, column = np.argwhere(~finite)[0]
+            raise ValueError(f"numeric column {column} holds {self.numeric[row, column]} at row {row}: impute first")
+
+    def __len__(self) -> int:
+        return len(self.numeric)
+
+    def __getitem__(self, rows) -> "TableArrays":
+        return TableArrays(self.numeric[rows], self.codes[rows], self.cardinalities)
+
+    def to_device(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        numeric = torch.as_tensor(self.numeric, dtype=torch.float32, device=device)
+        return numeric, torch.as_tensor(self.codes, dtype=torch.long, device=device)
+
+    def statistics(self, device: torch.device) -> tuple[Statistic, Statistic]:
+        mean = self.numeric.mean(axis=0, dtype=np.float64)
+        std = self.numeric.std(axis=0, dtype=np.float64)
+        std[std == 0] = 1.0  # a constant column stays constant (at zero)
+        return (torch.as_tensor(mean, dtype=torch.float32, device=device),
+                torch.as_tensor(std, dtype=torch.float32, device=device))
+
+    def scaled(self, tensors, mean, std):
+        return ((tensors[0] - mean) / std, *tensors[1:])
+
+    def network(self, num_classes: int, config: TrainConfig) -> nn.Module:
+        return TabularMLP(MLPConfig(
+            num_numeric=self.numeric.shape[1], cardinalities=self.cardinalities, num_classes=num_classes,
+            width=config.width, depth=config.depth, dropout=config.dropout,
+        ))
+
+    def augment(self, batch, config, generator):
+        return batch
+
+    def arrays(self) -> list[np.ndarray]:
+        return [self.numeric, self.codes, np.asarray(self.cardinalities)]
+
+
+def _augment(x: torch.Tensor, pad: int, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """Per-image random translation (crop of a zero-padded copy), horizontal flip and random
+    erasing, as the config asks; random numbers come from `generator` on the CPU, so a run
+    is the same on any device."""
+    batch, channels, height, width = x.shape
+    device = x.device
+    shift = torch.randint(0, 2 * pad + 1, (2, batch), generator=generator).to(device)
+    padded = F.pad(x, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p)
+    rows = shift[0][:, None] + torch.arange(height, device=device)  # (B, H)
+    cols = shift[1][:, None] + torch.arange(width, device=device)  # (B, W)
+    b = torch.arange(batch, device=device)[:, None, None]
+    moved = padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    moved = moved.permute(0, 3, 1, 2)
+    flip = (torch.rand(batch, generator=generator) < 0.5).to(device)[:, None, None, None]
+    if config.hflip:
+        moved = torch.where(flip, moved.flip(-1), moved)
+    if config.random_erasing > 0:
+        moved = _erase(moved, config.random_erasing, generator)
+    return moved
+
+
+def _erase(x: torch.Tensor, chance: float, generator: torch.Generator) -> torch.Tensor:
+    """Blank one random rectangle (2-25% of the area, aspect 0.3-3.3) in a `chance` share of images."""
+    batch, _, height, width = x.shape
+    draws = torch.rand(5, batch, generator=generator)
+    area = (0.02 + 0.23 * draws[0]) * height * width
+    aspect = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * draws[1])
+    h = (area * aspect).sqrt().round().clamp(1, height)
+    w = (area / aspect).sqrt().round().clamp(1, width)
+    top = (draws[2] * (height - h + 1)).floor()
+    left = (draws[3] * (width - w + 1)).floor()
+    rows, cols = torch.arange(height)[None, :], torch.arange(width)[None, :]
+    inside = (
+        ((rows >= top[:, None]) & (rows < (top + h)[:, None]))[:, :, None]
+        & ((cols >= left[:, None]) & (cols < (left + w)[:, None]))[:, None, :]
+    )  # (B, H, W)
+    erase = (inside & (draws[4] < chance)[:, None, None])[:, None].to(x.device)
+    return x.masked_fill(erase, 0.0)

@@ -1,0 +1,236 @@
+"""The training loop and inference of one network, with the data resident on the device.
+
+One loop serves every kind of input (granular/nn/inputs.py): the inputs say which network reads
+them, how they are scaled (by statistics of the training split) and how a batch is augmented.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from granular.config import TrainConfig
+from granular.core.evaluate import log_loss
+from granular.nn import checkpoints, inputs, models
+from granular.nn.device import Runtime
+from granular.nn.inputs import NetworkInputs
+from granular.nn.trained import TrainedModel
+from granular.runtime import preemption
+
+EpochCallback = Callable[[dict], None]
+
+
+def _autocast(runtime: Runtime):
+    if runtime.autocast_dtype is None:
+        return nullcontext()
+    return torch.autocast(runtime.device.type, dtype=runtime.autocast_dtype)
+
+
+def _fingerprint(config: TrainConfig, num_classes: int, arrays: list[np.ndarray]) -> str:
+    """What makes two trainings the same one: settings, data and the code that trains."""
+    digest = hashlib.sha256(f"{config.model_dump_json()}|{num_classes}".encode())
+    for array in arrays:
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        if array.size:  # memoryview cannot cast an empty array (a table without categorical columns)
+            digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+    for source in (__file__, models.__file__, inputs.__file__):
+        digest.update(Path(source).read_bytes())
+    return digest.hexdigest()
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
+    )
+
+
+def _schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
+    """Warm-up to the peak learning rate over warmup_fraction of the steps, then down to ~0."""
+    # OneCycleLR divides by zero when its warm-up is shorter than a step: tiny runs (a small
+    # segment's expert) get a schedule of at least 5 steps, not all of which they take.
+    total_steps = max(total_steps, 5)
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=config.warmup_fraction
+        )
+    warmup = max(1, round(config.warmup_fraction * total_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(_warmup_cosine, warmup, total_steps))
+
+
+def _warmup_cosine(warmup: int, total: int, step: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _targets(y_train: np.ndarray, rows: int, num_classes: int, runtime: Runtime) -> torch.Tensor:
+    """The training targets on the device: class ids (N,), or probabilities (N, classes), which
+    cross-entropy takes as they are (a teacher's soft targets, for distillation)."""
+    y_train = np.asarray(y_train)
+    if len(y_train) != rows:
+        raise ValueError(f"{rows} training inputs but {len(y_train)} targets")
+    if y_train.ndim == 1:
+        return torch.as_tensor(y_train, dtype=torch.long, device=runtime.device)
+    if y_train.ndim != 2 or y_train.shape[1] != num_classes:
+        raise ValueError(f"soft targets must have shape (N, {num_classes}), got {y_train.shape}")
+    if not np.allclose(y_train.sum(axis=1), 1.0, atol=1e-3) or (y_train < 0).any():
+        raise ValueError("soft targets must be probabilities: non-negative rows that sum to 1")
+    return torch.as_tensor(y_train, dtype=torch.float32, device=runtime.device)
+
+
+def fit(
+    x_train: NetworkInputs,
+    y_train: np.ndarray,
+    x_val: NetworkInputs,
+    y_val: np.ndarray,
+    num_classes: int,
+    config: TrainConfig,
+    runtime: Runtime,
+    on_epoch: EpochCallback | None = None,
+    checkpoint_dir: Path | None = None,
+    warn: Callable[[str], None] = print,
+) -> TrainedModel:
+    """Train the network that reads `x_train` with the recipe in `config` (optimizer, warm-up
+    schedule, label smoothing, the inputs' augmentation, early stopping on the validation loss).
+
+    `y_train` holds class ids (N,), or target probabilities (N, num_classes) to train on soft
+    targets (distillation); validation accuracy and loss always use the class ids `y_val`.
+
+    With a checkpoint_dir, the whole training state (weights, optimizer, schedule, random
+    generators, history, best weights so far) is saved after every epoch and on SIGTERM, and a
+    later call with the same settings and data resumes from the newest readable checkpoint: on
+    the CPU it ends with exactly the weights an uninterrupted run would have.
+    """
+    if len(x_train) == 0:
+        raise ValueError("cannot train on an empty training split")
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    mean, std = x_train.statistics(runtime.device)
+    xs = x_train.to_device(runtime.device)
+    ys = _targets(y_train, len(x_train), num_classes, runtime)
+
+    model = x_train.network(num_classes, config).to(runtime.device, memory_format=torch.channels_last)
+    # The compiled module shares the model's parameters; checkpoints keep the plain model's names.
+    compiled = config.compile == "on" or (config.compile == "auto" and runtime.device.type == "cuda")
+    forward = torch.compile(model) if compiled else model
+    optimizer = _optimizer(model, config)
+    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+    schedule = _schedule(optimizer, config, config.epochs * steps_per_epoch)
+    trained = TrainedModel(model=model, mean=mean, std=std, tta=config.tta and x_train.mirrored_tta)
+    best = {"val_loss": math.inf, "epoch": 0, "weights": None, "val_proba": None}  # for early stopping
+
+    data = [*x_train.arrays(), np.asarray(y_train), *x_val.arrays(), np.asarray(y_val)]
+    fingerprint = _fingerprint(config, num_classes, data) if checkpoint_dir else ""
+
+    def state(order: torch.Tensor | None, loss_sum: torch.Tensor) -> dict:
+        return {
+            "fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if runtime.device.type == "cuda" else [],
+            "history": trained.history, "order": order, "loss_sum": loss_sum, "best": best,
+        }
+
+    first_epoch, first_step, order, loss_sum = 1, 0, None, torch.zeros((), device=runtime.device)
+    resumed = checkpoints.load_latest(checkpoint_dir, fingerprint, runtime.device, warn) if checkpoint_dir else None
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        schedule.load_state_dict(resumed["schedule"])
+        generator.set_state(resumed["generator"])
+        torch.set_rng_state(resumed["torch_rng"])
+        if resumed["cuda_rng"]:
+            torch.cuda.set_rng_state_all(resumed["cuda_rng"])
+        trained.history, best = resumed["history"], resumed["best"]
+        first_epoch, first_step, order, loss_sum = resumed["epoch"], resumed["step"], resumed["order"], resumed["loss_sum"]
+        warn(f"resuming from checkpoint at epoch {first_epoch}, batch {first_step} ({checkpoint_dir})")
+        for record in trained.history:  # the epochs done before, so the caller's curves are whole
+            if on_epoch is not None:
+                on_epoch(record)
+
+    last_epoch = config.epochs
+    if config.early_stopping_patience and trained.history:  # resumed: had it already stopped early?
+        if trained.history[-1]["epoch"] - best["epoch"] >= config.early_stopping_patience:
+            last_epoch = trained.history[-1]["epoch"]
+    with preemption.deferred_stop_signals():
+        for epoch in range(first_epoch, last_epoch + 1):
+            model.train()
+            started = time.perf_counter()
+            if order is None:
+                order = torch.randperm(len(x_train), generator=generator).to(runtime.device)
+                loss_sum = torch.zeros((), device=runtime.device)
+            for start in range(first_step * config.batch_size, len(x_train), config.batch_size):
+                rows = order[start : start + config.batch_size]
+                batch = x_train.augment(tuple(x[rows] for x in xs), config, generator)
+                batch = x_train.scaled(batch, mean, std)
+                with _autocast(runtime):
+                    loss = F.cross_entropy(forward(*batch), ys[rows], label_smoothing=config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                loss_sum += loss.detach() * len(rows)  # stays on the device: no sync per step
+                if preemption.requested():
+                    step = start // config.batch_size + 1
+                    saved = checkpoints.save_state(checkpoint_dir, epoch, step, state(order, loss_sum)) if checkpoint_dir else None
+                    raise preemption.stop(f"at epoch {epoch}, batch {step}; checkpoint: {saved}")
+            seconds = time.perf_counter() - started
+            val_proba = predict_proba(trained, x_val, runtime, batch_size=1024)
+            record = {
+                "epoch": epoch,
+                "train_loss": float(loss_sum) / len(x_train),
+                "val_accuracy": float((val_proba.argmax(1) == y_val).mean()) if len(y_val) else float("nan"),
+                "val_loss": log_loss(val_proba, y_val),
+                "seconds": seconds,
+                "images_per_s": len(x_train) * (1 - first_step / steps_per_epoch) / seconds,
+                "lr": schedule.get_last_lr()[0],
+            }
+            trained.history.append(record)
+            trained.val_proba = val_proba
+            order, first_step = None, 0
+            if config.early_stopping_patience and record["val_loss"] < best["val_loss"]:
+                weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best = {"val_loss": record["val_loss"], "epoch": epoch, "weights": weights,
+                        "val_proba": torch.from_numpy(val_proba)}  # a tensor: checkpoints load weights only
+            stopped_early = config.early_stopping_patience and epoch - best["epoch"] >= config.early_stopping_patience
+            if checkpoint_dir:
+                checkpoints.save_state(checkpoint_dir, epoch + 1, 0, state(None, loss_sum))
+            if on_epoch is not None:
+                on_epoch(record)
+            if stopped_early:
+                warn(f"early stop after epoch {epoch}: no better validation loss since epoch {best['epoch']}")
+                break
+    if config.early_stopping_patience and best["weights"] is not None:  # the best epoch's weights
+        model.load_state_dict(best["weights"])
+        trained.val_proba = best["val_proba"].numpy()
+    if trained.val_proba is None:  # resumed from the checkpoint after the last epoch
+        trained.val_proba = predict_proba(trained, x_val, runtime, batch_size=1024)
+    return trained
+
+
+@torch.no_grad()
+def predict_proba(trained: TrainedModel, x: NetworkInputs, runtime: Runtime, batch_size: int = 1024) -> np.ndarray:
+    """Class probabilities (N, classes); with the model's tta, averaged with the mirrored image."""
+    model = trained.model.eval()
+    out = []
+    for start in range(0, len(x), batch_size):
+        rows = x[start : start + batch_size]
+        batch = rows.scaled(rows.to_device(runtime.device), trained.mean, trained.std)
+        with _autocast(runtime):
+            proba = F.softmax(model(*batch).float(), dim=1)
+            if trained.tta:
+                proba = (proba + F.softmax(model(batch[0].flip(-1)).float(), dim=1)) / 2
+        out.append(proba.cpu())
+    if not out:
+        return np.zeros((0, model.config.num_classes), dtype=np.float32)
+    return torch.cat(out).numpy()

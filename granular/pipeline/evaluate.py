@@ -1,0 +1,188 @@
+"""Step evaluate: every view, the fusion, the student and any baseline on the test split, with
+intervals, per-class scores, calibration, hierarchical scores and inference latency
+(data/evaluation/)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from granular.config import Config
+from granular.core import evaluate, plots
+from granular.core.taxonomy import Taxonomy
+from granular.modalities import load_view_model, modality_for
+from granular.pipeline.distill import STUDENT
+from granular.pipeline.reads import project_taxonomy, split_rows, view_probas
+from granular.store.atomic import atomic_dir, read_npz, write_csv, write_json
+from granular.store.paths import ProjectPaths
+
+LATENCY_IMAGES = 512  # test images timed per model: a few seconds in all, on a CPU too
+LATENCY_BATCH = 256
+COMPARISON_COLUMNS = (  # model quality only: latency is a figure of the machine
+    "accuracy", "accuracy_ci_low", "accuracy_ci_high", "macro_f1", "macro_f1_ci_low", "macro_f1_ci_high",
+    "ece", "hierarchical_f1", "mistake_severity",
+)
+
+
+def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
+    """Every view and the fusion on the test split: accuracy and macro-F1 with bootstrap 95%
+    intervals (the same resamples for every model), per-class scores, calibration, and for fine
+    models the hierarchical scores and the accuracy they imply at coarser levels; the fusion
+    against the best single fine view (paired interval, McNemar's test); inference latency."""
+    taxonomy = project_taxonomy(config, paths)
+    y_fine = split_rows(paths, "test")["label"]
+    test_probas = view_probas(config, paths, "test_proba")
+    entries = [(v.name, v.level, test_probas[v.name]) for v in config.views.values()]
+    entries.append(("fused", taxonomy.fine, read_npz(paths.fused_dir / "predictions.npz")["test_proba"]))
+    if config.distill.enabled:
+        entries.append((STUDENT, taxonomy.fine, read_npz(paths.student_dir / "predictions.npz")["test_proba"]))
+    baselines = modality_for(config).baselines(config, paths)  # what the networks must beat
+    for name, baseline in baselines.items():
+        entries.append((name, taxonomy.fine, baseline.pop("test_proba")))
+    resamples = evaluate.resample_counts(len(y_fine))
+    test, details = {}, {}
+    for name, level, proba in entries:
+        test[name], details[name] = _score_model(taxonomy, level, y_fine, proba, resamples)
+    fine_views = [v.name for v in config.views.values() if v.level == taxonomy.fine]
+    best = max(fine_views, key=lambda n: test[n]["accuracy"]) if fine_views else None
+    metrics = {"test": test, "best_single": best}
+    by_segment = _accuracy_by_segment(config, paths, taxonomy, y_fine, test_probas)
+    if by_segment:
+        metrics["segments"] = by_segment
+    if best:
+        metrics["fused_minus_best_single"] = test["fused"]["accuracy"] - test[best]["accuracy"]
+        metrics.update(_fused_versus_best(details["fused"]["correct"], details[best]["correct"], best, resamples))
+    for name, baseline in baselines.items():
+        metrics["baseline"] = {"model": name, **baseline}
+    metrics["bootstrap"] = {
+        "resamples": resamples.resamples, "seed": evaluate.BOOTSTRAP_SEED, "confidence": evaluate.CONFIDENCE
+    }
+    _write_evaluation(paths, taxonomy, y_fine, test, details)
+    write_json(paths.metrics, metrics)
+    # A figure of this machine: beside the metrics, so that `dvc metrics diff` shows model quality.
+    latency = _latency(config, paths)
+    write_json(paths.latency, latency)
+    return {**metrics, "latency": latency}
+
+
+def _score_model(
+    taxonomy: Taxonomy, level: str, y_fine: np.ndarray, proba: np.ndarray, resamples: evaluate.Resamples
+) -> tuple[dict, dict]:
+    """One model's flat scores (floats for MLflow, intervals as `<metric>_ci_low/_high`) and
+    the details written beside them: confusion, per-class scores, reliability bins."""
+    y = taxonomy.map_labels(y_fine, level)
+    scores = evaluate.classification_metrics(y, proba)
+    matrix = scores.pop("confusion")
+    predicted = proba.argmax(axis=1)
+    correct = predicted == y
+    intervals = {
+        "accuracy": evaluate.resampled_means(resamples, correct),
+        "macro_f1": evaluate.resampled_macro_f1(resamples, y, predicted, proba.shape[1]),
+    }
+    for metric, samples in intervals.items():
+        scores[f"{metric}_ci_low"], scores[f"{metric}_ci_high"] = evaluate.percentile_interval(samples)
+    calibration = evaluate.calibration(proba, y)
+    scores["ece"] = calibration["ece"]
+    scores["level"] = level
+    if level == taxonomy.fine:  # what a fine prediction implies one level up, and so on
+        for coarser in taxonomy.levels[1:]:
+            implied = taxonomy.map_labels(predicted, coarser) == taxonomy.map_labels(y_fine, coarser)
+            scores[f"{coarser}_accuracy"] = float(implied.mean())
+        scores.update(evaluate.hierarchical_metrics(taxonomy, y_fine, predicted))
+    per_class = evaluate.per_class_metrics(matrix)
+    details = {
+        "classes": taxonomy.names[level],
+        "confusion": matrix,
+        "predicted": predicted,
+        "correct": correct,
+        "per_class": [
+            {"class": name, **{key: values[i].item() for key, values in per_class.items()}}
+            for i, name in enumerate(taxonomy.names[level])
+        ],
+        "reliability": calibration["bins"],
+    }
+    return scores, details
+
+
+def _fused_versus_best(
+    fused_correct: np.ndarray, best_correct: np.ndarray, best: str, resamples: evaluate.Resamples
+) -> dict:
+    """Is the fusion's gain over the best single view more than chance? A paired bootstrap
+    interval of the accuracy difference, and McNemar's test on the examples they disagree on."""
+    difference = evaluate.resampled_means(resamples, fused_correct.astype(np.float32) - best_correct)
+    low, high = evaluate.percentile_interval(difference)
+    return {
+        "fused_minus_best_single_ci": {"low": low, "high": high},
+        "mcnemar": {"versus": best, **evaluate.mcnemar(fused_correct, best_correct)},
+    }
+
+
+def _latency(config: Config, paths: ProjectPaths) -> dict:
+    """Inference speed of each view's model and of the fused model, loaded from their files, on
+    the first test images at full size."""
+    from granular.nn.device import select_runtime  # torch is imported only by the steps that need it
+    from granular.serving.predict import FusedClassifier
+
+    images = modality_for(config).raw_inputs(config, paths, "test", LATENCY_IMAGES)
+    runtime = select_runtime()
+    predictors = {}
+    for name in config.views:
+        model = load_view_model(paths.model_dir(name), runtime)
+        predictors[name] = lambda batch, model=model: model.predict_proba(batch, runtime)
+    predictors["fused"] = FusedClassifier.load(paths.fused_dir).predict_proba
+    if config.distill.enabled:
+        predictors[STUDENT] = FusedClassifier.load(paths.student_dir).predict_proba
+    latency = {"device": runtime.name, "images": int(len(images)), "batch_size": LATENCY_BATCH}
+    for name, predict in predictors.items():
+        latency[name] = evaluate.measure_latency(predict, images, LATENCY_BATCH)
+    return latency
+
+
+def _write_evaluation(paths: ProjectPaths, taxonomy: Taxonomy, y_fine: np.ndarray, test: dict, details: dict) -> None:
+    """Confusion and reliability images, per-class scores, every test prediction, the models compared."""
+    with atomic_dir(paths.confusion) as staging:
+        for name, detail in details.items():
+            plots.save_confusion_png(staging / f"{name}.png", detail["confusion"], detail["classes"], title=name)
+            write_json(staging / f"{name}.json", {"classes": list(detail["classes"]), "matrix": detail["confusion"].tolist()})
+    with atomic_dir(paths.reliability) as staging:
+        for name, detail in details.items():
+            title = f"{name}: ECE {test[name]['ece']:.4f}"
+            plots.save_reliability_png(staging / f"{name}.png", detail["reliability"], title=title)
+    write_json(paths.per_class, {
+        name: {"level": test[name]["level"], "per_class": detail["per_class"], "reliability": detail["reliability"]}
+        for name, detail in details.items()
+    })
+    truth = {  # "actual" is the finest level, then "actual_<level>" for each coarser one
+        "actual" if level == taxonomy.fine else f"actual_{level}":
+            np.asarray(taxonomy.names[level])[taxonomy.map_labels(y_fine, level)]
+        for level in taxonomy.levels
+    }
+    predicted_names = {name: np.asarray(d["classes"])[d["predicted"]] for name, d in details.items()}
+    write_csv(paths.test_predictions, pd.DataFrame({**truth, **predicted_names}))
+    write_csv(paths.comparison, pd.DataFrame([
+        {"model": name, **{column: scores.get(column) for column in COMPARISON_COLUMNS}} for name, scores in test.items()
+    ]))
+
+
+def _accuracy_by_segment(
+    config: Config, paths: ProjectPaths, taxonomy: Taxonomy, y_fine: np.ndarray, test_probas: dict[str, np.ndarray]
+) -> dict:
+    """For each segmented view, per test segment: its expert's accuracy next to the global
+    model's on the same examples, so the user sees where the experts earn their keep."""
+    out = {}
+    for view in config.views.values():
+        if not view.segments:
+            continue
+        segment = read_npz(paths.view_split(view.name, "test"))["segment"]
+        y = taxonomy.map_labels(y_fine, view.level)
+        right = {"accuracy": test_probas[view.name].argmax(1) == y}
+        if view.global_name in test_probas:  # absent when it failed to train and the run went on
+            right["global_accuracy"] = test_probas[view.global_name].argmax(1) == y
+        names = {value: view.segments.segment_name(value) for value in np.unique(segment)}
+        out[view.name] = {
+            name: {
+                "n": int((segment == value).sum()),
+                **{key: float(correct[segment == value].mean()) for key, correct in right.items()},
+            }
+            for value, name in names.items()
+        }
+    return out

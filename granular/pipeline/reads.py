@@ -1,0 +1,27 @@
+"""What the later steps read back from the earlier ones: the taxonomy, a split's rows of
+splits.npz, each view's probabilities."""
+from __future__ import annotations
+
+import numpy as np
+
+from granular.config import Config
+from granular.core.partition import SPLITS
+from granular.core.taxonomy import Taxonomy, load_taxonomy
+from granular.store.atomic import read_npz
+from granular.store.paths import ProjectPaths
+
+
+def project_taxonomy(config: Config, paths: ProjectPaths) -> Taxonomy:
+    return load_taxonomy(paths.taxonomy(config.taxonomy))
+
+
+def split_rows(paths: ProjectPaths, split_name: str) -> dict[str, np.ndarray]:
+    """Every column of splits.npz (label, fold, ...) for the examples of one split."""
+    splits = read_npz(paths.splits)
+    rows = splits["split"] == SPLITS.index(split_name)
+    return {column: values[rows] for column, values in splits.items()}
+
+
+def view_probas(config: Config, paths: ProjectPaths, key: str) -> dict[str, np.ndarray]:
+    """Each view's `val_proba` or `test_proba`, as its train step wrote them."""
+    return {name: read_npz(paths.model_dir(name) / "predictions.npz")[key] for name in config.views}

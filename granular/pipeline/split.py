@@ -1,0 +1,20 @@
+"""Step split: assign every example to train/val/test once, for all views, and the validation
+examples to the folds the fusion is cross-fitted over (data/processed/splits.npz)."""
+from __future__ import annotations
+
+from granular.config import Config
+from granular.core import partition
+from granular.modalities import modality_for
+from granular.pipeline.reads import project_taxonomy
+from granular.store.atomic import write_npz
+from granular.store.paths import ProjectPaths
+
+
+def split_step(config: Config, paths: ProjectPaths) -> dict:
+    examples = modality_for(config).examples(config, paths)
+    labels = examples.labels
+    split = partition.assign_splits(labels, examples.origin, config.split.val_fraction, config.split.seed)
+    partition.check_every_class_in_every_split(labels, split, project_taxonomy(config, paths))
+    fold = partition.assign_folds(labels, split, config.split.folds, config.split.seed)
+    write_npz(paths.splits, origin=examples.origin, index=examples.index, label=labels, split=split, fold=fold)
+    return {name: int((split == code).sum()) for code, name in enumerate(partition.SPLITS)}

@@ -1,0 +1,48 @@
+"""Step train: one view's networks (one, or an expert per segment), its model, history and
+val/test probabilities (data/models/<view>/)."""
+from __future__ import annotations
+
+import shutil
+
+from granular.config import Config
+from granular.core import plots
+from granular.modalities import modality_for
+from granular.modalities.experts import ViewModel, fit_experts, predict_routed
+from granular.pipeline.reads import project_taxonomy
+from granular.store.atomic import atomic_dir, write_json, write_npz
+from granular.store.paths import ProjectPaths
+
+
+def networks_in_view(config: Config, paths: ProjectPaths, view_name: str) -> int:
+    """How many networks a view trains (its view files must be written)."""
+    return modality_for(config).networks_in_view(config, paths, config.view(view_name))
+
+
+def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=None, warn=print, gpu: int = 0) -> dict:
+    """Train one view; each val/test example is predicted by the network it is routed to. A
+    training that was killed resumes from its last checkpoint."""
+    from granular.nn.device import select_runtime  # torch is imported only by the steps that need it
+
+    view = config.view(view_name)
+    classes = project_taxonomy(config, paths)
+    train_config = config.train_config(view)
+    runtime = select_runtime(train_config.threads, gpu)
+    data = modality_for(config).training_data(config, paths, view, classes, warn)
+    networks, history, seconds = fit_experts(
+        data.x, data.y, data.plan, view, classes, train_config, runtime, paths.checkpoints(view.name),
+        on_epoch=on_epoch, warn=warn,
+    )
+    proba = {s: predict_routed(networks, data.plan.route[s], data.x[s], runtime) for s in ("val", "test")}
+    with atomic_dir(paths.model_dir(view.name)) as staging:
+        ViewModel(level=view.level, reader=data.reader, networks=networks).save(staging)
+        write_npz(staging / "predictions.npz", val_proba=proba["val"], test_proba=proba["test"])
+        write_json(staging / "history.json", history)
+        plots.save_learning_curves_png(staging / "learning_curves.png", history, title=view.name)
+    shutil.rmtree(paths.checkpoints(view.name), ignore_errors=True)  # the model is saved: not needed
+    return {
+        "view": view.name,
+        "device": runtime.name,
+        "train_seconds": seconds,
+        "history": history,
+        "val_accuracy": float((proba["val"].argmax(1) == data.y["val"]).mean()),
+    }

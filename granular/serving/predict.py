@@ -1,0 +1,89 @@
+"""The fused model as one object, rebuilt from its bundle (granular/serving/bundle.py): raw
+images (or a table's rows) in, fine label with its ancestors out."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from granular.core.fusion import Fuser, restore_fusion
+from granular.core.taxonomy import Taxonomy, load_taxonomy
+from granular.modalities import load_input_spec, load_view_model
+from granular.modalities.base import InputSpec
+from granular.modalities.experts import ViewModel
+from granular.serving.bundle import FUSION_FILE, INPUT_FILE, TAXONOMY_FILE, VIEWS_DIR
+
+
+@dataclass(frozen=True)
+class FusedClassifier:
+    inputs: InputSpec  # what the model reads: images of a shape, or a table's columns
+    taxonomy: Taxonomy
+    views: dict[str, ViewModel]
+    fuser: Fuser
+    runtime: object
+
+    @classmethod
+    def load(cls, bundle: Path) -> "FusedClassifier":
+        from granular.nn.device import select_runtime  # torch is imported only on load
+
+        bundle = Path(bundle)
+        runtime = select_runtime()
+        taxonomy = load_taxonomy(bundle / TAXONOMY_FILE)
+        views = {folder.name: load_view_model(folder, runtime) for folder in sorted((bundle / VIEWS_DIR).glob("*/"))}
+        if not views:
+            raise FileNotFoundError(f"{bundle}: no view checkpoints under {VIEWS_DIR}/")
+        parents = {name: taxonomy.parent[view.level] for name, view in views.items()}
+        fuser = restore_fusion(json.loads((bundle / FUSION_FILE).read_text()), parents)
+        inputs = load_input_spec(json.loads((bundle / INPUT_FILE).read_text()))
+        return cls(inputs=inputs, taxonomy=taxonomy, views=views, fuser=fuser, runtime=runtime)
+
+    def predict_proba(self, inputs) -> np.ndarray:
+        """(N, H, W) images with pixels in 0..255, or a DataFrame of a table's rows ->
+        (N, fine classes) fused probabilities."""
+        probas = {name: view.predict_proba(inputs, self.runtime) for name, view in self.views.items()}
+        return self.fuser.predict_proba(probas)
+
+    def predict(self, inputs, backoff_threshold: float | None = None) -> dict[str, np.ndarray]:
+        """Fine label id, the class name at every level, the fused probability of the label, and
+        the answer backed off to a coarser level where the fine one is unsure (see `back_off`)."""
+        proba = self.predict_proba(inputs)
+        label = proba.argmax(axis=1)
+        out = {"label": label, "confidence": proba[np.arange(len(label)), label]}
+        for level in self.taxonomy.levels:
+            out[level] = np.asarray(self.taxonomy.names[level])[self.taxonomy.map_labels(label, level)]
+        return {**out, **back_off(proba, self.taxonomy, backoff_threshold)}
+
+
+def level_proba(proba: np.ndarray, taxonomy: Taxonomy, level: str) -> np.ndarray:
+    """(N, fine classes) -> (N, classes at `level`): each class gets the summed probability of
+    the fine classes under it."""
+    membership = np.eye(taxonomy.num_classes(level))[taxonomy.parent[level]]  # (fine, classes at level)
+    return proba @ membership
+
+
+def back_off(proba: np.ndarray, taxonomy: Taxonomy, threshold: float | None) -> dict[str, np.ndarray]:
+    """The answer for each example at the finest level whose most probable class reaches
+    `threshold` (the coarsest level when none does): `prediction` (the class name),
+    `prediction_level` and `prediction_confidence`. None: every answer is the fine label."""
+    rows = len(proba)
+    prediction = np.empty(rows, dtype=object)
+    level_answered = np.empty(rows, dtype=object)
+    confidence = np.zeros(rows)
+    pending = np.ones(rows, dtype=bool)
+    for level in taxonomy.levels:
+        summed = level_proba(proba, taxonomy, level)
+        best = summed.argmax(axis=1)
+        best_proba = summed[np.arange(rows), best]
+        sure = best_proba >= threshold if threshold is not None else np.ones(rows, dtype=bool)
+        take = pending & (sure | (level == taxonomy.levels[-1]))
+        prediction[take] = np.asarray(taxonomy.names[level])[best[take]]
+        level_answered[take] = level
+        confidence[take] = best_proba[take]
+        pending &= ~take
+    return {
+        "prediction": prediction.astype(str),
+        "prediction_level": level_answered.astype(str),
+        "prediction_confidence": confidence,
+    }
