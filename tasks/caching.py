@@ -1,9 +1,10 @@
 """Task caching on the content of what a step reads, so a re-run with nothing changed skips it.
 
 A cached task's key is a hash of exactly what `dvc.yaml` declares its stage depends on: the
-content of its input files and folders, the values of its `params:` keys, and the code (every
-module of the `granular` package, and the task's own function). Reading the key from `dvc.yaml`
-keeps one declaration of each step's inputs, shared by `dvc repro` and `granular run`.
+content of its input files and folders, the values of its `params:` keys, and its code (the
+granular/ files and folders the stage lists, and the task's own function). Reading the key from
+`dvc.yaml` keeps one declaration of each step's inputs, shared by `dvc repro` and `granular run`:
+a change to a module reruns the same steps under both.
 
 Results are persisted under `<project>/.granular/results/`, one file per key. A result is only
 valid while the files its step wrote are still there, unchanged, so each result also carries the
@@ -41,7 +42,7 @@ from tasks import tracking
 
 REPO = Path(__file__).resolve().parents[1]
 DVC_FILE = REPO / "dvc.yaml"  # the stages of this code, beside it
-PACKAGE = REPO / "granular"  # the code every step runs
+PACKAGE = REPO / "granular"  # the code the steps run: dvc.yaml deps under granular/ are read here
 HITS_TAG = "granular.cache.hits"
 
 
@@ -105,13 +106,13 @@ def _tree_digest(folder: Path, pattern: str) -> str:
     return hashlib.md5(listing.encode()).hexdigest()
 
 
-def code_version(fn: Callable) -> str:
-    """Every module of the package, and the task's function. The whole package rather than the
-    code files a stage lists in dvc.yaml: those lists leave out what every step runs
-    (granular/store/, granular/config.py, granular/nn/device.py, ...), and a cache that keeps a result
-    the changed code would not produce is wrong, where one that recomputes is only slower."""
+def code_version(code: dict[str, Path], fn: Callable) -> str:
+    """The stage's code (files, and folders by their .py files) and the task's function."""
+    listing = "\n".join(
+        f"{dep} {_tree_digest(where, '*.py') if where.is_dir() else path_digest(where)}" for dep, where in sorted(code.items())
+    )
     source = inspect.getsource(inspect.unwrap(fn))
-    return hashlib.md5(f"{_tree_digest(PACKAGE, '*.py')}\n{source}".encode()).hexdigest()
+    return hashlib.md5(f"{listing}\n{source}".encode()).hexdigest()
 
 
 @lru_cache(maxsize=1)
@@ -145,6 +146,7 @@ class StageInputs:
     """What one or more dvc.yaml stages read and write, resolved for a configuration and project."""
 
     deps: dict[str, Path]  # as written in dvc.yaml (after interpolation) -> where it is
+    code: dict[str, Path]  # the deps under granular/: code beside dvc.yaml, not in the project
     params: dict[str, Any]  # dotted key -> value
     outs: dict[str, Path]  # path relative to the project -> where it is
 
@@ -160,14 +162,16 @@ class StepCache(CachePolicy):
 
     def resolve(self, config: Config, paths: ProjectPaths, view: str | None = None) -> StageInputs:
         settings = config.as_dict()
-        deps, params, outs = {}, {}, {}
+        deps, code, params, outs = {}, {}, {}, {}
         for name in self.stages:
             stage = _dvc_stages()[name]
             for key in self._foreach_keys(stage, config, view):
                 spec = stage["do"] if "foreach" in stage else stage
                 for entry in spec.get("deps", []):
                     dep = _interpolate(entry, settings, key)
-                    if not dep.startswith(f"{PACKAGE.name}/"):  # code: see code_version
+                    if dep.startswith(f"{PACKAGE.name}/"):
+                        code[dep] = REPO / dep
+                    else:
                         deps[dep] = paths.resolve(Path(dep), key=entry.strip("${}"))  # ${taxonomy} -> taxonomy
                 for entry in spec.get("params", []):
                     dotted = _interpolate(entry, settings, key)
@@ -178,7 +182,7 @@ class StepCache(CachePolicy):
                         outs[out] = paths.resolve(Path(out), key=out)
         # What one of the task's stages writes for the next (partition: splits.npz) is no input of the task.
         deps = {dep: where for dep, where in deps.items() if where not in outs.values()}
-        return StageInputs(deps=deps, params=params, outs=outs)
+        return StageInputs(deps=deps, code=code, params=params, outs=outs)
 
     @staticmethod
     def _foreach_keys(stage: dict, config: Config, view: str | None) -> list[str | None]:
@@ -207,7 +211,7 @@ class StepCache(CachePolicy):
             "stages": self.stages,
             "deps": {dep: path_digest(where) for dep, where in resolved.deps.items()},
             "params": resolved.params,
-            "code": code_version(task_ctx.task.fn),
+            "code": code_version(resolved.code, task_ctx.task.fn),
         }
         digest = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:32]
         key = f"{self.label(task_ctx.task.name, inputs)}-{digest}"

@@ -32,12 +32,13 @@ def module_name(path: Path) -> str:
 def imported_modules(path: Path, modules: set[str]) -> set[str]:
     """The package's modules that `path` imports, at any depth of its code."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(_without_type_checking_blocks(ast.parse(path.read_text()))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from granular.core import fusion` imports the module granular.core.fusion
-            names = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
+            # `from granular.core import fusion` imports the module granular.core.fusion;
+            # `from granular.modalities import modality_for`, the package's own code.
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names]
         else:
             continue
         for name in names:
@@ -48,12 +49,23 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
     return found
 
 
+def _without_type_checking_blocks(tree: ast.Module) -> ast.Module:
+    """Imports under `if TYPE_CHECKING:` are for annotations only: they never run."""
+    tree.body = [
+        node for node in tree.body
+        if not (isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
+    ]
+    return tree
+
+
 def import_graph() -> dict[str, set[str]]:
     files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    modules = set(files)
-    graph = {name: imported_modules(path, modules) - {name} for name, path in files.items()}
-    # A package's __init__ is no dependency of its modules' own imports of each other.
-    return {name: {dep for dep in deps if files[dep].name != "__init__.py" or dep == name} for name, deps in graph.items()}
+    return {name: imported_modules(path, set(files)) - {name} for name, path in files.items()}
+
+
+def module_file(module: str) -> Path:
+    path = ROOT / module.replace(".", "/")
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:

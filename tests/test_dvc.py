@@ -33,7 +33,7 @@ def _dvc(*args: str, cwd: Path) -> str:
 def _small_project(folder: Path) -> dict:
     """A git + DVC repository with the project's stages and code, and small parameters."""
     folder.mkdir()
-    for item in ("dvc.yaml", "granular"):
+    for item in ("dvc.yaml", ".dvcignore", "granular"):
         (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, folder / item)
     (folder / "data").mkdir()
     shutil.copy(REPO / "data" / "taxonomy.yaml", folder / "data" / "taxonomy.yaml")
@@ -71,6 +71,47 @@ def test_dvc_repro_builds_every_stage_then_has_nothing_to_do(repro_project):
     assert "fused" in _dvc("metrics", "show", cwd=folder)
     plots = json.loads(_dvc("plots", "show", "--json", cwd=folder))
     assert {"fused_confusion", "test_accuracy_by_model"} <= set(plots["data"])
+
+
+def _stages_listing(code: str) -> set[str]:
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    return {name for name, stage in stages.items() if code in stage.get("do", stage)["deps"]}
+
+
+@pytest.mark.parametrize(("module", "listed_as"), [
+    ("granular/modalities/tables/features.py", "granular/modalities"),
+    ("granular/serving/predict.py", "granular/serving"),
+])
+def test_a_code_change_reruns_the_same_stages_under_dvc_and_the_task_cache(
+    repro_project, module: str, listed_as: str, monkeypatch: pytest.MonkeyPatch
+):
+    from granular.config import load_config
+    from granular.store.paths import ProjectPaths
+    from tasks import caching
+
+    folder, _ = repro_project
+    monkeypatch.setattr(caching, "REPO", folder)  # the task cache reads the project copy's code
+    config, paths = load_config(folder / "params.yaml"), ProjectPaths(folder)
+    stages = yaml.safe_load((folder / "dvc.yaml").read_text())["stages"]
+
+    def cache_keys() -> dict[str, str]:
+        return {
+            stage: caching.code_version(caching.StepCache(stages=(stage,)).resolve(config, paths).code, _run)
+            for stage in stages
+        }
+
+    edited = folder / module
+    original = edited.read_text()
+    before = cache_keys()
+    edited.write_text(original + "\n# an edit\n")
+    try:
+        rerun_by_dvc = {name.split("@")[0] for name in json.loads(_dvc("status", "--json", cwd=folder))}
+        after = cache_keys()
+    finally:
+        edited.write_text(original)
+    rerun_by_cache = {stage for stage in stages if before[stage] != after[stage]}
+    assert rerun_by_dvc == rerun_by_cache == _stages_listing(listed_as)
+    assert "up to date" in _dvc("status", cwd=folder)
 
 
 def test_a_parameter_reruns_only_the_stages_that_use_it(repro_project):
