@@ -16,7 +16,10 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from granular.config import Config
 from granular.nn.device import concurrent_trainings
-from granular.pipeline.train import networks_in_view, train_step
+
+# The step is looked up in its module when called: a task shipped to a Dask worker by value
+# then runs the worker's module (where a test's plugin may replace the step).
+from granular.pipeline import train as step
 from granular.runtime.preemption import Preempted
 from granular.store.paths import ProjectPaths
 from tasks import tracking
@@ -33,7 +36,10 @@ logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 class EpochBar:
     """A terminal line per view: epochs done (every expert's), loss, validation accuracy and
     images/s. Drawn only on a terminal, with the cursor left at its start, so the next log line
-    writes over it and the bar is redrawn below; logs keep the full record."""
+    writes over it and the bar is redrawn below; logs keep the full record. (Not tqdm: its bar
+    leaves the cursor at its end, so each of Prefect's log lines, written to the same terminal
+    by Prefect's own handler, would be appended to the bar; tqdm's logging redirection would
+    replace that handler and its formatting.)"""
 
     def __init__(self, view_name: str, epochs_total: int, stream: TextIO = sys.stderr):
         self.view_name, self.total, self.done, self.stream = view_name, epochs_total, 0, stream
@@ -164,7 +170,7 @@ def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: trac
     )
 
     # Watched in the Prefect UI while it trains: epochs done over epochs to do, all experts counted.
-    networks = networks_in_view(config, paths, view.name)
+    networks = step.networks_in_view(config, paths, view.name)
     epochs_total = train_config.epochs * networks
     progress = create_progress_artifact(
         progress=0.0, key=f"train-{view_name}", description=f"training view {view_name}: {epochs_total} epochs"
@@ -194,7 +200,7 @@ def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: trac
     system_metrics = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_SECONDS, tracking_uri=parent.uri)
     system_metrics.start()
     try:
-        summary = train_step(config, paths, view_name, on_epoch=on_epoch, warn=logger.warning, gpu=gpu)
+        summary = step.train_step(config, paths, view_name, on_epoch=on_epoch, warn=logger.warning, gpu=gpu)
         client.set_tag(run_id, "granular.device", summary["device"])
         client.log_artifacts(run_id, str(paths.model_dir(view_name)), artifact_path="model")
     except (Preempted, KeyboardInterrupt, SystemExit):

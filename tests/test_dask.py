@@ -34,16 +34,16 @@ class FailTrainingOf(WorkerPlugin):
         self.view = view
 
     def setup(self, worker) -> None:
-        import tasks.training
+        from granular.pipeline import train as step
 
-        train_step = tasks.training.train_step
+        train_step = step.train_step
 
         def failing_train_step(config, paths, view_name, **kwargs):
             if view_name == self.view:
                 raise RuntimeError("out of memory (simulated on a worker)")
             return train_step(config, paths, view_name, **kwargs)
 
-        tasks.training.train_step = failing_train_step
+        step.train_step = failing_train_step
 
 
 @pytest.fixture

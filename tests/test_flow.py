@@ -18,10 +18,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 from prefect.artifacts import Artifact
 
-import tasks.training
 from flows.cli import main as granular_cli
 from flows.pipeline import granular_pipeline
 from granular.core.validation import ValidationFailed
+from granular.pipeline import train as step
 from tasks.training import ViewsFailed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,7 +164,7 @@ TWO_VIEWS = SMALL_RUN + ["views={fine-14: {level: fine, resolution: 14}, coarse-
 
 def _fail_training_of(view: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[float, float]]:
     """Make one view's training fail; return when each view's training started and ended."""
-    real_train_step = tasks.training.train_step
+    real_train_step = step.train_step
     spans = {}
 
     def train_step(config, paths, view_name, **kwargs):
@@ -177,7 +177,7 @@ def _fail_training_of(view: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, t
         finally:
             spans[view_name] = (started, time.monotonic())
 
-    monkeypatch.setattr(tasks.training, "train_step", train_step)
+    monkeypatch.setattr(step, "train_step", train_step)
     return spans
 
 
