@@ -1,12 +1,13 @@
 """The table pipeline on synthetic tables of growing size: wall time of each step and peak memory.
 
-    .venv/bin/python benchmarks/tabular.py [--rows 100000 1000000 10000000] [--epochs 1]
+    .venv/bin/python benchmarks/tabular.py [--rows 100000 1000000 10000000] [--epochs 1] [--record]
 
 Each size runs in its own process (so its peak resident memory is its own) on a fresh project:
 the synthetic table is generated, then every step runs as `granular run` runs it, without the
 Prefect and MLflow around it (benchmarks/overhead.py measures those): import, clean, validate,
 split, views, training of each view, fusion and evaluation, which fits the boosted-trees
-baseline. Prints one JSON object per size.
+baseline. Prints one JSON object per size; with --record, also writes them into
+docs/measurements.md as one table, a row per figure and a column per size.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import record  # benchmarks/record.py
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,30 +80,57 @@ def run_one(rows: int, epochs: int, root: Path) -> dict:
         "rows": rows,
         "epochs": epochs,
         "pipeline_seconds": round(time.perf_counter() - pipeline_started, 1),
-        "baseline_fit_seconds": round(metrics["baseline"]["fit_seconds"], 1),
+        "baseline_fit_seconds": round(metrics["latency"]["hgb"]["fit_seconds"], 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "test_accuracy": {name: round(scores["accuracy"], 4) for name, scores in metrics["test"].items()},
         "step_seconds": seconds,
     }
 
 
+def flatten(figures: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}, "c": ["x", "y"]} -> {"a.b": 1, "c": "x; y"}."""
+    flat = {}
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        elif isinstance(value, list):
+            flat[f"{prefix}{key}"] = "; ".join(map(str, value))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def by_figure(results: list[dict]) -> list[dict]:
+    """The sizes' results as table rows: one per figure (nested ones dotted), one column per size."""
+    columns = [(f"{result['rows']:,} rows", flatten(result)) for result in results]
+    figures = dict.fromkeys(key for _, flat in columns for key in flat if key != "rows")
+    return [{"figure": figure, **{column: flat.get(figure) for column, flat in columns}} for figure in figures]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--record", action="store_true", help="also write the figures into docs/measurements.md")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:  # one size, in its own process
         with tempfile.TemporaryDirectory() as scratch:
             print(json.dumps(run_one(args.rows[0], args.epochs, Path(scratch))), flush=True)
         return
+    if args.record:
+        record.check("tabular")
+    results = []
     for rows in args.rows:
         command = [sys.executable, __file__, "--child", "--rows", str(rows), "--epochs", str(args.epochs)]
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         if done.returncode != 0:
-            print(json.dumps({"rows": rows, "error": done.stderr.strip().splitlines()[-1:]}), flush=True)
-            continue
-        print(done.stdout.strip().splitlines()[-1], flush=True)
+            results.append({"rows": rows, "error": done.stderr.strip().splitlines()[-1:]})
+        else:
+            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(results[-1]), flush=True)
+    if args.record:
+        record.record("tabular", by_figure(results))
 
 
 if __name__ == "__main__":

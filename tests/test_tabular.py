@@ -73,7 +73,8 @@ def test_a_real_table_runs_end_to_end_next_to_the_boosted_trees_baseline(
     views = ["fine-all", "fine-sepal", "fine-petal", "series-all"]
     assert set(metrics["test"]) == set(views) | {"fused", "hgb"}
     assert all(scores["n"] == 30 for scores in metrics["test"].values())  # 20% of 150 rows
-    assert metrics["baseline"]["model"] == "hgb" and metrics["baseline"]["fit_seconds"] > 0
+    assert metrics["baseline"] == {"model": "hgb"}  # its fit time is a figure of the machine:
+    assert json.loads((iris_project / "data/evaluation/latency.json").read_text())["hgb"]["fit_seconds"] > 0
     assert metrics["test"]["fused"]["accuracy"] > 0.8  # three species, far above a third
     assert "series_accuracy" in metrics["test"]["fused"]  # implied by the fine prediction
     printed = capsys.readouterr().out

@@ -95,4 +95,5 @@ class Modality(Protocol):
     def load_reader(self, folder: Path, spec: dict[str, Any]) -> ViewReader: ...
 
     def baselines(self, config: Config, paths: ProjectPaths) -> dict[str, dict]:
-        """Models the views are compared with: name -> {"test_proba": ..., other figures}."""
+        """Models the views are compared with: name -> {"test_proba": ..., and timings of this
+        machine, such as "fit_seconds"}."""

@@ -51,15 +51,16 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
     if best:
         metrics["fused_minus_best_single"] = test["fused"]["accuracy"] - test[best]["accuracy"]
         metrics.update(_fused_versus_best(details["fused"]["correct"], details[best]["correct"], best, resamples))
-    for name, baseline in baselines.items():
-        metrics["baseline"] = {"model": name, **baseline}
+    for name in baselines:
+        metrics["baseline"] = {"model": name}
     metrics["bootstrap"] = {
         "resamples": resamples.resamples, "seed": evaluate.BOOTSTRAP_SEED, "confidence": evaluate.CONFIDENCE
     }
     _write_evaluation(paths, taxonomy, y_fine, test, details)
     write_json(paths.metrics, metrics)
-    # A figure of this machine: beside the metrics, so that `dvc metrics diff` shows model quality.
-    latency = _latency(config, paths)
+    # Figures of this machine, beside the metrics, so that metrics.json is the same for the same
+    # data, settings and code, and `dvc metrics diff` shows model quality alone.
+    latency = _latency(config, paths) | baselines
     write_json(paths.latency, latency)
     return {**metrics, "latency": latency}
 
