@@ -11,6 +11,10 @@ lock of its own (tasks/tracking.py::open_experiment).
 
 The lock is per project root and per machine: runs on other machines sharing the project over
 a network file system are guarded only as far as that file system honours flock.
+
+Not the `filelock` package: the lock file itself carries the holder's record, written through
+the locked descriptor and re-read by each waiter to say whom it waits for, which filelock's
+public API does not give access to; the wait loop would stay as it is.
 """
 from __future__ import annotations
 

@@ -66,8 +66,6 @@ def expectations(config: ValidateConfig, num_classes: int) -> dict[str, list]:
     }
 
 
-
-
 def validate(
     data: RawDataset, config: ValidateConfig, num_classes: int, source: str = "", docs_dir: Path | None = None
 ) -> Validation:
