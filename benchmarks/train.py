@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/train.py                 # the view as params.yaml trains it
     .venv/bin/python benchmarks/train.py --epochs 2 --limit 10000   # a quick look
+    .venv/bin/python benchmarks/train.py --record        # and rewrite its section of docs/measurements.md
 
 Prints the device, images per second, seconds per epoch and the time-to-accuracy: seconds of
 training (evaluation excluded) until the validation accuracy first reaches each target, or
@@ -19,6 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import record  # noqa: E402  (benchmarks/record.py)
+
 from granular.config import load_config  # noqa: E402
 from granular.core import partition  # noqa: E402
 from granular.core.taxonomy import load_taxonomy  # noqa: E402
@@ -35,7 +38,10 @@ def main() -> None:
     parser.add_argument("--view", default="fine-28")
     parser.add_argument("--epochs", type=int, help="override the view's epochs")
     parser.add_argument("--limit", type=int, help="at most this many examples per official split")
+    parser.add_argument("--record", action="store_true", help="also write the figures into docs/measurements.md")
     args = parser.parse_args()
+    if args.record:
+        record.check("train")
 
     config = load_config(REPO / "params.yaml")
     view = config.view(args.view)
@@ -56,12 +62,12 @@ def main() -> None:
         on_epoch=history.append,
     )
     elapsed, reached = 0.0, {}
-    for record in history:
-        elapsed += record["seconds"]
+    for epoch in history:
+        elapsed += epoch["seconds"]
         for target in TARGETS:
-            if record["val_accuracy"] >= target:
+            if epoch["val_accuracy"] >= target:
                 reached.setdefault(target, elapsed)
-    print(json.dumps({
+    figures = {
         "device": runtime.name,
         "view": view.name,
         "train_examples": int(len(arrays["train"]["y"])),
@@ -71,7 +77,10 @@ def main() -> None:
         "seconds_per_epoch": statistics.median(r["seconds"] for r in history),
         "final_val_accuracy": history[-1]["val_accuracy"],
         "seconds_to_val_accuracy": {f"{t:.2f}": reached.get(t) for t in TARGETS},
-    }, indent=2))
+    }
+    print(json.dumps(figures, indent=2))
+    if args.record:
+        record.record("train", figures)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,109 @@
+"""docs/measurements.md is rewritten by the benchmarks' --record: benchmarks/record.py replaces
+exactly the block between a benchmark's markers, and the page has the markers each benchmark needs.
+Nothing here runs a benchmark or trains a model."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import record  # benchmarks/record.py, found through sys.path above
+
+BEFORE = "# Measurements\n\nProse before, kept.\n\n## Demo\n\nWhat the figures mean.\n\n"
+AFTER = "\nProse after, kept.\n\n<!-- measured: other -->\nOther figures, kept.\n<!-- /measured: other -->\n"
+COMMAND = ".venv/bin/python benchmarks/demo.py --record"
+MACHINE = "Test CPU (2 cores), torch 0.0, no GPU"
+
+
+def page_with_demo(tmp_path: Path) -> Path:
+    page = tmp_path / "measurements.md"
+    page.write_text(BEFORE + "<!-- measured: demo -->\nold figures\n\n| x |\n|---|\n| 1 |\n<!-- /measured: demo -->" + AFTER)
+    return page
+
+
+def block_of(text: str, name: str) -> str:
+    start, end = record.markers(name)
+    return text.split(start + "\n", 1)[1].split(end, 1)[0]
+
+
+def test_record_replaces_only_the_block_between_the_markers(tmp_path: Path):
+    page = page_with_demo(tmp_path)
+    rows = [{"rows": 100, "seconds": 1.5, "note": None}, {"rows": 1000, "seconds": 12.0, "note": "a|b"}]
+    record.record("demo", rows, page=page, command=COMMAND, machine_text=MACHINE)
+
+    text = page.read_text()
+    start, end = record.markers("demo")
+    assert text.startswith(BEFORE + start + "\n")
+    assert text.endswith(end + AFTER)
+    block = block_of(text, "demo")
+    assert "old figures" not in block
+    first, *rest = block.splitlines()
+    assert datetime.date.today().isoformat() in first and MACHINE in first and f"`{COMMAND}`" in first
+    assert "| rows | seconds | note |" in rest
+    assert "| 100 | 1.5 |  |" in rest
+    assert "| 1000 | 12.0 | a\\|b |" in rest  # a pipe in a cell does not split it
+
+    record.record("demo", rows, page=page, command=COMMAND, machine_text=MACHINE)  # once more: the same page
+    assert page.read_text() == text
+
+
+def test_figures_that_are_not_flat_rows_are_written_as_json(tmp_path: Path):
+    page = page_with_demo(tmp_path)
+    figures = {"device": "cpu", "seconds_to_val_accuracy": {"0.92": 41.0, "0.94": None}}
+    record.record("demo", figures, page=page, command=COMMAND, machine_text=MACHINE)
+    block = block_of(page.read_text(), "demo")
+    fenced = re.search(r"```json\n(.*?)\n```", block, flags=re.DOTALL)
+    assert fenced and json.loads(fenced.group(1)) == figures
+
+
+@pytest.mark.parametrize("text", ["# Measurements\n\nNo markers.\n", "<!-- measured: demo -->\nno end marker\n"])
+def test_a_missing_marker_is_an_error_naming_it(tmp_path: Path, text: str):
+    page = tmp_path / "measurements.md"
+    page.write_text(text)
+    with pytest.raises(ValueError) as raised:
+        record.record("demo", [{"a": 1}], page=page, command=COMMAND, machine_text=MACHINE)
+    message = str(raised.value)
+    assert "<!-- measured: demo -->" in message and "<!-- /measured: demo -->" in message and str(page) in message
+    assert page.read_text() == text  # nothing appended
+
+
+def test_the_line_names_this_machine_and_command():
+    import torch
+
+    assert f"({len(os.sched_getaffinity(0))} cores), torch {torch.__version__}, " in record.machine()
+    python = str(ROOT / ".venv" / "bin" / "python")
+    argv = [str(BENCHMARKS / "train.py"), "--epochs", "2", "--record"]
+    assert record.command_line(argv, python) == ".venv/bin/python benchmarks/train.py --epochs 2 --record"
+
+
+def test_tabular_records_a_row_per_figure():
+    import tabular
+
+    results = [
+        {"rows": 1000, "pipeline_seconds": 3.0, "test_accuracy": {"fused": 0.5, "hgb": 0.6}},
+        {"rows": 2000, "error": ["MemoryError"]},
+    ]
+    table = record.render(tabular.by_figure(results)).splitlines()
+    assert table[0] == "| figure | 1,000 rows | 2,000 rows |"
+    assert "| test_accuracy.hgb | 0.6 |  |" in table
+    assert "| error |  | MemoryError |" in table
+
+
+def recording_benchmarks() -> list[str]:
+    return sorted(path.stem for path in BENCHMARKS.glob("*.py") if '"--record"' in path.read_text())
+
+
+def test_the_page_has_the_markers_of_every_benchmark_that_records():
+    names = recording_benchmarks()
+    assert {"train", "overhead", "tabular"} <= set(names)
+    for name in names:
+        record.check(name)  # raises, naming the marker, when docs/measurements.md lacks it
