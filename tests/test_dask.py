@@ -70,7 +70,7 @@ def test_views_train_on_the_workers_of_a_dask_cluster_and_a_failed_one_stops_no_
     assert set(result["metrics"]["test"]) == {"fine-28", "coarse-28", "fused"}
     metrics = json.loads((project / "data/evaluation/metrics.json").read_text())
     for view in ("fine-28", "coarse-28"):  # the workers' models, scored here on the whole test subsample
-        assert (project / "data/models" / view / "model.pt").is_file()
+        assert (project / "data/models" / view / "network-0.pt").is_file()
         assert metrics["test"][view]["n"] == 600 and 0 <= metrics["test"][view]["accuracy"] <= 1
     tracking = MlflowClient(result["tracking_uri"])
     parent = tracking.get_run(result["mlflow_run_id"])

@@ -109,7 +109,7 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(
     assert parent.data.metrics["segments.fine-14-clusters4.segment-0.global_accuracy"] >= 0
     assert any(key.startswith("system/cpu_utilization") for key in children["fine-28"].data.metrics)
     artifacts = {a.path for a in client.list_artifacts(children["fine-14-clusters4"].info.run_id, "model")}
-    assert {"model/learning_curves.png", "model/segmenter.npz", "model/segment-3.pt"} <= artifacts
+    assert {"model/learning_curves.png", "model/view.json", "model/segmenter.npz", "model/network-3.pt"} <= artifacts
     progress = Artifact.get(key="train-fine-14-clusters4")  # watched in the Prefect UI
     assert progress.type == "progress" and progress.data == pytest.approx(100.0)
     # The fused model is one pyfunc that rebuilds every view and the fusion from its own files.
@@ -185,7 +185,7 @@ def test_a_failed_view_fails_the_run_after_the_other_views_trained(project: Path
     _fail_training_of("fine-14", monkeypatch)
     with pytest.raises(ViewsFailed, match=r"fine-14: RuntimeError: out of memory \(simulated\).*allow_missing_views"):
         granular_pipeline(root=str(project), overrides=TWO_VIEWS)
-    assert (project / "data/models/coarse-28/model.pt").exists()  # trained all the same
+    assert (project / "data/models/coarse-28/network-0.pt").exists()  # trained all the same
     _, runs = _runs(project)
     assert {r.data.tags["mlflow.runName"]: r.info.status for r in runs if "granular.view" in r.data.tags} == {
         "fine-14": "FAILED", "coarse-28": "FINISHED"

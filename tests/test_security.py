@@ -247,7 +247,9 @@ def test_every_path_of_the_configuration_is_resolved_with_its_key():
         if source.parent.name == "tests":
             continue
         for call in calls(source):
-            if not (isinstance(call.func, ast.Attribute) and call.func.attr == "resolve" and dotted(call.func.value) == "paths"):
+            # ProjectPaths.resolve: on a project's `paths`, or within ProjectPaths on `self`
+            if not (isinstance(call.func, ast.Attribute) and call.func.attr == "resolve"
+                    and dotted(call.func.value) in ("paths", "self")):
                 continue
             key = call.args[1] if len(call.args) > 1 else next((k.value for k in call.keywords if k.arg == "key"), None)
             if key is None:

@@ -262,6 +262,13 @@ def registered(bundle, test_images, threshold, tmp_path_factory) -> str:
     return uri
 
 
+def test_the_served_model_ships_the_domain_package_alone(registered):
+    client = MlflowClient(registered)
+    [version] = client.search_model_versions("name='granular-fused'")
+    code = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(version.run_id, f"{serving.MODEL_PATH}/code")}
+    assert code == {"granular"}  # not tasks/ or flows/: the pyfunc class lives in granular.serving.pyfunc
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -41,10 +41,6 @@ class ExpertPlan:
     tags: list[dict] = field(default_factory=lambda: [{}])
     fallback: bool = False
 
-    @property
-    def count(self) -> int:
-        return len(self.tags)
-
     def rows(self, split: str, number: int) -> np.ndarray:
         """The examples of `split` that network `number` learns from (or is validated on)."""
         if self.fallback and number == 0:
