@@ -1,0 +1,1 @@
+"""Where files go and how they are written: project paths, atomic writes, content digests."""
