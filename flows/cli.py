@@ -112,7 +112,8 @@ def _predictor(model: str, config: Config, root: Path) -> tuple[tuple[int, int],
     folder (data/fused/) through FusedClassifier with serving.backoff_threshold, anything else
     (models:/name@alias, runs:/..., an MLflow model folder) as an MLflow pyfunc, which carries
     its own threshold."""
-    from granular.serving.predict import FUSION_FILE, FusedClassifier
+    from granular.serving.bundle import FUSION_FILE
+    from granular.serving.predict import FusedClassifier
 
     if (Path(model) / FUSION_FILE).is_file():
         import pandas as pd
@@ -144,7 +145,8 @@ def _predict_rows(args: argparse.Namespace, config: Config) -> int:
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    from granular.serving.predict import FUSION_FILE, FusedClassifier
+    from granular.serving.bundle import FUSION_FILE
+    from granular.serving.predict import FusedClassifier
     from granular.store.atomic import write_csv
 
     try:
