@@ -150,7 +150,7 @@ def publish_report(parent: RunRef, metrics: dict, registry: dict | None) -> str:
 def log_fused_model(config: Config, paths: ProjectPaths, parent: RunRef) -> str:
     """The fused model (every view, the fusion, the taxonomy, the back-off threshold it serves
     with) as one MLflow pyfunc."""
-    examples = modality_for(config).raw_inputs(config, paths, "test", count=3)
+    examples = modality_for(config).raw_inputs(config, paths, ("test",), count=3)["test"]
     uri = serving.log_fused_model(parent, paths.fused_dir, examples, config.serving.backoff_threshold)
     get_run_logger().info("fused model logged as %s", uri)
     return uri

@@ -59,6 +59,9 @@ class InputSpec(Protocol):
     def parse(self, model_input: Any) -> Any:
         """A served request as the model's raw inputs; a ValueError names what does not fit."""
 
+    def example(self, raw: Any) -> Any:
+        """A few raw inputs as the served model's input example (its signature is inferred from it)."""
+
 
 class Modality(Protocol):
     name: str
@@ -85,8 +88,10 @@ class Modality(Protocol):
     def student_reader(self, config: Config, paths: ProjectPaths) -> ViewReader:
         """How a distilled student reads raw inputs: the full input, one network."""
 
-    def raw_inputs(self, config: Config, paths: ProjectPaths, split: str, count: int | None = None) -> Any:
-        """The first `count` clean examples of a split, as a model is given them to predict."""
+    def raw_inputs(
+        self, config: Config, paths: ProjectPaths, splits: tuple[str, ...], count: int | None = None
+    ) -> dict[str, Any]:
+        """The first `count` clean examples of each split, as a model is given them to predict."""
 
     def input_spec(self, config: Config, paths: ProjectPaths) -> InputSpec: ...
 

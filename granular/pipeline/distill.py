@@ -36,7 +36,7 @@ def distill_step(config: Config, paths: ProjectPaths, on_epoch=None, warn=print)
         return report
     modality = modality_for(config)
     reader = modality.student_reader(config, paths)
-    raw = {s: modality.raw_inputs(config, paths, s) for s in SPLITS}
+    raw = modality.raw_inputs(config, paths, SPLITS)
     labels = {s: split_rows(paths, s)["label"] for s in SPLITS}
     started = time.perf_counter()
     teacher = FusedClassifier.load(paths.fused_dir)

@@ -123,7 +123,7 @@ def _latency(config: Config, paths: ProjectPaths) -> dict:
     from granular.nn.device import select_runtime  # torch is imported only by the steps that need it
     from granular.serving.predict import FusedClassifier
 
-    images = modality_for(config).raw_inputs(config, paths, "test", LATENCY_IMAGES)
+    images = modality_for(config).raw_inputs(config, paths, ("test",), LATENCY_IMAGES)["test"]
     runtime = select_runtime()
     predictors = {}
     for name in config.views:

@@ -117,9 +117,12 @@ class Images:
     def student_reader(self, config: Config, paths: ProjectPaths) -> ImageReader:
         return ImageReader(resolution=config.validate_.image_shape[0])  # full size: pooling is a no-op
 
-    def raw_inputs(self, config: Config, paths: ProjectPaths, split: str, count: int | None = None) -> np.ndarray:
-        rows = read_npz(paths.splits)["split"] == SPLITS.index(split)  # one row per clean example
-        return load_clean(paths).images[rows][:count]
+    def raw_inputs(
+        self, config: Config, paths: ProjectPaths, splits: tuple[str, ...], count: int | None = None
+    ) -> dict[str, np.ndarray]:
+        split = read_npz(paths.splits)["split"]  # one row per clean example
+        images = load_clean(paths).images
+        return {name: images[split == SPLITS.index(name)][:count] for name in splits}
 
     def input_spec(self, config: Config, paths: ProjectPaths) -> ImageInput:
         return ImageInput(image_shape=tuple(config.validate_.image_shape))

@@ -61,6 +61,14 @@ def _check_segment_columns(config: Config, schema: dict) -> None:
             )
 
 
+def _as_read(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows as read from a file: text, and float64 (a served model's signature then takes float32 too)."""
+    frame = frame.reset_index(drop=True)
+    return frame.astype({
+        c: "string" if isinstance(frame[c].dtype, pd.CategoricalDtype) else "float64" for c in frame.columns
+    })
+
+
 def view_columns(config: Config, view: TableView, schema: dict) -> list[str]:
     return feature_columns(schema) if view.features == "all" else list(config.data.table.feature_groups[view.features])
 
@@ -229,14 +237,13 @@ class Tables:
     def student_reader(self, config: Config, paths: ProjectPaths) -> TableReader:
         raise ValueError("distill.enabled: the student network is for images; set it to false for a table")
 
-    def raw_inputs(self, config: Config, paths: ProjectPaths, split: str, count: int | None = None) -> pd.DataFrame:
-        """The feature columns of the first `count` rows of a split."""
-        rows = np.flatnonzero(read_npz(paths.splits)["split"] == SPLITS.index(split))[:count]
-        frame = load_clean(paths).frame.iloc[rows].reset_index(drop=True)
-        # As read from a file: text, and float64 (a served model's signature then takes float32 too).
-        return frame.astype({
-            c: "string" if isinstance(frame[c].dtype, pd.CategoricalDtype) else "float64" for c in frame.columns
-        })
+    def raw_inputs(
+        self, config: Config, paths: ProjectPaths, splits: tuple[str, ...], count: int | None = None
+    ) -> dict[str, pd.DataFrame]:
+        """The feature columns of the first `count` rows of each split."""
+        split = read_npz(paths.splits)["split"]
+        table = load_clean(paths).frame
+        return {name: _as_read(table.iloc[np.flatnonzero(split == SPLITS.index(name))[:count]]) for name in splits}
 
     def input_spec(self, config: Config, paths: ProjectPaths) -> TableInput:
         return TableInput(columns=feature_columns(load_schema(paths.table_schema)))
