@@ -35,12 +35,7 @@ DATA_STEPS = ["import_raw", "clean_data", "validate_data", "partition_data"]
 EXPENSIVE = set(DATA_STEPS) | {f"train_view[{v}]" for v in VIEWS} | {"fuse_views", "distill_student", "evaluate_models"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness():
-        yield
+pytestmark = pytest.mark.usefixtures("prefect_test_server")
 
 
 @pytest.fixture(scope="module")

@@ -120,14 +120,12 @@ def tiny_params() -> dict:
     return params
 
 
-@pytest.fixture(scope="module")
-def prefect_api_url():
-    """One Prefect server for the four runs (see the module's docstring)."""
+@pytest.fixture
+def prefect_api_url(prefect_test_server):
+    """One Prefect server for the four runs (see the module's docstring): the session's."""
     from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
-        yield PREFECT_API_URL.value()
+    return PREFECT_API_URL.value()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import psutil
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from test_flow import FASHION_MNIST, REPO
+from small_project import FASHION_MNIST, REPO
 
 from flows import servers
 from granular.runtime.dvc_state import repair_locks
@@ -382,6 +382,7 @@ def test_a_tracking_server_back_within_the_retries_lets_the_run_finish(project: 
         if run.poll() is None:
             run.kill()
     assert run.returncode == 0, output[-3000:]
+    assert not (project / "mlruns.db").exists()  # all went to the server the environment names
     [parent], children = mlflow_runs(root, uri)
     assert parent.info.status == "FINISHED"
     assert {child.info.status for child in children} == {"FINISHED"}

@@ -9,11 +9,14 @@ import pytest
 from distributed import Client, LocalCluster, get_task_stream
 from distributed.diagnostics.plugin import WorkerPlugin
 from mlflow.tracking import MlflowClient
-from test_flow import SMALL_RUN, prefect_server, project  # noqa: F401 (fixtures)
+from small_project import SMALL_RUN
+from test_flow import project  # noqa: F401, F811 (a fixture)
 
 import tasks.training
 from flows.pipeline import granular_pipeline
 from granular.config import Config
+
+pytestmark = pytest.mark.usefixtures("prefect_test_server")
 
 THREE_VIEWS = SMALL_RUN + [
     "train.epochs=1",

@@ -21,19 +21,11 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled, Cancelling
-from test_flow import FASHION_MNIST, REPO, SMALL_RUN  # runs stay short even if a cancellation went wrong
+from small_project import FASHION_MNIST, REPO, SMALL_RUN  # runs stay short even if a cancellation went wrong
 
 import flows.deploy
 from flows.cli import OFFLINE_DEFAULTS
 from flows.cli import main as granular_cli
-
-
-@pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness():
-        yield
 
 
 @pytest.fixture
@@ -69,7 +61,7 @@ def no_server(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_deploy_registers_the_schedule_parameters_and_one_run_at_a_time(
-    prefect_server, project: Path, registered: list[dict], capsys: pytest.CaptureFixture,
+    prefect_test_server, project: Path, registered: list[dict], capsys: pytest.CaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ):
     for key in OFFLINE_DEFAULTS:  # unset here, and unset again after the test
@@ -97,7 +89,7 @@ def test_deploy_registers_the_schedule_parameters_and_one_run_at_a_time(
     assert deployment.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.ENQUEUE
 
 
-def test_deploying_again_replaces_the_schedule_and_resumes(prefect_server, project: Path):
+def test_deploying_again_replaces_the_schedule_and_resumes(prefect_test_server, project: Path):
     """A second `granular deploy` of the same name updates the deployment, not adds to it, and
     resumes it where stopping the first one paused it."""
     first = flows.deploy.build_deployment("replaced", "0 3 * * *", "UTC", str(project), None, []).apply()
@@ -146,7 +138,7 @@ def _read_deployment(client: SyncPrefectClient, name: str) -> DeploymentResponse
 
 
 @pytest.fixture
-def served(prefect_server, project: Path):
+def served(prefect_test_server, project: Path):
     """`granular deploy` running as its own process against the test server, polling every
     second; stopped by Ctrl-C at the end, as a user would."""
     assert FASHION_MNIST.is_dir(), "the real dataset is needed: apt-get install dataset-fashion-mnist"

@@ -5,49 +5,19 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from small_project import GRANULAR, REPO, VIEWS, SmallRun, run_command, small_dvc_project
 
-REPO = Path(__file__).resolve().parents[1]
-GRANULAR = str(Path(sys.executable).parent / "granular")
-VIEWS = ("fine-28", "fine-14", "coarse-28", "fine-14-clusters4")
 DATA_STAGES = ("import_raw", "clean", "split") + tuple(f"view@{v}" for v in VIEWS)
 
 
-def _run(args: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
 def _dvc(*args: str, cwd: Path) -> str:
-    return _run([sys.executable, "-m", "dvc", *args], cwd)
-
-
-def _small_project(folder: Path) -> dict:
-    """A git + DVC repository with the project's stages and code, and small parameters."""
-    folder.mkdir()
-    for item in ("dvc.yaml", ".dvcignore", "granular"):
-        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, folder / item)
-    (folder / "data").mkdir()
-    shutil.copy(REPO / "data" / "taxonomy.yaml", folder / "data" / "taxonomy.yaml")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"]["limit"] = 400
-    params["validate"]["min_per_class"] = 10
-    params["train"].update(epochs=1, width=8)
-    params["distill"].update(epochs=1, width=8)
-    params["views"]["fine-14-clusters4"]["segments"]["min_size"] = 30
-    (folder / "params.yaml").write_text(yaml.safe_dump(params))
-    _run(["git", "init", "-q"], folder)
-    _dvc("init", "-q", cwd=folder)
-    shutil.copy(REPO / ".dvc" / "config", folder / ".dvc" / "config")  # with its default local remote
-    return params
+    return run_command([sys.executable, "-m", "dvc", *args], cwd)
 
 
 def _out_hashes(folder: Path, stages: tuple[str, ...]) -> dict[str, list[str]]:
@@ -58,7 +28,7 @@ def _out_hashes(folder: Path, stages: tuple[str, ...]) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def repro_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     folder = tmp_path_factory.mktemp("dvc") / "project"
-    params = _small_project(folder)
+    params = small_dvc_project(folder)  # as the session's small run has, for comparing the two
     _dvc("repro", cwd=folder)
     return folder, params
 
@@ -96,7 +66,7 @@ def test_a_code_change_reruns_the_same_stages_under_dvc_and_the_task_cache(
 
     def cache_keys() -> dict[str, str]:
         return {
-            stage: caching.code_version(caching.StepCache(stages=(stage,)).resolve(config, paths).code, _run)
+            stage: caching.code_version(caching.StepCache(stages=(stage,)).resolve(config, paths).code, run_command)
             for stage in stages
         }
 
@@ -140,21 +110,20 @@ def test_a_parameter_reruns_only_the_stages_that_use_it(repro_project):
         (folder / "params.yaml").write_text(original)
 
 
-def test_granular_run_records_the_same_data_versions_as_dvc_repro(repro_project, tmp_path: Path):
+def test_granular_run_records_the_same_data_versions_as_dvc_repro(repro_project, small_run: SmallRun, tmp_path: Path):
     folder = tmp_path / "project"
-    _small_project(folder)
-    _run([GRANULAR, "run"], folder)
+    shutil.copytree(small_run.root, folder, ignore=shutil.ignore_patterns("prefect"))  # not the live server's state
     assert "up to date" in _dvc("status", cwd=folder)  # the flow committed its outputs to DVC
     assert _out_hashes(folder, DATA_STAGES) == _out_hashes(repro_project[0], DATA_STAGES)
 
     # The run leads back to its exact data: lose the splits and the local DVC cache, then
     # reproduce the run from the default DVC remote it pushed to.
-    client = MlflowClient(f"sqlite:///{folder / 'mlruns.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("granular").experiment_id], "tags.`prefect.flow_run_id` != ''")
+    run = MlflowClient(f"sqlite:///{folder / 'mlruns.db'}").get_run(small_run.mlflow_run_id)
     assert run.data.tags["granular.dvc.pushed"] == "true"
     shutil.rmtree(folder / "data/processed")
     shutil.rmtree(folder / ".dvc/cache")
-    assert "restored the data of run" in _run([GRANULAR, "reproduce", run.info.run_id], folder)
+    local = {name: value for name, value in os.environ.items() if name != "MLFLOW_TRACKING_URI"}  # the copy's own store
+    assert "restored the data of run" in run_command([GRANULAR, "reproduce", run.info.run_id], folder, env=local)
     for key, md5 in run.data.tags.items():
         if key.startswith("granular.split."):
             view, split = key.removeprefix("granular.split.").removesuffix(".md5").rsplit(".", 1)
@@ -165,8 +134,8 @@ def test_metrics_and_plots_diff_between_two_commits(repro_project, tmp_path: Pat
     folder = tmp_path / "project"
     shutil.copytree(repro_project[0], folder)
     git = ["git", "-c", "user.name=granular tests", "-c", "user.email=tests@localhost"]
-    _run(git + ["add", "-A"], folder)
-    _run(git + ["commit", "-q", "-m", "first run"], folder)
+    run_command(git + ["add", "-A"], folder)
+    run_command(git + ["commit", "-q", "-m", "first run"], folder)
     params = yaml.safe_load((folder / "params.yaml").read_text())
     params["views"]["coarse-28"]["train"] = {"epochs": 3}
     (folder / "params.yaml").write_text(yaml.safe_dump(params))

@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
+import mlflow.artifacts
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
@@ -17,6 +14,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from prefect.artifacts import Artifact
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from small_project import FASHION_MNIST, REPO, SMALL_RUN, VIEWS, SmallRun
 
 from flows.cli import main as granular_cli
 from flows.pipeline import granular_pipeline
@@ -24,25 +23,7 @@ from granular.core.validation import ValidationFailed
 from granular.pipeline import train as step
 from tasks.training import ViewsFailed
 
-REPO = Path(__file__).resolve().parents[1]
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-SMALL_RUN = [
-    "data.limit=600",
-    "train.epochs=2",
-    "train.width=8",
-    "distill.epochs=1",
-    "distill.width=8",
-    "validate.min_per_class=20",
-    "views.fine-14-clusters4.segments.min_size=40",
-]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness():
-        yield
+pytestmark = pytest.mark.usefixtures("prefect_test_server")
 
 
 @pytest.fixture
@@ -56,22 +37,17 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _runs(project: Path):
-    client = MlflowClient(f"sqlite:///{project / 'mlruns.db'}")
+def _runs(project: Path, tracking_uri: str | None = None):
+    """The project's MLflow runs, from its own store unless a server is named."""
+    client = MlflowClient(tracking_uri or f"sqlite:///{project / 'mlruns.db'}")
     experiment = client.get_experiment_by_name("granular")
     return client, client.search_runs([experiment.experiment_id])
 
 
-def test_cli_runs_the_whole_pipeline_and_tracks_it(
-    project: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
-):
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")  # tiny trainings are short
-    args = ["run", "--root", str(project)] + [a for o in SMALL_RUN for a in ("--set", o)]
-    assert granular_cli(args) == 0
-
+def test_cli_runs_the_whole_pipeline_and_tracks_it(small_run: SmallRun, tmp_path: Path):
+    project = small_run.root
     metrics = json.loads((project / "data/evaluation/metrics.json").read_text())
-    views = ["fine-28", "fine-14", "coarse-28", "fine-14-clusters4"]
-    assert set(metrics["test"]) == set(views) | {"fused", "student"}
+    assert set(metrics["test"]) == set(VIEWS) | {"fused", "student"}
     for scores in metrics["test"].values():
         assert 0.0 <= scores["macro_f1"] <= 1.0
         assert scores["n"] == 600  # the test subsample, never trained on
@@ -84,19 +60,19 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(
     assert "coarse_accuracy" in metrics["test"]["fused"]  # implied by the fine prediction
     assert "coarse_accuracy" not in metrics["test"]["coarse-28"]
 
-    table = capsys.readouterr().out
-    for name in views + ["fused"]:
+    table = small_run.stdout
+    for name in VIEWS + ["fused"]:
         assert name in table
     assert "fused - best single view" in table and "McNemar, fused vs " in table
     assert "registered granular-fused version 1; champion: " in table
     assert "fine-14-clusters4: test accuracy of each segment's expert vs the global model" in table
     assert f"quarantined: 0 of 1200 examples -> {project / 'data/quarantine/rejected.csv'}" in table
 
-    client, runs = _runs(project)
+    client, runs = _runs(project, small_run.tracking_uri)  # through the server, which holds the artifacts
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     children = {r.data.tags["mlflow.runName"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert parent.info.status == "FINISHED"
-    assert set(children) == set(views)
+    assert set(children) == set(VIEWS)
     assert parent.data.metrics["test.fused.accuracy"] == pytest.approx(metrics["test"]["fused"]["accuracy"])
     assert parent.data.params["train.epochs"] == "2"
     assert parent.data.tags["prefect.flow_run_id"]
@@ -110,10 +86,15 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(
     assert any(key.startswith("system/cpu_utilization") for key in children["fine-28"].data.metrics)
     artifacts = {a.path for a in client.list_artifacts(children["fine-14-clusters4"].info.run_id, "model")}
     assert {"model/learning_curves.png", "model/view.json", "model/segmenter.npz", "model/network-3.pt"} <= artifacts
-    progress = Artifact.get(key="train-fine-14-clusters4")  # watched in the Prefect UI
+    with temporary_settings({PREFECT_API_URL: small_run.prefect_api}):  # the run's Prefect server
+        progress = Artifact.get(key="train-fine-14-clusters4")  # watched in the Prefect UI
+        report = Artifact.get(key="granular-report")  # the run's report in the Prefect UI
     assert progress.type == "progress" and progress.data == pytest.approx(100.0)
+    assert report.type == "markdown" and "| fused |" in report.data and parent.info.run_id in report.data
     # The fused model is one pyfunc that rebuilds every view and the fusion from its own files.
-    served = mlflow.pyfunc.load_model(f"{parent.info.artifact_uri}/fused_model")
+    served = mlflow.pyfunc.load_model(mlflow.artifacts.download_artifacts(
+        f"{parent.info.artifact_uri}/fused_model", dst_path=str(tmp_path), tracking_uri=small_run.tracking_uri
+    ))
     fused_test = np.load(project / "data/fused/predictions.npz")["test_proba"]
     images = np.load(project / "data/processed/fine-28/test.npz")["x"][:5]
     predicted = served.predict(images)  # routed to segment experts too, from full-size images
@@ -124,7 +105,7 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(
     assert predicted["confidence"].between(0, 1).all()
     assert (project / "data/evaluation/confusion/fused.png").stat().st_size > 0
     predictions = pd.read_csv(project / "data/evaluation/test_predictions.csv")
-    assert list(predictions.columns) == ["actual", "actual_coarse"] + views + ["fused", "student"]
+    assert list(predictions.columns) == ["actual", "actual_coarse"] + VIEWS + ["fused", "student"]
     assert len(predictions) == 600
     assert (predictions["fused"] == predictions["actual"]).mean() == pytest.approx(metrics["test"]["fused"]["accuracy"])
     evaluation = {a.path for a in client.list_artifacts(parent.info.run_id, "evaluation")}
@@ -137,14 +118,6 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(
     assert version.run_id == parent.info.run_id
     promoted = parent.data.tags["granular.promotion.promoted"] == "true"
     assert ("champion" in version.aliases) == promoted
-    report = Artifact.get(key="granular-report")  # the run's report in the Prefect UI
-    assert report.type == "markdown" and "| fused |" in report.data and parent.info.run_id in report.data
-
-    # Overrides make outputs that params.yaml does not describe: not recorded in DVC, so a
-    # reproduce of this run is refused with the reason.
-    capsys.readouterr()
-    assert granular_cli(["reproduce", parent.info.run_id, "--root", str(project)]) == 1
-    assert "did not record its data in DVC" in capsys.readouterr().err
 
 
 def test_failed_validation_stops_before_training(project: Path):
@@ -193,7 +166,7 @@ def test_a_failed_view_fails_the_run_after_the_other_views_trained(project: Path
 
 
 def test_views_train_concurrently_and_the_run_can_go_on_without_a_failed_one(
-    project: Path, monkeypatch: pytest.MonkeyPatch
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ):
     import tasks.evaluation
     import tasks.training
@@ -215,58 +188,15 @@ def test_views_train_concurrently_and_the_run_can_go_on_without_a_failed_one(
     assert parent.data.tags["granular.failed_view.fine-14"] == "RuntimeError: out of memory (simulated)"
     assert result["registry"]["version"] == "1"  # the report that failed after it was only a warning
 
+    # Overrides make outputs that params.yaml does not describe: not recorded in DVC, so a
+    # reproduce of this run is refused with the reason.
+    assert granular_cli(["reproduce", result["mlflow_run_id"], "--root", str(project)]) == 1
+    assert "did not record its data in DVC" in capsys.readouterr().err
+
 
 def test_a_bad_override_is_refused_with_the_key_named(project: Path, capsys: pytest.CaptureFixture):
     assert granular_cli(["run", "--root", str(project), "--set", "train.epochs=zero"]) == 2
     assert "train.epochs" in capsys.readouterr().err
-
-
-@pytest.fixture
-def tracking_server(tmp_path: Path):
-    """A real MLflow tracking server on loopback, with its own store and artifact root."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2)
-            break
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
-    yield uri
-    server.terminate()
-    server.wait(timeout=30)
-
-
-def test_runs_go_to_the_tracking_server_named_by_the_environment(
-    project: Path, tracking_server: str, monkeypatch: pytest.MonkeyPatch
-):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
-    result = granular_pipeline(root=str(project), overrides=SMALL_RUN + ["train.epochs=1"])
-    assert result["tracking_uri"] == tracking_server
-    assert not (project / "mlruns.db").exists()
-    client = MlflowClient(tracking_server)
-    parent = client.get_run(result["mlflow_run_id"])
-    assert parent.info.status == "FINISHED"
-    assert "test.fused.accuracy" in parent.data.metrics
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"fused_model", "evaluation", "config.json"}
-    # Through a server, the report links the run and shows its images, which the server serves.
-    report = Artifact.get(key="granular-report").data
-    run_id = result["mlflow_run_id"]
-    assert f"({tracking_server}/#/experiments/{parent.info.experiment_id}/runs/{run_id})" in report
-    image = f"{tracking_server}/get-artifact?path=evaluation/confusion/fused.png&run_uuid={run_id}"
-    assert f"({image})" in report
-    with urllib.request.urlopen(image, timeout=10) as response:
-        assert response.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_tune_searches_a_view_with_one_mlflow_run_per_trial(project: Path, capsys: pytest.CaptureFixture):

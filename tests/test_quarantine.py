@@ -73,12 +73,6 @@ def _npz_source(folder: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness():
-        yield
 
 
 @pytest.fixture
@@ -104,7 +98,7 @@ def _artifact_files(client: MlflowClient, run_id: str, path: str = "") -> list[s
 
 
 def test_a_failed_validation_is_recorded_and_the_quarantine_counted(
-    prefect_server, project: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_test_server, project: Path, monkeypatch: pytest.MonkeyPatch
 ):
     from prefect.artifacts import Artifact
 

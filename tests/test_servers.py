@@ -1,41 +1,29 @@
 """`granular server`: a real Prefect server and MLflow tracking server on loopback, a run made
 against them seen through both APIs and linked both ways, and a clean stop on SIGTERM.
 
-The two end-to-end tests share one `granular server` (starting one takes 20-50 s here); the
-last of them stops it.
+The run is the session's small run (tests/conftest.py), made against its own `granular server`;
+the stop is tried on a server of its own, since starting one takes 20-50 s here.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 import pytest
 from mlflow.tracking import MlflowClient
-from test_flow import FASHION_MNIST, REPO, SMALL_RUN
+from small_project import FASHION_MNIST, REPO, VIEWS, SmallRun, free_port, granular_server
 
 from flows import servers
 from flows.cli import main as granular_cli
-
-STARTUP_TIMEOUT_S = 150  # both servers on a busy 2-core machine; the command itself waits 120 s
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def listening(port: int) -> bool:
@@ -44,71 +32,12 @@ def listening(port: int) -> bool:
 
 
 def make_project(folder: Path) -> Path:
-    """A project folder with the repository's params.yaml and taxonomy, as tests/test_flow.py makes."""
+    """A project folder with the repository's params.yaml and taxonomy."""
     assert FASHION_MNIST.is_dir(), "the real dataset is needed: apt-get install dataset-fashion-mnist"
     (folder / "data").mkdir(parents=True)
     shutil.copy(REPO / "params.yaml", folder / "params.yaml")
     shutil.copy(REPO / "data" / "taxonomy.yaml", folder / "data" / "taxonomy.yaml")
     return folder
-
-
-@dataclass
-class RunningServers:
-    """A `granular server` process, what it printed, and the processes it started."""
-
-    process: subprocess.Popen
-    root: Path
-    ports: tuple[int, int]
-    output: list[str] = field(default_factory=list)
-    family: list[psutil.Process] = field(default_factory=list)
-
-    def exports(self) -> dict[str, str]:
-        """The variables of the `export ...` line it printed for users to paste."""
-        line = next(line for line in self.output if line.startswith("export "))
-        return dict(pair.split("=", 1) for pair in line.removeprefix("export ").split())
-
-
-def read_lines(process: subprocess.Popen, into: list[str]) -> None:
-    for line in process.stdout:
-        into.append(line.rstrip("\n"))
-
-
-def stop_for_good(running: RunningServers) -> None:
-    """Stop the command, then any server it left behind (by the pids it had started)."""
-    if running.process.poll() is None:
-        running.process.send_signal(signal.SIGTERM)
-        try:
-            running.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            running.process.kill()
-    for process in running.family:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
-
-
-@pytest.fixture(scope="module")
-def granular_server(tmp_path_factory: pytest.TempPathFactory):
-    root = make_project(tmp_path_factory.mktemp("served"))
-    ports = (free_port(), free_port())
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "server", "--root", str(root),
-         "--prefect-port", str(ports[0]), "--mlflow-port", str(ports[1])],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    running = RunningServers(process, root, ports)
-    threading.Thread(target=read_lines, args=(process, running.output), daemon=True).start()
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not any(line.startswith("export ") for line in running.output):
-            assert process.poll() is None, "granular server exited:\n" + "\n".join(running.output)
-            assert time.monotonic() < deadline, "granular server did not get ready:\n" + "\n".join(running.output)
-            time.sleep(0.5)
-        running.family = psutil.Process(process.pid).children(recursive=True)
-        yield running
-    finally:
-        stop_for_good(running)
 
 
 def read_prefect_records(api_url: str, flow_run_id: str) -> tuple:
@@ -131,22 +60,19 @@ def read_prefect_records(api_url: str, flow_run_id: str) -> tuple:
         return asyncio.run(read())
 
 
-def test_a_run_against_the_servers_shows_in_both_and_links_both_ways(granular_server: RunningServers):
-    exports = granular_server.exports()
+def test_a_run_against_the_servers_shows_in_both_and_links_both_ways(small_run: SmallRun):
+    exports = small_run.servers.exports()
     prefect_api, tracking_uri = exports["PREFECT_API_URL"], exports["MLFLOW_TRACKING_URI"]
-    assert prefect_api == f"http://127.0.0.1:{granular_server.ports[0]}/api"
-    assert tracking_uri == f"http://127.0.0.1:{granular_server.ports[1]}"
-    overrides = SMALL_RUN + ["train.epochs=1"]
-    run = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", "--root", str(granular_server.root)]
-        + [arg for override in overrides for arg in ("--set", override)],
-        cwd=REPO, env={**os.environ, **exports}, capture_output=True, text=True, timeout=400,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    mlflow_run_id, uri = re.search(r"^MLflow run:\s+(\w+) in (\S+)$", run.stdout, re.MULTILINE).groups()
-    assert uri == tracking_uri  # the run went to the MLflow server
+    assert prefect_api == f"http://127.0.0.1:{small_run.servers.ports[0]}/api"
+    assert tracking_uri == f"http://127.0.0.1:{small_run.servers.ports[1]}"
+    assert small_run.tracking_uri == tracking_uri  # the run went to the server the environment names
+    run_id = small_run.mlflow_run_id
 
-    parent = MlflowClient(tracking_uri).get_run(mlflow_run_id)
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(run_id)
+    assert parent.info.status == "FINISHED"
+    assert "test.fused.accuracy" in parent.data.metrics
+    assert {a.path for a in client.list_artifacts(run_id)} >= {"fused_model", "evaluation", "config.json"}
     flow_run_id = parent.data.tags["prefect.flow_run_id"]
     prefect_ui = prefect_api.removesuffix("/api")
     assert parent.data.tags["prefect.flow_run_url"] == f"{prefect_ui}/flow-runs/flow-run/{flow_run_id}"
@@ -159,37 +85,42 @@ def test_a_run_against_the_servers_shows_in_both_and_links_both_ways(granular_se
     assert flow_run.state.type.value == "COMPLETED"
     assert flow_run.name == parent.data.tags["prefect.flow_run_name"]
     task_names = {task_run.name for task_run in task_runs}
-    views = ["fine-28", "fine-14", "coarse-28", "fine-14-clusters4"]
-    assert {f"train-{view}" for view in views} <= task_names  # named by the task itself
+    assert {f"train-{view}" for view in VIEWS} <= task_names  # named by the task itself
     for step in ["clean_data", "validate_data", "partition_data", "fuse_views", "evaluate_models", "register_fused_model"]:
         assert any(name.startswith(f"{step}-") for name in task_names), (step, task_names)
     assert all(task_run.state.type.value == "COMPLETED" for task_run in task_runs)
     by_key = {artifact.key: artifact for artifact in artifacts}
     assert {"granular-report", "train-fine-28", "granular-test-metrics"} <= set(by_key)
-    # The other way: the Prefect report links the MLflow run in the MLflow UI.
-    run_page = f"{tracking_uri}/#/experiments/{parent.info.experiment_id}/runs/{mlflow_run_id}"
-    assert f"({run_page})" in by_key["granular-report"].data
+    # The other way: the Prefect report links the MLflow run in the MLflow UI, and shows its
+    # images, which the MLflow server serves.
+    report = by_key["granular-report"].data
+    assert f"({tracking_uri}/#/experiments/{parent.info.experiment_id}/runs/{run_id})" in report
+    image = f"{tracking_uri}/get-artifact?path=evaluation/confusion/fused.png&run_uuid={run_id}"
+    assert f"({image})" in report
+    with urllib.request.urlopen(image, timeout=10) as response:
+        assert response.read(8) == b"\x89PNG\r\n\x1a\n"
 
     # The server serves the project's own store: the run is in <root>/mlruns.db.
-    local = MlflowClient(f"sqlite:///{granular_server.root / 'mlruns.db'}")
-    assert local.get_run(mlflow_run_id).info.status == "FINISHED"
+    local = MlflowClient(f"sqlite:///{small_run.root / 'mlruns.db'}")
+    assert local.get_run(run_id).info.status == "FINISHED"
 
 
-def test_server_answers_then_stops_both_servers_on_sigterm(granular_server: RunningServers):
-    prefect_port, mlflow_port = granular_server.ports
-    for url in (f"http://127.0.0.1:{prefect_port}/api/health", f"http://127.0.0.1:{mlflow_port}/health"):
-        with urllib.request.urlopen(url, timeout=10) as response:
-            assert response.status == 200
-    assert (granular_server.root / ".granular" / "prefect" / "prefect.db").is_file()  # Prefect's state in the project
-    assert len(granular_server.family) >= 2
+def test_server_answers_then_stops_both_servers_on_sigterm(tmp_path: Path):
+    with granular_server(make_project(tmp_path / "project")) as running:
+        prefect_port, mlflow_port = running.ports
+        for url in (f"http://127.0.0.1:{prefect_port}/api/health", f"http://127.0.0.1:{mlflow_port}/health"):
+            with urllib.request.urlopen(url, timeout=10) as response:
+                assert response.status == 200
+        assert (running.root / ".granular" / "prefect" / "prefect.db").is_file()  # Prefect's state in the project
+        assert len(running.family) >= 2
 
-    granular_server.process.send_signal(signal.SIGTERM)
-    assert granular_server.process.wait(timeout=60) == 0
-    _, alive = psutil.wait_procs(granular_server.family, timeout=10)
-    assert alive == []
-    assert not listening(prefect_port) and not listening(mlflow_port)
-    assert "stopping the servers" in granular_server.output
-    assert not any("killing it" in line for line in granular_server.output)  # both stopped on SIGTERM
+        running.process.send_signal(signal.SIGTERM)
+        assert running.process.wait(timeout=60) == 0
+        _, alive = psutil.wait_procs(running.family, timeout=10)
+        assert alive == []
+        assert not listening(prefect_port) and not listening(mlflow_port)
+        assert "stopping the servers" in running.output
+        assert not any("killing it" in line for line in running.output)  # both stopped on SIGTERM
 
 
 def test_a_busy_port_is_refused_before_anything_starts(tmp_path: Path, capsys: pytest.CaptureFixture):

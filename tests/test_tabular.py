@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from test_flow import prefect_server  # noqa: F401  (the module's Prefect test server)
 
 from flows.cli import main as granular_cli
 from flows.pipeline import granular_pipeline
@@ -23,6 +22,8 @@ from granular.pipeline.import_raw import import_raw_step
 from granular.pipeline.validate import validate_step
 from granular.serving.predict import FusedClassifier
 from granular.store.paths import ProjectPaths
+
+pytestmark = pytest.mark.usefixtures("prefect_test_server")
 
 REPO = Path(__file__).resolve().parents[1]
 

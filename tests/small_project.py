@@ -1,0 +1,151 @@
+"""What the end-to-end tests share: the small run they make on the real data, the project
+folder it runs in, and a `granular server` to run it against (see tests/conftest.py)."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+GRANULAR = str(Path(sys.executable).parent / "granular")
+VIEWS = ["fine-28", "fine-14", "coarse-28", "fine-14-clusters4"]
+# A small run of the default views on a subsample of the real data: two tiny epochs, and
+# segments small enough for 600 training images.
+SMALL_RUN = [
+    "data.limit=600",
+    "train.epochs=2",
+    "train.width=8",
+    "distill.epochs=1",
+    "distill.width=8",
+    "validate.min_per_class=20",
+    "views.fine-14-clusters4.segments.min_size=40",
+]
+STARTUP_TIMEOUT_S = 150  # both servers on a busy 2-core machine; the command itself waits 120 s
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_command(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> str:
+    """Run a command with this environment's tools on PATH; its output, or a failure showing it."""
+    env = {**(env or os.environ), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def small_params() -> dict:
+    """The repository's params.yaml with SMALL_RUN applied."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for override in SMALL_RUN:
+        key, value = override.split("=", 1)
+        *parents, leaf = key.split(".")
+        node = params
+        for name in parents:
+            node = node[name]
+        node[leaf] = yaml.safe_load(value)
+    return params
+
+
+def small_dvc_project(folder: Path) -> dict:
+    """A git + DVC repository with the project's stages, code and taxonomy, and the small
+    run's parameters in its params.yaml; those parameters."""
+    assert FASHION_MNIST.is_dir(), "the real dataset is needed: apt-get install dataset-fashion-mnist"
+    folder.mkdir(parents=True)
+    for item in ("dvc.yaml", ".dvcignore", "granular"):
+        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, folder / item)
+    (folder / "data").mkdir()
+    shutil.copy(REPO / "data" / "taxonomy.yaml", folder / "data" / "taxonomy.yaml")
+    params = small_params()
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_command(["git", "init", "-q"], folder)
+    run_command([sys.executable, "-m", "dvc", "init", "-q"], folder)
+    shutil.copy(REPO / ".dvc" / "config", folder / ".dvc" / "config")  # with its default local remote
+    return params
+
+
+@dataclass
+class RunningServers:
+    """A `granular server` process, what it printed, and the processes it started."""
+
+    process: subprocess.Popen
+    root: Path
+    ports: tuple[int, int]
+    output: list[str] = field(default_factory=list)
+    family: list[psutil.Process] = field(default_factory=list)
+
+    def exports(self) -> dict[str, str]:
+        """The variables of the `export ...` line it printed for users to paste."""
+        line = next(line for line in self.output if line.startswith("export "))
+        return dict(pair.split("=", 1) for pair in line.removeprefix("export ").split())
+
+
+def _read_lines(process: subprocess.Popen, into: list[str]) -> None:
+    for line in process.stdout:
+        into.append(line.rstrip("\n"))
+
+
+def stop_for_good(running: RunningServers) -> None:
+    """Stop the command, then any server it left behind (by the pids it had started)."""
+    if running.process.poll() is None:
+        running.process.send_signal(signal.SIGTERM)
+        try:
+            running.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            running.process.kill()
+    for process in running.family:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@contextmanager
+def granular_server(root: Path) -> Iterator[RunningServers]:
+    """`granular server` on the project at `root`, on two free ports, until the block ends."""
+    ports = (free_port(), free_port())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "server", "--root", str(root),
+         "--prefect-port", str(ports[0]), "--mlflow-port", str(ports[1])],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    running = RunningServers(process, root, ports)
+    threading.Thread(target=_read_lines, args=(process, running.output), daemon=True).start()
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not any(line.startswith("export ") for line in running.output):
+            assert process.poll() is None, "granular server exited:\n" + "\n".join(running.output)
+            assert time.monotonic() < deadline, "granular server did not get ready:\n" + "\n".join(running.output)
+            time.sleep(0.5)
+        running.family = psutil.Process(process.pid).children(recursive=True)
+        yield running
+    finally:
+        stop_for_good(running)
+
+
+@dataclass(frozen=True)
+class SmallRun:
+    """`granular run` of the small project against `granular server`, as a user runs it."""
+
+    root: Path
+    servers: RunningServers
+    stdout: str
+    mlflow_run_id: str
+    tracking_uri: str
+    prefect_api: str
