@@ -38,8 +38,9 @@ class EpochBar:
     images/s. Drawn only on a terminal, with the cursor left at its start, so the next log line
     writes over it and the bar is redrawn below; logs keep the full record. (Not tqdm: its bar
     leaves the cursor at its end, so each of Prefect's log lines, written to the same terminal
-    by Prefect's own handler, would be appended to the bar; tqdm's logging redirection would
-    replace that handler and its formatting.)"""
+    by Prefect's own handler, lands on the bar's line, as seen with tqdm 4.70:
+    `fine-28:  50%|█████     | 1/2 [00:00<00:00]12:00:01 | INFO | ...`; tqdm's logging
+    redirection would replace that handler and its formatting.)"""
 
     def __init__(self, view_name: str, epochs_total: int, stream: TextIO = sys.stderr):
         self.view_name, self.total, self.done, self.stream = view_name, epochs_total, 0, stream

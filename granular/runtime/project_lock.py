@@ -12,9 +12,10 @@ lock of its own (tasks/tracking.py::open_experiment).
 The lock is per project root and per machine: runs on other machines sharing the project over
 a network file system are guarded only as far as that file system honours flock.
 
-Not the `filelock` package: the lock file itself carries the holder's record, written through
-the locked descriptor and re-read by each waiter to say whom it waits for, which filelock's
-public API does not give access to; the wait loop would stay as it is.
+Not the `filelock` package: what is ours here is the holder's record in the lock file and the
+wait loop that names the holder and gives up at the limit; filelock would replace only the
+flock call and the descriptor's opening (about ten lines), with an acquire-with-timeout loop of
+the same length around it, and a dependency more.
 """
 from __future__ import annotations
 
