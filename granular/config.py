@@ -230,6 +230,9 @@ ViewConfig = Annotated[
 ]
 
 
+Precision = Literal["auto", "fp32", "bf16"]
+
+
 class TrainConfig(_Section):
     epochs: int = Field(default=4, ge=1)
     batch_size: int = Field(default=128, ge=1)
@@ -249,6 +252,9 @@ class TrainConfig(_Section):
     # weights; None trains every epoch.
     early_stopping_patience: int | None = Field(default=None, ge=1)
     tta: bool = True  # predict as the mean of the image and its mirror image (images only)
+    # bf16 autocast or full precision: auto = bf16 on CUDA and on CPUs with native bf16 (AMX,
+    # AVX-512 BF16), fp32 elsewhere (granular/nn/device.py decides). Also used for inference.
+    precision: Precision = "auto"
     # torch.compile the training step: auto = on CUDA only (on a CPU it compiles for ~30 s and
     # then runs no faster).
     compile: Literal["auto", "on", "off"] = "auto"

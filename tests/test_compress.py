@@ -23,7 +23,7 @@ from granular.nn.models import MLPConfig, TabularMLP
 from granular.nn.train import fit, predict_proba
 from granular.nn.trained import load_checkpoint, save_checkpoint
 
-RUNTIME = select_runtime(threads=1)
+RUNTIME = select_runtime(threads=1, precision="fp32")  # the same numbers on every CPU
 
 
 def _images(n: int, seed: int = 0) -> tuple[Pixels, np.ndarray]:

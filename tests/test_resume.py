@@ -33,7 +33,7 @@ TRAINING = textwrap.dedent("""
     y = np.arange(3000) % 3
     x = Pixels((rng.random((3000, 8, 8)) * 60 + y[:, None, None] * 80).astype(np.float32))
     config = TrainConfig.model_validate_json(sys.argv[3])
-    trained = fit(x, y, x[:300], y[:300], num_classes=3, config=config, runtime=select_runtime(1),
+    trained = fit(x, y, x[:300], y[:300], num_classes=3, config=config, runtime=select_runtime(1, precision="fp32"),
                   checkpoint_dir=sys.argv[1], on_epoch=lambda r: print("epoch", r["epoch"], flush=True))
     np.savez(sys.argv[2], val_proba=trained.val_proba,
              **{k: v.numpy() for k, v in trained.model.state_dict().items()})
@@ -131,7 +131,7 @@ def test_ctrl_c_while_an_epoch_is_being_logged_lets_the_logging_finish_then_stop
         logged.append(record["epoch"])
 
     with pytest.raises(Interrupted, match=r"at epoch 2, batch 1; checkpoint: .*epoch-0002-step-0000001\.pt"):
-        fit(x, y, x[:30], y[:30], num_classes=3, config=CONFIG, runtime=select_runtime(1),
+        fit(x, y, x[:30], y[:30], num_classes=3, config=CONFIG, runtime=select_runtime(1, precision="fp32"),
             checkpoint_dir=tmp_path / "checkpoints", on_epoch=on_epoch)
     assert logged == [1]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
@@ -143,7 +143,7 @@ def test_a_stop_signal_after_the_last_batch_is_not_lost():
     x, y = _tiny_data()
     with pytest.raises(KeyboardInterrupt):  # delivered as the training ends, to the handler before
         fit(x, y, x[:30], y[:30], num_classes=3, config=CONFIG.model_copy(update={"epochs": 1}),
-            runtime=select_runtime(1), on_epoch=lambda record: signal.raise_signal(signal.SIGINT))
+            runtime=select_runtime(1, precision="fp32"), on_epoch=lambda record: signal.raise_signal(signal.SIGINT))
 
 
 def test_a_truncated_checkpoint_is_skipped_for_the_one_before(tmp_path):

@@ -85,6 +85,6 @@ def test_each_example_is_predicted_by_the_expert_of_its_segment():
     experts = [_constant_expert(2), _constant_expert(0), _constant_expert(1)]
     segment = np.array([1, 0, 2, 2, 1])
     images = Pixels(np.zeros((5, 8, 8), dtype=np.uint8))
-    proba = predict_routed(experts, segment, images, select_runtime(threads=1))
+    proba = predict_routed(experts, segment, images, select_runtime(threads=1, precision="fp32"))
     assert proba.argmax(axis=1).tolist() == [0, 2, 1, 1, 0]
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)

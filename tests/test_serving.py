@@ -103,7 +103,7 @@ def _train_view(folder: Path, level: str, images: np.ndarray, fine_labels: np.nd
     taxonomy = load_taxonomy(TAXONOMY_FILE)
     labels = taxonomy.map_labels(fine_labels, level)
     config = TrainConfig(epochs=1, batch_size=32, width=4, seed=0)
-    runtime = select_runtime(threads=1)
+    runtime = select_runtime(threads=1, precision="fp32")
     x = Pixels(images)
     trained = fit(x, labels, x, labels, num_classes=taxonomy.num_classes(level), config=config, runtime=runtime)
     trained.meta = {"train_config": config.model_dump(), "class_names": list(taxonomy.names[level])}

@@ -42,7 +42,7 @@ def distill_step(config: Config, paths: ProjectPaths, on_epoch=None, warn=print)
     teacher = FusedClassifier.load(paths.fused_dir)
     teacher_proba = distill.teacher_targets(teacher, raw["train"], temperature=settings.temperature)
     teacher_seconds = time.perf_counter() - started
-    runtime = select_runtime(config.train.threads)
+    runtime = select_runtime(config.train.threads, precision=config.train.precision)
     x = {s: reader.network_inputs(raw[s]) for s in SPLITS}
     started = time.perf_counter()
     student = distill.distill(

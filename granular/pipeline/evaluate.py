@@ -124,7 +124,7 @@ def _latency(config: Config, paths: ProjectPaths) -> dict:
     from granular.serving.predict import FusedClassifier
 
     images = modality_for(config).raw_inputs(config, paths, ("test",), LATENCY_IMAGES)["test"]
-    runtime = select_runtime()
+    runtime = select_runtime(precision=config.train.precision)
     predictors = {}
     for name in config.views:
         model = load_view_model(paths.model_dir(name), runtime)

@@ -26,7 +26,7 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
     view = config.view(view_name)
     classes = project_taxonomy(config, paths)
     train_config = config.train_config(view)
-    runtime = select_runtime(train_config.threads, gpu)
+    runtime = select_runtime(train_config.threads, gpu, train_config.precision)
     data = modality_for(config).training_data(config, paths, view, classes, warn)
     networks, history, seconds = fit_experts(
         data.x, data.y, data.plan, view, classes, train_config, runtime, paths.checkpoints(view.name),

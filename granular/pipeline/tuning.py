@@ -63,7 +63,7 @@ def tune_view(config: Config, paths: ProjectPaths, view_name: str, hooks: TrialH
     if view.segments:
         raise ValueError(f"view {view_name} trains segment experts; tune its global view {view.global_name} instead")
     base = config.train_config(view).model_copy(update={"epochs": tune.epochs})
-    runtime = select_runtime(base.threads)
+    runtime = select_runtime(base.threads, precision=base.precision)
     taxonomy = load_taxonomy(paths.taxonomy(config.taxonomy))
     data = modality_for(config).training_data(config, paths, view, taxonomy, warn=print)
 
