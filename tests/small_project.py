@@ -50,6 +50,15 @@ def run_command(args: list[str], cwd: Path, env: dict[str, str] | None = None, t
     return done.stdout
 
 
+def default_project(folder: Path) -> Path:
+    """A project folder with the repository's params.yaml and taxonomy."""
+    assert FASHION_MNIST.is_dir(), "the real dataset is needed: apt-get install dataset-fashion-mnist"
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "params.yaml", folder / "params.yaml")
+    shutil.copy(REPO / "data" / "taxonomy.yaml", folder / "data" / "taxonomy.yaml")
+    return folder
+
+
 def small_params() -> dict:
     """The repository's params.yaml with SMALL_RUN applied."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -9,8 +9,7 @@ import pytest
 from distributed import Client, LocalCluster, get_task_stream
 from distributed.diagnostics.plugin import WorkerPlugin
 from mlflow.tracking import MlflowClient
-from small_project import SMALL_RUN
-from test_flow import project  # noqa: F401, F811 (a fixture)
+from small_project import SMALL_RUN, default_project
 
 import tasks.training
 from flows.pipeline import granular_pipeline
@@ -47,6 +46,12 @@ class FailTrainingOf(WorkerPlugin):
             return train_step(config, paths, view_name, **kwargs)
 
         step.train_step = failing_train_step
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return default_project(tmp_path)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from prefect.artifacts import Artifact
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from small_project import FASHION_MNIST, REPO, SMALL_RUN, VIEWS, SmallRun
+from small_project import SMALL_RUN, VIEWS, SmallRun, default_project
 
 from flows.cli import main as granular_cli
 from flows.pipeline import granular_pipeline
@@ -29,12 +28,8 @@ pytestmark = pytest.mark.usefixtures("prefect_test_server")
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project folder with the repository's params.yaml and taxonomy, and its own stores."""
-    assert FASHION_MNIST.is_dir(), "the real dataset is needed: apt-get install dataset-fashion-mnist"
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    (tmp_path / "data").mkdir()
-    shutil.copy(REPO / "data" / "taxonomy.yaml", tmp_path / "data" / "taxonomy.yaml")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tmp_path
+    return default_project(tmp_path)
 
 
 def _runs(project: Path, tracking_uri: str | None = None):

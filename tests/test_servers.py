@@ -1,15 +1,14 @@
 """`granular server`: a real Prefect server and MLflow tracking server on loopback, a run made
 against them seen through both APIs and linked both ways, and a clean stop on SIGTERM.
 
-The run is the session's small run (tests/conftest.py), made against its own `granular server`;
-the stop is tried on a server of its own, since starting one takes 20-50 s here.
+The run is the session's small run (tests/conftest.py), made against its `granular server`;
+the stop is tried on a server of its own, so that the small run's stays up for its other readers.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 from mlflow.tracking import MlflowClient
-from small_project import FASHION_MNIST, REPO, VIEWS, SmallRun, free_port, granular_server
+from small_project import REPO, VIEWS, SmallRun, default_project, free_port, granular_server
 
 from flows import servers
 from flows.cli import main as granular_cli
@@ -29,15 +28,6 @@ from flows.cli import main as granular_cli
 def listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def make_project(folder: Path) -> Path:
-    """A project folder with the repository's params.yaml and taxonomy."""
-    assert FASHION_MNIST.is_dir(), "the real dataset is needed: apt-get install dataset-fashion-mnist"
-    (folder / "data").mkdir(parents=True)
-    shutil.copy(REPO / "params.yaml", folder / "params.yaml")
-    shutil.copy(REPO / "data" / "taxonomy.yaml", folder / "data" / "taxonomy.yaml")
-    return folder
 
 
 def read_prefect_records(api_url: str, flow_run_id: str) -> tuple:
@@ -106,7 +96,7 @@ def test_a_run_against_the_servers_shows_in_both_and_links_both_ways(small_run: 
 
 
 def test_server_answers_then_stops_both_servers_on_sigterm(tmp_path: Path):
-    with granular_server(make_project(tmp_path / "project")) as running:
+    with granular_server(default_project(tmp_path / "project")) as running:
         prefect_port, mlflow_port = running.ports
         for url in (f"http://127.0.0.1:{prefect_port}/api/health", f"http://127.0.0.1:{mlflow_port}/health"):
             with urllib.request.urlopen(url, timeout=10) as response:
@@ -124,7 +114,7 @@ def test_server_answers_then_stops_both_servers_on_sigterm(tmp_path: Path):
 
 
 def test_a_busy_port_is_refused_before_anything_starts(tmp_path: Path, capsys: pytest.CaptureFixture):
-    project = make_project(tmp_path / "project")
+    project = default_project(tmp_path / "project")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
