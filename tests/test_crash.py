@@ -24,7 +24,7 @@ import psutil
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from small_project import FASHION_MNIST, REPO
+from small_project import FASHION_MNIST, REPO, free_port
 
 from flows import servers
 from granular.runtime.dvc_state import repair_locks
@@ -36,12 +36,6 @@ from tasks.versioning import _dvc
 STARTUP_TIMEOUT_S = 150  # a server on a busy 2-core machine
 RUN_TIMEOUT_S = 240
 LONG_TRAINING = ["--set", "train.epochs=300"]  # about 20 s a view: time to stop it while it trains
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -57,10 +57,6 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     return frozenset()
 
 
-def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
-    return bool(NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags))
-
-
 def autocast_dtype(device: torch.device, precision: Precision, flags: frozenset[str] | None = None) -> torch.dtype | None:
     """bf16 autocast where it is fast, fp32 elsewhere: `auto` picks bf16 on CUDA and on CPUs
     with native bf16 (AMX or AVX-512 BF16), fp32 on other CPUs and on Apple MPS. `fp32` and
@@ -71,7 +67,7 @@ def autocast_dtype(device: torch.device, precision: Precision, flags: frozenset[
         return torch.bfloat16
     if device.type == "cuda":
         return torch.bfloat16
-    if device.type == "cpu" and cpu_has_native_bf16(flags):
+    if device.type == "cpu" and NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags):
         return torch.bfloat16
     return None
 
