@@ -252,6 +252,9 @@ class TrainConfig(_Section):
     # weights; None trains every epoch.
     early_stopping_patience: int | None = Field(default=None, ge=1)
     tta: bool = True  # predict as the mean of the image and its mirror image (images only)
+    # Also average over copies shifted by this many pixels up-left and down-right (mirrored
+    # too with tta): 0 = off; 1 costs 3x the inference of tta alone (images only).
+    tta_shift: int = Field(default=0, ge=0, le=4)
     # bf16 autocast or full precision: auto = bf16 on CUDA and on CPUs with native bf16 (AMX,
     # AVX-512 BF16), fp32 elsewhere (granular/nn/device.py decides). Also used for inference.
     precision: Precision = "auto"

@@ -86,10 +86,11 @@ def test_soft_targets_of_the_wrong_shape_or_not_probabilities_are_refused():
         fit(x, y[:7], x, y, num_classes=3, config=CONFIG, runtime=RUNTIME)
 
 
-def test_the_student_recipe_is_the_shared_one_with_its_own_size_and_length():
-    train = TrainConfig(lr=0.02, epochs=12, width=32, depth=1)
+def test_the_student_recipe_is_the_shared_one_with_its_own_size_and_length_and_no_shifted_copies():
+    train = TrainConfig(lr=0.02, epochs=12, width=32, depth=1, tta_shift=1)
     recipe = student_config(DistillConfig(epochs=2, width=8, depth=2), train)
-    assert (recipe.epochs, recipe.width, recipe.depth, recipe.lr) == (2, 8, 2, 0.02)
+    assert (recipe.epochs, recipe.width, recipe.depth, recipe.lr, recipe.tta) == (2, 8, 2, 0.02, True)
+    assert recipe.tta_shift == 0  # the student is there to serve fast
 
 
 # The distill step on a tiny project: 10 classes, each a bright block at its own place.

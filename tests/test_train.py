@@ -8,7 +8,7 @@ from granular.config import TrainConfig
 from granular.core.evaluate import log_loss
 from granular.nn.device import select_runtime
 from granular.nn.inputs import Pixels, _erase
-from granular.nn.train import fit, predict_proba
+from granular.nn.train import _tta_views, fit, predict_proba
 from granular.nn.trained import load_checkpoint, save_checkpoint
 
 RUNTIME = select_runtime(threads=1, precision="fp32")  # the same numbers on every CPU
@@ -50,6 +50,25 @@ def test_a_checkpoint_rebuilds_the_same_predictions(tmp_path):
     loaded = load_checkpoint(tmp_path / "model.pt", RUNTIME)
     assert loaded.meta == trained.meta and loaded.tta is False
     np.testing.assert_allclose(predict_proba(loaded, x, RUNTIME), predict_proba(trained, x, RUNTIME), rtol=1e-6)
+
+
+def test_shifted_test_time_views_are_translations_and_their_mean_is_what_the_model_predicts(tmp_path):
+    images = torch.arange(2 * 16, dtype=torch.float32).reshape(2, 1, 4, 4) + 1
+    plain, up_left, down_right, *mirrored = _tta_views(images, mirror=True, shift=1)
+    assert torch.equal(up_left[..., 1:, 1:], images[..., :3, :3]) and (up_left[..., 0, :] == 0).all()
+    assert torch.equal(down_right[..., :3, :3], images[..., 1:, 1:]) and (down_right[..., 3, :] == 0).all()
+    assert [torch.equal(m, v.flip(-1)) for m, v in zip(mirrored, (plain, up_left, down_right))] == [True] * 3
+    assert len(_tta_views(images, mirror=False, shift=0)) == 1
+
+    x, y = _data(64)
+    trained = fit(x, y, x, y, num_classes=3, config=CONFIG.model_copy(update={"tta_shift": 1}), runtime=RUNTIME)
+    assert trained.tta and trained.tta_shift == 1
+    scaled = (torch.as_tensor(x.images[:, None]) - trained.mean) / trained.std
+    with torch.no_grad():
+        expected = torch.stack([trained.model.eval()(v).softmax(1) for v in _tta_views(scaled, True, 1)]).mean(0)
+    np.testing.assert_allclose(predict_proba(trained, x, RUNTIME), expected.numpy(), rtol=1e-5, atol=1e-6)
+    save_checkpoint(tmp_path / "model.pt", trained)
+    assert load_checkpoint(tmp_path / "model.pt", RUNTIME).tta_shift == 1
 
 
 def test_adamw_with_a_cosine_schedule_warms_up_to_the_peak_then_decays():

@@ -24,7 +24,7 @@ Statistic = float | torch.Tensor
 
 
 class NetworkInputs(Protocol):
-    mirrored_tta: bool  # may a prediction average over the input and its mirror image?
+    spatial_tta: bool  # may a prediction average over shifted and mirrored copies of the input?
 
     def __len__(self) -> int: ...
 
@@ -53,7 +53,7 @@ class Pixels:
     translation, flips and erasing; scaled by one mean and deviation of all pixels."""
 
     images: np.ndarray
-    mirrored_tta = True
+    spatial_tta = True
 
     def __len__(self) -> int:
         return len(self.images)
@@ -92,7 +92,7 @@ class TableArrays:
     numeric: np.ndarray  # (N, F) float32, finite
     codes: np.ndarray  # (N, C) int64: 0..cardinality-1, or UNKNOWN
     cardinalities: tuple[int, ...]  # known categories of each categorical column
-    mirrored_tta = False
+    spatial_tta = False
 
     def __post_init__(self) -> None:
         if self.numeric.ndim != 2 or self.codes.ndim != 2:

@@ -127,7 +127,10 @@ def fit(
     optimizer = _optimizer(model, config)
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     schedule = _schedule(optimizer, config, config.epochs * steps_per_epoch)
-    trained = TrainedModel(model=model, mean=mean, std=std, tta=config.tta and x_train.mirrored_tta)
+    trained = TrainedModel(
+        model=model, mean=mean, std=std, tta=config.tta and x_train.spatial_tta,
+        tta_shift=config.tta_shift if x_train.spatial_tta else 0,
+    )
     best = {"val_loss": math.inf, "epoch": 0, "weights": None, "val_proba": None}  # for early stopping
 
     data = [*x_train.arrays(), np.asarray(y_train), *x_val.arrays(), np.asarray(y_val)]
@@ -220,17 +223,33 @@ def fit(
 
 @torch.no_grad()
 def predict_proba(trained: TrainedModel, x: NetworkInputs, runtime: Runtime, batch_size: int = 1024) -> np.ndarray:
-    """Class probabilities (N, classes); with the model's tta, averaged with the mirrored image."""
+    """Class probabilities (N, classes); for an image model with test-time augmentation, the
+    mean over the image and its shifted and mirrored copies (_tta_views)."""
     model = trained.model.eval()
     out = []
     for start in range(0, len(x), batch_size):
         rows = x[start : start + batch_size]
         batch = rows.scaled(rows.to_device(runtime.device), trained.mean, trained.std)
         with _autocast(runtime):
-            proba = F.softmax(model(*batch).float(), dim=1)
-            if trained.tta:
-                proba = (proba + F.softmax(model(batch[0].flip(-1)).float(), dim=1)) / 2
+            if trained.tta or trained.tta_shift:
+                views = _tta_views(batch[0], trained.tta, trained.tta_shift)
+                proba = sum(F.softmax(model(view).float(), dim=1) for view in views) / len(views)
+            else:
+                proba = F.softmax(model(*batch).float(), dim=1)
         out.append(proba.cpu())
     if not out:
         return np.zeros((0, model.config.num_classes), dtype=np.float32)
     return torch.cat(out).numpy()
+
+
+def _tta_views(images: torch.Tensor, mirror: bool, shift: int) -> list[torch.Tensor]:
+    """The images, then with `shift`, copies moved by `shift` pixels up-left and down-right
+    (zeros fill in, as in training's translation); with `mirror`, each of those mirrored too."""
+    views = [images]
+    if shift:
+        height, width = images.shape[-2:]
+        padded = F.pad(images, (shift, shift, shift, shift))
+        views += [padded[..., :height, :width], padded[..., 2 * shift :, 2 * shift :]]
+    if mirror:
+        views += [view.flip(-1) for view in views]
+    return views

@@ -27,6 +27,7 @@ class TrainedModel:
     meta: dict = field(default_factory=dict)  # what the model is for: view, classes, config
     val_proba: np.ndarray | None = None  # validation probabilities of the final weights
     tta: bool = True  # predict as the mean over the image and its mirror image
+    tta_shift: int = 0  # and over copies shifted by this many pixels (granular/nn/train.py: _tta_views)
 
 
 def save_checkpoint(path: Path, trained: TrainedModel, quantize: str | None = None) -> None:
@@ -43,6 +44,8 @@ def save_checkpoint(path: Path, trained: TrainedModel, quantize: str | None = No
         "history": trained.history,
         "meta": trained.meta,
     }
+    if trained.tta_shift:  # absent otherwise, as in checkpoints written before it existed
+        state["tta_shift"] = trained.tta_shift
     if quantize is not None:  # absent otherwise: plain checkpoints stay byte for byte as they were
         state["quantize"] = quantize
     with atomic_path(path) as tmp:
@@ -64,5 +67,6 @@ def load_checkpoint(path: Path, runtime: Runtime) -> TrainedModel:
         if runtime.device.type == "cpu":
             model = quantize_int8(model)
     return TrainedModel(
-        model=model, mean=state["mean"], std=state["std"], tta=state["tta"], history=state["history"], meta=state["meta"]
+        model=model, mean=state["mean"], std=state["std"], tta=state["tta"], tta_shift=state.get("tta_shift", 0),
+        history=state["history"], meta=state["meta"],
     )
