@@ -133,6 +133,13 @@ def test_a_deeper_network_is_rebuilt_from_its_checkpoint(tmp_path):
     np.testing.assert_allclose(predict_proba(loaded, x, RUNTIME), predict_proba(deep, x, RUNTIME), rtol=1e-6)
 
 
+@pytest.mark.parametrize("side, maps", [(28, 14), (14, 7), (8, 8)])
+def test_from_14x14_up_the_stem_halves_the_input_so_a_view_costs_what_its_resolution_is(side, maps):
+    network = Pixels(np.zeros((2, side, side), np.float32)).network(3, CONFIG)
+    after_stem = network.features[:2](torch.zeros(2, 1, side, side))
+    assert after_stem.shape[-2:] == (maps, maps)
+
+
 def _table(n: int, seed: int = 0):
     """Classes that need both kinds of feature: (category + [first numeric > 0]) mod 3."""
     from granular.nn.inputs import TableArrays

@@ -15,8 +15,9 @@ class CNNConfig:
     width: int = 32
     depth: int = 1  # residual blocks per stage
     dropout: float = 0.1
-    # Halve the input in the stem? Yes for 28x28 and up, so that the residual stages see
-    # 14x14 and 7x7 maps whatever the input resolution (a 14x14 input skips it).
+    # Halve the input in the stem? Yes from 14x14 up: the residual stages then work on a
+    # quarter of the input's pixels, so a view costs what its resolution is (a 14x14 view about
+    # a quarter of a 28x28 one). Smaller inputs keep their pixels.
     stem_pool: bool = True
 
     def to_dict(self) -> dict:
@@ -39,7 +40,7 @@ class Residual(nn.Module):
 
 
 def stem_pool_for(height: int) -> bool:
-    return height >= 24
+    return height >= 14
 
 
 class ResidualCNN(nn.Module):
@@ -51,7 +52,7 @@ class ResidualCNN(nn.Module):
         w = config.width
         self.features = nn.Sequential(
             _conv_bn(config.in_channels, w),  # (B, w, H, W)
-            nn.MaxPool2d(2) if config.stem_pool else nn.Identity(),  # (B, w, S, S), S = 14 for 28 or 14
+            nn.MaxPool2d(2) if config.stem_pool else nn.Identity(),  # (B, w, S, S), S = H/2 with stem_pool, else H
             nn.Sequential(*(Residual(w) for _ in range(config.depth))),
             _conv_bn(w, 2 * w),
             nn.MaxPool2d(2),  # (B, 2w, S/2, S/2)
