@@ -3,10 +3,12 @@
     .venv/bin/python benchmarks/train.py                      # the fine-28 view as params.yaml trains it
     .venv/bin/python benchmarks/train.py --set train.epochs=2 --limit 10000   # a quick look
     .venv/bin/python benchmarks/train.py --compare train.precision=fp32 train.precision=bf16
+    .venv/bin/python benchmarks/train.py --compare view=fine-28 view=fine-14 --set train.epochs=3
     .venv/bin/python benchmarks/train.py --record             # and rewrite its section of docs/measurements.md
+    .venv/bin/python benchmarks/train.py --compare train.epochs=3 train.epochs=14 --record train-budget
 
 Each setting (params.yaml with --set, then one --compare item's overrides; `;` joins several
-in one item) is trained once in full; the printout gives its device and precision, images per
+in one item; `view=NAME` in an item trains that view instead of --view) is trained once in full; the printout gives its device and precision, images per
 second, seconds per epoch, the seconds of training (evaluation excluded) until the validation
 accuracy first reached 92, 93 and 94% (null: never), and the final test accuracy with its 95%
 bootstrap interval. With --compare, images per second are also measured side by side: one-epoch trainings
@@ -82,21 +84,25 @@ def train_once(train_config, arrays: dict, num_classes: int) -> dict:
     }
 
 
-def side_by_side_throughput(train_configs: list, arrays: dict, num_classes: int, images: int, rounds: int) -> list[float]:
-    """Median images/s of each setting over `rounds` one-epoch trainings on `images` training
-    images, the settings taking turns within each round."""
-    subset = {split: {k: v[:images] for k, v in arrays[split].items()} for split in ("train", "val")}
-    subset["val"] = {k: v[:256] for k, v in subset["val"].items()}
-    rates: list[list[float]] = [[] for _ in train_configs]
+def side_by_side_throughput(settings: list[tuple], images: int, rounds: int) -> list[float]:
+    """Median images/s of each (train config, arrays, classes) setting over `rounds` one-epoch
+    trainings on `images` training images, the settings taking turns within each round."""
+    rates: list[list[float]] = [[] for _ in settings]
     for _ in range(rounds):
-        for index, train_config in enumerate(train_configs):
+        for index, (train_config, arrays, num_classes) in enumerate(settings):
+            train, val = ({k: v[:n] for k, v in arrays[split].items()} for split, n in (("train", images), ("val", 256)))
             runtime = select_runtime(train_config.threads, precision=train_config.precision)
             history = []
-            fit(Pixels(subset["train"]["x"]), subset["train"]["y"], Pixels(subset["val"]["x"]), subset["val"]["y"],
-                num_classes=num_classes, config=train_config.model_copy(update={"epochs": 1}), runtime=runtime,
-                on_epoch=history.append)
+            fit(Pixels(train["x"]), train["y"], Pixels(val["x"]), val["y"], num_classes=num_classes,
+                config=train_config.model_copy(update={"epochs": 1}), runtime=runtime, on_epoch=history.append)
             rates[index].append(history[0]["images_per_s"])
     return [statistics.median(r) for r in rates]
+
+
+def split_view(item: list[str], default_view: str) -> tuple[str, list[str]]:
+    """The view an item names with `view=NAME` (else the default) and its other overrides."""
+    views = [part.removeprefix("view=") for part in item if part.startswith("view=")]
+    return (views[-1] if views else default_view), [part for part in item if not part.startswith("view=")]
 
 
 def main() -> None:
@@ -109,23 +115,29 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="at most this many examples per official split")
     parser.add_argument("--probe-images", type=int, default=6000, help="training images of each side-by-side round")
     parser.add_argument("--probe-rounds", type=int, default=3)
-    parser.add_argument("--record", action="store_true", help="also write the figures into docs/measurements.md")
+    parser.add_argument("--record", nargs="?", const="train", metavar="SECTION",
+                        help="also write the figures into docs/measurements.md, in SECTION (default: train)")
     args = parser.parse_args()
     if args.record:
-        record.check("train")
+        record.check(args.record)
 
-    settings = [item.split(";") for item in args.compare] if args.compare else [[]]
-    configs = [load_config(REPO / "params.yaml", args.overrides + extra) for extra in settings]
-    view = configs[0].view(args.view)
-    train_configs = [config.train_config(config.view(args.view)) for config in configs]
-    arrays, num_classes = load_arrays(configs[0], view, args.limit)
+    items = [item.split(";") for item in args.compare] if args.compare else [[]]
+    loaded = {}  # view name -> (arrays, classes): each view's data is built once
+    settings = []
+    for item in items:
+        view_name, extra = split_view(item, args.view)
+        config = load_config(REPO / "params.yaml", args.overrides + extra)
+        view = config.view(view_name)
+        if view.name not in loaded:
+            loaded[view.name] = load_arrays(config, view, args.limit)
+        settings.append((config.train_config(view), *loaded[view.name]))
 
     rows = []
-    if len(train_configs) > 1:
-        rates = side_by_side_throughput(train_configs, arrays, num_classes, args.probe_images, args.probe_rounds)
-    for index, (extra, train_config) in enumerate(zip(settings, train_configs)):
-        row = {"setting": "; ".join(extra) or "params.yaml", "view": view.name, **train_once(train_config, arrays, num_classes)}
-        if len(train_configs) > 1:
+    if len(settings) > 1:
+        rates = side_by_side_throughput(settings, args.probe_images, args.probe_rounds)
+    for index, (item, setting) in enumerate(zip(items, settings)):
+        row = {"setting": "; ".join(item) or "params.yaml", "view": split_view(item, args.view)[0], **train_once(*setting)}
+        if len(settings) > 1:
             row["side_by_side_images_per_s"] = round(rates[index])
             row["ratio_to_first"] = round(rates[index] / rates[0], 2)
         rows.append(row)
@@ -138,7 +150,7 @@ def main() -> None:
             )
     print(json.dumps(rows, indent=2))
     if args.record:
-        record.record("train", rows)
+        record.record(args.record, rows)
 
 
 if __name__ == "__main__":

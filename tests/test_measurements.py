@@ -107,3 +107,10 @@ def test_the_page_has_the_markers_of_every_benchmark_that_records():
     assert {"train", "overhead", "tabular"} <= set(names)
     for name in names:
         record.check(name)  # raises, naming the marker, when docs/measurements.md lacks it
+
+
+def test_a_compared_setting_may_name_its_view():
+    import train  # benchmarks/train.py
+
+    assert train.split_view(["view=fine-14", "train.epochs=3"], "fine-28") == ("fine-14", ["train.epochs=3"])
+    assert train.split_view(["train.epochs=3"], "fine-28") == ("fine-28", ["train.epochs=3"])

@@ -67,6 +67,7 @@ def test_shifted_test_time_views_are_translations_and_their_mean_is_what_the_mod
     with torch.no_grad():
         expected = torch.stack([trained.model.eval()(v).softmax(1) for v in _tta_views(scaled, True, 1)]).mean(0)
     np.testing.assert_allclose(predict_proba(trained, x, RUNTIME), expected.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(trained.val_proba, expected.numpy(), rtol=1e-5, atol=1e-6)  # the epochs' checks had none
     save_checkpoint(tmp_path / "model.pt", trained)
     assert load_checkpoint(tmp_path / "model.pt", RUNTIME).tta_shift == 1
 

@@ -188,7 +188,9 @@ def fit(
                     saved = checkpoints.save_state(checkpoint_dir, epoch, step, state(order, loss_sum)) if checkpoint_dir else None
                     raise preemption.stop(f"at epoch {epoch}, batch {step}; checkpoint: {saved}")
             seconds = time.perf_counter() - started
-            val_proba = predict_proba(trained, x_val, runtime, batch_size=1024)
+            # Each epoch's check predicts without the shifted copies (a third of their cost); the
+            # final validation probabilities below have them.
+            val_proba = predict_proba(trained, x_val, runtime, batch_size=1024, shifted=False)
             record = {
                 "epoch": epoch,
                 "train_loss": float(loss_sum) / len(x_train),
@@ -216,23 +218,26 @@ def fit(
     if config.early_stopping_patience and best["weights"] is not None:  # the best epoch's weights
         model.load_state_dict(best["weights"])
         trained.val_proba = best["val_proba"].numpy()
-    if trained.val_proba is None:  # resumed from the checkpoint after the last epoch
+    if trained.val_proba is None or trained.tta_shift:  # resumed after the last epoch, or predicted without shifts
         trained.val_proba = predict_proba(trained, x_val, runtime, batch_size=1024)
     return trained
 
 
 @torch.no_grad()
-def predict_proba(trained: TrainedModel, x: NetworkInputs, runtime: Runtime, batch_size: int = 1024) -> np.ndarray:
+def predict_proba(
+    trained: TrainedModel, x: NetworkInputs, runtime: Runtime, batch_size: int = 1024, shifted: bool = True
+) -> np.ndarray:
     """Class probabilities (N, classes); for an image model with test-time augmentation, the
-    mean over the image and its shifted and mirrored copies (_tta_views)."""
+    mean over the image and its shifted (unless not `shifted`) and mirrored copies (_tta_views)."""
     model = trained.model.eval()
     out = []
     for start in range(0, len(x), batch_size):
         rows = x[start : start + batch_size]
         batch = rows.scaled(rows.to_device(runtime.device), trained.mean, trained.std)
         with _autocast(runtime):
-            if trained.tta or trained.tta_shift:
-                views = _tta_views(batch[0], trained.tta, trained.tta_shift)
+            shift = trained.tta_shift if shifted else 0
+            if trained.tta or shift:
+                views = _tta_views(batch[0], trained.tta, shift)
                 proba = sum(F.softmax(model(view).float(), dim=1) for view in views) / len(views)
             else:
                 proba = F.softmax(model(*batch).float(), dim=1)
