@@ -8,11 +8,12 @@
     .venv/bin/python benchmarks/train.py --compare train.epochs=3 train.epochs=14 --record train-budget
 
 Each setting (params.yaml with --set, then one --compare item's overrides; `;` joins several
-in one item; `view=NAME` in an item trains that view instead of --view) is trained once in full; the printout gives its device and precision, images per
-second, seconds per epoch, the seconds of training (evaluation excluded) until the validation
-accuracy first reached 92, 93 and 94% (null: never), and the final test accuracy with its 95%
-bootstrap interval. With --compare, images per second are also measured side by side: one-epoch trainings
-on a subset, the settings taking turns, so the ratio between settings holds on a shared machine.
+in one item; `view=NAME` in an item trains that view instead of --view) is trained once in
+full; the printout gives its device and precision, images per second, seconds per epoch, the
+seconds of training (evaluation excluded) until the validation accuracy first reached 92, 93
+and 94% (null: never), and the final test accuracy with its 95% bootstrap interval. With
+--compare, images per second are also measured side by side: one-epoch trainings on a subset,
+the settings taking turns, so the ratio between settings holds on a shared machine.
 Data is the real Fashion-MNIST, cleaned and split as the pipeline does; nothing is written.
 """
 from __future__ import annotations

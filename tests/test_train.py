@@ -63,9 +63,10 @@ def test_shifted_test_time_views_are_translations_and_their_mean_is_what_the_mod
     x, y = _data(64)
     trained = fit(x, y, x, y, num_classes=3, config=CONFIG.model_copy(update={"tta_shift": 1}), runtime=RUNTIME)
     assert trained.tta and trained.tta_shift == 1
-    scaled = (torch.as_tensor(x.images[:, None]) - trained.mean) / trained.std
+    views = _tta_views(torch.as_tensor(x.images[:, None]), True, 1)  # shifted in pixels: black fills in
     with torch.no_grad():
-        expected = torch.stack([trained.model.eval()(v).softmax(1) for v in _tta_views(scaled, True, 1)]).mean(0)
+        model = trained.model.eval()
+        expected = torch.stack([model((v - trained.mean) / trained.std).softmax(1) for v in views]).mean(0)
     np.testing.assert_allclose(predict_proba(trained, x, RUNTIME), expected.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(trained.val_proba, expected.numpy(), rtol=1e-5, atol=1e-6)  # the epochs' checks had none
     save_checkpoint(tmp_path / "model.pt", trained)

@@ -231,16 +231,18 @@ def predict_proba(
     mean over the image and its shifted (unless not `shifted`) and mirrored copies (_tta_views)."""
     model = trained.model.eval()
     out = []
+    shift = trained.tta_shift if shifted else 0
     for start in range(0, len(x), batch_size):
         rows = x[start : start + batch_size]
-        batch = rows.scaled(rows.to_device(runtime.device), trained.mean, trained.std)
+        tensors = rows.to_device(runtime.device)
         with _autocast(runtime):
-            shift = trained.tta_shift if shifted else 0
-            if trained.tta or shift:
-                views = _tta_views(batch[0], trained.tta, shift)
-                proba = sum(F.softmax(model(view).float(), dim=1) for view in views) / len(views)
+            if trained.tta or shift:  # images only
+                # Copied before scaling, so the pixels a shift uncovers are black, as in training.
+                copies = _tta_views(tensors[0], trained.tta, shift)
+                views = [rows.scaled((copy,), trained.mean, trained.std) for copy in copies]
+                proba = sum(F.softmax(model(*view).float(), dim=1) for view in views) / len(views)
             else:
-                proba = F.softmax(model(*batch).float(), dim=1)
+                proba = F.softmax(model(*rows.scaled(tensors, trained.mean, trained.std)).float(), dim=1)
         out.append(proba.cpu())
     if not out:
         return np.zeros((0, model.config.num_classes), dtype=np.float32)
@@ -248,7 +250,7 @@ def predict_proba(
 
 
 def _tta_views(images: torch.Tensor, mirror: bool, shift: int) -> list[torch.Tensor]:
-    """The images, then with `shift`, copies moved by `shift` pixels up-left and down-right
+    """Unscaled images, then with `shift`, copies moved by `shift` pixels up-left and down-right
     (zeros fill in, as in training's translation); with `mirror`, each of those mirrored too."""
     views = [images]
     if shift:
