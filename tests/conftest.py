@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import tempfile
 
 import pytest
@@ -36,6 +37,12 @@ def _pin_worker_to_its_cores() -> None:
 
 
 _pin_worker_to_its_cores()
+
+# A shell that starts the tests in the background (`make test &` without job control) ignores
+# SIGINT for them and every process they start: put back Python's Ctrl-C, which the interruption
+# tests send as a terminal does (processes started from here then get the default again).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
