@@ -24,8 +24,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -53,8 +51,7 @@ def one_after_the_other(jobs: list, cores: int) -> float:
 
 
 def at_once_in_threads(jobs: list, cores: int) -> float:
-    threads = max(1, cores // len(jobs))
-    torch.set_num_threads(threads)  # process-wide: every training thread gets its share
+    threads = max(1, cores // len(jobs))  # torch's thread count is process-wide: each training sets the same
     started = time.perf_counter()
     with ThreadPoolExecutor(len(jobs)) as pool:
         for future in [pool.submit(train_one_epoch, *job, threads) for job in jobs]:

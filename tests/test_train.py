@@ -7,8 +7,8 @@ import torch
 from granular.config import TrainConfig
 from granular.core.evaluate import log_loss
 from granular.nn.device import select_runtime
-from granular.nn.inputs import Pixels, _erase
-from granular.nn.train import _tta_views, fit, predict_proba
+from granular.nn.inputs import Pixels, _erase, _test_time_copies
+from granular.nn.train import fit, predict_proba
 from granular.nn.trained import load_checkpoint, save_checkpoint
 
 RUNTIME = select_runtime(threads=1, precision="fp32")  # the same numbers on every CPU
@@ -54,16 +54,16 @@ def test_a_checkpoint_rebuilds_the_same_predictions(tmp_path):
 
 def test_shifted_test_time_views_are_translations_and_their_mean_is_what_the_model_predicts(tmp_path):
     images = torch.arange(2 * 16, dtype=torch.float32).reshape(2, 1, 4, 4) + 1
-    plain, up_left, down_right, *mirrored = _tta_views(images, mirror=True, shift=1)
+    plain, up_left, down_right, *mirrored = _test_time_copies(images, mirror=True, shift=1)
     assert torch.equal(up_left[..., 1:, 1:], images[..., :3, :3]) and (up_left[..., 0, :] == 0).all()
     assert torch.equal(down_right[..., :3, :3], images[..., 1:, 1:]) and (down_right[..., 3, :] == 0).all()
     assert [torch.equal(m, v.flip(-1)) for m, v in zip(mirrored, (plain, up_left, down_right))] == [True] * 3
-    assert len(_tta_views(images, mirror=False, shift=0)) == 1
+    assert len(_test_time_copies(images, mirror=False, shift=0)) == 1
 
     x, y = _data(64)
     trained = fit(x, y, x, y, num_classes=3, config=CONFIG.model_copy(update={"tta_shift": 1}), runtime=RUNTIME)
     assert trained.tta and trained.tta_shift == 1
-    views = _tta_views(torch.as_tensor(x.images[:, None]), True, 1)  # shifted in pixels: black fills in
+    views = _test_time_copies(torch.as_tensor(x.images[:, None]), True, 1)  # shifted in pixels: black fills in
     with torch.no_grad():
         model = trained.model.eval()
         expected = torch.stack([model((v - trained.mean) / trained.std).softmax(1) for v in views]).mean(0)

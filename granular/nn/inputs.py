@@ -43,6 +43,12 @@ class NetworkInputs(Protocol):
     def augment(self, batch: tuple[torch.Tensor, ...], config: TrainConfig, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         """A training batch (on the device, unscaled) with the configured random changes."""
 
+    def test_time_copies(
+        self, tensors: tuple[torch.Tensor, ...], mirror: bool, shift: int
+    ) -> list[tuple[torch.Tensor, ...]]:
+        """The unscaled inputs a prediction averages over: these, and for images their copies
+        shifted by `shift` pixels and mirrored (with `mirror`)."""
+
     def arrays(self) -> list[np.ndarray]:
         """Everything the inputs hold, for a fingerprint of the data."""
 
@@ -79,6 +85,9 @@ class Pixels:
     def augment(self, batch, config, generator):
         pad = max(1, self.images.shape[-1] // 14)  # 2 pixels at 28x28, 1 at 14x14
         return (_augment(batch[0], pad, config, generator),)
+
+    def test_time_copies(self, tensors, mirror, shift):
+        return [(copy,) for copy in _test_time_copies(tensors[0], mirror, shift)]
 
     def arrays(self) -> list[np.ndarray]:
         return [self.images]
@@ -139,6 +148,9 @@ class TableArrays:
     def augment(self, batch, config, generator):
         return batch
 
+    def test_time_copies(self, tensors, mirror, shift):
+        return [tensors]
+
     def arrays(self) -> list[np.ndarray]:
         return [self.numeric, self.codes, np.asarray(self.cardinalities)]
 
@@ -162,6 +174,19 @@ def _augment(x: torch.Tensor, pad: int, config: TrainConfig, generator: torch.Ge
     if config.random_erasing > 0:
         moved = _erase(moved, config.random_erasing, generator)
     return moved
+
+
+def _test_time_copies(images: torch.Tensor, mirror: bool, shift: int) -> list[torch.Tensor]:
+    """Unscaled images, then with `shift`, copies moved by `shift` pixels up-left and down-right
+    (zeros fill in, as in training's translation); with `mirror`, each of those mirrored too."""
+    copies = [images]
+    if shift:
+        height, width = images.shape[-2:]
+        padded = F.pad(images, (shift, shift, shift, shift))
+        copies += [padded[..., :height, :width], padded[..., 2 * shift :, 2 * shift :]]
+    if mirror:
+        copies += [copy.flip(-1) for copy in copies]
+    return copies
 
 
 def _erase(x: torch.Tensor, chance: float, generator: torch.Generator) -> torch.Tensor:

@@ -228,35 +228,20 @@ def predict_proba(
     trained: TrainedModel, x: NetworkInputs, runtime: Runtime, batch_size: int = 1024, shifted: bool = True
 ) -> np.ndarray:
     """Class probabilities (N, classes); for an image model with test-time augmentation, the
-    mean over the image and its shifted (unless not `shifted`) and mirrored copies (_tta_views)."""
+    mean over the image and its shifted (unless not `shifted`) and mirrored copies (the inputs'
+    test_time_copies)."""
     model = trained.model.eval()
     out = []
     shift = trained.tta_shift if shifted else 0
     for start in range(0, len(x), batch_size):
         rows = x[start : start + batch_size]
-        tensors = rows.to_device(runtime.device)
+        # Copied before scaling, so the pixels a shift uncovers are black, as in training.
+        copies = rows.test_time_copies(rows.to_device(runtime.device), trained.tta, shift)
         with _autocast(runtime):
-            if trained.tta or shift:  # images only
-                # Copied before scaling, so the pixels a shift uncovers are black, as in training.
-                copies = _tta_views(tensors[0], trained.tta, shift)
-                views = [rows.scaled((copy,), trained.mean, trained.std) for copy in copies]
-                proba = sum(F.softmax(model(*view).float(), dim=1) for view in views) / len(views)
-            else:
-                proba = F.softmax(model(*rows.scaled(tensors, trained.mean, trained.std)).float(), dim=1)
+            scaled = (rows.scaled(copy, trained.mean, trained.std) for copy in copies)
+            proba = sum(F.softmax(model(*inputs).float(), dim=1) for inputs in scaled) / len(copies)
         out.append(proba.cpu())
     if not out:
         return np.zeros((0, model.config.num_classes), dtype=np.float32)
     return torch.cat(out).numpy()
 
-
-def _tta_views(images: torch.Tensor, mirror: bool, shift: int) -> list[torch.Tensor]:
-    """Unscaled images, then with `shift`, copies moved by `shift` pixels up-left and down-right
-    (zeros fill in, as in training's translation); with `mirror`, each of those mirrored too."""
-    views = [images]
-    if shift:
-        height, width = images.shape[-2:]
-        padded = F.pad(images, (shift, shift, shift, shift))
-        views += [padded[..., :height, :width], padded[..., 2 * shift :, 2 * shift :]]
-    if mirror:
-        views += [view.flip(-1) for view in views]
-    return views

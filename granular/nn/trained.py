@@ -27,7 +27,7 @@ class TrainedModel:
     meta: dict = field(default_factory=dict)  # what the model is for: view, classes, config
     val_proba: np.ndarray | None = None  # validation probabilities of the final weights
     tta: bool = True  # predict as the mean over the image and its mirror image
-    tta_shift: int = 0  # and over copies shifted by this many pixels (granular/nn/train.py: _tta_views)
+    tta_shift: int = 0  # and over copies shifted by this many pixels (granular/nn/inputs.py: _test_time_copies)
 
 
 def save_checkpoint(path: Path, trained: TrainedModel, quantize: str | None = None) -> None:
