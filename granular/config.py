@@ -267,7 +267,7 @@ class TrainConfig(_Section):
 
 
 # The fusion strategies (granular/core/fusion.py), each a class there.
-FusionStrategy = Literal["product", "convex", "stacking", "gating"]
+FusionStrategy = Literal["product", "convex", "stacking", "gating", "best_view"]
 
 
 class StackingConfig(_Section):

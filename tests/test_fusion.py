@@ -10,6 +10,7 @@ from granular.config import FusionConfig, FusionStrategy, GatingConfig
 from granular.core.evaluate import log_loss
 from granular.core.fusion import (
     STRATEGIES,
+    BestViewFusion,
     ConvexFusion,
     GatingFusion,
     ProductFusion,
@@ -334,6 +335,33 @@ def test_auto_picks_the_known_best_and_records_why():
     json.dumps(record)  # fusion.json takes it as it is
 
 
+def test_best_view_passes_the_view_with_the_lowest_log_loss_through():
+    y, probas = _synthetic()
+    fuser = BestViewFusion(PARENTS).fit(probas, y)
+    assert fuser.summary()["view"] == "fine"
+    losses = fuser.summary()["log_losses"]
+    assert losses["fine"] == pytest.approx(log_loss(probas["fine"], y))
+    assert losses["fine"] < min(losses["noise"], losses["coarse"])
+    np.testing.assert_array_equal(fuser.predict_proba(probas), probas["fine"])
+
+
+def test_auto_keeps_the_best_view_when_combining_does_worse_on_held_out_folds():
+    # Few examples and many noise views: a weakly penalised stacking fits the noise in-sample and
+    # loses out of fold, so auto must keep the informative view alone.
+    rng = np.random.default_rng(0)
+    y, probas = _synthetic(n=80)
+    parents = {"fine": np.arange(N_FINE)}
+    for k in range(6):
+        probas[f"noise{k}"] = rng.dirichlet(np.ones(N_FINE), len(y))
+        parents[f"noise{k}"] = np.arange(N_FINE)
+    settings = FusionConfig(candidates=["stacking", "best_view"], stacking={"c": 100.0})
+    fuser, record = choose_fusion(settings, parents, {v: probas[v] for v in parents}, y, _folds(len(y)))
+    scores = record["selection"]["scores"]
+    assert scores["best_view"]["log_loss"] < scores["stacking"]["log_loss"]
+    assert record["strategy"] == "best_view" and record["summary"]["view"] == "fine"
+    np.testing.assert_array_equal(fuser.predict_proba(probas), probas["fine"])
+
+
 def test_auto_compares_only_the_listed_candidates():
     y, probas = _synthetic()
     _, record = choose_fusion(FusionConfig(candidates=["convex", "product"]), PARENTS, probas, y, _folds(len(y)))
@@ -358,7 +386,7 @@ def test_cross_fitted_scores_are_out_of_sample():
 
 
 def test_unknown_strategy_raises():
-    known = r"\['convex', 'gating', 'product', 'stacking'\]"
+    known = r"\['best_view', 'convex', 'gating', 'product', 'stacking'\]"
     with pytest.raises(ValueError, match=rf"unknown fusion strategy 'mean'; choose from {known} or 'auto'"):
         build_fuser("mean", PARENTS, SETTINGS)
     with pytest.raises(ValidationError, match="strategy"):

@@ -13,6 +13,9 @@ that predicts a coarser level is related to the fine classes by the taxonomy's `
 - stacking: a multinomial logistic regression on every view's log-probabilities.
 - gating: a mixture of experts; a small network reads each example's view predictions and
   gives that example its own convex weights, so it can trust a view where it is reliable.
+- best_view: no combination at all, the one view with the lowest log-loss. As a candidate of
+  `auto` it is cross-fitted like the others, so a fuser that does worse than the best view on
+  held-out folds is never picked.
 """
 from __future__ import annotations
 
@@ -386,8 +389,35 @@ class GatingFusion(Fuser):
         self.mean_weights_ = {view: float(state["mean_gate_weights"][view]) for view in self.parents}
 
 
+class BestViewFusion(Fuser):
+    """The view whose probabilities of the fine classes (a coarse view's shared evenly, as in
+    `convex`) have the lowest log-loss on the examples it is fitted on, passed through alone."""
+
+    name = "best_view"
+
+    def fit(self, probas_by_view: dict[str, np.ndarray], y: np.ndarray) -> "BestViewFusion":
+        truth = _truth_probabilities(_fine_distributions(probas_by_view, self.parents), y)  # (N, V)
+        losses = -np.log(truth).mean(axis=0)
+        self.view_ = list(self.parents)[int(np.argmin(losses))]
+        self.log_losses_ = {view: float(loss) for view, loss in zip(self.parents, losses)}
+        return self
+
+    def predict_proba(self, probas_by_view: dict[str, np.ndarray]) -> np.ndarray:
+        return _fine_distributions(probas_by_view, self.parents)[list(self.parents).index(self.view_)]
+
+    def summary(self) -> dict:
+        return {"view": self.view_, "log_losses": self.log_losses_}
+
+    def _state(self) -> dict:
+        return self.summary()
+
+    def _set_state(self, state: dict) -> None:
+        self.view_ = state["view"]
+        self.log_losses_ = {view: float(state["log_losses"][view]) for view in self.parents}
+
+
 STRATEGIES: dict[str, type[Fuser]] = {
-    cls.name: cls for cls in (ProductFusion, ConvexFusion, StackingFusion, GatingFusion)
+    cls.name: cls for cls in (ProductFusion, ConvexFusion, StackingFusion, GatingFusion, BestViewFusion)
 }
 
 
