@@ -102,15 +102,18 @@ def fit_experts(
     return networks, history, time.perf_counter() - started
 
 
-def predict_routed(networks: list, route: np.ndarray, x: NetworkInputs, runtime: Runtime) -> np.ndarray:
-    """Probabilities of each example from the network it is routed to."""
+def predict_routed(
+    networks: list, route: np.ndarray, x: NetworkInputs, runtime: Runtime, shifted: bool = True
+) -> np.ndarray:
+    """Probabilities of each example from the network it is routed to (with its shifted
+    test-time copies unless not `shifted`)."""
     from granular.nn.train import predict_proba
 
     out = np.zeros((len(x), networks[0].model.config.num_classes), dtype=np.float32)
     for number, network in enumerate(networks):
         rows = route == number
         if rows.any():
-            out[rows] = predict_proba(network, x[rows], runtime)
+            out[rows] = predict_proba(network, x[rows], runtime, shifted=shifted)
     return out
 
 
@@ -120,9 +123,10 @@ class ViewModel:
     reader: ViewReader
     networks: list  # granular.nn.trained.TrainedModel, network k answering route k
 
-    def predict_proba(self, raw: Any, runtime: Runtime) -> np.ndarray:
+    def predict_proba(self, raw: Any, runtime: Runtime, shifted: bool = True) -> np.ndarray:
         """Raw inputs (images at full size, pixels 0..255; or a table's rows) -> (N, classes of its level)."""
-        return predict_routed(self.networks, self.reader.route(raw), self.reader.network_inputs(raw), runtime)
+        x = self.reader.network_inputs(raw)
+        return predict_routed(self.networks, self.reader.route(raw), x, runtime, shifted=shifted)
 
     def save(self, folder: Path) -> None:
         from granular.nn.trained import save_checkpoint
