@@ -385,10 +385,16 @@ class TrackingConfig(_Section):
 class PromotionConfig(_Section):
     """When a newly registered fused model becomes the `champion` (granular/core/promotion.py). Each
     gain must be MORE than its margin, so a margin of 0.0 asks for strictly better, and a tie
-    keeps the current champion."""
+    keeps the current champion; by default the gain over the best single view must be significant
+    too, so that a test-set fluke does not move the champion."""
 
     # fused test accuracy - the best single fine view's must exceed this
     min_gain_over_best_single: float = Field(default=0.0, ge=-1, le=1)
+    # ... and that gain must be significant: mcnemar = McNemar's test of the two on the test set
+    # gives p < max_p_value, interval = the low end of the paired bootstrap interval of the gain
+    # exceeds min_gain_over_best_single, none = not checked.
+    significance: Literal["mcnemar", "interval", "none"] = "mcnemar"
+    max_p_value: float = Field(default=0.05, gt=0, le=1)
     # fused test accuracy - the current champion's must exceed this (no champion: passes)
     min_gain_over_champion: float = Field(default=0.0, ge=-1, le=1)
     # Hierarchical conditions on the fused model's test metrics; None (or {}) = not checked.

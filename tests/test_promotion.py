@@ -6,16 +6,37 @@ import pytest
 from granular.config import PromotionConfig
 from granular.core.promotion import decide
 
+# McNemar's (b, c, p) of a real gain, 0.9318 against 0.9309 on 10 000 test images: nine more
+# right, none fewer, exact p = 2 / 2**9. The tests of the other conditions start from it.
+SIGNIFICANT = (9, 0, 0.0039)
 
-def _metrics(fused: float, best: float = 0.9309, **fused_extra: float) -> dict:
-    return {
+
+def _metrics(
+    fused: float,
+    best: float = 0.9309,
+    *,
+    mcnemar: tuple[int, int, float] | None = SIGNIFICANT,
+    versus: str = "fine-28",
+    interval: tuple[float, float] | None = None,
+    **fused_extra: float,
+) -> dict:
+    """The evaluation's shape; mcnemar (b, c, p) and the paired interval (low, high) of the gain
+    over `versus`, each left out when None."""
+    metrics = {
         "best_single": "fine-28",
+        "bootstrap": {"confidence": 0.95, "resamples": 1000, "seed": 0},
         "test": {
             "fine-28": {"accuracy": best, "level": "fine"},
             "coarse-28": {"accuracy": 0.99, "level": "coarse"},  # not a fine view: never the one to beat
             "fused": {"accuracy": fused, "level": "fine", **fused_extra},
         },
     }
+    if mcnemar is not None:
+        b, c, p_value = mcnemar
+        metrics["mcnemar"] = {"versus": versus, "b": b, "c": c, "p_value": p_value, "method": "exact"}
+    if interval is not None:
+        metrics["fused_minus_best_single_ci"] = dict(zip(("low", "high"), interval))
+    return metrics
 
 
 def _champion(accuracy: float) -> dict:
@@ -27,6 +48,8 @@ def test_a_fused_model_better_than_every_view_and_no_champion_is_promoted_with_i
     assert decision.promote
     assert decision.reasons == [
         "fused accuracy 0.9318 beats the best single view fine-28 (0.9309) by more than the margin 0 (gain +0.0009)",
+        "the gain over fine-28 is significant: McNemar p = 0.0039 < 0.05 "
+        "(9 test examples only the fused model gets right, 0 only fine-28)",
         "there is no champion yet, so there is none to beat",
     ]
 
@@ -41,13 +64,109 @@ def test_a_gain_below_the_margin_over_the_best_single_view_blocks_with_the_numbe
 
 
 def test_a_tie_with_the_best_single_view_is_not_a_gain():
-    # 0.9318 - 0.9309 is 0.0009000000000000119 in floating point: a tie must not turn on that noise
-    assert not decide(_metrics(0.9318), None, PromotionConfig(min_gain_over_best_single=0.0009)).promote
-    assert not decide(_metrics(0.9309), None, PromotionConfig()).promote
+    # 0.9318 - 0.9309 is 0.0009000000000000119 in floating point: a tie must not turn on that noise.
+    # significance="none": the margin alone must refuse it.
+    config = PromotionConfig(min_gain_over_best_single=0.0009, significance="none")
+    assert not decide(_metrics(0.9318), None, config).promote
+    assert not decide(_metrics(0.9309), None, PromotionConfig(significance="none")).promote
 
 
 def test_a_negative_margin_lets_a_fused_model_slightly_below_the_best_view_through():
-    assert decide(_metrics(0.9300), None, PromotionConfig(min_gain_over_best_single=-0.001)).promote
+    # about the margin alone; with mcnemar, a worse model is refused (the next test)
+    config = PromotionConfig(min_gain_over_best_single=-0.001, significance="none")
+    assert decide(_metrics(0.9300), None, config).promote
+
+
+def test_mcnemar_refuses_a_significantly_worse_model_a_negative_margin_let_through():
+    metrics = _metrics(0.9257, best=0.9309, mcnemar=(12, 40, 0.0002))
+    decision = decide(metrics, None, PromotionConfig(min_gain_over_best_single=-0.01))
+    assert not decision.promote
+    assert decision.reasons == [
+        "the fused model is significantly worse than fine-28, not better: McNemar p = 0.0002 < 0.05 "
+        "(12 test examples only the fused model gets right, 40 only fine-28)"
+    ]
+
+
+# --- significance of the gain over the best single view -------------------------------------------
+
+def test_a_tie_that_mcnemar_cannot_tell_from_noise_keeps_the_champion_by_default():
+    # the default run of docs/measurements.md: fused 0.9321 against fine-28 0.9319
+    decision = decide(_metrics(0.9321, best=0.9319, mcnemar=(26, 24, 0.887537)), None, PromotionConfig())
+    assert not decision.promote
+    assert decision.reasons == [
+        "the gain over fine-28 is not significant: McNemar p = 0.8875 is not below 0.05 "
+        "(26 test examples only the fused model gets right, 24 only fine-28)"
+    ]
+
+
+def test_a_significant_gain_is_promoted_with_its_figures():
+    decision = decide(_metrics(0.9339, mcnemar=(54, 24, 0.001)), None, PromotionConfig())
+    assert decision.promote
+    assert decision.reasons[1] == (
+        "the gain over fine-28 is significant: McNemar p = 0.0010 < 0.05 "
+        "(54 test examples only the fused model gets right, 24 only fine-28)"
+    )
+
+
+def test_max_p_value_is_the_threshold_and_a_tiny_p_keeps_its_digits():
+    metrics = _metrics(0.9339, mcnemar=(70, 30, 9.6e-5))
+    assert "McNemar p = 9.6e-05 < 0.05" in decide(metrics, None, PromotionConfig()).reasons[1]
+    strict = decide(_metrics(0.9339, mcnemar=(54, 24, 0.001)), None, PromotionConfig(max_p_value=0.001))
+    assert not strict.promote
+    assert "McNemar p = 0.0010 is not below 0.001" in strict.reasons[0]
+
+
+@pytest.mark.parametrize(("interval", "promote", "sentence"), [
+    ((0.0008, 0.0052), True,
+     "the gain over fine-28 is significant: its 95% paired bootstrap interval [+0.0008, +0.0052] "
+     "lies above the margin 0"),
+    ((-0.0012, 0.0015), False,
+     "the gain over fine-28 is not significant: its 95% paired bootstrap interval [-0.0012, +0.0015] "
+     "does not lie above the margin 0"),
+])
+def test_the_interval_must_lie_above_the_margin(interval, promote, sentence):
+    metrics = _metrics(0.9339, mcnemar=None, interval=interval)  # McNemar is not asked for
+    decision = decide(metrics, None, PromotionConfig(significance="interval"))
+    assert decision.promote is promote
+    assert sentence in decision.reasons
+
+
+def test_an_interval_reaching_exactly_the_margin_is_not_above_it():
+    metrics = _metrics(0.9339, interval=(0.0020000000000000018, 0.0052))  # 0.002 up to float noise
+    assert not decide(metrics, None, PromotionConfig(significance="interval", min_gain_over_best_single=0.002)).promote
+
+
+def test_significance_none_decides_as_the_gate_did_before_it():
+    tie = _metrics(0.9321, best=0.9319, mcnemar=(26, 24, 0.887537))
+    decision = decide(tie, None, PromotionConfig(significance="none"))
+    assert decision.promote
+    assert decision.reasons == [
+        "fused accuracy 0.9321 beats the best single view fine-28 (0.9319) by more than the margin 0 (gain +0.0002)",
+        "there is no champion yet, so there is none to beat",
+    ]
+
+
+@pytest.mark.parametrize(("significance", "metrics", "sentence"), [
+    ("mcnemar", _metrics(0.9339, mcnemar=None),
+     "significance is mcnemar, but the evaluation has no McNemar test (mcnemar.p_value, b, c) "
+     "of the fused model against fine-28"),
+    ("interval", _metrics(0.9339),
+     "significance is interval, but the evaluation has no paired interval of the gain over fine-28 "
+     "(fused_minus_best_single_ci and bootstrap.confidence)"),
+])
+def test_missing_significance_figures_refuse_and_say_which(significance, metrics, sentence):
+    decision = decide(metrics, None, PromotionConfig(significance=significance))
+    assert not decision.promote
+    assert decision.reasons == [sentence]
+
+
+def test_a_mcnemar_test_against_another_view_does_not_count():
+    decision = decide(_metrics(0.9339, mcnemar=(54, 24, 0.001), versus="fine-14"), None, PromotionConfig())
+    assert not decision.promote
+    assert decision.reasons == [
+        "the evaluation's McNemar test is against fine-14, not the best single view fine-28, "
+        "so it cannot tell the gain over fine-28 from noise"
+    ]
 
 
 def test_the_champion_must_be_beaten_by_more_than_its_margin():
@@ -60,7 +179,7 @@ def test_the_champion_must_be_beaten_by_more_than_its_margin():
     ]
     replaced = decide(_metrics(0.9330), _champion(0.9312), config)
     assert replaced.promote
-    assert "fused accuracy 0.9330 beats the champion (0.9312)" in replaced.reasons[1]
+    assert "fused accuracy 0.9330 beats the champion (0.9312)" in replaced.reasons[2]
 
 
 def test_a_retrain_that_only_ties_the_champion_keeps_it():
@@ -124,10 +243,14 @@ def test_a_condition_on_a_metric_the_evaluation_lacks_blocks_and_says_which():
 
 def test_unset_hierarchical_conditions_are_not_checked():
     decision = decide(_metrics(0.95), None, PromotionConfig())
-    assert decision.promote and len(decision.reasons) == 2
+    assert decision.promote and len(decision.reasons) == 3  # best single view, its significance, champion
 
 
 def test_without_a_fine_single_view_only_the_champion_counts():
     metrics = {"best_single": None, "test": {"coarse-28": {"accuracy": 0.99}, "fused": {"accuracy": 0.9}}}
-    assert decide(metrics, None, PromotionConfig()).promote
+    decision = decide(metrics, None, PromotionConfig())
+    assert decision.promote
+    assert decision.reasons[1] == (
+        "no single view predicts fine labels, so there is no gain over a best single view to test"
+    )
     assert not decide(metrics, _champion(0.91), PromotionConfig()).promote

@@ -142,8 +142,11 @@ def threshold(bundle, test_images) -> float:
 
 
 def _metrics(fused: float, best: float = 0.80) -> dict:
+    # Every fused model here beats fine-28 by 4 points or more: on 1000 test images, a gain
+    # McNemar's test finds significant, so the champion alone decides.
     return {"best_single": "fine-28", "test": {"fine-28": {"accuracy": best, "level": "fine"},
-                                              "fused": {"accuracy": fused, "level": "fine"}}}
+                                              "fused": {"accuracy": fused, "level": "fine"}},
+            "mcnemar": {"versus": "fine-28", "b": 70, "c": 30, "statistic": 15.21, "p_value": 9.6e-5, "method": "chi2"}}
 
 
 def _parent_run(uri: str, root: Path, fused_accuracy: float) -> RunRef:

@@ -3,8 +3,10 @@
 A pure function of the new evaluation (the shape of data/evaluation/metrics.json), the current
 champion's (or None) and the `promotion:` section. Every margin is strict: the fused model must
 beat by MORE than the margin, so the default 0.0 asks for strictly better and a tie keeps the
-current champion (no churn from a retrain that changed nothing). A condition on a metric the
-evaluation lacks fails: a gate that cannot check must not promote.
+current champion (no churn from a retrain that changed nothing). By default the gain over the
+best single view must also be significant (McNemar's test, or the paired bootstrap interval above
+the margin), so a gain the test set cannot tell from noise keeps the champion too. A condition on
+a metric the evaluation lacks fails: a gate that cannot check must not promote.
 """
 from __future__ import annotations
 
@@ -39,10 +41,10 @@ def decide(
     (`test.fused.accuracy`, ...), against the best single view and against `champion_metrics`
     (the same shape; None when there is no champion yet)."""
     fused = metrics["test"][FUSED]
-    checks = [
-        _gain_over_best_single(metrics, config.min_gain_over_best_single),
-        _gain_over_champion(fused, champion_metrics, config.min_gain_over_champion, champion_name),
-    ]
+    checks = [_gain_over_best_single(metrics, config.min_gain_over_best_single)]
+    if config.significance != "none":
+        checks.append(_significant_gain(metrics, config))
+    checks.append(_gain_over_champion(fused, champion_metrics, config.min_gain_over_champion, champion_name))
     if config.max_mistake_severity is not None:
         checks.append(_mistake_severity(fused, config.max_mistake_severity))
     if config.min_hierarchical_f1 is not None:
@@ -69,6 +71,64 @@ def _gain_over_best_single(metrics: dict, margin: float) -> _Check:
     return _Check(passed, (
         f"fused accuracy {accuracy:.4f} {verb} the best single view {best} ({other:.4f}) "
         f"by more than the margin {margin:g} (gain {accuracy - other:+.4f})"
+    ))
+
+
+def _significant_gain(metrics: dict, config: PromotionConfig) -> _Check:
+    best = metrics.get("best_single")
+    if best is None:
+        return _Check(True, "no single view predicts fine labels, so there is no gain over a best single view to test")
+    if config.significance == "mcnemar":
+        return _mcnemar_gain(metrics.get("mcnemar") or {}, best, config.max_p_value)
+    return _interval_gain(metrics, best, config.min_gain_over_best_single)
+
+
+def _mcnemar_gain(test: dict, best: str, max_p_value: float) -> _Check:
+    """McNemar's test of the fused model against `best`: b counts the test examples only the
+    fused model gets right, c those only `best` gets right (granular/core/evaluate.py)."""
+    if not {"versus", "p_value", "b", "c"} <= test.keys():
+        return _Check(False, (
+            f"significance is mcnemar, but the evaluation has no McNemar test (mcnemar.p_value, b, c) "
+            f"of the fused model against {best}"
+        ))
+    if test["versus"] != best:
+        return _Check(False, (
+            f"the evaluation's McNemar test is against {test['versus']}, not the best single view {best}, "
+            f"so it cannot tell the gain over {best} from noise"
+        ))
+    p_value = _p_value(test["p_value"])
+    counts = f"({test['b']} test examples only the fused model gets right, {test['c']} only {best})"
+    if test["p_value"] >= max_p_value:
+        return _Check(False, (
+            f"the gain over {best} is not significant: McNemar p = {p_value} is not below {max_p_value:g} {counts}"
+        ))
+    if test["b"] <= test["c"]:  # a negative margin let a worse model past the gain check
+        return _Check(False, (
+            f"the fused model is significantly worse than {best}, not better: "
+            f"McNemar p = {p_value} < {max_p_value:g} {counts}"
+        ))
+    return _Check(True, f"the gain over {best} is significant: McNemar p = {p_value} < {max_p_value:g} {counts}")
+
+
+def _p_value(p: float) -> str:
+    """Four decimals, as the accuracies; a real gain on thousands of examples has a p far smaller."""
+    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
+
+
+def _interval_gain(metrics: dict, best: str, margin: float) -> _Check:
+    interval = metrics.get("fused_minus_best_single_ci") or {}
+    confidence = metrics.get("bootstrap", {}).get("confidence")
+    if not {"low", "high"} <= interval.keys() or confidence is None:
+        return _Check(False, (
+            f"significance is interval, but the evaluation has no paired interval of the gain over {best} "
+            f"(fused_minus_best_single_ci and bootstrap.confidence)"
+        ))
+    low, high = interval["low"], interval["high"]
+    passed = low - margin > _TOLERANCE
+    verdict, relation = ("is", "lies above") if passed else ("is not", "does not lie above")
+    return _Check(passed, (
+        f"the gain over {best} {verdict} significant: its {confidence * 100:g}% paired bootstrap interval "
+        f"[{low:+.4f}, {high:+.4f}] {relation} the margin {margin:g}"
     ))
 
 
