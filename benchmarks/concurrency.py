@@ -84,10 +84,10 @@ def main() -> None:
     jobs = []
     for name in args.views:
         view = config.view(name)
-        arrays, num_classes = load_arrays(config, view, None)
+        arrays, taxonomy, level = load_arrays(config, view, None)
         subset = {"train": {k: v[: args.images] for k, v in arrays["train"].items()},
                   "val": {k: v[:256] for k, v in arrays["val"].items()}}
-        jobs.append((config.train_config(view), subset, num_classes))
+        jobs.append((config.train_config(view), subset, taxonomy.num_classes(level)))
 
     cores = usable_cores()
     ways = {

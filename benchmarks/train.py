@@ -33,36 +33,40 @@ import record  # noqa: E402  (benchmarks/record.py)
 
 from granular.config import load_config  # noqa: E402
 from granular.core import evaluate, partition  # noqa: E402
-from granular.core.taxonomy import load_taxonomy  # noqa: E402
+from granular.core.taxonomy import Taxonomy, load_taxonomy  # noqa: E402
 from granular.modalities.images.clean import clean, subsample  # noqa: E402
 from granular.modalities.images.sources import load_raw  # noqa: E402
 from granular.modalities.images.views import build_view  # noqa: E402
 from granular.nn.device import select_runtime  # noqa: E402
 from granular.nn.inputs import Pixels  # noqa: E402
+from granular.nn.stages import fit_staged  # noqa: E402
 from granular.nn.train import fit, predict_proba  # noqa: E402
 
 TARGETS = (0.92, 0.93, 0.94)
 
 
-def load_arrays(config, view, limit: int | None) -> tuple[dict, int]:
+def load_arrays(config, view, limit: int | None) -> tuple[dict, Taxonomy, str]:
+    """The view's train/val/test arrays, the taxonomy and the view's level."""
     taxonomy = load_taxonomy(REPO / config.taxonomy)
     raw = load_raw(config.data.source.format, config.data.source.path, list(taxonomy.fine_names))
     data = clean(subsample(raw, limit, 0), len(taxonomy.fine_names), config.clean.max_pixel).kept
     split = partition.assign_splits(data.labels, data.origin, config.split.val_fraction, config.split.seed)
-    return build_view(data, split, taxonomy, view), taxonomy.num_classes(view.level)
+    return build_view(data, split, taxonomy, view), taxonomy, view.level
 
 
-def train_once(train_config, arrays: dict, num_classes: int) -> dict:
-    """One full training; its speed, time to each target and test accuracy."""
+def train_once(train_config, arrays: dict, taxonomy: Taxonomy, level: str) -> dict:
+    """One full training (every stage of it); its speed, time to each target and test accuracy."""
     runtime = select_runtime(train_config.threads, precision=train_config.precision)
     history = []
-    trained = fit(
+    trained = fit_staged(
         Pixels(arrays["train"]["x"]), arrays["train"]["y"], Pixels(arrays["val"]["x"]), arrays["val"]["y"],
-        num_classes=num_classes, config=train_config, runtime=runtime, on_epoch=history.append,
+        taxonomy, level, train_config, runtime, on_epoch=history.append,
     )
     elapsed, reached = 0.0, {}
     for epoch in history:
         elapsed += epoch["seconds"]
+        if epoch.get("stage", 0) < len(train_config.stages):
+            continue  # an earlier stage's accuracy is on its own (coarser) labels
         for target in TARGETS:
             if epoch["val_accuracy"] >= target:
                 reached.setdefault(target, round(elapsed, 1))
@@ -72,7 +76,7 @@ def train_once(train_config, arrays: dict, num_classes: int) -> dict:
     low, high = evaluate.percentile_interval(evaluate.resampled_means(evaluate.resample_counts(len(test_y)), correct))
     return {
         "device": runtime.name,
-        "epochs": train_config.epochs,
+        "epochs": train_config.total_epochs,
         "batch_size": train_config.batch_size,
         "images_per_s": round(statistics.median(r["images_per_s"] for r in history)),
         "seconds_per_epoch": round(statistics.median(r["seconds"] for r in history), 1),
@@ -86,16 +90,18 @@ def train_once(train_config, arrays: dict, num_classes: int) -> dict:
 
 
 def side_by_side_throughput(settings: list[tuple], images: int, rounds: int) -> list[float]:
-    """Median images/s of each (train config, arrays, classes) setting over `rounds` one-epoch
-    trainings on `images` training images, the settings taking turns within each round."""
+    """Median images/s of each (train config, arrays, taxonomy, level) setting over `rounds`
+    one-epoch trainings (of the view's own stage) on `images` training images, the settings
+    taking turns within each round."""
     rates: list[list[float]] = [[] for _ in settings]
     for _ in range(rounds):
-        for index, (train_config, arrays, num_classes) in enumerate(settings):
+        for index, (train_config, arrays, taxonomy, level) in enumerate(settings):
             train, val = ({k: v[:n] for k, v in arrays[split].items()} for split, n in (("train", images), ("val", 256)))
             runtime = select_runtime(train_config.threads, precision=train_config.precision)
             history = []
-            fit(Pixels(train["x"]), train["y"], Pixels(val["x"]), val["y"], num_classes=num_classes,
-                config=train_config.model_copy(update={"epochs": 1}), runtime=runtime, on_epoch=history.append)
+            fit(Pixels(train["x"]), train["y"], Pixels(val["x"]), val["y"], num_classes=taxonomy.num_classes(level),
+                config=train_config.model_copy(update={"epochs": 1, "stages": []}), runtime=runtime,
+                on_epoch=history.append)
             rates[index].append(history[0]["images_per_s"])
     return [statistics.median(r) for r in rates]
 

@@ -231,6 +231,35 @@ ViewConfig = Annotated[
 
 
 Precision = Literal["auto", "fp32", "bf16"]
+# The parts of a network with optimiser settings of their own: the head is the classifier (the
+# last linear layer and its dropout), the features everything below it.
+Part = Literal["features", "head"]
+
+
+class PartConfig(_Section):
+    """Optimiser settings of one part of the network."""
+
+    lr_scale: float = Field(default=1.0, ge=0)  # times the peak learning rate train.lr
+    weight_decay: float | None = Field(default=None, ge=0)  # None: train.weight_decay
+    frozen: bool = False  # not trained: its weights and BatchNorm statistics stay as they start
+
+
+def _something_trains(parts: dict[str, PartConfig]) -> dict[str, PartConfig]:
+    if all(parts.get(part, PartConfig()).frozen for part in get_args(Part)):
+        raise ValueError("every part of the network is frozen: nothing would train")
+    return parts
+
+
+class StageConfig(_Section):
+    """A stage trained before the view's own: the network learns the labels of `level` (the
+    view's level or a coarser one) for `epochs`, and the next stage starts from its feature
+    extractor (and from its head too when both stages predict the same level)."""
+
+    level: str
+    epochs: int = Field(ge=1)
+    parts: dict[Part, PartConfig] = Field(default_factory=dict)
+
+    _trainable = field_validator("parts")(_something_trains)
 
 
 class TrainConfig(_Section):
@@ -264,6 +293,18 @@ class TrainConfig(_Section):
     seed: int = 0
     # CPU threads for torch; None = every core this process may use.
     threads: int | None = Field(default=None, ge=1)
+    # Per-part optimiser settings of the view's own training (features, head; see PartConfig).
+    parts: dict[Part, PartConfig] = Field(default_factory=dict)
+    # Stages trained first, in order, each from the previous one's features (see StageConfig):
+    # e.g. the coarse labels before the fine ones. [] trains the view's own stage alone.
+    stages: list[StageConfig] = Field(default_factory=list)
+
+    _trainable = field_validator("parts")(_something_trains)
+
+    @property
+    def total_epochs(self) -> int:
+        """The epochs of every stage, the view's own included."""
+        return sum(stage.epochs for stage in self.stages) + self.epochs
 
 
 # The fusion strategies (granular/core/fusion.py), each a class there.

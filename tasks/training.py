@@ -172,7 +172,7 @@ def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: trac
 
     # Watched in the Prefect UI while it trains: epochs done over epochs to do, all experts counted.
     networks = step.networks_in_view(config, paths, view.name)
-    epochs_total = train_config.epochs * networks
+    epochs_total = train_config.total_epochs * networks
     progress = create_progress_artifact(
         progress=0.0, key=f"train-{view_name}", description=f"training view {view_name}: {epochs_total} epochs"
     )
@@ -180,21 +180,29 @@ def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: trac
     bar = EpochBar(view_name, epochs_total)
 
     def on_epoch(record: dict) -> None:
-        # A segment expert's metrics are named segment-N.<metric>; a plain view's, <metric>.
+        # A segment expert's metrics are named segment-N.<metric>, an earlier stage's
+        # stage-K-LEVEL.<metric> (its own labels), the view's own <metric>.
         expert = f"segment-{record['segment']}" if "segment" in record else ""
-        name = " ".join(filter(None, (view_name, expert)))
+        earlier_stage = record.get("stage", len(train_config.stages)) < len(train_config.stages)
+        stage = f"stage-{record['stage']}-{record['stage_level']}" if earlier_stage else ""
+        name = " ".join(filter(None, (view_name, expert, stage)))
         logger.info(
             "%s epoch %d/%d: loss %.4f, val accuracy %.4f, %.0f images/s",
-            name, record["epoch"], train_config.epochs, record["train_loss"], record["val_accuracy"],
+            name, record["epoch"], train_config.total_epochs, record["train_loss"], record["val_accuracy"],
             record["images_per_s"],
         )
-        prefix = f"{expert}." if expert else ""
-        metrics = {f"{prefix}{k}": v for k, v in record.items() if k not in ("epoch", "segment")}
+        prefix = "".join(f"{part}." for part in (expert, stage) if part)
+        metrics = {
+            f"{prefix}{k}": v for k, v in record.items() if k not in ("epoch", "segment", "stage", "stage_level")
+        }
         tracking.log_metrics(client, run_id, metrics, step=record["epoch"])
         bar.update(record)  # after the log line, so the next one writes over it
         update_progress_artifact(
             progress, progress=100.0 * bar.done / epochs_total,
-            description=f"{name}: epoch {record['epoch']}/{train_config.epochs}, val accuracy {record['val_accuracy']:.4f}",
+            description=(
+                f"{name}: epoch {record['epoch']}/{train_config.total_epochs}, "
+                f"val accuracy {record['val_accuracy']:.4f}"
+            ),
         )
 
     # CPU, memory (and GPU, with pynvml) utilisation as system/* metrics of the view's run.

@@ -76,7 +76,7 @@ def fit_experts(
 ) -> tuple[list, list[dict], float]:
     """Train the plan's networks in turn (network k with seed train.seed + k); return them, the
     history of every epoch (tagged by network) and the seconds spent."""
-    from granular.nn import train  # torch is imported only where a network trains
+    from granular.nn import stages  # torch is imported only where a network trains
 
     history, networks = [], []
     started = time.perf_counter()
@@ -89,9 +89,9 @@ def fit_experts(
 
         network_config = config.model_copy(update={"seed": config.seed + number})
         rows = {split: plan.rows(split, number) for split in ("train", "val")}
-        network = train.fit(
+        network = stages.fit_staged(
             x["train"][rows["train"]], y["train"][rows["train"]], x["val"][rows["val"]], y["val"][rows["val"]],
-            num_classes=taxonomy.num_classes(view.level), config=network_config, runtime=runtime,
+            taxonomy, view.level, network_config, runtime,
             on_epoch=record_epoch, checkpoint_dir=checkpoint_dir / f"network-{number}", warn=warn,
         )
         network.meta = {

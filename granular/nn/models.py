@@ -121,6 +121,15 @@ class TabularMLP(nn.Module):
         return self.head(self.blocks(self.stem(torch.cat([numeric, *embedded], dim=1))))
 
 
+def network_parts(model: nn.Module) -> dict[str, list[nn.Module]]:
+    """The parts that take their own optimiser settings (config.Part): `head`, the classifier
+    every network here ends with, and `features`, every module below it."""
+    return {
+        "features": [module for name, module in model.named_children() if name != "head"],
+        "head": [model.head],
+    }
+
+
 ARCHITECTURES = {"ResidualCNN": (ResidualCNN, CNNConfig), "TabularMLP": (TabularMLP, MLPConfig)}
 
 

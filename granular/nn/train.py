@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from granular.config import TrainConfig
+from granular.config import PartConfig, TrainConfig
 from granular.core.evaluate import log_loss
 from granular.nn import checkpoints, inputs, models
 from granular.nn.device import Runtime
@@ -47,12 +47,32 @@ def _fingerprint(config: TrainConfig, num_classes: int, arrays: list[np.ndarray]
     return digest.hexdigest()
 
 
+def _frozen_modules(model: nn.Module, config: TrainConfig) -> list[nn.Module]:
+    parts = models.network_parts(model)
+    return [module for part, setting in config.parts.items() if setting.frozen for module in parts[part]]
+
+
+def _parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """One optimiser group per part that trains, with its own learning rate and weight decay;
+    a frozen part's parameters stop asking for gradients."""
+    groups = []
+    for part, modules in models.network_parts(model).items():
+        setting = config.parts.get(part, PartConfig())
+        params = [p for module in modules for p in module.parameters()]
+        if setting.frozen:
+            for p in params:
+                p.requires_grad_(False)
+            continue
+        weight_decay = config.weight_decay if setting.weight_decay is None else setting.weight_decay
+        groups.append({"params": params, "lr": config.lr * setting.lr_scale, "weight_decay": weight_decay})
+    return groups
+
+
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    groups = _parameter_groups(model, config)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
-    )
+        return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True)
 
 
 def _schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
@@ -62,7 +82,8 @@ def _schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps
     total_steps = max(total_steps, 5)
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=config.warmup_fraction
+            optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total_steps,
+            pct_start=config.warmup_fraction,
         )
     warmup = max(1, round(config.warmup_fraction * total_steps))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(_warmup_cosine, warmup, total_steps))
@@ -72,6 +93,13 @@ def _warmup_cosine(warmup: int, total: int, step: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _load_initial(model: nn.Module, initial: dict[str, torch.Tensor]) -> None:
+    missing, unexpected = model.load_state_dict(initial, strict=False)
+    not_head = [key for key in missing if not key.startswith("head.")]
+    if not_head or unexpected:
+        raise ValueError(f"initial weights do not fit the network: missing {not_head}, unexpected {unexpected}")
 
 
 def _targets(y_train: np.ndarray, rows: int, num_classes: int, runtime: Runtime) -> torch.Tensor:
@@ -100,9 +128,12 @@ def fit(
     on_epoch: EpochCallback | None = None,
     checkpoint_dir: Path | None = None,
     warn: Callable[[str], None] = print,
+    initial: dict[str, torch.Tensor] | None = None,
 ) -> TrainedModel:
-    """Train the network that reads `x_train` with the recipe in `config` (optimizer, warm-up
-    schedule, label smoothing, the inputs' augmentation, early stopping on the validation loss).
+    """Train the network that reads `x_train` with the recipe in `config` (optimizer and its
+    per-part settings, warm-up schedule, label smoothing, the inputs' augmentation, early
+    stopping on the validation loss), from the weights in `initial` where given (a state dict
+    of the same network; the head's may be left out, to start it afresh).
 
     `y_train` holds class ids (N,), or target probabilities (N, num_classes) to train on soft
     targets (distillation); validation accuracy and loss always use the class ids `y_val`.
@@ -120,11 +151,15 @@ def fit(
     xs = x_train.to_device(runtime.device)
     ys = _targets(y_train, len(x_train), num_classes, runtime)
 
-    model = x_train.network(num_classes, config).to(runtime.device, memory_format=torch.channels_last)
+    model = x_train.network(num_classes, config)
+    if initial is not None:
+        _load_initial(model, initial)
+    model = model.to(runtime.device, memory_format=torch.channels_last)
     # The compiled module shares the model's parameters; checkpoints keep the plain model's names.
     compiled = config.compile == "on" or (config.compile == "auto" and runtime.device.type == "cuda")
     forward = torch.compile(model) if compiled else model
     optimizer = _optimizer(model, config)
+    frozen = _frozen_modules(model, config)
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     schedule = _schedule(optimizer, config, config.epochs * steps_per_epoch)
     trained = TrainedModel(
@@ -134,6 +169,7 @@ def fit(
     best = {"val_loss": math.inf, "epoch": 0, "weights": None, "val_proba": None}  # for early stopping
 
     data = [*x_train.arrays(), np.asarray(y_train), *x_val.arrays(), np.asarray(y_val)]
+    data += [tensor.cpu().numpy() for tensor in (initial or {}).values()]
     fingerprint = _fingerprint(config, num_classes, data) if checkpoint_dir else ""
 
     def state(order: torch.Tensor | None, loss_sum: torch.Tensor) -> dict:
@@ -168,6 +204,8 @@ def fit(
     with preemption.deferred_stop_signals():
         for epoch in range(first_epoch, last_epoch + 1):
             model.train()
+            for module in frozen:  # dropout off and BatchNorm statistics kept, as in prediction
+                module.eval()
             started = time.perf_counter()
             if order is None:
                 order = torch.randperm(len(x_train), generator=generator).to(runtime.device)

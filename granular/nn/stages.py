@@ -1,0 +1,93 @@
+"""One network trained in stages over the granularities of the labels: each stage of
+`train.stages` learns one taxonomy level (coarse before fine, say), then the view's own stage
+learns the view's level; each stage starts from the previous one's feature extractor (its head
+too when both predict the same level), so the coarse stages shape the features the fine one
+refines. Each stage is a `train.fit` with its own schedule, per-part settings and checkpoints:
+a killed run resumes inside the stage it was in, the finished stages read back from theirs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from granular.config import TrainConfig
+from granular.core.taxonomy import Taxonomy
+from granular.nn import train
+from granular.nn.device import Runtime
+from granular.nn.inputs import NetworkInputs
+from granular.nn.trained import TrainedModel
+
+
+def relabel(labels: np.ndarray, taxonomy: Taxonomy, level: str, to_level: str) -> np.ndarray:
+    """Class ids at `level` -> their ancestors' ids at `to_level` (the same or a coarser level)."""
+    ancestor = np.full(taxonomy.num_classes(level), -1)
+    for own, coarser in zip(taxonomy.parent[level], taxonomy.parent[to_level]):
+        if ancestor[own] not in (-1, coarser):
+            names = taxonomy.names[to_level]
+            raise ValueError(
+                f"level {to_level!r} is not coarser than {level!r}: class {taxonomy.names[level][own]!r} "
+                f"falls under both {names[ancestor[own]]!r} and {names[coarser]!r}"
+            )
+        ancestor[own] = coarser
+    return ancestor[np.asarray(labels)]
+
+
+def check_stages(config: TrainConfig, taxonomy: Taxonomy, level: str) -> None:
+    """Fail before any training when a stage's level is unknown or finer than the view's."""
+    for number, stage in enumerate(config.stages):
+        if stage.level not in taxonomy.levels:
+            levels = list(taxonomy.levels)
+            raise ValueError(f"train.stages[{number}].level {stage.level!r} is not a taxonomy level {levels}")
+        try:
+            relabel(np.arange(taxonomy.num_classes(level)), taxonomy, level, stage.level)
+        except ValueError as error:
+            raise ValueError(f"train.stages[{number}]: {error}") from None
+
+
+def fit_staged(
+    x_train: NetworkInputs,
+    y_train: np.ndarray,
+    x_val: NetworkInputs,
+    y_val: np.ndarray,
+    taxonomy: Taxonomy,
+    level: str,
+    config: TrainConfig,
+    runtime: Runtime,
+    on_epoch: train.EpochCallback | None = None,
+    checkpoint_dir: Path | None = None,
+    warn: Callable[[str], None] = print,
+) -> TrainedModel:
+    """Train `config.stages`, then the view's own stage on the labels `y_*` of `level`; return
+    the last stage's network. Each epoch's record carries its stage number and level, and counts
+    epochs across the stages. With no stages this is `train.fit` exactly."""
+    if not config.stages:
+        return train.fit(
+            x_train, y_train, x_val, y_val, taxonomy.num_classes(level), config, runtime, on_epoch, checkpoint_dir, warn
+        )
+    check_stages(config, taxonomy, level)
+    own = config.model_copy(update={"stages": []})
+    # An earlier stage's predictions are only checked, never served: no shifted test-time copies.
+    plan = [
+        (stage.level, own.model_copy(update={"epochs": stage.epochs, "parts": stage.parts, "tta_shift": 0}))
+        for stage in config.stages
+    ]
+    plan.append((level, own))
+    weights, previous_level, epochs_before = None, None, 0
+    for number, (stage_level, stage_config) in enumerate(plan):
+
+        def record_stage(record: dict, number=number, stage_level=stage_level, offset=epochs_before) -> None:
+            if on_epoch is not None:
+                on_epoch({**record, "epoch": offset + record["epoch"], "stage": number, "stage_level": stage_level})
+
+        if weights is not None and stage_level != previous_level:  # new classes: a fresh head
+            weights = {key: value for key, value in weights.items() if not key.startswith("head.")}
+        y_stage, y_val_stage = (relabel(labels, taxonomy, level, stage_level) for labels in (y_train, y_val))
+        network = train.fit(
+            x_train, y_stage, x_val, y_val_stage, taxonomy.num_classes(stage_level), stage_config, runtime,
+            record_stage, checkpoint_dir / f"stage-{number}" if checkpoint_dir else None, warn, initial=weights,
+        )
+        weights = {key: value.detach().clone() for key, value in network.model.state_dict().items()}
+        previous_level, epochs_before = stage_level, epochs_before + stage_config.epochs
+    return network
