@@ -11,7 +11,7 @@ import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Generator
 
 import numpy as np
 import torch
@@ -27,6 +27,8 @@ from granular.nn.trained import TrainedModel
 from granular.runtime import preemption
 
 EpochCallback = Callable[[dict], None]
+# An extra loss term of a training step: (the batch's training rows, the network's logits) -> loss.
+ExtraLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _autocast(runtime: Runtime):
@@ -143,6 +145,40 @@ def fit(
     later call with the same settings and data resumes from the newest readable checkpoint: on
     the CPU it ends with exactly the weights an uninterrupted run would have.
     """
+    return run_to_end(training_steps(
+        x_train, y_train, x_val, y_val, num_classes, config, runtime, on_epoch, checkpoint_dir, warn, initial
+    ))
+
+
+def run_to_end(steps: Generator[None, None, TrainedModel]) -> TrainedModel:
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
+
+
+def training_steps(
+    x_train: NetworkInputs,
+    y_train: np.ndarray,
+    x_val: NetworkInputs,
+    y_val: np.ndarray,
+    num_classes: int,
+    config: TrainConfig,
+    runtime: Runtime,
+    on_epoch: EpochCallback | None = None,
+    checkpoint_dir: Path | None = None,
+    warn: Callable[[str], None] = print,
+    initial: dict[str, torch.Tensor] | None = None,
+    extra_loss: ExtraLoss | None = None,
+    exposed: dict | None = None,
+    own_signals: bool = True,
+) -> Generator[None, None, TrainedModel]:
+    """`fit`, one optimiser step at a time: a generator that pauses after each step and returns
+    the trained model, so that a caller can interleave several trainings (co-training). Each
+    step's loss adds `extra_loss`; `exposed` receives the network in training (`trained`), its
+    inputs and their tensors on the device once they exist; without `own_signals` the caller
+    defers the stop signals (granular/runtime/preemption.py) around all of its trainings."""
     if len(x_train) == 0:
         raise ValueError("cannot train on an empty training split")
     torch.manual_seed(config.seed)
@@ -167,6 +203,9 @@ def fit(
         tta_shift=config.tta_shift if x_train.spatial_tta else 0,
     )
     best = {"val_loss": math.inf, "epoch": 0, "weights": None, "val_proba": None}  # for early stopping
+    if exposed is not None:
+        exposed.update(trained=trained, inputs=x_train, tensors=xs)
+    yield  # set up: a co-training's networks all exist before any takes a step
 
     data = [*x_train.arrays(), np.asarray(y_train), *x_val.arrays(), np.asarray(y_val)]
     data += [tensor.cpu().numpy() for tensor in (initial or {}).values()]
@@ -201,7 +240,7 @@ def fit(
     if config.early_stopping_patience and trained.history:  # resumed: had it already stopped early?
         if trained.history[-1]["epoch"] - best["epoch"] >= config.early_stopping_patience:
             last_epoch = trained.history[-1]["epoch"]
-    with preemption.deferred_stop_signals():
+    with preemption.deferred_stop_signals() if own_signals else nullcontext():
         for epoch in range(first_epoch, last_epoch + 1):
             model.train()
             for module in frozen:  # dropout off and BatchNorm statistics kept, as in prediction
@@ -215,12 +254,16 @@ def fit(
                 batch = x_train.augment(tuple(x[rows] for x in xs), config, generator)
                 batch = x_train.scaled(batch, mean, std)
                 with _autocast(runtime):
-                    loss = F.cross_entropy(forward(*batch), ys[rows], label_smoothing=config.label_smoothing)
+                    logits = forward(*batch)
+                    loss = F.cross_entropy(logits, ys[rows], label_smoothing=config.label_smoothing)
+                    if extra_loss is not None:
+                        loss = loss + extra_loss(rows, logits)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 schedule.step()
                 loss_sum += loss.detach() * len(rows)  # stays on the device: no sync per step
+                yield
                 if preemption.requested():
                     step = start // config.batch_size + 1
                     saved = checkpoints.save_state(checkpoint_dir, epoch, step, state(order, loss_sum)) if checkpoint_dir else None

@@ -1,0 +1,114 @@
+"""Co-training (deep mutual learning): networks that read the same examples, each through its
+own inputs (a low- and a high-resolution view, say), train step by step side by side, and each
+step's loss also pulls a network's predictions toward the others' on the same examples:
+`weight` times the KL divergence from the partner's probabilities (a fixed target, from the
+partner in prediction mode, on its own un-augmented inputs of the batch's rows) to its own.
+
+Each network keeps its own seed, order of examples, augmentation, optimiser and schedule; the
+random stream of each (dropout) is kept apart, so with `weight` 0 every network ends exactly as
+its training alone (`train.fit`) would.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from granular.config import TrainConfig
+from granular.nn import train
+from granular.nn.device import Runtime
+from granular.nn.inputs import NetworkInputs
+from granular.nn.trained import TrainedModel
+from granular.runtime import preemption
+
+
+@dataclass
+class Member:
+    """One network of a co-training: its data, recipe and where its records go."""
+
+    x_train: NetworkInputs
+    y_train: np.ndarray
+    x_val: NetworkInputs
+    y_val: np.ndarray
+    num_classes: int
+    config: TrainConfig
+    on_epoch: train.EpochCallback | None = None
+    checkpoint_dir: Path | None = None
+    exposed: dict = field(default_factory=dict)  # filled by the training: the network, its inputs
+
+
+def _partner_probabilities(partner: dict, rows: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """The partner's probabilities of the examples `rows`, predicted as in serving (dropout off,
+    BatchNorm's running statistics) from its un-augmented inputs, without a gradient."""
+    trained: TrainedModel = partner["trained"]
+    modes = {module: module.training for module in trained.model.modules()}
+    trained.model.eval()
+    try:
+        with torch.no_grad(), train._autocast(runtime):
+            inputs = partner["inputs"].scaled(tuple(t[rows] for t in partner["tensors"]), trained.mean, trained.std)
+            return F.softmax(trained.model(*inputs).float(), dim=1)
+    finally:
+        for module, training in modes.items():
+            module.train(training)
+
+
+def _pull_toward(partners: list[dict], weight: float, runtime: Runtime) -> train.ExtraLoss:
+    def consistency(rows: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        log_proba = F.log_softmax(logits.float(), dim=1)
+        divergences = [
+            F.kl_div(log_proba, _partner_probabilities(partner, rows, runtime), reduction="batchmean")
+            for partner in partners
+        ]
+        return weight * sum(divergences) / len(divergences)
+
+    return consistency
+
+
+def fit_together(members: list[Member], weight: float, runtime: Runtime, warn=print) -> list[TrainedModel]:
+    """Train `members` side by side, one step of each in turn; return their trained networks."""
+    if len(members) < 2:
+        raise ValueError("co-training needs two networks or more")
+    if weight < 0:
+        raise ValueError(f"the consistency weight must be 0 or more, got {weight}")
+    sizes = {len(member.x_train) for member in members}
+    if len(sizes) > 1:
+        raise ValueError(f"co-trained networks must read the same training examples; their counts are {sorted(sizes)}")
+    steps = []
+    for member in members:
+        partners = [other.exposed for other in members if other is not member]
+        steps.append(train.training_steps(
+            member.x_train, member.y_train, member.x_val, member.y_val, member.num_classes, member.config, runtime,
+            member.on_epoch, member.checkpoint_dir, warn,
+            extra_loss=_pull_toward(partners, weight, runtime) if weight else None,
+            exposed=member.exposed, own_signals=False,
+        ))
+    # Each training draws from its own random stream, as if it ran alone.
+    streams = [_random_state() for _ in members]
+    trained: list[TrainedModel | None] = [None] * len(members)
+    with preemption.deferred_stop_signals():
+        while any(result is None for result in trained):
+            for number, stepping in enumerate(steps):
+                if trained[number] is not None:
+                    continue
+                _set_random_state(streams[number])
+                try:
+                    next(stepping)
+                except StopIteration as end:
+                    trained[number] = end.value
+                streams[number] = _random_state()
+    return trained
+
+
+def _random_state() -> tuple:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return torch.get_rng_state(), cuda
+
+
+def _set_random_state(state: tuple) -> None:
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    if cuda:
+        torch.cuda.set_rng_state_all(cuda)

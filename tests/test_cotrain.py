@@ -1,0 +1,88 @@
+"""Co-training of a low- and a high-resolution network on small synthetic images."""
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import pytest
+
+from granular.config import TrainConfig
+from granular.nn import cotrain, train
+from granular.nn.device import select_runtime
+from granular.nn.inputs import Pixels
+
+RUNTIME = select_runtime(1, precision="fp32")
+CONFIG = TrainConfig(epochs=2, batch_size=32, width=4, seed=5, threads=1, lr=0.05, dropout=0.3)
+
+
+def _members(n=400, seed=0) -> list[cotrain.Member]:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    full = (rng.random((n, 8, 8)) * 60 + y[:, None, None] * 60).astype(np.float32)
+    low = full.reshape(n, 4, 2, 4, 2).mean(axis=(2, 4))  # the same images pooled to 4x4
+    cut = n * 3 // 4
+    return [
+        cotrain.Member(Pixels(x[:cut]), y[:cut], Pixels(x[cut:]), y[cut:], 3, CONFIG.model_copy(update={"seed": s}))
+        for x, s in ((full, 5), (low, 9))
+    ]
+
+
+def _alone(member: cotrain.Member):
+    return train.fit(member.x_train, member.y_train, member.x_val, member.y_val, member.num_classes, member.config,
+                     RUNTIME)
+
+
+def _weights(trained) -> dict[str, np.ndarray]:
+    return {key: value.numpy() for key, value in trained.model.state_dict().items()}
+
+
+def test_weight_zero_is_each_network_trained_alone_bit_for_bit():
+    members = _members()
+    together = cotrain.fit_together(members, weight=0.0, runtime=RUNTIME)
+    for member, trained in zip(members, together):
+        alone = _weights(_alone(member))
+        for key, value in _weights(trained).items():
+            np.testing.assert_array_equal(value, alone[key], err_msg=key)
+        np.testing.assert_array_equal(trained.val_proba, _alone(member).val_proba)
+
+
+def _disagreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean symmetric KL divergence between two networks' validation probabilities."""
+    a, b = np.clip(a, 1e-9, 1), np.clip(b, 1e-9, 1)
+    return float(np.mean(np.sum(a * np.log(a / b) + b * np.log(b / a), axis=1)))
+
+
+def test_a_consistency_weight_pulls_the_networks_predictions_together():
+    members = _members()
+    independent = [_alone(member) for member in members]
+    pulled = cotrain.fit_together(members, weight=3.0, runtime=RUNTIME)
+    before = _disagreement(independent[0].val_proba, independent[1].val_proba)
+    after = _disagreement(pulled[0].val_proba, pulled[1].val_proba)
+    assert after < before / 2, (before, after)
+
+
+def test_each_network_records_its_own_epochs():
+    records = [[], []]
+    members = _members()
+    for member, kept in zip(members, records):
+        member.on_epoch = kept.append
+    cotrain.fit_together(members, weight=1.0, runtime=RUNTIME)
+    assert [[r["epoch"] for r in kept] for kept in records] == [[1, 2], [1, 2]]
+
+
+def test_networks_of_different_examples_or_a_negative_weight_are_refused():
+    members = _members()
+    members[1] = cotrain.Member(members[1].x_train[:10], members[1].y_train[:10], members[1].x_val, members[1].y_val,
+                                3, CONFIG)
+    with pytest.raises(ValueError, match=r"must read the same training examples; their counts are \[10, 300\]"):
+        cotrain.fit_together(members, weight=1.0, runtime=RUNTIME)
+    with pytest.raises(ValueError, match="consistency weight must be 0 or more"):
+        cotrain.fit_together(_members(), weight=-1.0, runtime=RUNTIME)
+    with pytest.raises(ValueError, match="needs two networks or more"):
+        cotrain.fit_together(_members()[:1], weight=1.0, runtime=RUNTIME)
+
+
+def test_the_stop_signals_are_handed_back_after_co_training():
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    cotrain.fit_together(_members(n=120), weight=1.0, runtime=RUNTIME)
+    assert {sig: signal.getsignal(sig) for sig in before} == before
