@@ -66,6 +66,17 @@ class EpochBar:
             self.width = max(self.width, len(line))
 
 
+def epoch_metrics(record: dict, earlier_stages: int) -> tuple[list[str], dict[str, float]]:
+    """What an epoch's record is of (segment-N for an expert, stage-K-LEVEL for a stage before
+    the view's own, on that stage's labels) and its metrics, named PART.<metric> after those."""
+    parts = [f"segment-{record['segment']}"] if "segment" in record else []
+    if record.get("stage", earlier_stages) < earlier_stages:
+        parts.append(f"stage-{record['stage']}-{record['stage_level']}")
+    prefix = "".join(f"{part}." for part in parts)
+    tags = ("epoch", "segment", "stage", "stage_level")
+    return parts, {f"{prefix}{key}": value for key, value in record.items() if key not in tags}
+
+
 class ViewsFailed(RuntimeError):
     """Views failed to train; the message names each one and why."""
 
@@ -180,21 +191,13 @@ def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: trac
     bar = EpochBar(view_name, epochs_total)
 
     def on_epoch(record: dict) -> None:
-        # A segment expert's metrics are named segment-N.<metric>, an earlier stage's
-        # stage-K-LEVEL.<metric> (its own labels), the view's own <metric>.
-        expert = f"segment-{record['segment']}" if "segment" in record else ""
-        earlier_stage = record.get("stage", len(train_config.stages)) < len(train_config.stages)
-        stage = f"stage-{record['stage']}-{record['stage_level']}" if earlier_stage else ""
-        name = " ".join(filter(None, (view_name, expert, stage)))
+        parts, metrics = epoch_metrics(record, len(train_config.stages))
+        name = " ".join([view_name, *parts])
         logger.info(
             "%s epoch %d/%d: loss %.4f, val accuracy %.4f, %.0f images/s",
             name, record["epoch"], train_config.total_epochs, record["train_loss"], record["val_accuracy"],
             record["images_per_s"],
         )
-        prefix = "".join(f"{part}." for part in (expert, stage) if part)
-        metrics = {
-            f"{prefix}{k}": v for k, v in record.items() if k not in ("epoch", "segment", "stage", "stage_level")
-        }
         tracking.log_metrics(client, run_id, metrics, step=record["epoch"])
         bar.update(record)  # after the log line, so the next one writes over it
         update_progress_artifact(

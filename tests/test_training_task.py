@@ -1,7 +1,7 @@
 """The terminal side of training: a progress line over epochs, drawn only on a terminal."""
 import io
 
-from tasks.training import EpochBar
+from tasks.training import EpochBar, epoch_metrics
 
 RECORD = {"epoch": 1, "train_loss": 0.51234, "val_accuracy": 0.9123, "images_per_s": 2345.6}
 
@@ -28,3 +28,13 @@ def test_no_bar_is_drawn_into_a_file_or_a_pipe():
     bar.update(RECORD)
     bar.close()
     assert stream.getvalue() == ""
+
+
+def test_epoch_metrics_are_named_after_the_expert_and_the_earlier_stage():
+    assert epoch_metrics(RECORD, 0) == ([], {"train_loss": 0.51234, "val_accuracy": 0.9123, "images_per_s": 2345.6})
+    staged = {**RECORD, "stage": 0, "stage_level": "coarse", "segment": 2}
+    parts, metrics = epoch_metrics(staged, 1)
+    assert parts == ["segment-2", "stage-0-coarse"]
+    assert metrics["segment-2.stage-0-coarse.val_accuracy"] == 0.9123 and len(metrics) == 3
+    own_stage = {**RECORD, "stage": 1, "stage_level": "fine"}
+    assert epoch_metrics(own_stage, 1) == ([], epoch_metrics(RECORD, 0)[1])  # the view's own metrics
