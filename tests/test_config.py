@@ -51,7 +51,7 @@ def test_dotted_overrides_replace_single_keys():
     assert config.train.epochs == 2
     assert config.data.limit == 5000
     assert config.data.source.format == "npz"
-    assert config.train.batch_size == 128  # siblings untouched
+    assert config.train.batch_size == load_config(PARAMS).train.batch_size  # siblings untouched
 
 
 def test_override_of_the_aliased_validate_section():
