@@ -26,7 +26,7 @@ from torch.nn.utils import prune
 
 from granular.nn.device import Runtime
 from granular.nn.inputs import NetworkInputs
-from granular.nn.quantize import INT8_DYNAMIC, quantize_int8
+from granular.nn.quantize import INT8_DYNAMIC, is_quantized, quantize_int8
 from granular.nn.train import predict_proba
 from granular.nn.trained import TrainedModel, save_checkpoint
 
@@ -105,8 +105,7 @@ def save_served(path: Path, variants: dict[str, TrainedModel]) -> str:
 
 def runtime_for(model: nn.Module, runtime: Runtime) -> Runtime:
     """Where a model can run: an int8 dynamically quantised one on the CPU only."""
-    quantized = any(isinstance(m, DynamicQuantizedLinear) for m in model.modules())
-    return CPU if quantized else runtime
+    return CPU if is_quantized(model) else runtime
 
 
 def _weights(model: nn.Module) -> list[torch.Tensor]:

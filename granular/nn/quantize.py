@@ -12,6 +12,7 @@ import warnings
 
 import torch
 from torch import nn
+from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
 INT8_DYNAMIC = "int8-dynamic"  # the checkpoint flag: load the float weights, then quantise
 
@@ -24,3 +25,8 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*", category=UserWarning)
         return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """Has `model` int8 dynamically quantised layers? They take fp32 inputs only (no autocast)."""
+    return any(isinstance(m, DynamicQuantizedLinear) for m in model.modules())

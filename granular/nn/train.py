@@ -23,6 +23,7 @@ from granular.core.evaluate import log_loss
 from granular.nn import checkpoints, inputs, models
 from granular.nn.device import Runtime
 from granular.nn.inputs import NetworkInputs
+from granular.nn.quantize import is_quantized
 from granular.nn.trained import TrainedModel
 from granular.runtime import preemption
 
@@ -318,7 +319,7 @@ def predict_proba(
         rows = x[start : start + batch_size]
         # Copied before scaling, so the pixels a shift uncovers are black, as in training.
         copies = rows.test_time_copies(rows.to_device(runtime.device), trained.tta, shift)
-        with _autocast(runtime):
+        with nullcontext() if is_quantized(model) else _autocast(runtime):  # int8 kernels take fp32
             scaled = (rows.scaled(copy, trained.mean, trained.std) for copy in copies)
             proba = sum(F.softmax(model(*inputs).float(), dim=1) for inputs in scaled) / len(copies)
         out.append(proba.cpu())
