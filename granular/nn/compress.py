@@ -26,11 +26,10 @@ from torch.nn.utils import prune
 
 from granular.nn.device import Runtime
 from granular.nn.inputs import NetworkInputs
-from granular.nn.quantize import INT8_DYNAMIC, is_quantized, quantize_int8
+from granular.nn.quantize import INT8_DYNAMIC, quantize_int8, runtime_for
 from granular.nn.train import predict_proba
 from granular.nn.trained import TrainedModel, save_checkpoint
 
-CPU = Runtime(torch.device("cpu"), None)  # where int8 dynamic kernels run
 
 
 def _prunable(model: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -101,11 +100,6 @@ def save_served(path: Path, variants: dict[str, TrainedModel]) -> str:
     else:
         save_checkpoint(path, variants[served])
     return served
-
-
-def runtime_for(model: nn.Module, runtime: Runtime) -> Runtime:
-    """Where a model can run: an int8 dynamically quantised one on the CPU only."""
-    return CPU if is_quantized(model) else runtime
 
 
 def _weights(model: nn.Module) -> list[torch.Tensor]:

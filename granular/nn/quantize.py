@@ -14,7 +14,10 @@ import torch
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
+from granular.nn.device import Runtime
+
 INT8_DYNAMIC = "int8-dynamic"  # the checkpoint flag: load the float weights, then quantise
+CPU = Runtime(torch.device("cpu"), None)  # where int8 dynamic kernels run
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:
@@ -27,6 +30,8 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
 
 
-def is_quantized(model: nn.Module) -> bool:
-    """Has `model` int8 dynamically quantised layers? They take fp32 inputs only (no autocast)."""
-    return any(isinstance(m, DynamicQuantizedLinear) for m in model.modules())
+def runtime_for(model: nn.Module, runtime: Runtime) -> Runtime:
+    """Where a model can run: an int8 dynamically quantised one on the CPU only, in fp32 (its
+    kernels refuse bf16 inputs, so no autocast)."""
+    quantized = any(isinstance(m, DynamicQuantizedLinear) for m in model.modules())
+    return CPU if quantized else runtime

@@ -23,7 +23,7 @@ from granular.core.evaluate import log_loss
 from granular.nn import checkpoints, inputs, models
 from granular.nn.device import Runtime
 from granular.nn.inputs import NetworkInputs
-from granular.nn.quantize import is_quantized
+from granular.nn.quantize import runtime_for
 from granular.nn.trained import TrainedModel
 from granular.runtime import preemption
 
@@ -313,13 +313,14 @@ def predict_proba(
     mean over the image and its shifted (unless not `shifted`) and mirrored copies (the inputs'
     test_time_copies)."""
     model = trained.model.eval()
+    runtime = runtime_for(model, runtime)
     out = []
     shift = trained.tta_shift if shifted else 0
     for start in range(0, len(x), batch_size):
         rows = x[start : start + batch_size]
         # Copied before scaling, so the pixels a shift uncovers are black, as in training.
         copies = rows.test_time_copies(rows.to_device(runtime.device), trained.tta, shift)
-        with nullcontext() if is_quantized(model) else _autocast(runtime):  # int8 kernels take fp32
+        with _autocast(runtime):
             scaled = (rows.scaled(copy, trained.mean, trained.std) for copy in copies)
             proba = sum(F.softmax(model(*inputs).float(), dim=1) for inputs in scaled) / len(copies)
         out.append(proba.cpu())

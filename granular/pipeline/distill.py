@@ -78,7 +78,6 @@ def _write_student_bundle(
     from granular.nn import compress, train
 
     served = variants[report["served"]]
-    served_runtime = compress.runtime_for(served.model, runtime)
     with atomic_dir(paths.student_dir) as staging:
         fusion_record = fusion.pass_through_record(STUDENT, classes.parent[classes.fine])
         input_spec = modality_for(config).input_spec(config, paths)
@@ -89,7 +88,7 @@ def _write_student_bundle(
         compress.save_served(view_dir / network_file(0), variants)
         write_npz(
             staging / "predictions.npz",
-            val_proba=train.predict_proba(served, x["val"], served_runtime),
-            test_proba=train.predict_proba(served, x["test"], served_runtime),
+            val_proba=train.predict_proba(served, x["val"], runtime),
+            test_proba=train.predict_proba(served, x["test"], runtime),
         )
         write_json(staging / "report.json", report)
