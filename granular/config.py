@@ -194,6 +194,12 @@ class ImageView(_View):
         for key, resolution in resolutions.items():
             if height % resolution or width % resolution:
                 raise ValueError(f"view {self.name}: {key} {resolution} does not divide the image shape {height}x{width}")
+        for number, stage in enumerate(config.train_config(self).stages):
+            if stage.resolution is not None and self.resolution % stage.resolution:
+                raise ValueError(
+                    f"view {self.name}: train.stages[{number}].resolution {stage.resolution} does not divide "
+                    f"the view's resolution {self.resolution}"
+                )
 
 
 class TableView(_View):
@@ -215,6 +221,9 @@ class TableView(_View):
                 f"view {self.name}: features {self.features!r} is neither 'all' nor a group of "
                 f"data.table.feature_groups {sorted(groups)}"
             )
+        for number, stage in enumerate(config.train_config(self).stages):
+            if stage.resolution is not None:
+                raise ValueError(f"view {self.name}: train.stages[{number}].resolution: a table has no resolution")
 
 
 def _view_kind(view: Any) -> str:
@@ -252,11 +261,13 @@ def _something_trains(parts: dict[str, PartConfig]) -> dict[str, PartConfig]:
 
 class StageConfig(_Section):
     """A stage trained before the view's own: the network learns the labels of `level` (the
-    view's level or a coarser one) for `epochs`, and the next stage starts from its feature
+    view's level or a coarser one) for `epochs`, on images average-pooled to `resolution` where
+    given (a divisor of the view's; images only), and the next stage starts from its feature
     extractor (and from its head too when both stages predict the same level)."""
 
     level: str
     epochs: int = Field(ge=1)
+    resolution: int | None = Field(default=None, gt=0)
     parts: dict[Part, PartConfig] = Field(default_factory=dict)
 
     _trainable = field_validator("parts")(_something_trains)

@@ -67,13 +67,15 @@ class EpochBar:
 
 
 def epoch_metrics(record: dict, earlier_stages: int) -> tuple[list[str], dict[str, float]]:
-    """What an epoch's record is of (segment-N for an expert, stage-K-LEVEL for a stage before
-    the view's own, on that stage's labels) and its metrics, named PART.<metric> after those."""
+    """What an epoch's record is of (segment-N for an expert, stage-K-LEVEL[-RESOLUTION] for a
+    stage before the view's own, on that stage's labels and inputs) and its metrics, named
+    PART.<metric> after those."""
     parts = [f"segment-{record['segment']}"] if "segment" in record else []
     if record.get("stage", earlier_stages) < earlier_stages:
-        parts.append(f"stage-{record['stage']}-{record['stage_level']}")
+        resolution = f"-{record['stage_resolution']}" if "stage_resolution" in record else ""
+        parts.append(f"stage-{record['stage']}-{record['stage_level']}{resolution}")
     prefix = "".join(f"{part}." for part in parts)
-    tags = ("epoch", "segment", "stage", "stage_level")
+    tags = ("epoch", "segment", "stage", "stage_level", "stage_resolution")
     return parts, {f"{prefix}{key}": value for key, value in record.items() if key not in tags}
 
 

@@ -46,6 +46,20 @@ def test_cluster_features_must_divide_the_image():
         load_config(PARAMS, ["views.fine-14-clusters4.segments.feature_resolution=5"])
 
 
+def test_a_stage_resolution_must_divide_the_views_and_is_for_images_only():
+    stage = "{level: fine, epochs: 1, resolution: 7}"
+    config = load_config(PARAMS, [f"views.fine-14.train.stages=[{stage}]"])
+    assert config.train_config(config.view("fine-14")).stages[0].resolution == 7
+    with pytest.raises(ConfigError, match=r"view fine-14: train.stages\[0\].resolution 4 does not divide the view's resolution 14"):
+        load_config(PARAMS, ["views.fine-14.train.stages=[{level: fine, epochs: 1, resolution: 4}]"])
+    table = [
+        "data.source={format: csv, path: data/table.csv}", "data.table={target: label}", "taxonomy=null",
+        "distill.enabled=false", f"views={{fine-all: {{level: fine, features: all, train: {{stages: [{stage}]}}}}}}",
+    ]
+    with pytest.raises(ConfigError, match=r"view fine-all: train.stages\[0\].resolution: a table has no resolution"):
+        load_config(PARAMS, table)
+
+
 def test_dotted_overrides_replace_single_keys():
     config = load_config(PARAMS, ["train.epochs=2", "data.limit=5000", "data.source.format=npz"])
     assert config.train.epochs == 2

@@ -14,10 +14,11 @@ from granular.core.partition import (
     assign_folds,
     assign_splits,
     check_every_class_in_every_split,
+    pool,
 )
 from granular.core.taxonomy import parse_taxonomy
 from granular.modalities.images.sources import RawDataset
-from granular.modalities.images.views import build_view, pool
+from granular.modalities.images.views import build_view
 
 TAXONOMY = parse_taxonomy({
     "levels": ["fine", "coarse"],

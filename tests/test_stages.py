@@ -168,3 +168,37 @@ def test_a_stage_of_the_same_level_hands_its_head_on_too(monkeypatch):
     _staged(config)
     assert initials[0] is None
     assert any(key.startswith("head.") for key in initials[1])
+
+
+def test_a_low_resolution_stage_trains_on_pooled_images_and_hands_every_weight_on(monkeypatch):
+    calls = []
+    real_fit = train.fit
+
+    def spy(x, y, x_val, y_val, num_classes, config, *args, initial=None):
+        trained = real_fit(x, y, x_val, y_val, num_classes, config, *args, initial=initial)
+        calls.append({"x": x.images, "x_val": x_val.images, "initial": initial, "state": _state(trained)})
+        return trained
+
+    monkeypatch.setattr(train, "fit", spy)
+    records = []
+    config = TrainConfig(**SMALL, epochs=1, stages=[{"level": "fine", "epochs": 2, "resolution": 4}])
+    _staged(config, records.append)
+
+    assert [(r["stage"], r.get("stage_resolution")) for r in records] == [(0, 4), (0, 4), (1, None)]
+    low, full = calls
+    x, _, x_val, _ = _data()
+    assert low["x"].shape[1:] == (4, 4) and low["x_val"].shape[1:] == (4, 4)
+    np.testing.assert_allclose(low["x"][:, 0, 0], x.images[:, :2, :2].mean(axis=(1, 2)), rtol=1e-6)
+    assert full["x"] is x.images or np.array_equal(full["x"], x.images)
+    # Same level: the full-resolution stage starts from every weight, the head's included.
+    assert set(full["initial"]) == set(low["state"])
+    for key, value in full["initial"].items():
+        np.testing.assert_array_equal(value.numpy(), low["state"][key], err_msg=key)
+
+
+def test_a_resolution_stage_of_a_table_is_refused():
+    from granular.nn.inputs import TableArrays
+
+    table = TableArrays(np.zeros((4, 2), np.float32), np.zeros((4, 0), np.int64), ())
+    with pytest.raises(ValueError, match=r"a stage's resolution \(7\) applies to images only"):
+        stages.at_resolution(table, 7)

@@ -36,5 +36,7 @@ def test_epoch_metrics_are_named_after_the_expert_and_the_earlier_stage():
     parts, metrics = epoch_metrics(staged, 1)
     assert parts == ["segment-2", "stage-0-coarse"]
     assert metrics["segment-2.stage-0-coarse.val_accuracy"] == 0.9123 and len(metrics) == 3
+    low_resolution = {**RECORD, "stage": 0, "stage_level": "fine", "stage_resolution": 14}
+    assert epoch_metrics(low_resolution, 1)[0] == ["stage-0-fine-14"]
     own_stage = {**RECORD, "stage": 1, "stage_level": "fine"}
     assert epoch_metrics(own_stage, 1) == ([], epoch_metrics(RECORD, 0)[1])  # the view's own metrics

@@ -1,4 +1,5 @@
-"""One split assignment shared by every view: train/val/test, and the validation folds."""
+"""One split assignment shared by every view (train/val/test, and the validation folds), and
+the pooling that gives an image view its resolution."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,6 +16,18 @@ TRAIN_SPLIT, VAL_SPLIT, TEST_SPLIT = range(3)
 
 class PartitionError(ValueError):
     """A view or split cannot be built; the message names the view, split and class."""
+
+
+def pool(images: np.ndarray, resolution: int) -> np.ndarray:
+    """Average-pool (N, H, W) images down to (N, resolution, resolution)."""
+    n, height, width = images.shape
+    fy, fx = height // resolution, width // resolution
+    if fy * resolution != height or fx * resolution != width:
+        raise PartitionError(f"resolution {resolution} does not divide images of {height}x{width}")
+    if fy == fx == 1:
+        return images
+    blocks = images.reshape(n, resolution, fy, resolution, fx)
+    return blocks.mean(axis=(2, 4), dtype=np.float32)
 
 
 def assign_splits(labels: np.ndarray, origin: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from granular.modalities.images.segments import SEGMENTER_FILE, ClusterSegmenter
-from granular.modalities.images.views import pool
+from granular.core.partition import pool
 
 MODALITY = "images"
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from granular.config import ClusterSegments
 from granular.core.partition import SPLITS, PartitionError
-from granular.modalities.images.views import pool
+from granular.core.partition import pool
 from granular.store.atomic import read_npz, write_npz
 
 SEGMENTER_FILE = "segmenter.npz"  # in a segmented view's folder, and beside its experts

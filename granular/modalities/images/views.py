@@ -4,21 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from granular.config import ImageView
-from granular.core.partition import SPLITS, PartitionError, require_every_class
+from granular.core.partition import SPLITS, PartitionError, pool, require_every_class
 from granular.core.taxonomy import Taxonomy
 from granular.modalities.images.sources import RawDataset
-
-
-def pool(images: np.ndarray, resolution: int) -> np.ndarray:
-    """Average-pool (N, H, W) images down to (N, resolution, resolution)."""
-    n, height, width = images.shape
-    fy, fx = height // resolution, width // resolution
-    if fy * resolution != height or fx * resolution != width:
-        raise PartitionError(f"resolution {resolution} does not divide images of {height}x{width}")
-    if fy == fx == 1:
-        return images
-    blocks = images.reshape(n, resolution, fy, resolution, fx)
-    return blocks.mean(axis=(2, 4), dtype=np.float32)
 
 
 def build_view(data: RawDataset, split: np.ndarray, taxonomy: Taxonomy, view: ImageView) -> dict[str, dict]:
