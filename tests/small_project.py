@@ -22,11 +22,14 @@ REPO = Path(__file__).resolve().parents[1]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 GRANULAR = str(Path(sys.executable).parent / "granular")
 VIEWS = ["fine-28", "fine-14", "coarse-28", "fine-14-clusters4"]
-# A small run of the default views on a subsample of the real data: two tiny epochs, and
-# segments small enough for 600 training images.
+# A small run of the default views on a subsample of the real data: two tiny epochs (the 28x28
+# views after one at 14x14), and segments small enough for 600 training images.
 SMALL_RUN = [
     "data.limit=600",
     "train.epochs=2",
+    "views.fine-28.train={epochs: 2, stages: [{level: fine, epochs: 1, resolution: 14}]}",
+    "views.coarse-28.train={epochs: 2, stages: [{level: coarse, epochs: 1, resolution: 14}]}",
+    "views.fine-14-clusters4.train={}",
     "train.width=8",
     "train.batch_size=64",  # 540 training images: enough steps to learn in two epochs
     "train.lr=0.05",
