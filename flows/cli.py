@@ -50,8 +50,14 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-# No outside network is assumed: tools' usage reports would only fail and log errors.
-OFFLINE_DEFAULTS = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+# Settings of the tools, unless the environment sets them. No outside network is assumed: the
+# tools' usage reports would only fail and log errors. Prefect's temporary server gets 20 s to
+# answer by default; the first run after an install, on a busy 2-core machine, took longer.
+TOOL_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+}
 
 
 def _run(args: argparse.Namespace, config: Config) -> int:
@@ -221,7 +227,7 @@ def _deploy(args: argparse.Namespace, config: Config) -> int:
         print(f"granular: cannot deploy: {error}", file=sys.stderr)
         return 2
     print(describe(deployment))
-    # Runs start in subprocesses of this one: they inherit OFFLINE_DEFAULTS, set in main().
+    # Runs start in subprocesses of this one: they inherit TOOL_DEFAULTS, set in main().
     serve_deployment(deployment)
     return 0
 
@@ -239,12 +245,12 @@ def _server(args: argparse.Namespace, config: Config) -> int:
         print(f"granular: tracking.uri in params.yaml ({redact_uri(config.tracking.uri)}) comes before MLFLOW_TRACKING_URI: "
               "runs will not be tracked by this MLflow server", file=sys.stderr)
     print(f"starting the Prefect server ({prefect.url}) and the MLflow server ({mlflow.url})", flush=True)
-    # The servers inherit this environment, OFFLINE_DEFAULTS included (set in main()).
+    # The servers inherit this environment, TOOL_DEFAULTS included (set in main()).
     return servers.serve([prefect, mlflow], dict(os.environ), servers.ready_message(prefect, mlflow))
 
 
 def main(argv: list[str] | None = None) -> int:
-    for name, value in OFFLINE_DEFAULTS.items():
+    for name, value in TOOL_DEFAULTS.items():
         os.environ.setdefault(name, value)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--root", default=".", help="project root holding params.yaml and data/ (default: .)")

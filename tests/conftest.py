@@ -11,10 +11,10 @@ import tempfile
 import pytest
 from small_project import GRANULAR, SmallRun, granular_server, run_command, small_dvc_project
 
-from flows.cli import OFFLINE_DEFAULTS
+from flows.cli import TOOL_DEFAULTS
 
-# The same offline settings the `granular` command uses, before any test starts a server.
-for name, value in OFFLINE_DEFAULTS.items():
+# The same tool settings the `granular` command uses, before any test starts a server.
+for name, value in TOOL_DEFAULTS.items():
     os.environ.setdefault(name, value)
 
 SMALL_RUN_MODULES = {"test_dvc", "test_flow", "test_servers"}

@@ -24,7 +24,7 @@ from prefect.states import Cancelled, Cancelling
 from small_project import FASHION_MNIST, REPO, SMALL_RUN  # runs stay short even if a cancellation went wrong
 
 import flows.deploy
-from flows.cli import OFFLINE_DEFAULTS
+from flows.cli import TOOL_DEFAULTS
 from flows.cli import main as granular_cli
 
 
@@ -43,7 +43,7 @@ def registered(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 
     def register(deployment, **options):
         deployment.apply()
-        registrations.append({"options": options, "env": {key: os.environ.get(key) for key in OFFLINE_DEFAULTS}})
+        registrations.append({"options": options, "env": {key: os.environ.get(key) for key in TOOL_DEFAULTS}})
 
     monkeypatch.setattr(flows.deploy, "serve", register)
     return registrations
@@ -64,7 +64,7 @@ def test_deploy_registers_the_schedule_parameters_and_one_run_at_a_time(
     prefect_test_server, project: Path, registered: list[dict], capsys: pytest.CaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ):
-    for key in OFFLINE_DEFAULTS:  # unset here, and unset again after the test
+    for key in TOOL_DEFAULTS:  # unset here, and unset again after the test
         monkeypatch.setenv(key, "")
         monkeypatch.delenv(key)
     monkeypatch.chdir(project)  # a relative --root must reach the deployment as an absolute path
@@ -75,7 +75,7 @@ def test_deploy_registers_the_schedule_parameters_and_one_run_at_a_time(
     printed = capsys.readouterr().out
     assert "granular/weekdays" in printed and "'30 4 * * 1-5' in Europe/Paris" in printed
     assert "T04:30+01:00" in printed or "T04:30+02:00" in printed  # next runs, in Paris time
-    assert registered == [{"options": {"pause_on_shutdown": True}, "env": OFFLINE_DEFAULTS}]
+    assert registered == [{"options": {"pause_on_shutdown": True}, "env": TOOL_DEFAULTS}]
 
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("granular/weekdays")
