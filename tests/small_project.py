@@ -29,6 +29,7 @@ SMALL_RUN = [
     "train.epochs=2",
     "views.fine-28.train={epochs: 2, stages: [{level: fine, epochs: 1, resolution: 14}]}",
     "views.coarse-28.train={epochs: 2, stages: [{level: coarse, epochs: 1, resolution: 14}]}",
+    "views.fine-14.train={}",
     "views.fine-14-clusters4.train={}",
     "train.width=8",
     "train.batch_size=64",  # 540 training images: enough steps to learn in two epochs

@@ -31,7 +31,7 @@ VIEWS = ["fine-28", "fine-14", "coarse-28", "fine-14-clusters4"]
 QUICK = [
     "data.limit=600", "train.epochs=1", "train.width=8", "distill.epochs=1", "distill.width=8",
     "validate.min_per_class=20", "views.fine-14-clusters4.segments.min_size=40",
-    *(f"views.{view}.train={{}}" for view in ("fine-28", "coarse-28", "fine-14-clusters4")),
+    *(f"views.{view}.train={{}}" for view in ("fine-28", "fine-14", "coarse-28", "fine-14-clusters4")),
 ]
 DATA_STEPS = ["import_raw", "clean_data", "validate_data", "partition_data"]
 EXPENSIVE = set(DATA_STEPS) | {f"train_view[{v}]" for v in VIEWS} | {"fuse_views", "distill_student", "evaluate_models"}

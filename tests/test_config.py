@@ -80,10 +80,10 @@ def test_views_are_overridden_with_yaml():
 
 
 def test_one_view_setting_is_overridden_by_its_dotted_key():
-    config = load_config(PARAMS, ["views.fine-28.train.epochs=2"])
+    config = load_config(PARAMS, ["views.fine-28.train.epochs=2", "views.fine-14.train={}"])
     fine_28 = config.train_config(config.view("fine-28"))
     assert fine_28.epochs == 2 and fine_28.stages == load_config(PARAMS).train_config(config.view("fine-28")).stages
-    assert config.train_config(config.view("fine-14")).epochs == config.train.epochs
+    assert config.train_config(config.view("fine-14")).epochs == config.train.epochs  # no setting of its own
 
 
 def test_override_value_null_clears_a_key():

@@ -3,8 +3,9 @@ taxonomy level (coarse before fine, say), on images at a lower resolution where 
 (progressive resizing: a 14x14 stage costs about a third of a 28x28 one), then the view's own
 stage learns the view's level at the view's resolution; each stage starts from the previous
 one's feature extractor (its head too when both predict the same level), so the cheap stages
-shape the features the last one refines. Each stage is a `train.fit` with its own schedule, per-part settings and checkpoints:
-a killed run resumes inside the stage it was in, the finished stages read back from theirs.
+shape the features the last one refines. Each stage is a `train.fit` with its own schedule,
+per-part settings and checkpoints: a killed run resumes inside the stage it was in, the
+finished stages read back from theirs.
 """
 from __future__ import annotations
 
@@ -71,9 +72,9 @@ def fit_staged(
     warn: Callable[[str], None] = print,
 ) -> TrainedModel:
     """Train `config.stages`, then the view's own stage on the labels `y_*` of `level`; return
-    the last stage's network. Each epoch's record carries its stage number and level (and
-resolution, for a stage that has its own), and counts
-    epochs across the stages. With no stages this is `train.fit` exactly."""
+    the last stage's network. Each epoch's record carries its stage number and level (and its
+    resolution, for a stage that has one), and counts epochs across the stages. With no stages
+    this is `train.fit` exactly."""
     if not config.stages:
         return train.fit(
             x_train, y_train, x_val, y_val, taxonomy.num_classes(level), config, runtime, on_epoch, checkpoint_dir, warn

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from granular.modalities.images.segments import SEGMENTER_FILE, ClusterSegmenter
 from granular.core.partition import pool
+from granular.modalities.images.segments import SEGMENTER_FILE, ClusterSegmenter
 
 MODALITY = "images"
 

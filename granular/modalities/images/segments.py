@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from granular.config import ClusterSegments
-from granular.core.partition import SPLITS, PartitionError
-from granular.core.partition import pool
+from granular.core.partition import SPLITS, PartitionError, pool
 from granular.store.atomic import read_npz, write_npz
 
 SEGMENTER_FILE = "segmenter.npz"  # in a segmented view's folder, and beside its experts
