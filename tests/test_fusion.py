@@ -15,6 +15,7 @@ from granular.core.fusion import (
     GatingFusion,
     ProductFusion,
     StackingFusion,
+    _selection,
     build_fuser,
     choose_fusion,
     restore_fusion,
@@ -360,6 +361,27 @@ def test_auto_keeps_the_best_view_when_combining_does_worse_on_held_out_folds():
     assert scores["best_view"]["log_loss"] < scores["stacking"]["log_loss"]
     assert record["strategy"] == "best_view" and record["summary"]["view"] == "fine"
     np.testing.assert_array_equal(fuser.predict_proba(probas), probas["fine"])
+
+
+def test_auto_does_not_trade_accuracy_for_calibration():
+    # The cross-fitted scores of a default run (2026-12-06): the product had the lowest log-loss
+    # but was 2 of 6,000 validation images less accurate than fine-28 alone, and lost to it on
+    # the test set (McNemar p = 0.013). The best view must win that.
+    scores = {
+        "best_view": {"accuracy": 0.93033, "log_loss": 0.27700}, "convex": {"accuracy": 0.93033, "log_loss": 0.27701},
+        "gating": {"accuracy": 0.92967, "log_loss": 0.27525}, "product": {"accuracy": 0.93000, "log_loss": 0.19700},
+        "stacking": {"accuracy": 0.92750, "log_loss": 0.20165},
+    }
+    selection = _selection(scores, folds=5)
+    assert (selection["winner"], selection["runner_up"]) == ("best_view", "convex")
+    assert selection["left_out"] == ["gating", "product", "stacking"]
+    assert "left out, less accurate than best_view (0.9303): gating (0.9297), product (0.9300)" in selection["reason"]
+    # As accurate or more: the lowest log-loss wins, as before.
+    scores["product"]["accuracy"] = 0.93033
+    assert _selection(scores, folds=5)["winner"] == "product"
+    # Without best_view among the candidates, nothing is left out.
+    del scores["best_view"]
+    assert _selection(scores, folds=5)["left_out"] == []
 
 
 def test_auto_compares_only_the_listed_candidates():

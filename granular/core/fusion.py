@@ -451,14 +451,24 @@ def cross_fitted_scores(
 
 
 def _selection(scores: dict[str, dict[str, float]], folds: int) -> dict:
-    """The winner by cross-fitted log-loss, the runner-up, and the margin between them."""
-    ranked = sorted(scores, key=lambda name: scores[name]["log_loss"])
+    """The winner by cross-fitted log-loss among the candidates at least as accurate (cross-fitted)
+    as `best_view` where it is one, the runner-up among those, and the margin between them. The
+    guard keeps a combination that is better calibrated but less accurate than the best view
+    alone from being picked: log-loss rewards calibration, a user reads accuracy."""
+    floor = scores["best_view"]["accuracy"] if "best_view" in scores else None
+    left_out = sorted(name for name in scores if floor is not None and scores[name]["accuracy"] < floor)
+    ranked = sorted((name for name in scores if name not in left_out), key=lambda name: scores[name]["log_loss"])
     winner, runner_up = ranked[0], (ranked[1] if len(ranked) > 1 else None)
     margin = scores[runner_up]["log_loss"] - scores[winner]["log_loss"] if runner_up else None
     reason = f"{winner}: cross-fitted validation log-loss {scores[winner]['log_loss']:.4f} over {folds} folds"
-    reason += f", {margin:.4f} below {runner_up}" if runner_up else " (the only candidate)"
+    reason += f", {margin:.4f} below {runner_up}" if runner_up else " (the only candidate left)"
+    if left_out:
+        reason += f"; left out, less accurate than best_view ({floor:.4f}): " + ", ".join(
+            f"{name} ({scores[name]['accuracy']:.4f})" for name in left_out
+        )
     return {
-        "rule": "lowest cross-fitted validation log-loss", "folds": folds, "scores": scores,
+        "rule": "lowest cross-fitted validation log-loss among the candidates at least as accurate as best_view",
+        "folds": folds, "scores": scores, "left_out": left_out,
         "winner": winner, "runner_up": runner_up, "margin": margin, "reason": reason,
     }
 
@@ -468,7 +478,7 @@ def choose_fusion(
     folds: np.ndarray,
 ) -> tuple[Fuser, dict]:
     """Fit `settings.strategy`, or with 'auto' the candidate whose cross-fitted validation log-loss
-    is lowest. Return the fuser, fitted on every fold, and its record (fusion.json): the strategy,
+    is lowest among those at least as accurate as the best view alone (see _selection). Return the fuser, fitted on every fold, and its record (fusion.json): the strategy,
     a readable summary, the fitted state, and every candidate's scores with the reason for the pick."""
     candidates = list(settings.candidates) if settings.strategy == "auto" else [settings.strategy]
     if len(folds) != len(y) or len(np.unique(folds)) < 2:
