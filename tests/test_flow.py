@@ -72,8 +72,11 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(small_run: SmallRun, tmp_path
     assert parent.data.params["train.epochs"] == "2"
     assert parent.data.tags["prefect.flow_run_id"]
     assert parent.data.tags["granular.split.fine-28.test.md5"]
+    # fine-28 learns at 14x14 for an epoch first (SMALL_RUN), under that stage's name, then at 28x28.
+    history = client.get_metric_history(children["fine-28"].info.run_id, "stage-0-fine-14.val_accuracy")
+    assert [m.step for m in history] == [1]
     history = client.get_metric_history(children["fine-28"].info.run_id, "val_accuracy")
-    assert [m.step for m in history] == [1, 2]
+    assert [m.step for m in history] == [2, 3]
     for segment in range(4):  # every expert's curve, in the segmented view's run
         history = client.get_metric_history(children["fine-14-clusters4"].info.run_id, f"segment-{segment}.val_accuracy")
         assert [m.step for m in history] == [1, 2]
