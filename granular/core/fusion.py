@@ -478,8 +478,9 @@ def choose_fusion(
     folds: np.ndarray,
 ) -> tuple[Fuser, dict]:
     """Fit `settings.strategy`, or with 'auto' the candidate whose cross-fitted validation log-loss
-    is lowest among those at least as accurate as the best view alone (see _selection). Return the fuser, fitted on every fold, and its record (fusion.json): the strategy,
-    a readable summary, the fitted state, and every candidate's scores with the reason for the pick."""
+    is lowest among those at least as accurate as the best view alone (see _selection). Return
+    the fuser, fitted on every fold, and its record (fusion.json): the strategy, a readable
+    summary, the fitted state, and every candidate's scores with the reason for the pick."""
     candidates = list(settings.candidates) if settings.strategy == "auto" else [settings.strategy]
     if len(folds) != len(y) or len(np.unique(folds)) < 2:
         raise ValueError(f"cross-fitting needs a fold for each of the {len(y)} examples, and two folds or more")
