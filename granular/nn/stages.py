@@ -90,7 +90,6 @@ def fit_staged(
     plan.append((level, None, own))
     weights, previous_level, epochs_before = None, None, 0
     for number, (stage_level, resolution, stage_config) in enumerate(plan):
-
         tags = {"stage": number, "stage_level": stage_level}
         if resolution is not None:
             tags["stage_resolution"] = resolution
@@ -104,7 +103,8 @@ def fit_staged(
         y_stage, y_val_stage = (relabel(labels, taxonomy, level, stage_level) for labels in (y_train, y_val))
         network = train.fit(
             at_resolution(x_train, resolution), y_stage, at_resolution(x_val, resolution), y_val_stage,
-            taxonomy.num_classes(stage_level), stage_config, runtime, record_stage, checkpoint_dir / f"stage-{number}" if checkpoint_dir else None, warn, initial=weights,
+            taxonomy.num_classes(stage_level), stage_config, runtime, record_stage,
+            checkpoint_dir / f"stage-{number}" if checkpoint_dir else None, warn, initial=weights,
         )
         weights = {key: value.detach().clone() for key, value in network.model.state_dict().items()}
         previous_level, epochs_before = stage_level, epochs_before + stage_config.epochs
