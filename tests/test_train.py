@@ -135,6 +135,27 @@ def test_a_deeper_network_is_rebuilt_from_its_checkpoint(tmp_path):
     np.testing.assert_allclose(predict_proba(loaded, x, RUNTIME), predict_proba(deep, x, RUNTIME), rtol=1e-6)
 
 
+def test_pooling_before_the_norm_computes_what_the_older_layout_did_and_older_checkpoints_still_load(tmp_path):
+    from granular.nn.models import CNNConfig, ResidualCNN, rebuild
+
+    torch.manual_seed(0)
+    older = ResidualCNN(CNNConfig(in_channels=1, num_classes=3, width=4, pool_first=False)).eval()
+    for module in older.modules():  # BatchNorm statistics and positive scales, as after training
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1), module.running_var.uniform_(0.5, 2), module.weight.data.uniform_(0.5, 2)
+    state = older.state_dict()
+    config = older.config.to_dict()
+    del config["pool_first"]  # what a checkpoint written before the option holds
+    reloaded = rebuild("ResidualCNN", config).eval()
+    reloaded.load_state_dict(state)  # strict: the older layout, parameter for parameter
+    newer = ResidualCNN(CNNConfig(in_channels=1, num_classes=3, width=4)).eval()
+    newer.load_state_dict(dict(zip(newer.state_dict(), state.values())))  # the same weights, renamed
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(newer(x), older(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(reloaded(x), older(x))
+
+
 @pytest.mark.parametrize("side, maps", [(28, 14), (14, 7), (8, 8)])
 def test_from_14x14_up_the_stem_halves_the_input_so_a_view_costs_what_its_resolution_is(side, maps):
     network = Pixels(np.zeros((2, side, side), np.float32)).network(3, CONFIG)
