@@ -341,9 +341,24 @@ def test_best_view_passes_the_view_with_the_lowest_log_loss_through():
     fuser = BestViewFusion(PARENTS).fit(probas, y)
     assert fuser.summary()["view"] == "fine"
     losses = fuser.summary()["log_losses"]
-    assert losses["fine"] == pytest.approx(log_loss(probas["fine"], y))
+    assert losses["fine"] <= log_loss(probas["fine"], y)  # scaled by its best exponent
     assert losses["fine"] < min(losses["noise"], losses["coarse"])
-    np.testing.assert_array_equal(fuser.predict_proba(probas), probas["fine"])
+    np.testing.assert_array_equal(fuser.predict_proba(probas).argmax(1), probas["fine"].argmax(1))
+
+
+def test_best_view_makes_an_overconfident_view_honest_and_keeps_its_predicted_classes():
+    y, probas, parents = _miscalibrated()
+    fuser = BestViewFusion({"over": parents["over"]}).fit({"over": probas["over"]}, y)
+    fused = fuser.predict_proba(probas)
+    assert fuser.summary()["exponent"] < 0.5  # softened
+    assert log_loss(fused, y) < log_loss(probas["over"], y) - 0.1
+    assert fuser.summary()["log_losses"]["over"] == pytest.approx(log_loss(fused, y), rel=1e-6)
+    np.testing.assert_array_equal(fused.argmax(1), probas["over"].argmax(1))
+    # A record written before the exponent existed passes its view through as it is.
+    record = fuser.to_record()
+    del record["state"]["exponent"]
+    older = BestViewFusion.from_record(record, {"over": parents["over"]})
+    np.testing.assert_allclose(older.predict_proba(probas), probas["over"], rtol=1e-6)
 
 
 def test_auto_keeps_the_best_view_when_combining_does_worse_on_held_out_folds():
@@ -360,7 +375,7 @@ def test_auto_keeps_the_best_view_when_combining_does_worse_on_held_out_folds():
     scores = record["selection"]["scores"]
     assert scores["best_view"]["log_loss"] < scores["stacking"]["log_loss"]
     assert record["strategy"] == "best_view" and record["summary"]["view"] == "fine"
-    np.testing.assert_array_equal(fuser.predict_proba(probas), probas["fine"])
+    np.testing.assert_array_equal(fuser.predict_proba(probas).argmax(1), probas["fine"].argmax(1))
 
 
 def test_auto_does_not_trade_accuracy_for_calibration():

@@ -13,9 +13,10 @@ that predicts a coarser level is related to the fine classes by the taxonomy's `
 - stacking: a multinomial logistic regression on every view's log-probabilities.
 - gating: a mixture of experts; a small network reads each example's view predictions and
   gives that example its own convex weights, so it can trust a view where it is reliable.
-- best_view: no combination at all, the one view with the lowest log-loss. As a candidate of
-  `auto` it is cross-fitted like the others, so a fuser that does worse than the best view on
-  held-out folds is never picked.
+- best_view: no combination at all, the one view with the lowest log-loss, its probabilities
+  sharpened or softened by one fitted exponent (temperature scaling: its predicted classes stay
+  its own, its confidence becomes honest). As a candidate of `auto` it is cross-fitted like the
+  others, so a fuser that does worse than the best view on held-out folds is never picked.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from functools import partial, wraps
 from typing import Callable
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import minimize, minimize_scalar
 from threadpoolctl import threadpool_limits
 
 from granular.config import FusionConfig
@@ -34,6 +35,7 @@ _EPS = 1e-12
 # and a log of 1e-12 would be an outlier that dominates a linear model.
 _FEATURE_FLOOR = 1e-6
 _MAX_ITERATIONS = 1000
+_MAX_EXPONENT = 5.0  # the largest power a view's probabilities are raised to (product, best_view)
 
 
 def _one_blas_thread(fit: Callable) -> Callable:
@@ -156,7 +158,7 @@ class ProductFusion(Fuser):
     name = "product"
     hyperparameter_names = ("max_exponent",)
 
-    def __init__(self, parents: dict[str, np.ndarray], max_exponent: float = 5.0):
+    def __init__(self, parents: dict[str, np.ndarray], max_exponent: float = _MAX_EXPONENT):
         super().__init__(parents)
         self.max_exponent = max_exponent
 
@@ -389,30 +391,50 @@ class GatingFusion(Fuser):
         self.mean_weights_ = {view: float(state["mean_gate_weights"][view]) for view in self.parents}
 
 
+def _scaled(distribution: np.ndarray, exponent: float) -> np.ndarray:
+    """p^exponent, renormalised: the same ranking of classes, another confidence."""
+    return _softmax(exponent * np.log(np.clip(distribution, _EPS, None)))
+
+
+def _fit_exponent(distribution: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The exponent in [0, _MAX_EXPONENT] with the lowest log-loss, and that log-loss."""
+    rows = np.arange(len(y))
+
+    def loss(exponent: float) -> float:
+        return float(-np.mean(np.log(np.clip(_scaled(distribution, exponent)[rows, y], _EPS, None))))
+
+    found = minimize_scalar(loss, bounds=(0.0, _MAX_EXPONENT), method="bounded")
+    return float(found.x), float(found.fun)
+
+
 class BestViewFusion(Fuser):
     """The view whose probabilities of the fine classes (a coarse view's shared evenly, as in
-    `convex`) have the lowest log-loss on the examples it is fitted on, passed through alone."""
+    `convex`) have the lowest log-loss on the examples it is fitted on, each view first scaled by
+    its own best exponent; that view is passed through alone, scaled so."""
 
     name = "best_view"
 
     def fit(self, probas_by_view: dict[str, np.ndarray], y: np.ndarray) -> "BestViewFusion":
-        truth = _truth_probabilities(_fine_distributions(probas_by_view, self.parents), y)  # (N, V)
-        losses = -np.log(truth).mean(axis=0)
-        self.view_ = list(self.parents)[int(np.argmin(losses))]
-        self.log_losses_ = {view: float(loss) for view, loss in zip(self.parents, losses)}
+        fitted = [_fit_exponent(distribution, y) for distribution in _fine_distributions(probas_by_view, self.parents)]
+        best = int(np.argmin([loss for _, loss in fitted]))
+        self.view_ = list(self.parents)[best]
+        self.exponent_ = fitted[best][0]
+        self.log_losses_ = {view: loss for view, (_, loss) in zip(self.parents, fitted)}
         return self
 
     def predict_proba(self, probas_by_view: dict[str, np.ndarray]) -> np.ndarray:
-        return _fine_distributions(probas_by_view, self.parents)[list(self.parents).index(self.view_)]
+        distribution = _fine_distributions(probas_by_view, self.parents)[list(self.parents).index(self.view_)]
+        return _scaled(distribution, self.exponent_)
 
     def summary(self) -> dict:
-        return {"view": self.view_, "log_losses": self.log_losses_}
+        return {"view": self.view_, "exponent": self.exponent_, "log_losses": self.log_losses_}
 
     def _state(self) -> dict:
         return self.summary()
 
     def _set_state(self, state: dict) -> None:
         self.view_ = state["view"]
+        self.exponent_ = float(state.get("exponent", 1.0))  # records from before the exponent pass the view as it is
         self.log_losses_ = {view: float(state["log_losses"][view]) for view in self.parents}
 
 
