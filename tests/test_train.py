@@ -161,6 +161,10 @@ def test_from_14x14_up_the_stem_halves_the_input_so_a_view_costs_what_its_resolu
     network = Pixels(np.zeros((2, side, side), np.float32)).network(3, CONFIG)
     after_stem = network.features[:2](torch.zeros(2, 1, side, side))
     assert after_stem.shape[-2:] == (maps, maps)
+    # With the stem pooling or without, the weights are named alike: a resolution stage hands
+    # them over between input sizes.
+    full = Pixels(np.zeros((2, 28, 28), np.float32)).network(3, CONFIG)
+    network.load_state_dict(full.state_dict())
 
 
 def _table(n: int, seed: int = 0):

@@ -29,17 +29,24 @@ class CNNConfig:
         return asdict(self)
 
 
-def _conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
-    """conv -> [2x2 max-pool] -> BatchNorm -> ReLU."""
+def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), *([nn.MaxPool2d(2)] if pool else []),
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+    )
+
+
+def _conv_pool_bn(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
+    # An Identity where nothing pools keeps the parameter names of every input size alike, so
+    # weights move between a small input's network and a large one's (resolution stages).
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.MaxPool2d(2) if pool else nn.Identity(),
         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
     )
 
 
 def _downsampling(c_in: int, c_out: int, pool: bool, pool_first: bool) -> list[nn.Module]:
     if pool_first:
-        return [_conv_bn(c_in, c_out, pool)]
+        return [_conv_pool_bn(c_in, c_out, pool)]
     return [_conv_bn(c_in, c_out), nn.MaxPool2d(2) if pool else nn.Identity()]
 
 
