@@ -39,7 +39,7 @@ from granular.modalities.images.sources import load_raw  # noqa: E402
 from granular.modalities.images.views import build_view  # noqa: E402
 from granular.nn.device import select_runtime  # noqa: E402
 from granular.nn.inputs import Pixels  # noqa: E402
-from granular.nn.stages import fit_staged  # noqa: E402
+from granular.nn.stages import fit_staged, level_heads_for  # noqa: E402
 from granular.nn.train import fit, predict_proba  # noqa: E402
 
 TARGETS = (0.92, 0.93, 0.94)
@@ -101,7 +101,7 @@ def side_by_side_throughput(settings: list[tuple], images: int, rounds: int) -> 
             history = []
             fit(Pixels(train["x"]), train["y"], Pixels(val["x"]), val["y"], num_classes=taxonomy.num_classes(level),
                 config=train_config.model_copy(update={"epochs": 1, "stages": []}), runtime=runtime,
-                on_epoch=history.append)
+                on_epoch=history.append, level_heads=level_heads_for(train_config, taxonomy, level))
             rates[index].append(history[0]["images_per_s"])
     return [statistics.median(r) for r in rates]
 

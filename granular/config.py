@@ -221,9 +221,12 @@ class TableView(_View):
                 f"view {self.name}: features {self.features!r} is neither 'all' nor a group of "
                 f"data.table.feature_groups {sorted(groups)}"
             )
-        for number, stage in enumerate(config.train_config(self).stages):
+        train = config.train_config(self)
+        for number, stage in enumerate(train.stages):
             if stage.resolution is not None:
                 raise ValueError(f"view {self.name}: train.stages[{number}].resolution: a table has no resolution")
+        if train.heads:
+            raise ValueError(f"view {self.name}: train.heads: extra heads are for image views (a table's MLP has none)")
 
 
 def _view_kind(view: Any) -> str:
@@ -309,6 +312,11 @@ class TrainConfig(_Section):
     # Stages trained first, in order, each from the previous one's features (see StageConfig):
     # e.g. the coarse labels before the fine ones. [] trains the view's own stage alone.
     stages: list[StageConfig] = Field(default_factory=list)
+    # One trunk, a head per granularity: level -> loss weight of an extra head that learns that
+    # coarser taxonomy level from the features halfway up the network (images only). At
+    # prediction each extra head's log-probability of a class's ancestor is added to the
+    # view's own head (their product, renormalised). {} = the view's own head alone.
+    heads: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
 
     _trainable = field_validator("parts")(_something_trains)
 

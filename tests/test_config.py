@@ -185,3 +185,14 @@ def test_a_bad_per_view_training_parameter_is_refused_with_the_view_named(tmp_pa
 def test_an_unknown_view_is_named_in_the_error():
     with pytest.raises(KeyError, match="no view named 'fine-7'"):
         load_config(PARAMS).view("fine-7")
+
+
+def test_extra_heads_are_for_image_views():
+    config = load_config(PARAMS, ["views.fine-28.train.heads={coarse: 0.5}"])
+    assert config.train_config(config.view("fine-28")).heads == {"coarse": 0.5}
+    table = [
+        "data.source={format: csv, path: data/table.csv}", "data.table={target: label}", "taxonomy=null",
+        "distill.enabled=false", "views={fine-all: {level: fine, features: all, train: {heads: {coarse: 1}}}}",
+    ]
+    with pytest.raises(ConfigError, match=r"view fine-all: train.heads: extra heads are for image views"):
+        load_config(PARAMS, table)

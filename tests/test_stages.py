@@ -54,7 +54,7 @@ def test_relabel_maps_to_ancestors_and_refuses_a_finer_level():
 def test_a_stage_of_an_unknown_or_finer_level_fails_before_training():
     with pytest.raises(ValueError, match=r"train.stages\[0\].level 'medium' is not a taxonomy level"):
         stages.check_stages(TrainConfig(stages=[{"level": "medium", "epochs": 1}]), TAXONOMY, "fine")
-    with pytest.raises(ValueError, match=r"train.stages\[0\]: level 'fine' is not coarser than 'coarse'"):
+    with pytest.raises(ValueError, match=r"train.stages\[0\].level: level 'fine' is not coarser than 'coarse'"):
         stages.check_stages(TrainConfig(stages=[{"level": "fine", "epochs": 1}]), TAXONOMY, "coarse")
 
 
@@ -62,8 +62,8 @@ def test_stages_train_in_order_on_their_own_labels_and_hand_their_features_on(mo
     calls = []
     real_fit = train.fit
 
-    def spy(x, y, x_val, y_val, num_classes, config, *args, initial=None):
-        trained = real_fit(x, y, x_val, y_val, num_classes, config, *args, initial=initial)
+    def spy(x, y, x_val, y_val, num_classes, config, *args, initial=None, **kwargs):
+        trained = real_fit(x, y, x_val, y_val, num_classes, config, *args, initial=initial, **kwargs)
         calls.append({"y": y, "classes": num_classes, "epochs": config.epochs, "initial": initial,
                       "state": _state(trained)})
         return trained
@@ -157,9 +157,9 @@ def test_a_stage_of_the_same_level_hands_its_head_on_too(monkeypatch):
     initials = []
     real_fit = train.fit
 
-    def spy(*args, initial=None):
+    def spy(*args, initial=None, **kwargs):
         initials.append(initial)
-        return real_fit(*args, initial=initial)
+        return real_fit(*args, initial=initial, **kwargs)
 
     monkeypatch.setattr(train, "fit", spy)
     # A fine stage with the features frozen (the head learns first), then the whole network.
@@ -174,8 +174,8 @@ def test_a_low_resolution_stage_trains_on_pooled_images_and_hands_every_weight_o
     calls = []
     real_fit = train.fit
 
-    def spy(x, y, x_val, y_val, num_classes, config, *args, initial=None):
-        trained = real_fit(x, y, x_val, y_val, num_classes, config, *args, initial=initial)
+    def spy(x, y, x_val, y_val, num_classes, config, *args, initial=None, **kwargs):
+        trained = real_fit(x, y, x_val, y_val, num_classes, config, *args, initial=initial, **kwargs)
         calls.append({"x": x.images, "x_val": x_val.images, "initial": initial, "state": _state(trained)})
         return trained
 

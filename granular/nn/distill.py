@@ -56,10 +56,11 @@ def mixed_targets(teacher_proba: np.ndarray, labels: np.ndarray, alpha: float) -
 
 def student_config(distill_config: DistillConfig, train: TrainConfig) -> TrainConfig:
     """The shared training recipe with the student's own size and length, predicting without
-    shifted copies: the student is there to serve fast."""
+    shifted copies: the student is there to serve fast. It learns the teacher's probabilities in
+    one stage with one head (soft targets have no coarser labels to give extra heads)."""
     return train.model_copy(update={
         "epochs": distill_config.epochs, "width": distill_config.width, "depth": distill_config.depth,
-        "tta_shift": 0,
+        "tta_shift": 0, "stages": [], "heads": {},
     })
 
 

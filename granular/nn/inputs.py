@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from granular.config import TrainConfig
-from granular.nn.models import CNNConfig, MLPConfig, ResidualCNN, TabularMLP, stem_pool_for
+from granular.nn.models import CNNConfig, LevelHeads, MLPConfig, ResidualCNN, TabularMLP, stem_pool_for
 
 UNKNOWN = -1  # the code of a category not seen in the training split
 
@@ -38,7 +38,9 @@ class NetworkInputs(Protocol):
 
     def scaled(self, tensors: tuple[torch.Tensor, ...], mean: Statistic, std: Statistic) -> tuple[torch.Tensor, ...]: ...
 
-    def network(self, num_classes: int, config: TrainConfig) -> nn.Module: ...
+    def network(self, num_classes: int, config: TrainConfig, level_heads: LevelHeads | None = None) -> nn.Module:
+        """The untrained network, with an extra head per coarser level where given (level ->
+        the ancestor of each class)."""
 
     def augment(self, batch: tuple[torch.Tensor, ...], config: TrainConfig, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         """A training batch (on the device, unscaled) with the configured random changes."""
@@ -76,10 +78,10 @@ class Pixels:
     def scaled(self, tensors, mean, std):
         return (((tensors[0] - mean) / std).contiguous(memory_format=torch.channels_last),)
 
-    def network(self, num_classes: int, config: TrainConfig) -> nn.Module:
+    def network(self, num_classes: int, config: TrainConfig, level_heads: LevelHeads | None = None) -> nn.Module:
         return ResidualCNN(CNNConfig(
             in_channels=1, num_classes=num_classes, width=config.width, depth=config.depth, dropout=config.dropout,
-            stem_pool=stem_pool_for(self.images.shape[1]),
+            stem_pool=stem_pool_for(self.images.shape[1]), level_heads=level_heads or {},
         ))
 
     def augment(self, batch, config, generator):
@@ -139,7 +141,9 @@ class TableArrays:
     def scaled(self, tensors, mean, std):
         return ((tensors[0] - mean) / std, *tensors[1:])
 
-    def network(self, num_classes: int, config: TrainConfig) -> nn.Module:
+    def network(self, num_classes: int, config: TrainConfig, level_heads: LevelHeads | None = None) -> nn.Module:
+        if level_heads:
+            raise ValueError("extra heads are for image networks: a table's MLP has none")
         return TabularMLP(MLPConfig(
             num_numeric=self.numeric.shape[1], cardinalities=self.cardinalities, num_classes=num_classes,
             width=config.width, depth=config.depth, dropout=config.dropout,

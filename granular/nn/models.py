@@ -2,10 +2,15 @@
 images of any size the pooling factors allow, and an MLP with categorical embeddings for tables."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+
+# Extra heads of a network: taxonomy level -> the ancestor there of each of the network's classes.
+LevelHeads = dict[str, list[int]]
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,8 @@ class CNNConfig:
     # faster. With a positive BatchNorm scale the two orders compute the same function. False is
     # the layout of checkpoints written before (conv -> BatchNorm -> ReLU -> max-pool).
     pool_first: bool = True
+    # Extra heads on the trunk, each reading the features after the second residual stage.
+    level_heads: LevelHeads = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,7 +71,9 @@ def stem_pool_for(height: int) -> bool:
 
 
 class ResidualCNN(nn.Module):
-    """Two stages of conv -> pool -> `depth` residual blocks, then global pooling and a linear head."""
+    """Two stages of conv -> pool -> `depth` residual blocks, then global pooling and a linear head;
+    optionally an extra head per coarser taxonomy level halfway up (one trunk, a head per
+    granularity), whose log-probabilities of each class's ancestor add to the head's logits."""
 
     def __init__(self, config: CNNConfig):
         super().__init__()
@@ -81,9 +90,35 @@ class ResidualCNN(nn.Module):
             nn.Flatten(),
         )
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(4 * w, config.num_classes))
+        if config.level_heads:
+            if not config.pool_first:
+                raise ValueError("extra heads need the pool_first layout")
+            self.level_heads = nn.ModuleDict({
+                level: nn.Sequential(
+                    nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(config.dropout),
+                    nn.Linear(2 * w, max(ancestors) + 1),
+                )
+                for level, ancestors in config.level_heads.items()
+            })
+            for level, ancestors in config.level_heads.items():
+                self.register_buffer(f"ancestors_{level}", torch.tensor(ancestors), persistent=False)
+
+    # Where the extra heads branch off: after the second residual stage (B, 2w, S/2, S/2).
+    _BRANCH = 4
+
+    def logits_by_head(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The view's head's logits (B, classes) and each extra head's (B, classes of its level)."""
+        if not self.config.level_heads:
+            return self.head(self.features(x)), {}
+        halfway = self.features[: self._BRANCH](x)
+        own = self.head(self.features[self._BRANCH :](halfway))
+        return own, {level: head(halfway) for level, head in self.level_heads.items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        own, extra = self.logits_by_head(x)
+        for level, logits in extra.items():  # the heads' product: log p(class) + log p(its ancestor)
+            own = own + F.log_softmax(logits.float(), dim=1)[:, getattr(self, f"ancestors_{level}")]
+        return own
 
 
 @dataclass(frozen=True)
@@ -142,10 +177,11 @@ class TabularMLP(nn.Module):
 
 def network_parts(model: nn.Module) -> dict[str, list[nn.Module]]:
     """The parts that take their own optimiser settings (config.Part): `head`, the classifier
-    every network here ends with, and `features`, every module below it."""
+    every network here ends with (and its extra heads), and `features`, every module below it."""
+    heads = ("head", "level_heads")
     return {
-        "features": [module for name, module in model.named_children() if name != "head"],
-        "head": [model.head],
+        "features": [module for name, module in model.named_children() if name not in heads],
+        "head": [module for name, module in model.named_children() if name in heads],
     }
 
 

@@ -20,6 +20,7 @@ from granular.core.taxonomy import Taxonomy
 from granular.nn import train
 from granular.nn.device import Runtime
 from granular.nn.inputs import NetworkInputs, Pixels
+from granular.nn.models import LevelHeads
 from granular.nn.trained import TrainedModel
 
 
@@ -46,16 +47,33 @@ def at_resolution(inputs: NetworkInputs, resolution: int | None) -> NetworkInput
     return Pixels(pool(inputs.images, resolution))
 
 
+def _ancestors(taxonomy: Taxonomy, level: str, to_level: str, key: str) -> list[int]:
+    """The id at `to_level` of each class of `level`; an error names `key` when it is not coarser."""
+    if to_level not in taxonomy.levels:
+        raise ValueError(f"{key} {to_level!r} is not a taxonomy level {list(taxonomy.levels)}")
+    try:
+        return relabel(np.arange(taxonomy.num_classes(level)), taxonomy, level, to_level).tolist()
+    except ValueError as error:
+        raise ValueError(f"{key}: {error}") from None
+
+
 def check_stages(config: TrainConfig, taxonomy: Taxonomy, level: str) -> None:
-    """Fail before any training when a stage's level is unknown or finer than the view's."""
+    """Fail before any training when a stage's level is unknown or finer than the view's, or an
+    extra head's is not strictly coarser."""
     for number, stage in enumerate(config.stages):
-        if stage.level not in taxonomy.levels:
-            levels = list(taxonomy.levels)
-            raise ValueError(f"train.stages[{number}].level {stage.level!r} is not a taxonomy level {levels}")
-        try:
-            relabel(np.arange(taxonomy.num_classes(level)), taxonomy, level, stage.level)
-        except ValueError as error:
-            raise ValueError(f"train.stages[{number}]: {error}") from None
+        _ancestors(taxonomy, level, stage.level, f"train.stages[{number}].level")
+    level_heads_for(config, taxonomy, level)
+
+
+def level_heads_for(config: TrainConfig, taxonomy: Taxonomy, level: str) -> LevelHeads:
+    """The extra heads of a network that learns `level`: each level of `config.heads`, which must
+    be strictly coarser than the view's, -> the ancestor of each class of `level` there."""
+    heads = {}
+    for head_level in config.heads:
+        if head_level == level:
+            raise ValueError(f"train.heads.{head_level}: the network's own head learns {level!r} already")
+        heads[head_level] = _ancestors(taxonomy, level, head_level, "train.heads")
+    return heads
 
 
 def fit_staged(
@@ -75,11 +93,12 @@ def fit_staged(
     the last stage's network. Each epoch's record carries its stage number and level (and its
     resolution, for a stage that has one), and counts epochs across the stages. With no stages
     this is `train.fit` exactly."""
+    check_stages(config, taxonomy, level)
     if not config.stages:
         return train.fit(
-            x_train, y_train, x_val, y_val, taxonomy.num_classes(level), config, runtime, on_epoch, checkpoint_dir, warn
+            x_train, y_train, x_val, y_val, taxonomy.num_classes(level), config, runtime, on_epoch, checkpoint_dir,
+            warn, level_heads=level_heads_for(config, taxonomy, level),
         )
-    check_stages(config, taxonomy, level)
     own = config.model_copy(update={"stages": []})
     # An earlier stage's predictions are only checked, never served: no shifted test-time copies.
     plan = [
@@ -101,10 +120,15 @@ def fit_staged(
         if weights is not None and stage_level != previous_level:  # new classes: a fresh head
             weights = {key: value for key, value in weights.items() if not key.startswith("head.")}
         y_stage, y_val_stage = (relabel(labels, taxonomy, level, stage_level) for labels in (y_train, y_val))
+        # A stage has the extra heads of levels coarser than its own (a coarse stage none of its level).
+        heads = {head: weight for head, weight in stage_config.heads.items()
+                 if taxonomy.levels.index(head) > taxonomy.levels.index(stage_level)}  # levels: finest first
+        stage_config = stage_config.model_copy(update={"heads": heads})
         network = train.fit(
             at_resolution(x_train, resolution), y_stage, at_resolution(x_val, resolution), y_val_stage,
             taxonomy.num_classes(stage_level), stage_config, runtime, record_stage,
             checkpoint_dir / f"stage-{number}" if checkpoint_dir else None, warn, initial=weights,
+            level_heads=level_heads_for(stage_config, taxonomy, stage_level),
         )
         weights = {key: value.detach().clone() for key, value in network.model.state_dict().items()}
         previous_level, epochs_before = stage_level, epochs_before + stage_config.epochs

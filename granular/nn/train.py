@@ -99,8 +99,10 @@ def _warmup_cosine(warmup: int, total: int, step: int) -> float:
 
 
 def _load_initial(model: nn.Module, initial: dict[str, torch.Tensor]) -> None:
+    """Start from `initial`; heads it lacks start afresh, extra heads the network lacks are dropped."""
     missing, unexpected = model.load_state_dict(initial, strict=False)
-    not_head = [key for key in missing if not key.startswith("head.")]
+    not_head = [key for key in missing if not key.startswith(("head.", "level_heads."))]
+    unexpected = [key for key in unexpected if not key.startswith("level_heads.")]
     if not_head or unexpected:
         raise ValueError(f"initial weights do not fit the network: missing {not_head}, unexpected {unexpected}")
 
@@ -120,6 +122,39 @@ def _targets(y_train: np.ndarray, rows: int, num_classes: int, runtime: Runtime)
     return torch.as_tensor(y_train, dtype=torch.float32, device=runtime.device)
 
 
+def _ancestors(
+    config: TrainConfig, level_heads: models.LevelHeads, ys: torch.Tensor, runtime: Runtime
+) -> dict[str, torch.Tensor]:
+    """Each extra head's level -> the ancestor id of every class, on the device."""
+    if set(config.heads) != set(level_heads):
+        raise ValueError(f"train.heads {sorted(config.heads)} need each level's ancestors; given {sorted(level_heads)}")
+    if level_heads and ys.ndim != 1:
+        raise ValueError("extra heads learn from class ids, not from soft targets")
+    return {level: torch.as_tensor(level_heads[level], device=runtime.device) for level in sorted(level_heads)}
+
+
+@torch.no_grad()
+def _head_accuracies(
+    trained: TrainedModel, x_val: NetworkInputs, y_val: np.ndarray, ancestors: dict[str, torch.Tensor], runtime: Runtime
+) -> dict[str, float]:
+    """Validation accuracy of each head alone, the view's own (`head`) and each extra one
+    (`head_LEVEL`), on its own labels; {} without extra heads. The plain images, no copies."""
+    if not ancestors or not len(y_val):
+        return {}
+    model = trained.model.eval()
+    correct = {"head": 0, **{f"head_{level}": 0 for level in ancestors}}
+    for start in range(0, len(x_val), 1024):
+        rows = x_val[start : start + 1024]
+        y = torch.as_tensor(np.asarray(y_val[start : start + 1024]), device=runtime.device)
+        with _autocast(runtime):
+            scaled = rows.scaled(rows.to_device(runtime.device), trained.mean, trained.std)
+            own, by_level = model.logits_by_head(*scaled)
+        correct["head"] += int((own.argmax(1) == y).sum())
+        for level, logits in by_level.items():
+            correct[f"head_{level}"] += int((logits.argmax(1) == ancestors[level][y]).sum())
+    return {f"val_accuracy_{name}": count / len(y_val) for name, count in correct.items()}
+
+
 def fit(
     x_train: NetworkInputs,
     y_train: np.ndarray,
@@ -132,11 +167,16 @@ def fit(
     checkpoint_dir: Path | None = None,
     warn: Callable[[str], None] = print,
     initial: dict[str, torch.Tensor] | None = None,
+    level_heads: models.LevelHeads | None = None,
 ) -> TrainedModel:
     """Train the network that reads `x_train` with the recipe in `config` (optimizer and its
     per-part settings, warm-up schedule, label smoothing, the inputs' augmentation, early
     stopping on the validation loss), from the weights in `initial` where given (a state dict
     of the same network; the head's may be left out, to start it afresh).
+
+    `level_heads` gives each level of `config.heads` the ancestor of every class: an extra head
+    learns those ancestors, its loss weighted as `config.heads` says (granular/nn/stages.py:
+    level_heads_for).
 
     `y_train` holds class ids (N,), or target probabilities (N, num_classes) to train on soft
     targets (distillation); validation accuracy and loss always use the class ids `y_val`.
@@ -147,7 +187,8 @@ def fit(
     the CPU it ends with exactly the weights an uninterrupted run would have.
     """
     return run_to_end(training_steps(
-        x_train, y_train, x_val, y_val, num_classes, config, runtime, on_epoch, checkpoint_dir, warn, initial
+        x_train, y_train, x_val, y_val, num_classes, config, runtime, on_epoch, checkpoint_dir, warn, initial,
+        level_heads=level_heads,
     ))
 
 
@@ -174,6 +215,7 @@ def training_steps(
     extra_loss: ExtraLoss | None = None,
     exposed: dict | None = None,
     own_signals: bool = True,
+    level_heads: models.LevelHeads | None = None,
 ) -> Generator[None, None, TrainedModel]:
     """`fit`, one optimiser step at a time: a generator that pauses after each step and returns
     the trained model, so that a caller can interleave several trainings (co-training). Each
@@ -187,14 +229,17 @@ def training_steps(
     mean, std = x_train.statistics(runtime.device)
     xs = x_train.to_device(runtime.device)
     ys = _targets(y_train, len(x_train), num_classes, runtime)
+    ancestors = _ancestors(config, level_heads or {}, ys, runtime)
 
-    model = x_train.network(num_classes, config)
+    model = x_train.network(num_classes, config, level_heads)
     if initial is not None:
         _load_initial(model, initial)
     model = model.to(runtime.device, memory_format=torch.channels_last)
+    # With extra heads, a step reads every head's logits; a prediction, their product.
+    forward = model.logits_by_head if ancestors else model
     # The compiled module shares the model's parameters; checkpoints keep the plain model's names.
     compiled = config.compile == "on" or (config.compile == "auto" and runtime.device.type == "cuda")
-    forward = torch.compile(model) if compiled else model
+    forward = torch.compile(forward) if compiled else forward
     optimizer = _optimizer(model, config)
     frozen = _frozen_modules(model, config)
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
@@ -210,6 +255,7 @@ def training_steps(
 
     data = [*x_train.arrays(), np.asarray(y_train), *x_val.arrays(), np.asarray(y_val)]
     data += [tensor.cpu().numpy() for tensor in (initial or {}).values()]
+    data += [np.asarray(level_heads[level]) for level in ancestors]
     fingerprint = _fingerprint(config, num_classes, data) if checkpoint_dir else ""
 
     def state(order: torch.Tensor | None, loss_sum: torch.Tensor) -> dict:
@@ -255,8 +301,13 @@ def training_steps(
                 batch = x_train.augment(tuple(x[rows] for x in xs), config, generator)
                 batch = x_train.scaled(batch, mean, std)
                 with _autocast(runtime):
-                    logits = forward(*batch)
+                    logits, by_level = forward(*batch) if ancestors else (forward(*batch), {})
                     loss = F.cross_entropy(logits, ys[rows], label_smoothing=config.label_smoothing)
+                    for level, level_logits in by_level.items():
+                        ancestor = ancestors[level][ys[rows]]
+                        loss = loss + config.heads[level] * F.cross_entropy(
+                            level_logits, ancestor, label_smoothing=config.label_smoothing
+                        )
                     if extra_loss is not None:
                         loss = loss + extra_loss(rows, logits)
                 optimizer.zero_grad(set_to_none=True)
@@ -281,6 +332,7 @@ def training_steps(
                 "seconds": seconds,
                 "images_per_s": len(x_train) * (1 - first_step / steps_per_epoch) / seconds,
                 "lr": schedule.get_last_lr()[0],
+                **_head_accuracies(trained, x_val, y_val, ancestors, runtime),
             }
             trained.history.append(record)
             trained.val_proba = val_proba

@@ -55,6 +55,7 @@ def tune_view(config: Config, paths: ProjectPaths, view_name: str, hooks: TrialH
 
     from granular.nn import train
     from granular.nn.device import select_runtime
+    from granular.nn.stages import level_heads_for
 
     tune = config.tune
     if not tune.space:
@@ -80,6 +81,7 @@ def tune_view(config: Config, paths: ProjectPaths, view_name: str, hooks: TrialH
         trained = train.fit(
             data.x["train"], data.y["train"], data.x["val"], data.y["val"], num_classes=taxonomy.num_classes(view.level),
             config=TrainConfig.model_validate({**base.model_dump(), **params}), runtime=runtime, on_epoch=on_epoch,
+            level_heads=level_heads_for(base, taxonomy, view.level),
         )
         return min(record["val_loss"] for record in trained.history)
 
