@@ -114,10 +114,15 @@ class ResidualCNN(nn.Module):
         own = self.head(self.features[self._BRANCH :](halfway))
         return own, {level: head(halfway) for level, head in self.level_heads.items()}
 
+    def ancestors(self) -> dict[str, torch.Tensor]:
+        """Each extra head's level -> the ancestor id of each of the network's classes."""
+        return {level: getattr(self, f"ancestors_{level}") for level in self.config.level_heads}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         own, extra = self.logits_by_head(x)
+        ancestors = self.ancestors()
         for level, logits in extra.items():  # the heads' product: log p(class) + log p(its ancestor)
-            own = own + F.log_softmax(logits.float(), dim=1)[:, getattr(self, f"ancestors_{level}")]
+            own = own + F.log_softmax(logits.float(), dim=1)[:, ancestors[level]]
         return own
 
 

@@ -122,15 +122,11 @@ def _targets(y_train: np.ndarray, rows: int, num_classes: int, runtime: Runtime)
     return torch.as_tensor(y_train, dtype=torch.float32, device=runtime.device)
 
 
-def _ancestors(
-    config: TrainConfig, level_heads: models.LevelHeads, ys: torch.Tensor, runtime: Runtime
-) -> dict[str, torch.Tensor]:
-    """Each extra head's level -> the ancestor id of every class, on the device."""
+def _check_heads(config: TrainConfig, level_heads: models.LevelHeads, ys: torch.Tensor) -> None:
     if set(config.heads) != set(level_heads):
         raise ValueError(f"train.heads {sorted(config.heads)} need each level's ancestors; given {sorted(level_heads)}")
     if level_heads and ys.ndim != 1:
         raise ValueError("extra heads learn from class ids, not from soft targets")
-    return {level: torch.as_tensor(level_heads[level], device=runtime.device) for level in sorted(level_heads)}
 
 
 @torch.no_grad()
@@ -229,12 +225,13 @@ def training_steps(
     mean, std = x_train.statistics(runtime.device)
     xs = x_train.to_device(runtime.device)
     ys = _targets(y_train, len(x_train), num_classes, runtime)
-    ancestors = _ancestors(config, level_heads or {}, ys, runtime)
+    _check_heads(config, level_heads or {}, ys)
 
     model = x_train.network(num_classes, config, level_heads)
     if initial is not None:
         _load_initial(model, initial)
     model = model.to(runtime.device, memory_format=torch.channels_last)
+    ancestors = model.ancestors() if level_heads else {}  # extra head's level -> each class's ancestor
     # With extra heads, a step reads every head's logits; a prediction, their product.
     forward = model.logits_by_head if ancestors else model
     # The compiled module shares the model's parameters; checkpoints keep the plain model's names.
