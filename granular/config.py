@@ -165,6 +165,8 @@ class _View(_Section):
     level: str = "fine"
     # Training parameters of this view only, over the shared `train` section.
     train: dict[str, Any] = Field(default_factory=dict)
+    # Views under `transfers:` only: the view whose trained network this one starts from.
+    start_from: str | None = None
 
     @property
     def name(self) -> str:
@@ -504,6 +506,12 @@ class Config(_Section):
         "fine-14": ImageView(level="fine", resolution=14),
         "coarse-28": ImageView(level="coarse", resolution=28),
     }
+    # Views that start from another view's trained network (model granularity: its feature
+    # extractor, its head too when both learn the same level), declared as views are, plus
+    # `start_from: VIEW`. Kept apart in params.yaml so that dvc.yaml can make each one's training
+    # depend on its source's model; in `views` too once loaded (every step treats them alike),
+    # each after its source.
+    transfers: dict[str, ViewConfig] = {}
     train: TrainConfig = TrainConfig()
     fusion: FusionConfig = FusionConfig()
     distill: DistillConfig = DistillConfig()
@@ -514,6 +522,29 @@ class Config(_Section):
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _transfers_are_views(cls, data: Any) -> Any:
+        """`views` gets the transfers after the views declared there; a view that starts from
+        another belongs under `transfers` alone."""
+        if not isinstance(data, dict) or not isinstance(data.get("views", {}), dict):
+            return data  # pydantic says what is wrong with it
+        views, transfers = dict(data.get("views") or {}), data.get("transfers") or {}
+        if not isinstance(transfers, dict):
+            return data
+        for key, view in views.items():
+            if _start_from(view) is not None:
+                raise ValueError(
+                    f"views.{key}.start_from: a view that starts from another is declared under `transfers:`, "
+                    "so that DVC trains it after its source"
+                )
+        for key, view in transfers.items():
+            if key in views:
+                raise ValueError(f"transfers.{key}: a view of that name is declared under `views:` already")
+            if _start_from(view) is None:
+                raise ValueError(f"transfers.{key}.start_from: name the view whose trained network it starts from")
+        return {**data, "views": {**views, **transfers}} if transfers else data
 
     @field_validator("views")
     @classmethod
@@ -534,7 +565,10 @@ class Config(_Section):
 
     def with_views(self, names: list[str]) -> "Config":
         """The same configuration over fewer views (those that finished training)."""
-        return self.model_copy(update={"views": {name: self.views[name] for name in names}})
+        return self.model_copy(update={
+            "views": {name: self.views[name] for name in names},
+            "transfers": {name: view for name, view in self.transfers.items() if name in names},
+        })
 
     def view(self, name: str) -> ViewConfig:
         if name not in self.views:
@@ -578,6 +612,31 @@ class Config(_Section):
         return self
 
     @model_validator(mode="after")
+    def _transfers_fit_their_sources(self) -> "Config":
+        """Each transfer starts from a view declared before it (so none starts from itself, in a
+        loop or from a view trained after it) whose network has the same shape: one network,
+        the same width and depth (and, for a table, the same features)."""
+        names = list(self.views)
+        for name in self.transfers:
+            view = self.views[name]
+            key, source = f"transfers.{name}.start_from", view.start_from
+            if source not in self.views or names.index(source) >= names.index(name):
+                raise ValueError(f"{key}: {source!r} is not a view declared before it (views first, then transfers in order)")
+            origin = self.views[source]
+            if origin.segments:
+                raise ValueError(f"{key}: view {source} trains one expert per segment; start from a view of one network")
+            if isinstance(view, TableView) and view.features != origin.features:
+                raise ValueError(f"{key}: view {source} reads the features {origin.features!r}, this one {view.features!r}")
+            mine, theirs = self.train_config(view), self.train_config(origin)
+            for setting in ("width", "depth"):
+                if getattr(mine, setting) != getattr(theirs, setting):
+                    raise ValueError(
+                        f"{key}: train.{setting} is {getattr(mine, setting)} here but {getattr(theirs, setting)} "
+                        f"in view {source}: the network must have the same shape"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _relative_paths_stay_in_project(self) -> "Config":
         """Refused at once: a relative path whose `..` climbs out of the project root. Absolute
         paths and symlinks need the root, so ProjectPaths.resolve checks them where they are used."""
@@ -587,7 +646,14 @@ class Config(_Section):
         return self
 
     def as_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
+        """As params.yaml holds it: the transfers under `transfers` alone."""
+        settings = self.model_dump(mode="json", by_alias=True)
+        settings["views"] = {name: view for name, view in settings["views"].items() if name not in self.transfers}
+        return settings
+
+
+def _start_from(view: Any) -> str | None:
+    return view.get("start_from") if isinstance(view, dict) else getattr(view, "start_from", None)
 
 
 def config_paths(section: BaseModel, prefix: str = "") -> dict[str, Path]:

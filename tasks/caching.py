@@ -131,9 +131,17 @@ def _lookup(tree: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def _interpolate(text: str, settings: dict[str, Any], view: str | None) -> str:
-    """${key} is the foreach view; ${a.b} a configuration value, as DVC reads them from params.yaml."""
-    return re.sub(r"\$\{([^}]+)\}", lambda m: view if m[1] == "key" else str(_lookup(settings, m[1])), text)
+def _interpolate(text: str, settings: dict[str, Any], view: str | None, item: dict[str, Any] | None = None) -> str:
+    """${key} is the foreach view, ${item.a} a value of its entry; ${a.b} a configuration value,
+    as DVC reads them from params.yaml."""
+    def value(name: str) -> str:
+        if name == "key":
+            return view
+        if name.startswith("item."):
+            return str(_lookup(item or {}, name.removeprefix("item.")))
+        return str(_lookup(settings, name))
+
+    return re.sub(r"\$\{([^}]+)\}", lambda m: value(m[1]), text)
 
 
 def _entry_path(entry: str | dict) -> str:
@@ -165,10 +173,12 @@ class StepCache(CachePolicy):
         deps, code, params, outs = {}, {}, {}, {}
         for name in self.stages:
             stage = _dvc_stages()[name]
-            for key in self._foreach_keys(stage, config, view):
+            collection = _lookup(settings, stage["foreach"].strip("${}")) if "foreach" in stage else {}
+            for key in self._foreach_keys(stage, collection, view):
                 spec = stage["do"] if "foreach" in stage else stage
+                item = collection.get(key)
                 for entry in spec.get("deps", []):
-                    dep = _interpolate(entry, settings, key)
+                    dep = _interpolate(entry, settings, key, item)
                     if dep.startswith(f"{PACKAGE.name}/"):
                         code[dep] = REPO / dep
                     else:
@@ -185,10 +195,14 @@ class StepCache(CachePolicy):
         return StageInputs(deps=deps, code=code, params=params, outs=outs)
 
     @staticmethod
-    def _foreach_keys(stage: dict, config: Config, view: str | None) -> list[str | None]:
+    def _foreach_keys(stage: dict, collection: dict[str, Any], view: str | None) -> list[str | None]:
+        """A foreach stage's keys this task runs: the task's view, where the stage iterates over it
+        (`views` or `transfers`), or all of them."""
         if "foreach" not in stage:
             return [None]
-        return [view] if view is not None else list(config.views)
+        if view is None:
+            return list(collection)
+        return [view] if view in collection else []
 
     def _without_ignored(self, dotted: str, value: Any, settings: dict, view: str | None) -> Any:
         for pattern in self.ignored:

@@ -90,9 +90,12 @@ def _validate_and_record(config: Config, paths: ProjectPaths, parent: tracking.R
 
 
 # The view stages list each view whole; its `train` settings are read by training alone.
-@cached_task("split", "view", ignored=("views.${key}.train",), name="partition_data")
+@cached_task(
+    "split", "view", "view_transfer", ignored=("views.${key}.train", "transfers.${key}.train"), name="partition_data",
+)
 def partition_data(config: Config, paths: ProjectPaths) -> dict:
-    """One split for all views, then each view's files (the DVC stages `split` and `view@NAME`)."""
+    """One split for all views, then each view's files (the DVC stages `split`, `view@NAME` and
+    `view_transfer@NAME`)."""
     splits = split_step(config, paths)
     views = {name: view_step(config, paths, name) for name in config.views}
     get_run_logger().info("splits %s; views %s", splits, sorted(views))

@@ -90,21 +90,39 @@ def train_all_views(config: Config, paths: ProjectPaths, parent: tracking.RunRef
     summaries of the views that finished, and why each other failed."""
     if config.orchestration.task_runner == "dask":
         return train_on_dask(config, paths, parent)
-    names = list(config.views)
-    width = min(len(names), concurrent_trainings(config.train.threads))
+    width = min(len(config.views), concurrent_trainings(config.train.threads))
     finished, failed = [], {}
-    if width == 1:  # in this thread, where SIGTERM can be deferred until a checkpoint is saved
-        for name in names:
-            _collect(name, lambda: train_view(config, paths, name, parent), finished, failed)
-    else:
-        for start in range(0, len(names), width):
-            wave = {
-                name: train_view.submit(config, paths, name, parent, gpu=i)
-                for i, name in enumerate(names[start : start + width])
-            }
-            for name, future in wave.items():
-                _collect(name, future.result, finished, failed)
+    for wave in waves(config, width):
+        wave = [name for name in wave if not _source_failed(config, name, failed)]
+        if width == 1:  # in this thread, where SIGTERM can be deferred until a checkpoint is saved
+            for name in wave:
+                _collect(name, lambda: train_view(config, paths, name, parent), finished, failed)
+            continue
+        futures = {name: train_view.submit(config, paths, name, parent, gpu=i) for i, name in enumerate(wave)}
+        for name, future in futures.items():
+            _collect(name, future.result, finished, failed)
     return finished, failed
+
+
+def _source_failed(config: Config, name: str, failed: dict[str, str]) -> bool:
+    """Whether view `name` starts from a view that failed; if so it fails too, saying why."""
+    source = config.views[name].start_from
+    if source not in failed:
+        return False
+    failed[name] = f"its source view {source} failed to train"
+    get_run_logger().error("view %s not trained: %s", name, failed[name])
+    return True
+
+
+def waves(config: Config, width: int) -> list[list[str]]:
+    """The views in waves of at most `width` trained at once, in their order (sources before
+    the transfers that start from them), each transfer in a wave after its source's."""
+    result: list[list[str]] = []
+    for name, view in config.views.items():
+        if not result or len(result[-1]) == width or view.start_from in result[-1]:
+            result.append([])
+        result[-1].append(name)
+    return result
 
 
 def _collect(name: str, result: Callable[[], dict], finished: list[dict], failed: dict[str, str]) -> None:
@@ -157,7 +175,10 @@ def train_views_on_cluster(
 ) -> tuple[list[dict], dict[str, str]]:
     """Every view submitted at once: the cluster runs one training per worker thread and queues
     the rest. The view's position picks its GPU on a worker that sees several."""
-    futures = {name: train_view.submit(config, paths, name, parent, gpu=i) for i, name in enumerate(config.views)}
+    futures = {}
+    for i, (name, view) in enumerate(config.views.items()):  # a transfer waits for its source
+        after = [futures[view.start_from]] if view.start_from else None
+        futures[name] = train_view.submit(config, paths, name, parent, gpu=i, wait_for=after)
     finished, failed = [], {}
     for name, future in futures.items():
         _collect(name, future.result, finished, failed)
@@ -169,7 +190,7 @@ def train_views_on_cluster(
 # Tagged so a Prefect concurrency limit on "granular-train" can guard a GPU across flow runs.
 # Cached per view (the key covers this view's data and parameters only): a cache hit creates no
 # MLflow run and no progress artifact; the view's records are in the run that trained it.
-@cached_task("train", name="train_view", task_run_name="train-{view_name}", tags=["granular-train"])
+@cached_task("train", "train_transfer", name="train_view", task_run_name="train-{view_name}", tags=["granular-train"])
 def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: tracking.RunRef, gpu: int = 0) -> dict:
     logger = get_run_logger()
     client = MlflowClient(parent.uri)

@@ -145,6 +145,22 @@ def test_a_partition_key_ignores_view_training_settings_and_a_train_key_covers_o
     assert "data/processed/splits.npz" not in partition.resolve(base, paths).deps
 
 
+def test_a_transfers_keys_cover_its_sources_model_and_its_own_entry(tmp_path: Path):
+    paths = ProjectPaths(tmp_path)
+    config = load_config(REPO / "params.yaml", [
+        "transfers={coarse-14: {start_from: fine-14, level: coarse, resolution: 14, train: {epochs: 2}}}",
+    ])
+    train = StepCache(stages=("train", "train_transfer"))  # as the training task has them
+    transfer = train.resolve(config, paths, "coarse-14")
+    assert {"data/processed/coarse-14", "data/models/fine-14"} <= set(transfer.deps)
+    assert set(transfer.params) == {"train", "transfers.coarse-14"}
+    assert set(transfer.outs) == {"data/models/coarse-14"}
+    assert "data/models/fine-14" not in train.resolve(config, paths, "fine-14").deps
+    partition = StepCache(stages=("split", "view", "view_transfer"), ignored=("views.${key}.train", "transfers.${key}.train"))
+    resolved = partition.resolve(config, paths)
+    assert "data/processed/coarse-14" in resolved.outs and "train" not in resolved.params["transfers.coarse-14"]
+
+
 def test_a_folder_digest_follows_its_content_not_its_timestamps(tmp_path: Path):
     folder = tmp_path / "out"
     (folder / "sub").mkdir(parents=True)

@@ -196,3 +196,39 @@ def test_extra_heads_are_for_image_views():
     ]
     with pytest.raises(ConfigError, match=r"view fine-all: train.heads: extra heads are for image views"):
         load_config(PARAMS, table)
+
+
+# coarse-14 is no view of the shipped params: a transfer of that name needs nothing else changed.
+TRANSFER = "transfers={coarse-14: {start_from: fine-14, level: coarse, resolution: 14, train: {epochs: 2}}}"
+
+
+def test_a_transfer_is_a_view_trained_after_its_source_and_stays_apart_in_the_dump():
+    config = load_config(PARAMS, [TRANSFER])
+    assert list(config.views)[-1] == "coarse-14" and config.view("coarse-14").start_from == "fine-14"
+    assert list(config.transfers) == ["coarse-14"]
+    assert config.train_config(config.view("coarse-14")).epochs == 2
+    dumped = config.as_dict()
+    assert "coarse-14" not in dumped["views"] and dumped["transfers"]["coarse-14"]["start_from"] == "fine-14"
+    assert Config.model_validate(dumped) == config
+    assert list(config.with_views(["fine-14"]).transfers) == []
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["transfers={coarse-14: {level: coarse, resolution: 14}}"], r"transfers.coarse-14.start_from: name the view"),
+    (["transfers={coarse-14: {start_from: fine-7, level: coarse, resolution: 14}}"],
+     r"transfers.coarse-14.start_from: 'fine-7' is not a view declared before it"),
+    (["transfers={coarse-14: {start_from: coarse-14, level: coarse, resolution: 14}}"],
+     r"'coarse-14' is not a view declared before it"),
+    (["transfers={coarse-14: {start_from: coarse-7, level: coarse, resolution: 14},"
+      " coarse-7: {start_from: fine-14, level: coarse, resolution: 7}}"], r"'coarse-7' is not a view declared before it"),
+    (["transfers={coarse-14: {start_from: fine-14-clusters4, level: coarse, resolution: 14}}"],
+     r"view fine-14-clusters4 trains one expert per segment"),
+    (["transfers={coarse-14: {start_from: fine-14, level: coarse, resolution: 14, train: {width: 48}}}"],
+     r"train.width is 48 here but 32 in view fine-14: the network must have the same shape"),
+    (["transfers={fine-14: {start_from: fine-28, level: fine, resolution: 14}}"],
+     r"transfers.fine-14: a view of that name is declared under `views:` already"),
+    (["views.fine-14.start_from=fine-28"], r"views.fine-14.start_from: a view that starts from another is declared under `transfers:`"),
+])
+def test_a_transfer_without_a_fitting_source_declared_before_it_is_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(PARAMS, overrides)

@@ -147,3 +147,21 @@ def test_metrics_and_plots_diff_between_two_commits(repro_project, tmp_path: Pat
     plots = json.loads(_dvc("plots", "diff", "HEAD", "--json", cwd=folder))
     revisions = {rev for entry in plots["data"]["test_accuracy_by_model"] for rev in entry["revisions"]}
     assert revisions == {"HEAD", "workspace"}
+
+
+def test_a_transfer_trains_after_its_source_and_again_when_its_source_changes(tmp_path: Path):
+    folder = tmp_path / "project"
+    params = small_dvc_project(folder)
+    params["transfers"] = {"coarse-14": {"start_from": "fine-14", "level": "coarse", "resolution": 14}}
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = _dvc("repro", "train_transfer@coarse-14", cwd=folder)
+    assert ran.index("Running stage 'train@fine-14'") < ran.index("Running stage 'train_transfer@coarse-14'")
+    lock = yaml.safe_load((folder / "dvc.lock").read_text())["stages"]
+    assert "data/models/fine-14" in {dep["path"] for dep in lock["train_transfer@coarse-14"]["deps"]}
+    assert (folder / "data/models/coarse-14/network-0.pt").is_file()
+
+    params["views"]["fine-14"]["train"] = {"epochs": 1}  # the source retrains: so does the transfer
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = _dvc("repro", "train_transfer@coarse-14", cwd=folder)
+    assert "Running stage 'train@fine-14'" in ran and "Running stage 'train_transfer@coarse-14'" in ran
+    assert "Running stage 'view_transfer@coarse-14'" not in ran

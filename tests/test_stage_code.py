@@ -56,19 +56,21 @@ def expected_code_deps() -> dict[str, list[str]]:
     }
 
 
-def listed_code_deps() -> dict[str, list[str]]:
+def listed_code_deps() -> dict[str, tuple[str, list[str]]]:
+    """Each dvc.yaml stage -> the step module its command runs, and the code it lists."""
     stages = yaml.safe_load(DVC_FILE.read_text())["stages"]
     listed = {}
     for name, stage in stages.items():
         spec = stage.get("do", stage)
-        listed[name] = sorted(dep for dep in spec.get("deps", []) if dep.startswith("granular/"))
+        step = spec["cmd"].removeprefix("python -m granular.pipeline.stages ").split()[0]
+        listed[name] = (STEPS[step], sorted(dep for dep in spec.get("deps", []) if dep.startswith("granular/")))
     return listed
 
 
 def test_each_stage_lists_exactly_the_code_it_runs():
     expected, listed = expected_code_deps(), listed_code_deps()
-    assert set(listed) == set(expected), "dvc.yaml's stages are not the pipeline's steps"
-    wrong = {stage: paths for stage, paths in expected.items() if listed[stage] != paths}
+    assert {module for module, _ in listed.values()} == set(expected), "dvc.yaml's stages are not the pipeline's steps"
+    wrong = {stage: expected[module] for stage, (module, paths) in listed.items() if paths != expected[module]}
     assert not wrong, "dvc.yaml must list, as code deps of each stage:\n" + yaml.safe_dump(wrong)
 
 

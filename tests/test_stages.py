@@ -6,6 +6,7 @@ import os
 import signal
 
 import numpy as np
+import torch
 import pytest
 from pydantic import ValidationError
 
@@ -202,3 +203,24 @@ def test_a_resolution_stage_of_a_table_is_refused():
     table = TableArrays(np.zeros((4, 2), np.float32), np.zeros((4, 0), np.int64), ())
     with pytest.raises(ValueError, match=r"a stage's resolution \(7\) applies to images only"):
         stages.at_resolution(table, 7)
+
+
+def test_another_networks_weights_start_the_first_stage_its_head_only_for_the_same_level():
+    """A transfer: the features of another view's network (kept here by freezing them), and its
+    head where it learned the same classes; a network of another level hands its features alone."""
+    source = _state(_staged(TrainConfig(**SMALL, epochs=1)))
+    x, y, x_val, y_val = _data()
+    frozen = TrainConfig(**SMALL, epochs=1, parts={"features": {"frozen": True}})
+    initial = {key: torch.from_numpy(value) for key, value in source.items()}
+    same = _state(stages.fit_staged(x, y, x_val, y_val, TAXONOMY, "fine", frozen, RUNTIME, initial=initial, initial_level="fine"))
+    features = [key for key in source if key.startswith("features.")]
+    assert features and all(np.array_equal(same[key], source[key]) for key in features)
+    assert not np.array_equal(same["head.1.weight"], source["head.1.weight"])  # trained on from the source's head
+
+    frozen_head = TrainConfig(**SMALL, epochs=1, parts={"head": {"frozen": True}})
+    fresh = _state(stages.fit_staged(x, y, x_val, y_val, TAXONOMY, "fine", frozen_head, RUNTIME))
+    kept = _state(stages.fit_staged(x, y, x_val, y_val, TAXONOMY, "fine", frozen_head, RUNTIME, initial=initial, initial_level="fine"))
+    other = _state(stages.fit_staged(x, y, x_val, y_val, TAXONOMY, "fine", frozen_head, RUNTIME, initial=initial, initial_level="coarse"))
+    np.testing.assert_array_equal(kept["head.1.weight"], source["head.1.weight"])
+    np.testing.assert_array_equal(other["head.1.weight"], fresh["head.1.weight"])  # a new head, as without a source
+    assert not np.array_equal(other["head.1.weight"], source["head.1.weight"])

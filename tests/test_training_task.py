@@ -40,3 +40,47 @@ def test_epoch_metrics_are_named_after_the_expert_and_the_earlier_stage():
     assert epoch_metrics(low_resolution, 1)[0] == ["stage-0-fine-14"]
     own_stage = {**RECORD, "stage": 1, "stage_level": "fine"}
     assert epoch_metrics(own_stage, 1) == ([], epoch_metrics(RECORD, 0)[1])  # the view's own metrics
+
+
+def test_a_transfer_trains_in_a_wave_after_its_sources_and_views_fill_the_waves_otherwise():
+    from pathlib import Path
+
+    from granular.config import load_config
+    from tasks.training import waves
+
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    config = load_config(params, [
+        "transfers={coarse-14: {start_from: coarse-28, level: coarse, resolution: 14},"
+        " coarse-7: {start_from: coarse-14, level: coarse, resolution: 7}}",
+    ])
+    own = ["fine-28", "fine-14", "coarse-28", "fine-14-clusters4"]
+    assert waves(config, 8) == [own, ["coarse-14"], ["coarse-7"]]
+    assert waves(config, 3) == [own[:3], [own[3], "coarse-14"], ["coarse-7"]]
+    assert waves(config, 1) == [[name] for name in [*own, "coarse-14", "coarse-7"]]
+
+
+def test_a_transfer_whose_source_failed_is_not_trained_and_says_why(monkeypatch):
+    import logging
+    from pathlib import Path
+
+    import tasks.training
+    from granular.config import load_config
+
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    config = load_config(params, ["transfers={coarse-14: {start_from: fine-14, level: coarse, resolution: 14}}"])
+    trained = []
+
+    def train_view(config, paths, name, parent, gpu=0):
+        trained.append(name)
+        if name == "fine-14":
+            raise RuntimeError("out of memory (simulated)")
+        return {"view": name}
+
+    monkeypatch.setattr(tasks.training, "train_view", train_view)
+    monkeypatch.setattr(tasks.training, "concurrent_trainings", lambda threads: 1)
+    monkeypatch.setattr(tasks.training, "get_run_logger", lambda: logging.getLogger("test"))
+    finished, failed = tasks.training.train_all_views(config, paths=None, parent=None)
+    assert trained == ["fine-28", "fine-14", "coarse-28", "fine-14-clusters4"]
+    assert [summary["view"] for summary in finished] == ["fine-28", "coarse-28", "fine-14-clusters4"]
+    assert failed == {"fine-14": "RuntimeError: out of memory (simulated)",
+                      "coarse-14": "its source view fine-14 failed to train"}

@@ -73,8 +73,10 @@ class ViewReader(Protocol):
 def fit_experts(
     x: dict[str, NetworkInputs], y: dict[str, np.ndarray], plan: ExpertPlan, view: ViewConfig, taxonomy: Taxonomy,
     config: TrainConfig, runtime: Runtime, checkpoint_dir: Path, on_epoch=None, warn: Callable[[str], None] = print,
+    initial: dict | None = None, initial_level: str | None = None,
 ) -> tuple[list, list[dict], float]:
-    """Train the plan's networks in turn (network k with seed train.seed + k); return them, the
+    """Train the plan's networks in turn (network k with seed train.seed + k), each from the
+    weights `initial` of a network that learned `initial_level` where given; return them, the
     history of every epoch (tagged by network) and the seconds spent."""
     from granular.nn import stages  # torch is imported only where a network trains
 
@@ -93,6 +95,7 @@ def fit_experts(
             x["train"][rows["train"]], y["train"][rows["train"]], x["val"][rows["val"]], y["val"][rows["val"]],
             taxonomy, view.level, network_config, runtime,
             on_epoch=record_epoch, checkpoint_dir=checkpoint_dir / f"network-{number}", warn=warn,
+            initial=initial, initial_level=initial_level,
         )
         network.meta = {
             "view": view.model_dump(), "train_config": network_config.model_dump(),

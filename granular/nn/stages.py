@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from granular.config import TrainConfig
 from granular.core.partition import pool
@@ -76,6 +77,16 @@ def level_heads_for(config: TrainConfig, taxonomy: Taxonomy, level: str) -> Leve
     return heads
 
 
+def handed_over(
+    weights: dict[str, torch.Tensor] | None, from_level: str | None, to_level: str
+) -> dict[str, torch.Tensor] | None:
+    """What a network that learned `from_level` hands to one that learns `to_level`: its
+    feature extractor, and its head too when the classes are the same."""
+    if weights is None or from_level == to_level:
+        return weights
+    return {key: value for key, value in weights.items() if not key.startswith("head.")}
+
+
 def fit_staged(
     x_train: NetworkInputs,
     y_train: np.ndarray,
@@ -88,16 +99,19 @@ def fit_staged(
     on_epoch: train.EpochCallback | None = None,
     checkpoint_dir: Path | None = None,
     warn: Callable[[str], None] = print,
+    initial: dict[str, torch.Tensor] | None = None,
+    initial_level: str | None = None,
 ) -> TrainedModel:
     """Train `config.stages`, then the view's own stage on the labels `y_*` of `level`; return
     the last stage's network. Each epoch's record carries its stage number and level (and its
     resolution, for a stage that has one), and counts epochs across the stages. With no stages
-    this is `train.fit` exactly."""
+    this is `train.fit` exactly. The first stage starts from the weights `initial` where given
+    (another view's network, which learned `initial_level`), as a stage from the one before."""
     check_stages(config, taxonomy, level)
     if not config.stages:
         return train.fit(
             x_train, y_train, x_val, y_val, taxonomy.num_classes(level), config, runtime, on_epoch, checkpoint_dir,
-            warn, level_heads=level_heads_for(config, taxonomy, level),
+            warn, initial=handed_over(initial, initial_level, level), level_heads=level_heads_for(config, taxonomy, level),
         )
     own = config.model_copy(update={"stages": []})
     # An earlier stage's predictions are only checked, never served: no shifted test-time copies.
@@ -107,7 +121,7 @@ def fit_staged(
         for stage in config.stages
     ]
     plan.append((level, None, own))
-    weights, previous_level, epochs_before = None, None, 0
+    weights, previous_level, epochs_before = initial, initial_level, 0
     for number, (stage_level, resolution, stage_config) in enumerate(plan):
         tags = {"stage": number, "stage_level": stage_level}
         if resolution is not None:
@@ -117,8 +131,7 @@ def fit_staged(
             if on_epoch is not None:
                 on_epoch({**record, "epoch": offset + record["epoch"], **tags})
 
-        if weights is not None and stage_level != previous_level:  # new classes: a fresh head
-            weights = {key: value for key, value in weights.items() if not key.startswith("head.")}
+        weights = handed_over(weights, previous_level, stage_level)
         y_stage, y_val_stage = (relabel(labels, taxonomy, level, stage_level) for labels in (y_train, y_val))
         # A stage has the extra heads of levels coarser than its own (a coarse stage none of its level).
         heads = {head: weight for head, weight in stage_config.heads.items()

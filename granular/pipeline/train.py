@@ -7,7 +7,7 @@ import shutil
 from granular.config import Config
 from granular.core import plots
 from granular.modalities import modality_for
-from granular.modalities.experts import ViewModel, fit_experts, predict_routed
+from granular.modalities.experts import ViewModel, fit_experts, network_file, predict_routed
 from granular.pipeline.reads import project_taxonomy
 from granular.store.atomic import atomic_dir, write_json, write_npz
 from granular.store.paths import ProjectPaths
@@ -18,9 +18,20 @@ def networks_in_view(config: Config, paths: ProjectPaths, view_name: str) -> int
     return modality_for(config).networks_in_view(config, paths, config.view(view_name))
 
 
+def source_weights(config: Config, paths: ProjectPaths, source: str, runtime) -> dict:
+    """The weights of view `source`'s trained network, which a transfer starts from."""
+    from granular.nn.trained import load_checkpoint
+
+    checkpoint = paths.model_dir(source) / network_file(0)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"view {source} is to be trained first: its network {checkpoint} is not there")
+    return {key: value.detach().clone() for key, value in load_checkpoint(checkpoint, runtime).model.state_dict().items()}
+
+
 def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=None, warn=print, gpu: int = 0) -> dict:
-    """Train one view; each val/test example is predicted by the network it is routed to. A
-    training that was killed resumes from its last checkpoint."""
+    """Train one view (a transfer from its source view's trained network); each val/test example
+    is predicted by the network it is routed to. A training that was killed resumes from its last
+    checkpoint."""
     from granular.nn.device import select_runtime  # torch is imported only by the steps that need it
 
     view = config.view(view_name)
@@ -28,9 +39,11 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
     train_config = config.train_config(view)
     runtime = select_runtime(train_config.threads, gpu, train_config.precision)
     data = modality_for(config).training_data(config, paths, view, classes, warn)
+    initial = source_weights(config, paths, view.start_from, runtime) if view.start_from else None
     networks, history, seconds = fit_experts(
         data.x, data.y, data.plan, view, classes, train_config, runtime, paths.checkpoints(view.name),
-        on_epoch=on_epoch, warn=warn,
+        on_epoch=on_epoch, warn=warn, initial=initial,
+        initial_level=config.view(view.start_from).level if view.start_from else None,
     )
     proba = {s: predict_routed(networks, data.plan.route[s], data.x[s], runtime) for s in ("val", "test")}
     with atomic_dir(paths.model_dir(view.name)) as staging:
