@@ -78,3 +78,31 @@ def test_a_trial_worse_than_the_median_at_an_epoch_is_pruned(project: ProjectPat
     assert hopeless == 2 and states[hopeless] == "PRUNED"
     assert states[0] == "COMPLETE"  # the first trial sets the median, it is never pruned
     assert summary["best_params"]["lr"] in (0.05, 0.04)
+
+
+def test_a_transfer_is_tuned_from_its_sources_network_and_proposed_under_transfers(
+    project: ProjectPaths, monkeypatch: pytest.MonkeyPatch
+):
+    import torch
+
+    from granular.nn import train
+    from granular.pipeline.train import train_step
+
+    transfer = "transfers={coarse-14: {start_from: fine-14, level: coarse, resolution: 14}}"
+    config = load_config(project.params, SMALL + [transfer, "train.epochs=1", "tune.trials=1", "tune.pruning=false"])
+    with pytest.raises(ValueError, match=r"tune.space: width: view coarse-14 starts from view fine-14's network"):
+        tune_view(config, project, "coarse-14")
+
+    train_step(config, project, "fine-14", warn=lambda _: None)
+    view_step(config, project, "coarse-14")
+    source = torch.load(project.model_dir("fine-14") / "network-0.pt", weights_only=True)["state_dict"]
+    starts = []
+    real_fit = train.fit
+    monkeypatch.setattr(train, "fit", lambda *args, initial=None, **kwargs: starts.append(initial) or real_fit(
+        *args, initial=initial, **kwargs))
+    config = load_config(project.params, SMALL + [transfer, "tune.trials=1", "tune.pruning=false", "tune.space={lr: [0.05]}"])
+    summary = tune_view(config, project, "coarse-14")
+    (initial,) = starts
+    assert set(initial) == {key for key in source if not key.startswith("head.")}  # a coarse head starts afresh
+    assert all((initial[key] == source[key]).all() for key in initial)
+    assert yaml.safe_load(write_proposal(project, summary).read_text()) == {"transfers": {"coarse-14": {"train": {"lr": 0.05}}}}

@@ -55,7 +55,8 @@ def tune_view(config: Config, paths: ProjectPaths, view_name: str, hooks: TrialH
 
     from granular.nn import train
     from granular.nn.device import select_runtime
-    from granular.nn.stages import level_heads_for
+    from granular.nn.stages import handed_over, level_heads_for
+    from granular.pipeline.train import source_weights
 
     tune = config.tune
     if not tune.space:
@@ -65,6 +66,16 @@ def tune_view(config: Config, paths: ProjectPaths, view_name: str, hooks: TrialH
         raise ValueError(f"view {view_name} trains segment experts; tune its global view {view.global_name} instead")
     base = config.train_config(view).model_copy(update={"epochs": tune.epochs})
     runtime = select_runtime(base.threads, precision=base.precision)
+    initial = None
+    if view.start_from:  # a transfer: each trial starts from its source's trained network
+        fixed = sorted({"width", "depth"} & set(tune.space))
+        if fixed:
+            raise ValueError(
+                f"tune.space: {', '.join(fixed)}: view {view_name} starts from view {view.start_from}'s network, "
+                "whose shape is fixed; search the other settings"
+            )
+        source = config.view(view.start_from)
+        initial = handed_over(source_weights(config, paths, source.name, runtime), source.level, view.level)
     taxonomy = load_taxonomy(paths.taxonomy(config.taxonomy))
     data = modality_for(config).training_data(config, paths, view, taxonomy, warn=print)
 
@@ -81,7 +92,7 @@ def tune_view(config: Config, paths: ProjectPaths, view_name: str, hooks: TrialH
         trained = train.fit(
             data.x["train"], data.y["train"], data.x["val"], data.y["val"], num_classes=taxonomy.num_classes(view.level),
             config=TrainConfig.model_validate({**base.model_dump(), **params}), runtime=runtime, on_epoch=on_epoch,
-            level_heads=level_heads_for(base, taxonomy, view.level),
+            initial=initial, level_heads=level_heads_for(base, taxonomy, view.level),
         )
         return min(record["val_loss"] for record in trained.history)
 
@@ -101,6 +112,7 @@ def tune_view(config: Config, paths: ProjectPaths, view_name: str, hooks: TrialH
         raise RuntimeError(f"no trial of view {view_name} completed; see the pruned and failed ones above")
     return {
         "view": view_name,
+        "section": "transfers" if view.start_from else "views",  # where params.yaml declares it
         "best_value": study.best_value,
         "best_params": study.best_params,
         "trials": {state: sum(t.state.name == state for t in study.trials) for state in ("COMPLETE", "PRUNED", "FAIL")},
@@ -111,7 +123,7 @@ def tune_view(config: Config, paths: ProjectPaths, view_name: str, hooks: TrialH
 def write_proposal(paths: ProjectPaths, summary: dict) -> Path:
     """The best settings as a params.yaml fragment to review and merge, not applied by itself."""
     target = paths.data / "tuning" / f"{summary['view']}.yaml"
-    fragment = {"views": {summary["view"]: {"train": _plain(summary["best_params"])}}}
+    fragment = {summary["section"]: {summary["view"]: {"train": _plain(summary["best_params"])}}}
     header = (
         f"# Proposed by `granular tune {summary['view']}`: {summary['metric']} = {summary['best_value']:.4f}\n"
         f"# ({summary['trials']['COMPLETE']} trials completed, {summary['trials']['PRUNED']} pruned).\n"
