@@ -492,6 +492,18 @@ class OrchestrationConfig(_Section):
     lock_timeout_s: float | None = Field(default=None, ge=0)
 
 
+class CotrainPair(_Section):
+    """Two views of `cotrained` trained side by side, one step of each in turn, each step's loss
+    also pulling a network toward the other's predictions on the same examples (deep mutual
+    learning, granular/nn/cotrain.py)."""
+
+    first: str
+    second: str
+    # Of the consistency term (the KL divergence from the partner's probabilities); 0 trains each
+    # exactly as it would train alone.
+    weight: float = Field(ge=0)
+
+
 class Config(_Section):
     data: DataConfig = DataConfig()
     clean: CleanConfig = CleanConfig()
@@ -506,6 +518,11 @@ class Config(_Section):
         "fine-14": ImageView(level="fine", resolution=14),
         "coarse-28": ImageView(level="coarse", resolution=28),
     }
+    # Views trained in pairs, side by side (deep mutual learning; the pairs are `cotrain`), declared
+    # as views are. Kept apart in params.yaml so that dvc.yaml trains each pair in one stage; in
+    # `views` too once loaded, after the views declared there.
+    cotrained: dict[str, ViewConfig] = {}
+    cotrain: dict[str, CotrainPair] = {}
     # Views that start from another view's trained network (model granularity: its feature
     # extractor, its head too when both learn the same level), declared as views are, plus
     # `start_from: VIEW`. Kept apart in params.yaml so that dvc.yaml can make each one's training
@@ -525,26 +542,33 @@ class Config(_Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _transfers_are_views(cls, data: Any) -> Any:
-        """`views` gets the transfers after the views declared there; a view that starts from
-        another belongs under `transfers` alone."""
-        if not isinstance(data, dict) or not isinstance(data.get("views", {}), dict):
-            return data  # pydantic says what is wrong with it
-        views, transfers = dict(data.get("views") or {}), data.get("transfers") or {}
-        if not isinstance(transfers, dict):
+    def _every_view_in_views(cls, data: Any) -> Any:
+        """`views` gets the co-trained views, then the transfers, after those declared there, so
+        that every step finds each view there; params.yaml keeps each kind under its own key (as
+        `as_dict` gives them back) for dvc.yaml's stages. A view that starts from another belongs
+        under `transfers` alone."""
+        if not isinstance(data, dict):
             return data
-        for key, view in views.items():
-            if _start_from(view) is not None:
-                raise ValueError(
-                    f"views.{key}.start_from: a view that starts from another is declared under `transfers:`, "
-                    "so that DVC trains it after its source"
-                )
-        for key, view in transfers.items():
-            if key in views:
-                raise ValueError(f"transfers.{key}: a view of that name is declared under `views:` already")
-            if _start_from(view) is None:
-                raise ValueError(f"transfers.{key}.start_from: name the view whose trained network it starts from")
-        return {**data, "views": {**views, **transfers}} if transfers else data
+        sections = {key: data.get(key) or {} for key in VIEW_SECTIONS}
+        if not all(isinstance(section, dict) for section in sections.values()):
+            return data  # pydantic says what is wrong with it
+        merged: dict[str, Any] = {}
+        for section, views in sections.items():
+            for key, view in views.items():
+                if key in merged:
+                    raise ValueError(f"{section}.{key}: a view of that name is declared already")
+                starts = _start_from(view) is not None
+                if starts and section != "transfers":
+                    raise ValueError(
+                        f"{section}.{key}.start_from: a view that starts from another is declared under "
+                        "`transfers:`, so that DVC trains it after its source"
+                    )
+                if section == "transfers" and not starts:
+                    raise ValueError(f"transfers.{key}.start_from: name the view whose trained network it starts from")
+                merged[key] = view
+        if len(merged) == len(sections["views"]):
+            return data
+        return {**data, "views": merged}
 
     @field_validator("views")
     @classmethod
@@ -567,8 +591,14 @@ class Config(_Section):
         """The same configuration over fewer views (those that finished training)."""
         return self.model_copy(update={
             "views": {name: self.views[name] for name in names},
+            "cotrained": {name: view for name, view in self.cotrained.items() if name in names},
+            "cotrain": {key: pair for key, pair in self.cotrain.items() if {pair.first, pair.second} <= set(names)},
             "transfers": {name: view for name, view in self.transfers.items() if name in names},
         })
+
+    def pair_of(self, view_name: str) -> str | None:
+        """The `cotrain` pair that trains view `view_name`, or None."""
+        return next((key for key, pair in self.cotrain.items() if view_name in (pair.first, pair.second)), None)
 
     def view(self, name: str) -> ViewConfig:
         if name not in self.views:
@@ -612,6 +642,35 @@ class Config(_Section):
         return self
 
     @model_validator(mode="after")
+    def _pairs_of_cotrained_views(self) -> "Config":
+        """Each pair is two views of `cotrained` that learn the same level, each view in one
+        pair; each trains in one stage (no `train.stages`, no extra heads), one network (not
+        segmented)."""
+        paired: dict[str, str] = {}
+        for key, pair in self.cotrain.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", key):
+                raise ValueError(f"cotrain.{key}: use letters, digits, '_', '.' and '-' only")
+            for side in ("first", "second"):
+                name = getattr(pair, side)
+                if name not in self.cotrained:
+                    raise ValueError(f"cotrain.{key}.{side}: {name!r} is not a view of `cotrained:` {list(self.cotrained)}")
+                if name in paired:
+                    raise ValueError(f"cotrain.{key}.{side}: view {name} is co-trained in pair {paired[name]} already")
+                paired[name] = key
+                view, train = self.views[name], self.train_config(self.views[name])
+                if view.segments or train.stages or train.heads:
+                    raise ValueError(
+                        f"cotrained.{name}: a co-trained view is one network trained in one stage "
+                        "(no segments, train.stages or train.heads)"
+                    )
+            if self.views[pair.first].level != self.views[pair.second].level:
+                raise ValueError(f"cotrain.{key}: {pair.first} and {pair.second} must learn the same level")
+        unpaired = [name for name in self.cotrained if name not in paired]
+        if unpaired:
+            raise ValueError(f"cotrained: {', '.join(unpaired)} in no pair of `cotrain:`, so never trained")
+        return self
+
+    @model_validator(mode="after")
     def _transfers_fit_their_sources(self) -> "Config":
         """Each transfer starts from a view declared before it (so none starts from itself, in a
         loop or from a view trained after it) whose network has the same shape: one network,
@@ -646,10 +705,15 @@ class Config(_Section):
         return self
 
     def as_dict(self) -> dict[str, Any]:
-        """As params.yaml holds it: the transfers under `transfers` alone."""
+        """As params.yaml holds it: the co-trained views and the transfers under their own keys alone."""
         settings = self.model_dump(mode="json", by_alias=True)
-        settings["views"] = {name: view for name, view in settings["views"].items() if name not in self.transfers}
+        apart = {*self.cotrained, *self.transfers}
+        settings["views"] = {name: view for name, view in settings["views"].items() if name not in apart}
         return settings
+
+
+# Where params.yaml declares views, in the order they train: each kind has its own DVC stages.
+VIEW_SECTIONS = ("views", "cotrained", "transfers")
 
 
 def _start_from(view: Any) -> str | None:

@@ -167,6 +167,7 @@ class StepCache(CachePolicy):
 
     stages: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()
+    key: str = "view_name"  # the task's argument that names its foreach key
 
     def resolve(self, config: Config, paths: ProjectPaths, view: str | None = None) -> StageInputs:
         settings = config.as_dict()
@@ -184,11 +185,11 @@ class StepCache(CachePolicy):
                     else:
                         deps[dep] = paths.resolve(Path(dep), key=entry.strip("${}"))  # ${taxonomy} -> taxonomy
                 for entry in spec.get("params", []):
-                    dotted = _interpolate(entry, settings, key)
+                    dotted = _interpolate(entry, settings, key, item)
                     params[dotted] = self._without_ignored(dotted, _lookup(settings, dotted), settings, key)
                 for section in ("outs", "metrics", "plots"):
                     for entry in spec.get(section, []):
-                        out = _interpolate(_entry_path(entry), settings, key)
+                        out = _interpolate(_entry_path(entry), settings, key, item)
                         outs[out] = paths.resolve(Path(out), key=out)
         # What one of the task's stages writes for the next (partition: splits.npz) is no input of the task.
         deps = {dep: where for dep, where in deps.items() if where not in outs.values()}
@@ -212,15 +213,15 @@ class StepCache(CachePolicy):
         return value
 
     def label(self, task_name: str, inputs: dict[str, Any]) -> str:
-        view = inputs.get("view_name")
+        view = inputs.get(self.key)
         return f"{task_name}[{view}]" if view else task_name
 
     def output_digests(self, inputs: dict[str, Any]) -> dict[str, str | None]:
-        resolved = self.resolve(inputs["config"], inputs["paths"], inputs.get("view_name"))
+        resolved = self.resolve(inputs["config"], inputs["paths"], inputs.get(self.key))
         return {out: path_digest(where) for out, where in resolved.outs.items()}
 
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str:
-        resolved = self.resolve(inputs["config"], inputs["paths"], inputs.get("view_name"))
+        resolved = self.resolve(inputs["config"], inputs["paths"], inputs.get(self.key))
         material = {
             "stages": self.stages,
             "deps": {dep: path_digest(where) for dep, where in resolved.deps.items()},
@@ -261,11 +262,14 @@ def _why_invalid(record: Path, paths: ProjectPaths) -> str | None:
     return None
 
 
-def cached_task(*stages: str, ignored: tuple[str, ...] = (), **options: Any) -> Callable[[Callable], Any]:
+def cached_task(
+    *stages: str, ignored: tuple[str, ...] = (), key: str = "view_name", **options: Any
+) -> Callable[[Callable], Any]:
     """`@task(**options)` cached on the content hash of what the dvc.yaml `stages` read (see
     StepCache), its value a StepResult that records the digests of what they wrote. The task
-    takes `config` and `paths` (and `view_name` for one view of a foreach stage)."""
-    policy = StepCache(stages=stages, ignored=ignored)
+    takes `config` and `paths` (and, for one key of a foreach stage, the argument `key`: the
+    view, or the pair of co-trained views)."""
+    policy = StepCache(stages=stages, ignored=ignored, key=key)
 
     def decorate(fn: Callable[..., dict]) -> Any:
         signature = inspect.signature(fn)
@@ -287,7 +291,8 @@ def cache_hits(values: Iterable[Any], since: float) -> list[str]:
     """The steps among `values` (task results) that came from the cache: computed before `since`,
     the start of this run. A value carries its time rather than a flag, because a fresh result
     also travels pickled when it was computed on a Dask worker."""
-    return [v.step for v in values if isinstance(v, StepResult) and v.computed_at < since]
+    # Each once: a pair of co-trained views is one step with a value per view.
+    return list(dict.fromkeys(v.step for v in values if isinstance(v, StepResult) and v.computed_at < since))
 
 
 def log_cache_hits(parent: tracking.RunRef, hits: list[str]) -> None:

@@ -91,11 +91,12 @@ def _validate_and_record(config: Config, paths: ProjectPaths, parent: tracking.R
 
 # The view stages list each view whole; its `train` settings are read by training alone.
 @cached_task(
-    "split", "view", "view_transfer", ignored=("views.${key}.train", "transfers.${key}.train"), name="partition_data",
+    "split", "view", "view_cotrained", "view_transfer", name="partition_data",
+    ignored=("views.${key}.train", "cotrained.${key}.train", "transfers.${key}.train"),
 )
 def partition_data(config: Config, paths: ProjectPaths) -> dict:
-    """One split for all views, then each view's files (the DVC stages `split`, `view@NAME` and
-    `view_transfer@NAME`)."""
+    """One split for all views, then each view's files (the DVC stages `split`, `view@NAME`,
+    `view_cotrained@NAME` and `view_transfer@NAME`)."""
     splits = split_step(config, paths)
     views = {name: view_step(config, paths, name) for name in config.views}
     get_run_logger().info("splits %s; views %s", splits, sorted(views))

@@ -3,8 +3,11 @@ learning curves, a Prefect progress artifact and a terminal progress line update
 and where the views train: in threads of the flow's process, or on a Dask cluster."""
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, TextIO
 
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
@@ -19,11 +22,12 @@ from granular.nn.device import concurrent_trainings
 
 # The step is looked up in its module when called: a task shipped to a Dask worker by value
 # then runs the worker's module (where a test's plugin may replace the step).
+from granular.pipeline import cotrain as cotrain_step
 from granular.pipeline import train as step
 from granular.runtime.preemption import Preempted
 from granular.store.paths import ProjectPaths
 from tasks import tracking
-from tasks.caching import cached_task
+from tasks.caching import StepResult, cached_task
 
 if TYPE_CHECKING:
     from prefect_dask import DaskTaskRunner
@@ -84,56 +88,94 @@ class ViewsFailed(RuntimeError):
 
 
 def train_all_views(config: Config, paths: ProjectPaths, parent: tracking.RunRef) -> tuple[list[dict], dict[str, str]]:
-    """Train every view, as many at once as the machine holds without contention (one per GPU;
-    on the CPU, as many as the cores hold at train.threads each), or on a Dask cluster with
-    orchestration.task_runner: dask. A view that fails does not stop the others; return the
-    summaries of the views that finished, and why each other failed."""
+    """Train every view (a pair of co-trained views as one training), as many at once as the
+    machine holds without contention (one per GPU; on the CPU, as many as the cores hold at
+    train.threads each), or on a Dask cluster with orchestration.task_runner: dask. A view that
+    fails does not stop the others; return the summaries of the views that finished, and why
+    each other failed."""
     if config.orchestration.task_runner == "dask":
         return train_on_dask(config, paths, parent)
     width = min(len(config.views), concurrent_trainings(config.train.threads))
     finished, failed = [], {}
     for wave in waves(config, width):
-        wave = [name for name in wave if not _source_failed(config, name, failed)]
+        wave = [unit for unit in wave if not _source_failed(config, unit, failed)]
         if width == 1:  # in this thread, where SIGTERM can be deferred until a checkpoint is saved
-            for name in wave:
-                _collect(name, lambda: train_view(config, paths, name, parent), finished, failed)
+            for unit in wave:
+                _collect(config, unit, lambda: _training(unit)(config, paths, unit.name, parent), finished, failed)
             continue
-        futures = {name: train_view.submit(config, paths, name, parent, gpu=i) for i, name in enumerate(wave)}
-        for name, future in futures.items():
-            _collect(name, future.result, finished, failed)
+        futures = {unit: _training(unit).submit(config, paths, unit.name, parent, gpu=i) for i, unit in enumerate(wave)}
+        for unit, future in futures.items():
+            _collect(config, unit, future.result, finished, failed)
     return finished, failed
 
 
-def _source_failed(config: Config, name: str, failed: dict[str, str]) -> bool:
-    """Whether view `name` starts from a view that failed; if so it fails too, saying why."""
-    source = config.views[name].start_from
-    if source not in failed:
-        return False
-    failed[name] = f"its source view {source} failed to train"
-    get_run_logger().error("view %s not trained: %s", name, failed[name])
-    return True
+@dataclass(frozen=True)
+class Unit:
+    """One training: a view, or a `cotrain` pair of views trained together."""
+
+    name: str
+    pair: bool = False
+
+    def views(self, config: Config) -> list[str]:
+        return [config.cotrain[self.name].first, config.cotrain[self.name].second] if self.pair else [self.name]
 
 
-def waves(config: Config, width: int) -> list[list[str]]:
-    """The views in waves of at most `width` trained at once, in their order (sources before
+def _training(unit: Unit):
+    return train_pair if unit.pair else train_view
+
+
+def training_units(config: Config) -> list[Unit]:
+    """Every view's training in the views' order: a pair where its first view comes."""
+    units = []
+    for name in config.views:
+        pair = config.pair_of(name)
+        if pair is None:
+            units.append(Unit(name))
+        elif config.cotrain[pair].first == name:
+            units.append(Unit(pair, pair=True))
+    return units
+
+
+def waves(config: Config, width: int) -> list[list[Unit]]:
+    """The trainings in waves of at most `width` at once, in the views' order (sources before
     the transfers that start from them), each transfer in a wave after its source's."""
-    result: list[list[str]] = []
-    for name, view in config.views.items():
-        if not result or len(result[-1]) == width or view.start_from in result[-1]:
+    result: list[list[Unit]] = []
+    for unit in training_units(config):
+        source = config.views[unit.name].start_from if not unit.pair else None
+        in_last = {view for other in result[-1] for view in other.views(config)} if result else set()
+        if not result or len(result[-1]) == width or source in in_last:
             result.append([])
-        result[-1].append(name)
+        result[-1].append(unit)
     return result
 
 
-def _collect(name: str, result: Callable[[], dict], finished: list[dict], failed: dict[str, str]) -> None:
-    """Wait for one view's training: its summary goes to `finished`, its error to `failed`."""
+def _source_failed(config: Config, unit: Unit, failed: dict[str, str]) -> bool:
+    """Whether `unit` is a view that starts from a view that failed; if so it fails too, saying why."""
+    source = None if unit.pair else config.views[unit.name].start_from
+    if source not in failed:
+        return False
+    failed[unit.name] = f"its source view {source} failed to train"
+    get_run_logger().error("view %s not trained: %s", unit.name, failed[unit.name])
+    return True
+
+
+def _collect(config: Config, unit: Unit, result: Callable[[], dict], finished: list[dict], failed: dict[str, str]) -> None:
+    """Wait for one training: each view's summary goes to `finished` (a pair's as values of its
+    own, so that the run tells which came from the cache), its error to `failed` for each view."""
     try:
-        finished.append(result())
+        value = result()
     except Preempted:  # the machine is going away: stop everything
         raise
     except Exception as error:
-        failed[name] = f"{type(error).__name__}: {error}"
-        get_run_logger().error("view %s failed to train: %s", name, failed[name])
+        for name in unit.views(config):
+            failed[name] = f"{type(error).__name__}: {error}"
+            get_run_logger().error("view %s failed to train: %s", name, failed[name])
+        return
+    if not unit.pair:
+        finished.append(value)
+        return
+    for summary in value["views"].values():
+        finished.append(StepResult(summary, step=value.step, outputs=value.outputs, computed_at=value.computed_at))
 
 
 def train_on_dask(config: Config, paths: ProjectPaths, parent: tracking.RunRef) -> tuple[list[dict], dict[str, str]]:
@@ -175,14 +217,95 @@ def train_views_on_cluster(
 ) -> tuple[list[dict], dict[str, str]]:
     """Every view submitted at once: the cluster runs one training per worker thread and queues
     the rest. The view's position picks its GPU on a worker that sees several."""
-    futures = {}
-    for i, (name, view) in enumerate(config.views.items()):  # a transfer waits for its source
-        after = [futures[view.start_from]] if view.start_from else None
-        futures[name] = train_view.submit(config, paths, name, parent, gpu=i, wait_for=after)
+    futures, by_view = {}, {}
+    for i, unit in enumerate(training_units(config)):  # a transfer waits for its source's training
+        source = None if unit.pair else config.views[unit.name].start_from
+        after = [by_view[source]] if source else None
+        futures[unit] = _training(unit).submit(config, paths, unit.name, parent, gpu=i, wait_for=after)
+        by_view.update({name: futures[unit] for name in unit.views(config)})
     finished, failed = [], {}
-    for name, future in futures.items():
-        _collect(name, future.result, finished, failed)
+    for unit, future in futures.items():
+        _collect(config, unit, future.result, finished, failed)
     return finished, failed
+
+
+def progress_key(view_name: str) -> str:
+    """The key of a view's progress artifact: Prefect takes lowercase letters, digits and dashes
+    only, and a view's name may carry a column's (`fine-all-area_Code`); a name that had to change
+    gets a few characters of its hash, so that two views never share a key."""
+    key = re.sub(r"[^a-z0-9-]+", "-", f"train-{view_name}".lower())
+    if key != f"train-{view_name}":
+        key += "-" + hashlib.sha256(view_name.encode()).hexdigest()[:6]
+    return key
+
+
+class ViewRun:
+    """One view's records while it trains: a nested MLflow run with its parameters, per-epoch
+    and system metrics and, at the end, its model folder; a Prefect progress artifact; a line
+    in the terminal."""
+
+    def __init__(self, config: Config, paths: ProjectPaths, view_name: str, parent: tracking.RunRef, tags: dict[str, str]):
+        self.paths, self.view_name, self.logger = paths, view_name, get_run_logger()
+        self.client = MlflowClient(parent.uri)
+        run = self.client.create_run(
+            parent.experiment_id, run_name=view_name,
+            tags={"mlflow.parentRunId": parent.run_id, "granular.view": view_name, **tags},
+        )
+        self.run_id = run.info.run_id
+        view = config.view(view_name)
+        self.train_config = config.train_config(view)
+        tracking.log_params(
+            self.client, self.run_id, {"view": view.model_dump(exclude={"train"}), "train": self.train_config.model_dump()}
+        )
+        # Watched in the Prefect UI while it trains: epochs done over epochs to do, all experts counted.
+        self.epochs_total = self.train_config.total_epochs * step.networks_in_view(config, paths, view.name)
+        self.progress = create_progress_artifact(
+            progress=0.0, key=progress_key(view_name), description=f"training view {view_name}: {self.epochs_total} epochs"
+        )
+        self.bar = EpochBar(view_name, self.epochs_total)
+        # CPU, memory (and GPU, with pynvml) utilisation as system/* metrics of the view's run.
+        self.system_metrics = SystemMetricsMonitor(
+            self.run_id, sampling_interval=SYSTEM_METRICS_SECONDS, tracking_uri=parent.uri
+        )
+        self.system_metrics.start()
+
+    def on_epoch(self, record: dict) -> None:
+        parts, metrics = epoch_metrics(record, len(self.train_config.stages))
+        name = " ".join([self.view_name, *parts])
+        self.logger.info(
+            "%s epoch %d/%d: loss %.4f, val accuracy %.4f, %.0f images/s",
+            name, record["epoch"], self.train_config.total_epochs, record["train_loss"], record["val_accuracy"],
+            record["images_per_s"],
+        )
+        tracking.log_metrics(self.client, self.run_id, metrics, step=record["epoch"])
+        self.bar.update(record)  # after the log line, so the next one writes over it
+        update_progress_artifact(
+            self.progress, progress=100.0 * self.bar.done / self.epochs_total,
+            description=(
+                f"{name}: epoch {record['epoch']}/{self.train_config.total_epochs}, "
+                f"val accuracy {record['val_accuracy']:.4f}"
+            ),
+        )
+
+    def finished(self, summary: dict) -> dict:
+        """The training's summary, with the run's id, once its model is logged."""
+        self.client.set_tag(self.run_id, "granular.device", summary["device"])
+        self.client.log_artifacts(self.run_id, str(self.paths.model_dir(self.view_name)), artifact_path="model")
+        self._end()
+        self.client.set_terminated(self.run_id, status="FINISHED")
+        return {**summary, "mlflow_run_id": self.run_id}
+
+    def stopped(self, error: BaseException) -> None:
+        """KILLED when stopped from outside (a rerun resumes), else FAILED."""
+        self._end()
+        killed = isinstance(error, (Preempted, KeyboardInterrupt, SystemExit))
+        self.client.set_terminated(self.run_id, status="KILLED" if killed else "FAILED")
+
+    def _end(self) -> None:
+        if self.system_metrics is not None:
+            self.system_metrics.finish()
+            self.bar.close()
+            self.system_metrics = None
 
 
 # Not retried: a training failure is deterministic (bad data, out of memory) and is reported;
@@ -192,60 +315,31 @@ def train_views_on_cluster(
 # MLflow run and no progress artifact; the view's records are in the run that trained it.
 @cached_task("train", "train_transfer", name="train_view", task_run_name="train-{view_name}", tags=["granular-train"])
 def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: tracking.RunRef, gpu: int = 0) -> dict:
-    logger = get_run_logger()
-    client = MlflowClient(parent.uri)
-    run = client.create_run(
-        parent.experiment_id, run_name=view_name, tags={"mlflow.parentRunId": parent.run_id, "granular.view": view_name}
-    )
-    run_id = run.info.run_id
-    view = config.view(view_name)
-    train_config = config.train_config(view)
-    tracking.log_params(
-        client, run_id, {"view": view.model_dump(exclude={"train"}), "train": train_config.model_dump()}
-    )
+    run = ViewRun(config, paths, view_name, parent, tags={})
+    try:
+        summary = step.train_step(config, paths, view_name, on_epoch=run.on_epoch, warn=run.logger.warning, gpu=gpu)
+        return run.finished(summary)
+    except BaseException as error:
+        run.stopped(error)
+        raise
 
-    # Watched in the Prefect UI while it trains: epochs done over epochs to do, all experts counted.
-    networks = step.networks_in_view(config, paths, view.name)
-    epochs_total = train_config.total_epochs * networks
-    progress = create_progress_artifact(
-        progress=0.0, key=f"train-{view_name}", description=f"training view {view_name}: {epochs_total} epochs"
-    )
 
-    bar = EpochBar(view_name, epochs_total)
+# A pair of co-trained views: one task, an MLflow run per view, as train_view's.
+@cached_task("cotrain", key="pair_name", name="train_pair", task_run_name="cotrain-{pair_name}", tags=["granular-train"])
+def train_pair(config: Config, paths: ProjectPaths, pair_name: str, parent: tracking.RunRef, gpu: int = 0) -> dict:
+    pair = config.cotrain[pair_name]
+    tags = {"granular.cotrain.pair": pair_name, "granular.cotrain.weight": str(pair.weight)}
+    runs = {name: ViewRun(config, paths, name, parent, tags) for name in (pair.first, pair.second)}
 
     def on_epoch(record: dict) -> None:
-        parts, metrics = epoch_metrics(record, len(train_config.stages))
-        name = " ".join([view_name, *parts])
-        logger.info(
-            "%s epoch %d/%d: loss %.4f, val accuracy %.4f, %.0f images/s",
-            name, record["epoch"], train_config.total_epochs, record["train_loss"], record["val_accuracy"],
-            record["images_per_s"],
-        )
-        tracking.log_metrics(client, run_id, metrics, step=record["epoch"])
-        bar.update(record)  # after the log line, so the next one writes over it
-        update_progress_artifact(
-            progress, progress=100.0 * bar.done / epochs_total,
-            description=(
-                f"{name}: epoch {record['epoch']}/{train_config.total_epochs}, "
-                f"val accuracy {record['val_accuracy']:.4f}"
-            ),
-        )
+        runs[record["view"]].on_epoch({key: value for key, value in record.items() if key != "view"})
 
-    # CPU, memory (and GPU, with pynvml) utilisation as system/* metrics of the view's run.
-    system_metrics = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_SECONDS, tracking_uri=parent.uri)
-    system_metrics.start()
     try:
-        summary = step.train_step(config, paths, view_name, on_epoch=on_epoch, warn=logger.warning, gpu=gpu)
-        client.set_tag(run_id, "granular.device", summary["device"])
-        client.log_artifacts(run_id, str(paths.model_dir(view_name)), artifact_path="model")
-    except (Preempted, KeyboardInterrupt, SystemExit):
-        client.set_terminated(run_id, status="KILLED")  # stopped from outside; a rerun resumes
+        result = cotrain_step.cotrain_step(
+            config, paths, pair_name, on_epoch=on_epoch, warn=get_run_logger().warning, gpu=gpu
+        )
+        return {**result, "views": {name: runs[name].finished(summary) for name, summary in result["views"].items()}}
+    except BaseException as error:
+        for run in runs.values():
+            run.stopped(error)
         raise
-    except BaseException:
-        client.set_terminated(run_id, status="FAILED")
-        raise
-    finally:
-        system_metrics.finish()
-        bar.close()
-    client.set_terminated(run_id, status="FINISHED")
-    return {**summary, "mlflow_run_id": run_id}

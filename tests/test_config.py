@@ -226,9 +226,41 @@ def test_a_transfer_is_a_view_trained_after_its_source_and_stays_apart_in_the_du
     (["transfers={coarse-14: {start_from: fine-14, level: coarse, resolution: 14, train: {width: 48}}}"],
      r"train.width is 48 here but 32 in view fine-14: the network must have the same shape"),
     (["transfers={fine-14: {start_from: fine-28, level: fine, resolution: 14}}"],
-     r"transfers.fine-14: a view of that name is declared under `views:` already"),
+     r"transfers.fine-14: a view of that name is declared already"),
     (["views.fine-14.start_from=fine-28"], r"views.fine-14.start_from: a view that starts from another is declared under `transfers:`"),
 ])
 def test_a_transfer_without_a_fitting_source_declared_before_it_is_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(PARAMS, overrides)
+
+
+PAIR = ["cotrained={fine-7: {level: fine, resolution: 7}, fine-4: {level: fine, resolution: 4}}",
+        "cotrain={mutual: {first: fine-7, second: fine-4, weight: 0.5}}"]
+
+
+def test_a_cotrained_pair_is_two_views_after_those_of_views_and_stays_apart_in_the_dump():
+    config = load_config(PARAMS, PAIR)
+    assert list(config.views)[-2:] == ["fine-7", "fine-4"]
+    assert config.pair_of("fine-4") == "mutual" and config.pair_of("fine-28") is None
+    dumped = config.as_dict()
+    assert "fine-7" not in dumped["views"] and set(dumped["cotrained"]) == {"fine-7", "fine-4"}
+    assert Config.model_validate(dumped) == config
+    assert config.with_views(["fine-28", "fine-7"]).cotrain == {}  # a pair without one of its views is gone
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ([PAIR[0]], r"cotrained: fine-7, fine-4 in no pair of `cotrain:`, so never trained"),
+    ([PAIR[0], "cotrain={mutual: {first: fine-7, second: fine-28, weight: 0.5}}"],
+     r"cotrain.mutual.second: 'fine-28' is not a view of `cotrained:`"),
+    ([PAIR[0], "cotrain={a: {first: fine-7, second: fine-4, weight: 1}, b: {first: fine-4, second: fine-7, weight: 1}}"],
+     r"cotrain.b.first: view fine-4 is co-trained in pair a already"),
+    ([PAIR[0], "cotrain={mutual: {first: fine-7, second: fine-4, weight: -1}}"], r"cotrain.mutual.weight"),
+    (["cotrained={fine-7: {level: fine, resolution: 7}, coarse-7: {level: coarse, resolution: 7}}",
+      "cotrain={mutual: {first: fine-7, second: coarse-7, weight: 0.5}}"], r"cotrain.mutual: fine-7 and coarse-7 must learn the same level"),
+    (["cotrained={fine-7: {level: fine, resolution: 7, train: {heads: {coarse: 1}}}, fine-4: {level: fine, resolution: 4}}",
+      PAIR[1]], r"cotrained.fine-7: a co-trained view is one network trained in one stage"),
+    (["cotrained={fine-28: {level: fine, resolution: 28}}"], r"cotrained.fine-28: a view of that name is declared already"),
+])
+def test_a_pair_that_cannot_train_together_is_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(PARAMS, overrides)

@@ -86,3 +86,47 @@ def test_the_stop_signals_are_handed_back_after_co_training():
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     cotrain.fit_together(_members(n=120), weight=1.0, runtime=RUNTIME)
     assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_a_pair_of_params_yaml_at_weight_zero_saves_each_view_as_its_training_alone(tmp_path):
+    """The pipeline's cotrain step (a `cotrain` pair of `cotrained` views) on the real data,
+    subsampled: at weight 0 each view's saved network is bit for bit the train step's."""
+    import shutil
+    from pathlib import Path
+
+    import torch
+
+    from granular.config import load_config
+    from granular.pipeline.clean import clean_step
+    from granular.pipeline.cotrain import cotrain_step
+    from granular.pipeline.import_raw import import_raw_step
+    from granular.pipeline.split import split_step
+    from granular.pipeline.train import train_step
+    from granular.pipeline.validate import validate_step
+    from granular.pipeline.view import view_step
+    from granular.store.paths import ProjectPaths
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "data").mkdir()
+    shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
+    shutil.copy(repo / "data" / "taxonomy.yaml", tmp_path / "data" / "taxonomy.yaml")
+    paths = ProjectPaths(tmp_path)
+    small = ["data.limit=300", "validate.min_per_class=10", "train.width=8", "train.epochs=1", "train.threads=1"]
+    views = "{fine-7: {level: fine, resolution: 7}, fine-4: {level: fine, resolution: 4}}"
+    paired = load_config(paths.params, small + [f"cotrained={views}", "cotrain={mutual: {first: fine-7, second: fine-4, weight: 0}}"])
+    alone = load_config(paths.params, small + [f"views={views}"])
+    for step in (import_raw_step, clean_step, validate_step, split_step):
+        step(paired, paths)
+    epochs = []
+    for name in ("fine-7", "fine-4"):
+        view_step(paired, paths, name)
+    summary = cotrain_step(paired, paths, "mutual", on_epoch=epochs.append, warn=lambda _: None)
+    assert set(summary["views"]) == {"fine-7", "fine-4"} and {e["view"] for e in epochs} == {"fine-7", "fine-4"}
+
+    def saved(name):
+        return torch.load(paths.model_dir(name) / "network-0.pt", weights_only=True)["state_dict"]
+
+    together = {name: saved(name) for name in ("fine-7", "fine-4")}
+    for name in ("fine-7", "fine-4"):
+        train_step(alone, paths, name, warn=lambda _: None)
+        assert all(torch.equal(together[name][key], value) for key, value in saved(name).items()), name

@@ -1,4 +1,5 @@
-"""The terminal side of training: a progress line over epochs, drawn only on a terminal."""
+"""The training task's own logic: the progress line over epochs (drawn only on a terminal), the
+order and waves views train in, the keys of their progress artifacts."""
 import io
 
 from tasks.training import EpochBar, epoch_metrics
@@ -54,9 +55,12 @@ def test_a_transfer_trains_in_a_wave_after_its_sources_and_views_fill_the_waves_
         " coarse-7: {start_from: coarse-14, level: coarse, resolution: 7}}",
     ])
     own = ["fine-28", "fine-14", "coarse-28", "fine-14-clusters4"]
-    assert waves(config, 8) == [own, ["coarse-14"], ["coarse-7"]]
-    assert waves(config, 3) == [own[:3], [own[3], "coarse-14"], ["coarse-7"]]
-    assert waves(config, 1) == [[name] for name in [*own, "coarse-14", "coarse-7"]]
+    def names(result):
+        return [[unit.name for unit in wave] for wave in result]
+
+    assert names(waves(config, 8)) == [own, ["coarse-14"], ["coarse-7"]]
+    assert names(waves(config, 3)) == [own[:3], [own[3], "coarse-14"], ["coarse-7"]]
+    assert names(waves(config, 1)) == [[name] for name in [*own, "coarse-14", "coarse-7"]]
 
 
 def test_a_transfer_whose_source_failed_is_not_trained_and_says_why(monkeypatch):
@@ -84,3 +88,33 @@ def test_a_transfer_whose_source_failed_is_not_trained_and_says_why(monkeypatch)
     assert [summary["view"] for summary in finished] == ["fine-28", "coarse-28", "fine-14-clusters4"]
     assert failed == {"fine-14": "RuntimeError: out of memory (simulated)",
                       "coarse-14": "its source view fine-14 failed to train"}
+
+
+def test_a_pair_trains_as_one_unit_and_a_transfer_from_one_of_its_views_after_it():
+    from pathlib import Path
+
+    from granular.config import load_config
+    from tasks.training import Unit, waves
+
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    config = load_config(params, [
+        "views={fine-14: {level: fine, resolution: 14}}",
+        "cotrained={fine-7: {level: fine, resolution: 7}, fine-4: {level: fine, resolution: 4}}",
+        "cotrain={mutual: {first: fine-7, second: fine-4, weight: 0.5}}",
+        "transfers={coarse-4: {start_from: fine-4, level: coarse, resolution: 4}}",
+    ])
+    assert waves(config, 4) == [[Unit("fine-14"), Unit("mutual", pair=True)], [Unit("coarse-4")]]
+    assert Unit("mutual", pair=True).views(config) == ["fine-7", "fine-4"]
+
+
+def test_a_views_progress_key_is_one_prefect_takes_and_no_two_views_share_one():
+    from prefect.client.schemas.actions import ArtifactCreate
+
+    from tasks.training import progress_key
+
+    views = ["fine-all", "fine-all-area_code", "fine-all-area-code", "fine-all-Area.Code", "fine-all-área"]
+    keys = {view: progress_key(view) for view in views}
+    for key in keys.values():
+        ArtifactCreate(key=key, type="progress", data=0.0)  # refused with a bad key
+    assert len(set(keys.values())) == len(views)
+    assert keys["fine-all"] == "train-fine-all"  # a name Prefect takes stays as it is

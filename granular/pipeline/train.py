@@ -7,6 +7,7 @@ import shutil
 from granular.config import Config
 from granular.core import plots
 from granular.modalities import modality_for
+from granular.modalities.base import TrainingData
 from granular.modalities.experts import ViewModel, fit_experts, network_file, predict_routed
 from granular.pipeline.reads import project_taxonomy
 from granular.store.atomic import atomic_dir, write_json, write_npz
@@ -45,17 +46,23 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
         on_epoch=on_epoch, warn=warn, initial=initial,
         initial_level=config.view(view.start_from).level if view.start_from else None,
     )
+    summary = save_view(paths, view, data, networks, history, runtime)
+    shutil.rmtree(paths.checkpoints(view.name), ignore_errors=True)  # the model is saved: not needed
+    return {**summary, "train_seconds": seconds}
+
+
+def save_view(paths: ProjectPaths, view, data: TrainingData, networks: list, history: list[dict], runtime) -> dict:
+    """Write a trained view's model, its val/test probabilities (each example predicted by the
+    network it is routed to), history and learning curves; return what its training summary says."""
     proba = {s: predict_routed(networks, data.plan.route[s], data.x[s], runtime) for s in ("val", "test")}
     with atomic_dir(paths.model_dir(view.name)) as staging:
         ViewModel(level=view.level, reader=data.reader, networks=networks).save(staging)
         write_npz(staging / "predictions.npz", val_proba=proba["val"], test_proba=proba["test"])
         write_json(staging / "history.json", history)
         plots.save_learning_curves_png(staging / "learning_curves.png", history, title=view.name)
-    shutil.rmtree(paths.checkpoints(view.name), ignore_errors=True)  # the model is saved: not needed
     return {
         "view": view.name,
         "device": runtime.name,
-        "train_seconds": seconds,
         "history": history,
         "val_accuracy": float((proba["val"].argmax(1) == data.y["val"]).mean()),
     }

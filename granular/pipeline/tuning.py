@@ -112,7 +112,8 @@ def tune_view(config: Config, paths: ProjectPaths, view_name: str, hooks: TrialH
         raise RuntimeError(f"no trial of view {view_name} completed; see the pruned and failed ones above")
     return {
         "view": view_name,
-        "section": "transfers" if view.start_from else "views",  # where params.yaml declares it
+        # Where params.yaml declares it (a co-trained view is tuned as it trains alone).
+        "section": "transfers" if view.start_from else "cotrained" if config.pair_of(view_name) else "views",
         "best_value": study.best_value,
         "best_params": study.best_params,
         "trials": {state: sum(t.state.name == state for t in study.trials) for state in ("COMPLETE", "PRUNED", "FAIL")},
