@@ -8,8 +8,9 @@ from pathlib import Path
 
 import mlflow.pyfunc
 import pandas as pd
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
+from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 
 import granular
 from granular.serving.predict import FusedClassifier
@@ -24,6 +25,23 @@ def _requirements() -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in names]
 
 
+NUMBERS = (DataType.integer, DataType.long, DataType.float, DataType.double)
+
+
+def _numbers_of_any_width(signature: ModelSignature) -> ModelSignature:
+    """A table's numeric column takes integers or floats: `pandas.read_csv` gives int64 to a
+    column of whole numbers (and JSON to `mlflow models serve` gives ints), which MLflow would
+    refuse for a column it inferred as double; the model's encoder casts what it gets. Images,
+    one tensor, keep their inferred schema."""
+    if not signature.inputs.has_input_names():
+        return signature
+    columns = [
+        ColSpec(AnyType(), spec.name, required=spec.required) if spec.type in NUMBERS else spec
+        for spec in signature.inputs.inputs
+    ]
+    return ModelSignature(inputs=Schema(columns), outputs=signature.outputs)
+
+
 def log_fused_model(ref: RunRef, bundle: Path, example_inputs, backoff_threshold: float | None = None) -> str:
     """Save the pyfunc with its code, signature, input example and back-off threshold; log it
     into the run. `example_inputs`: a few raw inputs (images, or rows of a table)."""
@@ -32,7 +50,7 @@ def log_fused_model(ref: RunRef, bundle: Path, example_inputs, backoff_threshold
     output = pd.DataFrame(classifier.predict(example, backoff_threshold))
     with warnings.catch_warnings():  # the integer output (label ids) is never missing: hint does not apply
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
-        signature = infer_signature(example, output)
+        signature = _numbers_of_any_width(infer_signature(example, output))
     with tempfile.TemporaryDirectory() as scratch:
         target = Path(scratch) / MODEL_PATH
         mlflow.pyfunc.save_model(

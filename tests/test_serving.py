@@ -314,24 +314,30 @@ def _post_json(url: str, payload: dict) -> dict:
         return json.loads(response.read())
 
 
-def test_the_champion_served_over_http_answers_as_the_bundle_does(registered, bundle, test_images, threshold, tmp_path):
+def served_answer(model_uri: str, tracking_uri: str, payload: dict, log: Path) -> dict:
+    """What the real `mlflow models serve` of `model_uri` answers to one POST of `payload`."""
     port = _free_port()
-    log = tmp_path / "server.log"
     with open(log, "w") as output:
         server = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@{CHAMPION}",
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
             # the server runs `uvicorn` from PATH: the venv's bin, as in an activated venv
-            env={**os.environ, "MLFLOW_TRACKING_URI": registered,
+            env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
                  "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
             stdout=output, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: the server and its workers end together
         )
     try:
         _wait_until_up(server, f"http://127.0.0.1:{port}/ping", log)
-        answer = _post_json(f"http://127.0.0.1:{port}/invocations", {"inputs": test_images.tolist()})
+        return _post_json(f"http://127.0.0.1:{port}/invocations", payload)
     finally:
         _stop(server)
+
+
+def test_the_champion_served_over_http_answers_as_the_bundle_does(registered, bundle, test_images, threshold, tmp_path):
+    answer = served_answer(
+        f"models:/{NAME}@{CHAMPION}", registered, {"inputs": test_images.tolist()}, tmp_path / "server.log"
+    )
     served = pd.DataFrame(answer["predictions"])
     expected = pd.DataFrame(FusedClassifier.load(bundle).predict(test_images, threshold))
     assert list(served.columns) == list(expected.columns)

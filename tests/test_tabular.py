@@ -22,6 +22,7 @@ from granular.pipeline.import_raw import import_raw_step
 from granular.pipeline.validate import validate_step
 from granular.serving.predict import FusedClassifier
 from granular.store.paths import ProjectPaths
+from test_serving import served_answer
 
 pytestmark = pytest.mark.usefixtures("prefect_test_server")
 
@@ -101,6 +102,16 @@ def test_a_real_table_runs_end_to_end_next_to_the_boosted_trees_baseline(
     assert set(answer["series"]) <= {"Tripetalae", "Laevigatae"}
     with pytest.raises(Exception, match="petal_width_cm"):
         served.predict(rows.drop(columns=["petal_width_cm"]))
+    # Whole numbers, as pandas.read_csv reads them (int64 columns), score too, in Python and over
+    # HTTP from the real `mlflow models serve`.
+    whole = rows.assign(**{column: rows[column].round().astype("int64") for column in bundle.inputs.columns})
+    expected = bundle.predict_proba(whole[bundle.inputs.columns].astype("float64")).argmax(1).tolist()
+    assert served.predict(whole)["label"].tolist() == expected
+    over_http = served_answer(
+        "models:/granular-fused/1", f"sqlite:///{iris_project / 'mlruns.db'}",
+        {"dataframe_split": whole.to_dict(orient="split")}, iris_project / "server.log",
+    )
+    assert [row["label"] for row in over_http["predictions"]] == expected
     # `granular predict` on a file of rows: one answer per data line.
     output = iris_project / "predictions.csv"
     assert granular_cli([
