@@ -201,3 +201,28 @@ def test_schema_drift_is_reported_by_validation(tmp_path: Path):
     drift = json.loads(paths.validation_report.read_text())["schema_drift"]
     assert any("new column 'shape'" in line for line in drift)
     assert any("'colour'" in line and "'green'" in line for line in drift)
+
+
+def test_a_renamed_column_changes_the_views_files_so_what_trains_on_them_retrains(iris_project: Path):
+    """A table's view files point into the clean table; they also record what the training reads
+    of it, so renaming a column between two runs recomputes the view's training (DVC and the
+    task cache key it on the view's files), where it used to come back from the cache."""
+    from granular.pipeline.split import split_step
+    from granular.pipeline.view import view_step
+    from tasks.caching import path_digest
+
+    paths = ProjectPaths(iris_project)
+    overrides = ["data.table.feature_groups={}", "views={fine-all: {level: fine, features: all}}"]
+
+    def view_digest() -> str:
+        config = load_config(paths.params, overrides)
+        for step in (import_raw_step, clean_step, validate_step, split_step):
+            step(config, paths)
+        view_step(config, paths, "fine-all")
+        return path_digest(paths.view_dir("fine-all"))
+
+    first = view_digest()
+    assert view_digest() == first  # nothing changed: the same files
+    table = pd.read_csv(iris_project / "data/iris.csv")
+    table.rename(columns={"petal_width_cm": "petal_width"}).to_csv(iris_project / "data/iris.csv", index=False)
+    assert view_digest() != first

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,21 @@ def _as_read(frame: pd.DataFrame) -> pd.DataFrame:
 
 def view_columns(config: Config, view: TableView, schema: dict) -> list[str]:
     return feature_columns(schema) if view.features == "all" else list(config.data.table.feature_groups[view.features])
+
+
+COLUMNS_FILE = "columns.json"
+
+
+def read_columns(config: Config, view: TableView, schema: dict, table: pd.DataFrame) -> dict[str, Any]:
+    """The clean table's columns a view's training reads (its features, every feature the encoder
+    is fitted on, its segment column): their names, their schema entries and a digest of their values."""
+    names = list(dict.fromkeys([*view_columns(config, view, schema), *feature_columns(schema),
+                                *([view.segments.column] if view.segments else [])]))
+    values = pd.util.hash_pandas_object(table[names], index=False).to_numpy()
+    return {
+        "columns": {name: schema["columns"].get(name) for name in names},
+        "md5": hashlib.md5(values.tobytes()).hexdigest(),
+    }
 
 
 def _expert_values(view: TableView, segments: dict[str, np.ndarray]) -> list[str]:
@@ -185,13 +201,17 @@ class Tables:
     def view_arrays(
         self, config: Config, paths: ProjectPaths, view: TableView, taxonomy: Taxonomy, staging: Path
     ) -> dict[str, dict[str, np.ndarray]]:
-        """A view's rows, labels and segment values per split: references into the clean table."""
+        """A view's rows, labels and segment values per split: references into the clean table.
+        Beside them, what the training will read of that table (COLUMNS_FILE), so that a renamed,
+        retyped or changed column changes the view's files, and what trains on them retrains."""
         splits = read_npz(paths.splits)
         y = taxonomy.map_labels(splits["label"], view.level)
         require_every_class(y, splits["split"], taxonomy.names[view.level], f"view {view.name}")
+        table = load_clean(paths).frame
+        write_json(staging / COLUMNS_FILE, read_columns(config, view, load_schema(paths.table_schema), table))
         segment = None
         if view.segments:
-            segment = segment_values(load_clean(paths).frame[view.segments.column]).to_numpy(dtype=str)
+            segment = segment_values(table[view.segments.column]).to_numpy(dtype=str)
         out = {}
         for code, split_name in enumerate(SPLITS):
             rows = np.flatnonzero(splits["split"] == code)
