@@ -4,6 +4,7 @@ from __future__ import annotations
 import codecs
 import os
 import re
+import unicodedata
 import zlib
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
@@ -152,7 +153,11 @@ class ColumnSegments(_Section):
 
     @property
     def suffix(self) -> str:
-        return self.column
+        """The column's name as the view's name carries it into paths, DVC stage names, MLflow
+        and Prefect: accents dropped, any other character but letters, digits, '_', '.' and '-'
+        made '_' (`Área Code` -> `Area_Code`). The column keeps its own name everywhere else."""
+        plain = unicodedata.normalize("NFKD", self.column).encode("ascii", "ignore").decode()
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", plain)
 
     def segment_name(self, value) -> str:
         return str(value)  # the column's value

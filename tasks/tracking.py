@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,7 +197,13 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], st
 
 def _metric_list(metrics: dict[str, float], step: int) -> Iterable[Metric]:
     now = int(time.time() * 1000)
-    return [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    return [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items()]
+
+
+def metric_key(name: str) -> str:
+    """`name` as MLflow takes a metric key: a table's segment value in it (`Credit card
+    (automatic)`, `N/A`) may hold characters MLflow refuses; each becomes `_`."""
+    return re.sub(r"[^\w.\- :]", "_", name)
 
 
 def start_parent_run(config: Config, paths: ProjectPaths, run_name: str, tags: dict[str, str]) -> RunRef:

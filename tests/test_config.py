@@ -264,3 +264,15 @@ def test_a_cotrained_pair_is_two_views_after_those_of_views_and_stays_apart_in_t
 def test_a_pair_that_cannot_train_together_is_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(PARAMS, overrides)
+
+
+def test_a_segment_column_of_any_name_names_its_view_with_safe_characters():
+    table = [
+        "data.source={format: csv, path: data/table.csv}", "data.table={target: label}", "taxonomy=null",
+        "distill.enabled=false",
+    ]
+    view = "{level: fine, features: all, segments: {by: column, column: 'Área Code'}}"
+    with pytest.raises(ConfigError, match=r"must be named 'fine-all-Area_Code' after its spec"):
+        load_config(PARAMS, table + [f"views={{fine-all: {{level: fine, features: all}}, fine-all-Área Code: {view}}}"])
+    config = load_config(PARAMS, table + [f"views={{fine-all: {{level: fine, features: all}}, fine-all-Area_Code: {view}}}"])
+    assert config.view("fine-all-Area_Code").segments.column == "Área Code"

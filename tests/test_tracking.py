@@ -45,3 +45,16 @@ def test_flatten_joins_nested_keys_with_dots():
         "train.aug.flip": True,
         "seed": 0,
     }
+
+
+def test_a_metric_named_after_a_tables_segment_value_is_logged_whatever_the_value(tmp_path: Path):
+    from tasks.tracking import log_metrics, metric_key
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    run = client.create_run(client.create_experiment("segments"))
+    keys = {"segments.fine-all-contract.Credit card (automatic).accuracy": 0.5,
+            "segments.fine-all-region.N/A.accuracy": 0.25, "segment-Area Code: 415.val_accuracy": 0.75}
+    log_metrics(client, run.info.run_id, keys)  # MLflow refused the first two as they are
+    logged = client.get_run(run.info.run_id).data.metrics
+    assert logged == {metric_key(key): value for key, value in keys.items()}
+    assert "segments.fine-all-contract.Credit card _automatic_.accuracy" in logged
