@@ -34,8 +34,10 @@ class TableConfig(_Section):
 
     target: str = Field(min_length=1)  # the fine label column
     id: str | None = None  # a row id column; duplicates are cleaned (granular/modalities/tables/clean.py)
-    # The feature columns; None = every column but the target, the id and the ancestor columns.
+    # The feature columns; None = every column but the target, the id, the ancestor columns and
+    # those of `exclude`.
     features: list[str] | None = Field(default=None, min_length=1)
+    exclude: list[str] = Field(default_factory=list)  # with features: null, columns never used
     # Overrides of the inferred types (numeric dtype -> numeric, anything else -> categorical).
     types: dict[str, Literal["numeric", "categorical"]] = Field(default_factory=dict)
     # Taxonomy level -> the column holding that level's label, finer levels first (e.g.
@@ -70,6 +72,12 @@ class TableConfig(_Section):
             clashes = [f"{column} (the {not_features[column]})" for column in columns if column in not_features]
             if clashes:  # a label among the features would leak the answer
                 raise ValueError(f"{key}: {', '.join(clashes)} cannot be a feature")
+        if self.exclude and self.features is not None:
+            raise ValueError("exclude: with features listed, leave the column out of the list instead")
+        for key, columns in listed.items():
+            excluded = [column for column in columns if column in self.exclude]
+            if excluded:
+                raise ValueError(f"{key}: {excluded} are excluded (data.table.exclude)")
         stray = [column for column in self.types if self.features is not None and column not in self.features]
         if stray:
             raise ValueError(f"types: {stray} are not among the features {self.features}")

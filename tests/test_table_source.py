@@ -150,3 +150,19 @@ def test_table_settings_belong_to_table_formats_only():
         TableConfig(target="label", features=["price", "label"])
     with pytest.raises(ValueError, match=r"feature_groups.coarse: \['size'\] are not among the features"):
         TableConfig(target="label", features=["price"], feature_groups={"coarse": ["size"]})
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_excluded_columns_are_never_read_as_features_and_must_exist(tmp_path, fmt):
+    path = _write(FRAME, tmp_path / f"t.{fmt}", fmt)
+    config = TableConfig(target="label", id="id", ancestors={"coarse": "category"}, exclude=["unused", "region"])
+    assert set(read_table(path, fmt, config).columns) == {"id", "price", "count", "label", "category"}
+    with pytest.raises(TableSourceError, match=r"'zip' \(excluded\) not in the file"):
+        read_table(path, fmt, config.model_copy(update={"exclude": ["zip"]}))
+
+
+def test_exclude_is_for_features_left_null_and_clashes_with_groups_by_name():
+    with pytest.raises(ValueError, match="exclude: with features listed"):
+        TableConfig(target="label", features=["price"], exclude=["region"])
+    with pytest.raises(ValueError, match=r"feature_groups.where: \['region'\] are excluded"):
+        TableConfig(target="label", exclude=["region"], feature_groups={"where": ["region"]})

@@ -50,11 +50,11 @@ def label_columns(config: TableConfig) -> list[str]:
 
 
 def feature_columns(available: list[str], config: TableConfig) -> list[str]:
-    """The configured features, or every available column that is not a label column."""
+    """The configured features, or every available column that is neither a label column nor excluded."""
     if config.features is not None:
         return list(config.features)
-    labels = set(label_columns(config))
-    return [column for column in available if column not in labels]
+    never = {*label_columns(config), *config.exclude}
+    return [column for column in available if column not in never]
 
 
 def read_table(path: Path, fmt: str, config: TableConfig, columns: list[str] | None = None) -> pd.DataFrame:
@@ -63,7 +63,7 @@ def read_table(path: Path, fmt: str, config: TableConfig, columns: list[str] | N
     files = table_files(path, fmt)
     header = _columns_of(files, fmt, config)
     wanted = list(columns) if columns is not None else _needed_columns(header, config)
-    _require_columns(files[0], header, wanted, config)
+    _require_columns(files[0], header, [*wanted, *config.exclude], config)
     as_text = [c for c in wanted if c in label_columns(config) or config.types.get(c) == "categorical"]
     read = _read_csv if fmt == "csv" else _read_parquet
     frames = [read(file, wanted, as_text, config) for file in files]
@@ -99,6 +99,7 @@ def _require_columns(file: Path, header: list[str], wanted: list[str], config: T
     if not missing:
         return
     roles = {config.target: "target", config.id: "id", **{c: f"ancestor {lvl}" for lvl, c in config.ancestors.items()}}
+    roles |= {c: "excluded" for c in config.exclude}
     named = ", ".join(f"{c!r} ({roles.get(c, 'feature')})" for c in missing)
     raise TableSourceError(f"{file}: configured column(s) {named} not in the file; its columns are {header}")
 
