@@ -26,19 +26,21 @@ from granular.store.paths import ProjectPaths
 def format_table(metrics: dict) -> str:
     """Test metrics as a fixed-width table, fused model last, then the fusion against the best
     single view and each segmented view's experts."""
-    from granular.core.report import COLUMNS, comparison_rows, summary_lines
+    from granular.core.report import comparison_rows, summary_lines
 
-    widths = (20, 8, 9, 17, 9, 7, 7, 8, 7)
+    rows = comparison_rows(metrics)
+    columns = list(rows[0]) if rows else []
+    widths = {"model": max([20, *(len(row["model"]) for row in rows)]), "level": 8, "95% CI": 17}
     left = ("model", "level")
 
     def line(cells) -> str:
         return " ".join(
-            f"{cell:<{width}}" if column in left else f"{cell:>{width}}"
-            for column, cell, width in zip(COLUMNS, cells, widths)
+            f"{cell:<{widths.get(column, 8)}}" if column in left else f"{cell:>{widths.get(column, 8)}}"
+            for column, cell in zip(columns, cells)
         )
 
-    lines = [line(COLUMNS)]
-    for row in comparison_rows(metrics):
+    lines = [line(columns)]
+    for row in rows:
         mark = "  <- best single view" if row["model"] == metrics.get("best_single") else ""
         lines.append(line(row.values()) + mark)
     lines += summary_lines(metrics)
@@ -46,7 +48,8 @@ def format_table(metrics: dict) -> str:
         lines.append(f"\n{view}: test accuracy of each segment's expert vs the global model")
         for segment, scores in by_segment.items():
             versus = f"  global {scores['global_accuracy']:.4f}" if "global_accuracy" in scores else ""
-            lines.append(f"  {segment:<12} n={scores['n']:<6} expert {scores['accuracy']:.4f}{versus}")
+            answered = "expert" if scores.get("expert", True) else "no expert, the view's global network"
+            lines.append(f"  {segment:<12} n={scores['n']:<6} {answered} {scores['accuracy']:.4f}{versus}")
     return "\n".join(lines)
 
 

@@ -25,3 +25,33 @@ def test_images_are_embedded_only_when_a_server_can_serve_them():
     assert f"![fused confusion]({served})" in report
     assert "- fused reliability: in the run's artifacts" in report
     assert "- fused beats fine-28" in report and "| fused |" in report
+
+
+def _metrics(modality: str, hierarchy: bool) -> dict:
+    scores = {"level": "fine", "accuracy": 0.9, "accuracy_ci_low": 0.88, "accuracy_ci_high": 0.92, "macro_f1": 0.89,
+              "ece": 0.02, **({"hierarchical_f1": 0.95, "mistake_severity": 1.2} if hierarchy else {})}
+    return {"modality": modality, "test": {"fine-all": scores, "fused": scores}, "best_single": "fine-all",
+            "latency": {"fused": {"images_per_s": 1234.0}}}
+
+
+def test_a_tables_comparison_counts_rows_and_shows_hierarchy_scores_only_where_there_is_a_hierarchy():
+    from granular.core.report import comparison_rows
+
+    images = comparison_rows(_metrics("images", hierarchy=True))
+    assert list(images[0])[-3:] == ["hF1", "severity", "img/s"] and images[1]["img/s"] == "1234"
+    table = comparison_rows(_metrics("tables", hierarchy=False))
+    assert list(table[0]) == ["model", "level", "accuracy", "95% CI", "macro_f1", "ECE", "rows/s"]
+
+
+def test_the_printed_table_says_which_segments_had_no_expert():
+    from flows.cli import format_table
+
+    metrics = _metrics("tables", hierarchy=False)
+    metrics["segments"] = {"fine-all-region": {
+        "north": {"n": 40, "expert": True, "accuracy": 0.9, "global_accuracy": 0.8},
+        "rare": {"n": 3, "expert": False, "accuracy": 0.67, "global_accuracy": 0.67},
+    }}
+    printed = format_table(metrics)
+    assert "rows/s" in printed and "img/s" not in printed and "hF1" not in printed
+    assert "north        n=40     expert 0.9000" in printed
+    assert "rare         n=3      no expert, the view's global network 0.6700" in printed

@@ -25,6 +25,8 @@ def artifact_link(tracking_uri: str, run_id: str, artifact_path: str) -> str | N
 
 
 COLUMNS = ("model", "level", "accuracy", "95% CI", "macro_f1", "ECE", "hF1", "severity", "img/s")
+HIERARCHY = ("hF1", "severity")  # scores of a taxonomy of two levels or more
+SPEED = "img/s"
 
 
 def _number(value: float | None, spec: str) -> str:
@@ -36,9 +38,12 @@ def _interval(low: float | None, high: float | None, spec: str) -> str:
 
 
 def comparison_rows(metrics: dict) -> list[dict[str, str]]:
-    """One row of display strings per model, in COLUMNS order: the table the terminal and the
-    report show. A metric a model lacks (hierarchy scores of a coarse view) shows as "-"."""
+    """One row of display strings per model: the table the terminal and the report show. A
+    metric a model lacks (hierarchy scores of a coarse view) shows as "-"; the hierarchy columns
+    show only where a model has them (a taxonomy of one level has none), and the speed is in
+    rows/s for a table."""
     latency = metrics.get("latency", {})
+    speed = "rows/s" if metrics.get("modality") == "tables" else SPEED
     rows = []
     for name, scores in metrics["test"].items():
         rows.append(dict(zip(COLUMNS, (
@@ -52,7 +57,8 @@ def comparison_rows(metrics: dict) -> list[dict[str, str]]:
             _number(scores.get("mistake_severity"), ".2f"),
             _number(latency.get(name, {}).get("images_per_s"), ".0f"),
         ))))
-    return rows
+    hidden = [c for c in HIERARCHY if all(row[c] == "-" for row in rows)]
+    return [{(speed if c == SPEED else c): v for c, v in row.items() if c not in hidden} for row in rows]
 
 
 def summary_lines(metrics: dict) -> list[str]:

@@ -10,6 +10,7 @@ from granular.config import Config
 from granular.core import evaluate, plots
 from granular.core.taxonomy import Taxonomy
 from granular.modalities import load_view_model, modality_for
+from granular.modalities.experts import read_view_spec
 from granular.pipeline.distill import STUDENT
 from granular.pipeline.reads import project_taxonomy, split_rows, view_probas
 from granular.store.atomic import atomic_dir, read_npz, write_csv, write_json
@@ -44,7 +45,7 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
         test[name], details[name] = _score_model(taxonomy, level, y_fine, proba, resamples)
     fine_views = [v.name for v in config.views.values() if v.level == taxonomy.fine]
     best = max(fine_views, key=lambda n: test[n]["accuracy"]) if fine_views else None
-    metrics = {"test": test, "best_single": best}
+    metrics = {"modality": config.data.modality, "test": test, "best_single": best}
     by_segment = _accuracy_by_segment(config, paths, taxonomy, y_fine, test_probas)
     if by_segment:
         metrics["segments"] = by_segment
@@ -179,9 +180,12 @@ def _accuracy_by_segment(
         if view.global_name in test_probas:  # absent when it failed to train and the run went on
             right["global_accuracy"] = test_probas[view.global_name].argmax(1) == y
         names = {value: view.segments.segment_name(value) for value in np.unique(segment)}
+        # A table's value under segments.min_size has no expert: the view's global network answers it.
+        experts = read_view_spec(paths.model_dir(view.name))["reader"].get("expert_values")
         out[view.name] = {
             name: {
                 "n": int((segment == value).sum()),
+                "expert": experts is None or str(value) in experts,
                 **{key: float(correct[segment == value].mean()) for key, correct in right.items()},
             }
             for value, name in names.items()
