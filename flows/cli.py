@@ -188,6 +188,9 @@ def _predict_rows(args: argparse.Namespace, config: Config) -> int:
         print(f"granular: cannot predict: {error}", file=sys.stderr)
         return 2
     table.insert(0, "row", range(1, len(table) + 1))
+    id_column = config.data.table.id if config.data.table else None
+    if id_column in rows.columns:  # each answer beside the id of the row it answers
+        table.insert(1, id_column, rows[id_column].to_numpy())
     write_csv(Path(args.output), table)
     print(f"{len(table)} predictions of the rows of {args.input} written to {args.output}")
     return 0

@@ -97,10 +97,13 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(small_run: SmallRun, tmp_path
     images = np.load(project / "data/processed/fine-28/test.npz")["x"][:5]
     predicted = served.predict(images)  # routed to segment experts too, from full-size images
     assert predicted["label"].tolist() == fused_test[:5].argmax(axis=1).tolist()
+    classes = yaml.safe_load((project / "data/taxonomy.yaml").read_text())
+    every_class = {f"proba_{entry['fine']}" for entry in classes["classes"]}
     assert set(predicted.columns) == {
-        "label", "confidence", "fine", "coarse", "prediction", "prediction_level", "prediction_confidence"
+        "label", "confidence", "fine", "coarse", "prediction", "prediction_level", "prediction_confidence", *every_class
     }
     assert predicted["confidence"].between(0, 1).all()
+    np.testing.assert_allclose(predicted[sorted(every_class)].sum(axis=1), 1.0, rtol=1e-5)
     assert (project / "data/evaluation/confusion/fused.png").stat().st_size > 0
     predictions = pd.read_csv(project / "data/evaluation/test_predictions.csv")
     assert list(predictions.columns) == ["actual", "actual_coarse"] + VIEWS + ["fused", "student"]

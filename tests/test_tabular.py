@@ -120,6 +120,9 @@ def test_a_real_table_runs_end_to_end_next_to_the_boosted_trees_baseline(
     ]) == 0
     predicted = pd.read_csv(output)
     assert predicted["row"].tolist() == list(range(1, 151))
+    assert predicted["id"].tolist() == pd.read_csv(iris_project / "data/iris.csv")["id"].tolist()  # data.table.id
+    every_class = ["proba_setosa", "proba_versicolor", "proba_virginica"]
+    assert predicted[every_class].sum(axis=1).round(4).eq(1).all()
     assert predicted["label"].head(6).tolist() == answer["label"].tolist()
 
 

@@ -47,14 +47,16 @@ class FusedClassifier:
         return self.fuser.predict_proba(probas)
 
     def predict(self, inputs, backoff_threshold: float | None = None) -> dict[str, np.ndarray]:
-        """Fine label id, the class name at every level, the fused probability of the label, and
-        the answer backed off to a coarser level where the fine one is unsure (see `back_off`)."""
+        """Fine label id, the class name at every level, the fused probability of the label, the
+        answer backed off to a coarser level where the fine one is unsure (see `back_off`), and
+        the fused probability of every fine class (`proba_<class>`)."""
         proba = self.predict_proba(inputs)
         label = proba.argmax(axis=1)
         out = {"label": label, "confidence": proba[np.arange(len(label)), label]}
         for level in self.taxonomy.levels:
             out[level] = np.asarray(self.taxonomy.names[level])[self.taxonomy.map_labels(label, level)]
-        return {**out, **back_off(proba, self.taxonomy, backoff_threshold)}
+        every_class = {f"proba_{name}": proba[:, k] for k, name in enumerate(self.taxonomy.names[self.taxonomy.fine])}
+        return {**out, **back_off(proba, self.taxonomy, backoff_threshold), **every_class}
 
 
 def level_proba(proba: np.ndarray, taxonomy: Taxonomy, level: str) -> np.ndarray:
