@@ -435,3 +435,13 @@ def test_the_run_table_without_a_fine_view_has_no_comparison_lines():
     table = format_table({"test": {"coarse-28": {"level": "coarse", "accuracy": 0.98, "macro_f1": 0.97}},
                           "best_single": None})
     assert len(table.splitlines()) == 2
+
+
+def test_balanced_accuracy_is_the_mean_recall_of_the_classes_present():
+    from granular.core.evaluate import balanced_accuracy, confusion_matrix
+
+    y = np.array([0] * 95 + [1] * 5)
+    always_zero = confusion_matrix(y, np.zeros(100, dtype=int), 3)  # class 2 never occurs
+    assert balanced_accuracy(always_zero) == pytest.approx(0.5)  # accuracy 0.95, no positive found
+    found = confusion_matrix(y, np.array([0] * 95 + [1, 1, 1, 0, 0]), 3)
+    assert balanced_accuracy(found) == pytest.approx((1 + 0.6) / 2)

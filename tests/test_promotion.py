@@ -254,3 +254,31 @@ def test_without_a_fine_single_view_only_the_champion_counts():
         "no single view predicts fine labels, so there is no gain over a best single view to test"
     )
     assert not decide(metrics, _champion(0.91), PromotionConfig()).promote
+
+
+def _with_majority(fused_accuracy: float, fused_balanced: float, majority_accuracy: float, classes: int = 2) -> dict:
+    metrics = _metrics(fused_accuracy, best=fused_accuracy - 0.01, balanced_accuracy=fused_balanced)
+    metrics["test"]["majority"] = {"accuracy": majority_accuracy, "balanced_accuracy": 1 / classes, "level": "fine"}
+    metrics["majority"] = {"model": "majority"}
+    return metrics
+
+
+def test_a_model_no_better_than_the_majority_class_is_never_promoted_however_it_beats_the_views():
+    # A 5%-positive table: 0.9472 accuracy, not one positive found (balanced accuracy 0.5).
+    decision = decide(_with_majority(0.9472, 0.5, 0.9477), None, PromotionConfig())
+    assert not decision.promote
+    assert decision.reasons == [
+        "the fused model does no better than the majority class: accuracy 0.9472 against 0.9477; "
+        "balanced accuracy 0.5000 against 0.5000"
+    ]
+    decision = decide(_with_majority(0.9490, 0.5, 0.9477), None, PromotionConfig())  # accuracy alone is not enough
+    assert decision.reasons == [
+        "the fused model does no better than the majority class: balanced accuracy 0.5000 against 0.5000"
+    ]
+
+
+def test_a_model_better_than_the_majority_class_passes_that_check_with_its_figures():
+    decision = decide(_with_majority(0.9620, 0.81, 0.9477), None, PromotionConfig())
+    assert decision.promote
+    assert ("the fused model does better than the majority class (accuracy 0.9620 against 0.9477, "
+            "balanced accuracy 0.8100 against 0.5000)") in decision.reasons

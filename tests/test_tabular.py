@@ -73,8 +73,11 @@ def test_a_real_table_runs_end_to_end_next_to_the_boosted_trees_baseline(
 
     metrics = json.loads((iris_project / "data/evaluation/metrics.json").read_text())
     views = ["fine-all", "fine-sepal", "fine-petal", "series-all"]
-    assert set(metrics["test"]) == set(views) | {"fused", "hgb"}
+    assert set(metrics["test"]) == set(views) | {"fused", "hgb", "majority"}
     assert all(scores["n"] == 30 for scores in metrics["test"].values())  # 20% of 150 rows
+    assert metrics["majority"] == {"model": "majority"}  # one species for every row: a third right
+    assert metrics["test"]["majority"]["accuracy"] == pytest.approx(1 / 3)
+    assert metrics["test"]["majority"]["balanced_accuracy"] == pytest.approx(1 / 3)
     assert metrics["baseline"] == {"model": "hgb"}  # its fit time is a figure of the machine:
     assert json.loads((iris_project / "data/evaluation/latency.json").read_text())["hgb"]["fit_seconds"] > 0
     assert metrics["test"]["fused"]["accuracy"] > 0.8  # three species, far above a third

@@ -58,6 +58,13 @@ def macro_f1(matrix: np.ndarray) -> float:
     return float(per_class_metrics(matrix)["f1"].mean())
 
 
+def balanced_accuracy(matrix: np.ndarray) -> float:
+    """Mean recall over the classes present: a model that answers the majority class for every
+    example scores 1/classes, however rare the others are."""
+    present = matrix.sum(axis=1) > 0
+    return float(per_class_metrics(matrix)["recall"][present].mean())
+
+
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict:
     if len(y_true) == 0:
         raise ValueError("cannot evaluate on an empty test split")
@@ -65,6 +72,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict:
     matrix = confusion_matrix(y_true, y_pred, proba.shape[1])
     return {
         "accuracy": float((y_pred == y_true).mean()),
+        "balanced_accuracy": balanced_accuracy(matrix),
         "macro_f1": macro_f1(matrix),
         "n": int(len(y_true)),
         "confusion": matrix,

@@ -42,6 +42,8 @@ def decide(
     (the same shape; None when there is no champion yet)."""
     fused = metrics["test"][FUSED]
     checks = [_gain_over_best_single(metrics, config.min_gain_over_best_single)]
+    if "majority" in metrics:  # always: a model no better than the majority class is never promoted
+        checks.append(_above_majority(fused, metrics["test"][metrics["majority"]["model"]]))
     if config.significance != "none":
         checks.append(_significant_gain(metrics, config))
     checks.append(_gain_over_champion(fused, champion_metrics, config.min_gain_over_champion, champion_name))
@@ -59,6 +61,23 @@ def decide(
 
 def _beats(accuracy: float, other: float, margin: float) -> bool:
     return accuracy - other - margin > _TOLERANCE
+
+
+def _above_majority(fused: dict, majority: dict) -> _Check:
+    """Better than answering the majority class for every example, in accuracy and in balanced
+    accuracy (on a 5%-positive table the first alone lets a model that never finds one through)."""
+    short = [
+        f"{name} {fused[key]:.4f} against {majority[key]:.4f}"
+        for key, name in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"))
+        if not _beats(fused[key], majority[key], 0.0)
+    ]
+    if short:
+        return _Check(False, f"the fused model does no better than the majority class: {'; '.join(short)}")
+    return _Check(True, (
+        f"the fused model does better than the majority class (accuracy {fused['accuracy']:.4f} against "
+        f"{majority['accuracy']:.4f}, balanced accuracy {fused['balanced_accuracy']:.4f} against "
+        f"{majority['balanced_accuracy']:.4f})"
+    ))
 
 
 def _gain_over_best_single(metrics: dict, margin: float) -> _Check:

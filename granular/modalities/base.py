@@ -31,6 +31,11 @@ if TYPE_CHECKING:  # torch loads only where a network runs
     from granular.nn.inputs import NetworkInputs
 
 
+# The baseline that answers the training split's majority class for every example: the floor a
+# model must clear (a modality's `baselines` may include it).
+MAJORITY = "majority"
+
+
 @dataclass(frozen=True)
 class Examples:
     """Every clean example, in the order of clean.npz."""

@@ -10,6 +10,7 @@ from granular.config import Config
 from granular.core import evaluate, plots
 from granular.core.taxonomy import Taxonomy
 from granular.modalities import load_view_model, modality_for
+from granular.modalities.base import MAJORITY
 from granular.modalities.experts import read_view_spec
 from granular.pipeline.distill import STUDENT
 from granular.pipeline.reads import project_taxonomy, split_rows, view_probas
@@ -19,8 +20,8 @@ from granular.store.paths import ProjectPaths
 LATENCY_IMAGES = 512  # test images timed per model: a few seconds in all, on a CPU too
 LATENCY_BATCH = 256
 COMPARISON_COLUMNS = (  # model quality only: latency is a figure of the machine
-    "accuracy", "accuracy_ci_low", "accuracy_ci_high", "macro_f1", "macro_f1_ci_low", "macro_f1_ci_high",
-    "ece", "hierarchical_f1", "mistake_severity",
+    "accuracy", "accuracy_ci_low", "accuracy_ci_high", "balanced_accuracy", "macro_f1", "macro_f1_ci_low",
+    "macro_f1_ci_high", "ece", "hierarchical_f1", "mistake_severity",
 )
 
 
@@ -52,8 +53,8 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
     if best:
         metrics["fused_minus_best_single"] = test["fused"]["accuracy"] - test[best]["accuracy"]
         metrics.update(_fused_versus_best(details["fused"]["correct"], details[best]["correct"], best, resamples))
-    for name in baselines:
-        metrics["baseline"] = {"model": name}
+    for name in baselines:  # the boosted trees to beat, and the majority class as the floor
+        metrics["majority" if name == MAJORITY else "baseline"] = {"model": name}
     metrics["bootstrap"] = {
         "resamples": resamples.resamples, "seed": evaluate.BOOTSTRAP_SEED, "confidence": evaluate.CONFIDENCE
     }
@@ -61,7 +62,7 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
     write_json(paths.metrics, metrics)
     # Figures of this machine, beside the metrics, so that metrics.json is the same for the same
     # data, settings and code, and `dvc metrics diff` shows model quality alone.
-    latency = _latency(config, paths) | baselines
+    latency = _latency(config, paths) | {name: figures for name, figures in baselines.items() if figures}
     write_json(paths.latency, latency)
     return {**metrics, "latency": latency}
 

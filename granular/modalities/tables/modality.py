@@ -20,7 +20,7 @@ import yaml
 from granular.config import Config, TableView
 from granular.core.partition import SPLITS, TEST, require_every_class
 from granular.core.taxonomy import Taxonomy, load_taxonomy
-from granular.modalities.base import Examples, TrainingData
+from granular.modalities.base import MAJORITY, Examples, TrainingData
 from granular.modalities.experts import ExpertPlan, single_network
 from granular.modalities.tables.clean_file import (
     CATEGORICAL,
@@ -276,7 +276,8 @@ class Tables:
 
     def baselines(self, config: Config, paths: ProjectPaths) -> dict[str, dict]:
         """Gradient-boosted trees on the same splits and every feature column, fitted where the
-        networks were (train, with val for early stopping): its test probabilities, then its fit time."""
+        networks were (train, with val for early stopping): its test probabilities, then its fit
+        time; and the majority class of the training rows."""
         from granular.modalities.tables.baseline import fit_baseline
         from granular.modalities.tables.features import FeatureEncoder
 
@@ -292,7 +293,12 @@ class Tables:
             arrays["train"], labels["train"], arrays["val"], labels["val"], num_classes, seed=config.train.seed,
             threads=config.train.threads,
         )
-        return {BASELINE: {"test_proba": model.predict_proba(arrays["test"]), "fit_seconds": model.fit_seconds}}
+        # The floor: the training rows' class shares, for every row (it answers the majority class).
+        shares = np.bincount(labels["train"], minlength=num_classes) / len(labels["train"])
+        return {
+            BASELINE: {"test_proba": model.predict_proba(arrays["test"]), "fit_seconds": model.fit_seconds},
+            MAJORITY: {"test_proba": np.tile(shares, (len(labels["test"]), 1))},
+        }
 
 
 TABLES = Tables()
