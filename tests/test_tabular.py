@@ -232,3 +232,24 @@ def test_a_renamed_column_changes_the_views_files_so_what_trains_on_them_retrain
     table = pd.read_csv(iris_project / "data/iris.csv")
     table.rename(columns={"petal_width_cm": "petal_width"}).to_csv(iris_project / "data/iris.csv", index=False)
     assert view_digest() != first
+
+
+@pytest.mark.parametrize(("label", "why"), [
+    ([f"{100 + 7.5 * i:.1f}" for i in range(60)], "numbers with a fraction"),
+    ([str(1000 + i) for i in range(60)], "60 distinct whole numbers"),
+])
+def test_a_numeric_target_is_refused_as_regression_before_anything_trains(tmp_path: Path, label, why):
+    from granular.modalities.tables.modality import TableStepError
+
+    frame = pd.DataFrame({"id": range(60), "size": range(60), "colour": ["red", "blue"] * 30, "label": label})
+    _write_table_project(tmp_path, frame)
+    with pytest.raises(TableStepError, match=rf"column 'label' holds {why}, a quantity to predict \(regression\)"):
+        _steps_until_validation(tmp_path)
+    assert not (tmp_path / "data/interim/clean.npz").exists()
+
+
+def test_whole_numbers_as_class_labels_stay_classes(tmp_path: Path):
+    frame = pd.DataFrame({"id": range(60), "size": range(60), "colour": ["red", "blue"] * 30, "label": ["0", "1", "2"] * 20})
+    _write_table_project(tmp_path, frame)
+    _, report = _steps_until_validation(tmp_path)
+    assert report["kept"] == 60

@@ -62,6 +62,29 @@ def _check_segment_columns(config: Config, schema: dict) -> None:
             )
 
 
+# A target of numbers with more distinct values than this is a quantity, not a label.
+MAX_NUMERIC_CLASSES = 50
+
+
+def _check_target_is_a_label(target: pd.Series, column: str) -> None:
+    """granular classifies: a target column of numbers with a fraction, or with more than
+    MAX_NUMERIC_CLASSES distinct values, is refused before anything trains (it would become that
+    many classes, most with a row or two)."""
+    values = target.dropna()
+    numbers = pd.to_numeric(values, errors="coerce")
+    if len(values) == 0 or numbers.isna().any():
+        return  # text labels (or no labels: validation names that)
+    distinct = numbers.nunique()
+    fraction = bool((numbers != numbers.round()).any())
+    if fraction or distinct > MAX_NUMERIC_CLASSES:
+        why = "numbers with a fraction" if fraction else f"{distinct:,} distinct whole numbers"
+        raise TableStepError(
+            f"data.table.target: column {column!r} holds {why}, a quantity to predict (regression), "
+            "which granular does not do yet: it classifies. Give a column of class labels as the target "
+            f"(bins of {column!r}, say), or declare at most {MAX_NUMERIC_CLASSES} classes"
+        )
+
+
 def _as_read(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows as read from a file: text, and float64 (a served model's signature then takes float32 too)."""
     frame = frame.reset_index(drop=True)
@@ -119,6 +142,7 @@ class Tables:
 
         table = config.data.table
         frame = read_table(paths.raw, config.data.source.format, table)
+        _check_target_is_a_label(frame[table.target], table.target)
         schema = infer_schema(frame, table)
         _check_segment_columns(config, schema)
         given = load_taxonomy(paths.taxonomy(config.taxonomy)) if config.taxonomy else None
