@@ -563,6 +563,8 @@ class Config(_Section):
         if not isinstance(data, dict):
             return data
         sections = {key: data.get(key) or {} for key in VIEW_SECTIONS}
+        if "views" not in data:  # the default views, then the others
+            sections["views"] = cls.model_fields["views"].default
         if not all(isinstance(section, dict) for section in sections.values()):
             return data  # pydantic says what is wrong with it
         merged: dict[str, Any] = {}

@@ -211,6 +211,8 @@ def test_a_transfer_is_a_view_trained_after_its_source_and_stays_apart_in_the_du
     assert "coarse-14" not in dumped["views"] and dumped["transfers"]["coarse-14"]["start_from"] == "fine-14"
     assert Config.model_validate(dumped) == config
     assert list(config.with_views(["fine-14"]).transfers) == []
+    default = Config(transfers={"coarse-14": {"start_from": "fine-14", "level": "coarse", "resolution": 14}})
+    assert list(default.views) == ["fine-28", "fine-14", "coarse-28", "coarse-14"]  # after the default views
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
