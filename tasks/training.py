@@ -296,7 +296,8 @@ class ViewRun:
         return {**summary, "mlflow_run_id": self.run_id}
 
     def stopped(self, error: BaseException) -> None:
-        """KILLED when stopped from outside (a rerun resumes), else FAILED."""
+        """KILLED when stopped from outside (a rerun resumes from the view's checkpoints; a pair
+        starts again), else FAILED."""
         self._end()
         killed = isinstance(error, (Preempted, KeyboardInterrupt, SystemExit))
         self.client.set_terminated(self.run_id, status="KILLED" if killed else "FAILED")

@@ -19,7 +19,7 @@ def networks_in_view(config: Config, paths: ProjectPaths, view_name: str) -> int
     return modality_for(config).networks_in_view(config, paths, config.view(view_name))
 
 
-def source_weights(config: Config, paths: ProjectPaths, source: str, runtime) -> dict:
+def source_weights(paths: ProjectPaths, source: str, runtime) -> dict:
     """The weights of view `source`'s trained network, which a transfer starts from."""
     from granular.nn.trained import load_checkpoint
 
@@ -40,7 +40,7 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
     train_config = config.train_config(view)
     runtime = select_runtime(train_config.threads, gpu, train_config.precision)
     data = modality_for(config).training_data(config, paths, view, classes, warn)
-    initial = source_weights(config, paths, view.start_from, runtime) if view.start_from else None
+    initial = source_weights(paths, view.start_from, runtime) if view.start_from else None
     networks, history, seconds = fit_experts(
         data.x, data.y, data.plan, view, classes, train_config, runtime, paths.checkpoints(view.name),
         on_epoch=on_epoch, warn=warn, initial=initial,

@@ -75,7 +75,7 @@ def tune_view(config: Config, paths: ProjectPaths, view_name: str, hooks: TrialH
                 "whose shape is fixed; search the other settings"
             )
         source = config.view(view.start_from)
-        initial = handed_over(source_weights(config, paths, source.name, runtime), source.level, view.level)
+        initial = handed_over(source_weights(paths, source.name, runtime), source.level, view.level)
     taxonomy = load_taxonomy(paths.taxonomy(config.taxonomy))
     data = modality_for(config).training_data(config, paths, view, taxonomy, warn=print)
 
