@@ -7,7 +7,6 @@ import hashlib
 import logging
 import re
 import sys
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, TextIO
 
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
@@ -24,6 +23,7 @@ from granular.nn.device import concurrent_trainings
 # then runs the worker's module (where a test's plugin may replace the step).
 from granular.pipeline import cotrain as cotrain_step
 from granular.pipeline import train as step
+from granular.pipeline.order import Unit, training_units, waves
 from granular.runtime.preemption import Preempted
 from granular.store.paths import ProjectPaths
 from tasks import tracking
@@ -109,49 +109,13 @@ def train_all_views(config: Config, paths: ProjectPaths, parent: tracking.RunRef
     return finished, failed
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One training: a view, or a `cotrain` pair of views trained together."""
-
-    name: str
-    pair: bool = False
-
-    def views(self, config: Config) -> list[str]:
-        return [config.cotrain[self.name].first, config.cotrain[self.name].second] if self.pair else [self.name]
-
-
 def _training(unit: Unit):
     return train_pair if unit.pair else train_view
 
 
-def training_units(config: Config) -> list[Unit]:
-    """Every view's training in the views' order: a pair where its first view comes."""
-    units = []
-    for name in config.views:
-        pair = config.pair_of(name)
-        if pair is None:
-            units.append(Unit(name))
-        elif config.cotrain[pair].first == name:
-            units.append(Unit(pair, pair=True))
-    return units
-
-
-def waves(config: Config, width: int) -> list[list[Unit]]:
-    """The trainings in waves of at most `width` at once, in the views' order (sources before
-    the transfers that start from them), each transfer in a wave after its source's."""
-    result: list[list[Unit]] = []
-    for unit in training_units(config):
-        source = config.views[unit.name].start_from if not unit.pair else None
-        in_last = {view for other in result[-1] for view in other.views(config)} if result else set()
-        if not result or len(result[-1]) == width or source in in_last:
-            result.append([])
-        result[-1].append(unit)
-    return result
-
-
 def _source_failed(config: Config, unit: Unit, failed: dict[str, str]) -> bool:
     """Whether `unit` is a view that starts from a view that failed; if so it fails too, saying why."""
-    source = None if unit.pair else config.views[unit.name].start_from
+    source = unit.source(config)
     if source not in failed:
         return False
     failed[unit.name] = f"its source view {source} failed to train"
@@ -219,7 +183,7 @@ def train_views_on_cluster(
     the rest. The view's position picks its GPU on a worker that sees several."""
     futures, by_view = {}, {}
     for i, unit in enumerate(training_units(config)):  # a transfer waits for its source's training
-        source = None if unit.pair else config.views[unit.name].start_from
+        source = unit.source(config)
         after = [by_view[source]] if source else None
         futures[unit] = _training(unit).submit(config, paths, unit.name, parent, gpu=i, wait_for=after)
         by_view.update({name: futures[unit] for name in unit.views(config)})

@@ -47,7 +47,7 @@ def test_a_transfer_trains_in_a_wave_after_its_sources_and_views_fill_the_waves_
     from pathlib import Path
 
     from granular.config import load_config
-    from tasks.training import waves
+    from granular.pipeline.order import waves
 
     params = Path(__file__).resolve().parents[1] / "params.yaml"
     config = load_config(params, [
@@ -94,7 +94,7 @@ def test_a_pair_trains_as_one_unit_and_a_transfer_from_one_of_its_views_after_it
     from pathlib import Path
 
     from granular.config import load_config
-    from tasks.training import Unit, waves
+    from granular.pipeline.order import Unit, waves
 
     params = Path(__file__).resolve().parents[1] / "params.yaml"
     config = load_config(params, [
