@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from granular.runtime.redact import has_password, redact_uri
 
 
+# None: every class counts alike; balanced: inversely to its training count; or class name -> weight.
+ClassWeight = Literal["balanced"] | dict[str, Annotated[float, Field(gt=0)]] | None
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -171,10 +175,15 @@ class ColumnSegments(_Section):
         return str(value)  # the column's value
 
 
+# A table view's learner: a network (MLP) or scikit-learn's histogram gradient-boosted trees.
+Learner = Literal["mlp", "hgb"]
+
+
 class _View(_Section):
     """One model's look at the data: a label level of the taxonomy and an input granularity."""
 
     modality: ClassVar[str]
+    trains_networks: ClassVar[bool] = True  # a table's `learner: hgb` view trains boosted trees
     level: str = "fine"
     # Training parameters of this view only, over the shared `train` section.
     train: dict[str, Any] = Field(default_factory=dict)
@@ -183,8 +192,8 @@ class _View(_Section):
 
     @property
     def name(self) -> str:
-        """LEVEL-RESOLUTION[-clustersK] or LEVEL-FEATURES[-COLUMN]: valid in paths, DVC stage
-        names and MLflow keys."""
+        """LEVEL-RESOLUTION[-clustersK] or LEVEL-FEATURES[-hgb][-COLUMN]: valid in paths, DVC
+        stage names and MLflow keys."""
         suffix = f"-{self.segments.suffix}" if self.segments else ""
         return f"{self.global_name}{suffix}"
 
@@ -224,10 +233,17 @@ class TableView(_View):
     modality: ClassVar[str] = "tables"
     features: str = Field(min_length=1)
     segments: ColumnSegments | None = None
+    # What learns the view: mlp, a network (the shared `train` section), or hgb, gradient-boosted
+    # trees (the shared `trees` section); an hgb view's name ends its LEVEL-FEATURES with -hgb.
+    learner: Learner = "mlp"
+
+    @property
+    def trains_networks(self) -> bool:
+        return self.learner == "mlp"
 
     @property
     def global_name(self) -> str:
-        return f"{self.level}-{self.features}"
+        return f"{self.level}-{self.features}" + ("" if self.trains_networks else f"-{self.learner}")
 
     def check(self, config: "Config") -> None:
         groups = config.data.table.feature_groups
@@ -236,6 +252,13 @@ class TableView(_View):
                 f"view {self.name}: features {self.features!r} is neither 'all' nor a group of "
                 f"data.table.feature_groups {sorted(groups)}"
             )
+        if not self.trains_networks:
+            if self.train:
+                raise ValueError(
+                    f"view {self.name}: train: sets a network's training, but the view learns {self.learner} "
+                    "trees: their settings are the shared `trees` section"
+                )
+            return
         train = config.train_config(self)
         for number, stage in enumerate(train.stages):
             if stage.resolution is not None:
@@ -322,6 +345,9 @@ class TrainConfig(_Section):
     seed: int = 0
     # CPU threads for torch; None = every core this process may use.
     threads: int | None = Field(default=None, ge=1)
+    # How much each class's examples count in the loss: None = alike; balanced = inversely to
+    # the class's training count; or {class name: weight} (granular/core/class_weights.py).
+    class_weight: ClassWeight = None
     # Per-part optimiser settings of the view's own training (features, head; see PartConfig).
     parts: dict[Part, PartConfig] = Field(default_factory=dict)
     # Stages trained first, in order, each from the previous one's features (see StageConfig):
@@ -339,6 +365,20 @@ class TrainConfig(_Section):
     def total_epochs(self) -> int:
         """The epochs of every stage, the view's own included."""
         return sum(stage.epochs for stage in self.stages) + self.epochs
+
+
+class TreesConfig(_Section):
+    """Gradient-boosted trees (scikit-learn's HistGradientBoostingClassifier): what a table view
+    with `learner: hgb` trains, and the boosted-trees baseline of every table run."""
+
+    max_iter: int = Field(default=300, ge=1)  # boosting rounds (one tree per class each)
+    learning_rate: float = Field(default=0.1, gt=0)
+    max_leaf_nodes: int = Field(default=31, ge=2)
+    min_samples_leaf: int = Field(default=20, ge=1)
+    l2_regularization: float = Field(default=0.0, ge=0)
+    # Stop once the validation loss has not improved for 10 rounds (False: every round).
+    early_stopping: bool = True
+    class_weight: ClassWeight = None  # as train.class_weight
 
 
 # The fusion strategies (granular/core/fusion.py), each a class there.
@@ -364,6 +404,11 @@ class FusionConfig(_Section):
     gating: GatingConfig = GatingConfig()
     # When a view fails to train: fuse the views that finished (True), or fail the run (False).
     allow_missing_views: bool = False
+    # A target of two classes: answer `positive_class` (None = the rarer in training) where its
+    # fused probability reaches the cut that scores best in this metric on the cross-fitted
+    # validation predictions (granular/core/threshold.py); None = the most probable class.
+    threshold_metric: Literal["accuracy", "balanced_accuracy", "f1"] | None = None
+    positive_class: str | None = None
 
     @field_validator("candidates")
     @classmethod
@@ -457,26 +502,43 @@ class TrackingConfig(_Section):
         return uri
 
 
+# The test metrics a promotion can be gated on (granular/core/promotion.py).
+GateMetric = Literal["accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "pr_auc"]
+
+
 class PromotionConfig(_Section):
     """When a newly registered fused model becomes the `champion` (granular/core/promotion.py). Each
     gain must be MORE than its margin, so a margin of 0.0 asks for strictly better, and a tie
     keeps the current champion; by default the gain over the best single view must be significant
     too, so that a test-set fluke does not move the champion."""
 
-    # fused test accuracy - the best single fine view's must exceed this
+    # The test metric the gains below are measured in (the best single view is the best in it).
+    metric: GateMetric = "accuracy"
+    # fused test `metric` - the best single fine view's must exceed this
     min_gain_over_best_single: float = Field(default=0.0, ge=-1, le=1)
     # ... and that gain must be significant: mcnemar = McNemar's test of the two on the test set
     # gives p < max_p_value, interval = the low end of the paired bootstrap interval of the gain
     # exceeds min_gain_over_best_single, none = not checked.
     significance: Literal["mcnemar", "interval", "none"] = "mcnemar"
     max_p_value: float = Field(default=0.05, gt=0, le=1)
-    # fused test accuracy - the current champion's must exceed this (no champion: passes)
+    # fused test `metric` - the current champion's must exceed this (no champion: passes)
     min_gain_over_champion: float = Field(default=0.0, ge=-1, le=1)
+    # Floors on the fused model's test metrics, e.g. {balanced_accuracy: 0.7, pr_auc: 0.5}.
+    min_metrics: dict[GateMetric, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
     # Hierarchical conditions on the fused model's test metrics; None (or {}) = not checked.
     max_mistake_severity: float | None = Field(default=None, ge=0)
     min_hierarchical_f1: float | None = Field(default=None, ge=0, le=1)
     # level -> least accuracy at that coarser level implied by the fine predictions
     min_level_accuracy: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _significance_of_accuracy(self) -> "PromotionConfig":
+        if self.metric != "accuracy" and self.significance != "none":
+            raise ValueError(
+                f"metric {self.metric}: significance {self.significance} tests a gain in accuracy (McNemar's test, "
+                "the paired interval); set significance: none to gate on another metric"
+            )
+        return self
 
 
 class ServingConfig(_Section):
@@ -543,6 +605,7 @@ class Config(_Section):
     # each after its source.
     transfers: dict[str, ViewConfig] = {}
     train: TrainConfig = TrainConfig()
+    trees: TreesConfig = TreesConfig()
     fusion: FusionConfig = FusionConfig()
     distill: DistillConfig = DistillConfig()
     tune: TuneConfig = TuneConfig()
@@ -673,6 +736,8 @@ class Config(_Section):
                     raise ValueError(f"cotrain.{key}.{side}: view {name} is co-trained in pair {paired[name]} already")
                 paired[name] = key
                 view, train = self.views[name], self.train_config(self.views[name])
+                if not view.trains_networks:
+                    raise ValueError(f"cotrained.{name}: a co-trained view trains a network, not {view.learner} trees")
                 if view.segments or train.stages or train.heads:
                     raise ValueError(
                         f"cotrained.{name}: a co-trained view is one network trained in one stage "
@@ -697,6 +762,9 @@ class Config(_Section):
             if source not in self.views or names.index(source) >= names.index(name):
                 raise ValueError(f"{key}: {source!r} is not a view declared before it (views first, then transfers in order)")
             origin = self.views[source]
+            for end in (view, origin):
+                if not end.trains_networks:
+                    raise ValueError(f"{key}: view {end.name} learns {end.learner} trees: a transfer hands over a network")
             if origin.segments:
                 raise ValueError(f"{key}: view {source} trains one expert per segment; start from a view of one network")
             if isinstance(view, TableView) and view.features != origin.features:
@@ -708,6 +776,15 @@ class Config(_Section):
                         f"{key}: train.{setting} is {getattr(mine, setting)} here but {getattr(theirs, setting)} "
                         f"in view {source}: the network must have the same shape"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _one_way_to_decide(self) -> "Config":
+        if self.fusion.threshold_metric and self.serving.backoff_threshold is not None:
+            raise ValueError(
+                "fusion.threshold_metric decides between two classes, serving.backoff_threshold backs off to coarser "
+                "levels: set one of them"
+            )
         return self
 
     @model_validator(mode="after")

@@ -46,8 +46,8 @@ class EpochBar:
     `fine-28:  50%|█████     | 1/2 [00:00<00:00]12:00:01 | INFO | ...`; tqdm's logging
     redirection would replace that handler and its formatting.)"""
 
-    def __init__(self, view_name: str, epochs_total: int, stream: TextIO = sys.stderr):
-        self.view_name, self.total, self.done, self.stream = view_name, epochs_total, 0, stream
+    def __init__(self, view_name: str, epochs_total: int, unit: str = "img", stream: TextIO = sys.stderr):
+        self.view_name, self.total, self.done, self.unit, self.stream = view_name, epochs_total, 0, unit, stream
         self.shown, self.width = stream.isatty(), 0
 
     def update(self, record: dict) -> None:
@@ -56,7 +56,7 @@ class EpochBar:
         line = (
             f"{self.view_name} [{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} epochs"
             f" | loss {record['train_loss']:.4f} | val acc {record['val_accuracy']:.4f}"
-            f" | {record['images_per_s']:.0f} img/s"
+            f" | {record['images_per_s']:.0f} {self.unit}/s"
         )
         self._draw(line)
 
@@ -218,15 +218,17 @@ class ViewRun:
         self.run_id = run.info.run_id
         view = config.view(view_name)
         self.train_config = config.train_config(view)
-        tracking.log_params(
-            self.client, self.run_id, {"view": view.model_dump(exclude={"train"}), "train": self.train_config.model_dump()}
-        )
-        # Watched in the Prefect UI while it trains: epochs done over epochs to do, all experts counted.
-        self.epochs_total = self.train_config.total_epochs * step.networks_in_view(config, paths, view.name)
+        learner = {"train": self.train_config.model_dump()} if view.trains_networks else {"trees": config.trees.model_dump()}
+        tracking.log_params(self.client, self.run_id, {"view": view.model_dump(exclude={"train"}), **learner})
+        # Watched in the Prefect UI while it trains: epochs done over epochs to do, all experts
+        # counted (trees: one fit each, shown as one epoch).
+        self.epochs_each = self.train_config.total_epochs if view.trains_networks else 1
+        self.epochs_total = self.epochs_each * step.networks_in_view(config, paths, view.name)
         self.progress = create_progress_artifact(
             progress=0.0, key=progress_key(view_name), description=f"training view {view_name}: {self.epochs_total} epochs"
         )
-        self.bar = EpochBar(view_name, self.epochs_total)
+        self.unit = "rows" if config.data.modality == "tables" else "images"
+        self.bar = EpochBar(view_name, self.epochs_total, "rows" if self.unit == "rows" else "img")
         # CPU, memory (and GPU, with pynvml) utilisation as system/* metrics of the view's run.
         self.system_metrics = SystemMetricsMonitor(
             self.run_id, sampling_interval=SYSTEM_METRICS_SECONDS, tracking_uri=parent.uri
@@ -237,16 +239,16 @@ class ViewRun:
         parts, metrics = epoch_metrics(record, len(self.train_config.stages))
         name = " ".join([self.view_name, *parts])
         self.logger.info(
-            "%s epoch %d/%d: loss %.4f, val accuracy %.4f, %.0f images/s",
-            name, record["epoch"], self.train_config.total_epochs, record["train_loss"], record["val_accuracy"],
-            record["images_per_s"],
+            "%s epoch %d/%d: loss %.4f, val accuracy %.4f, %.0f %s/s",
+            name, record["epoch"], self.epochs_each, record["train_loss"], record["val_accuracy"],
+            record["images_per_s"], self.unit,
         )
         tracking.log_metrics(self.client, self.run_id, metrics, step=record["epoch"])
         self.bar.update(record)  # after the log line, so the next one writes over it
         update_progress_artifact(
             self.progress, progress=100.0 * self.bar.done / self.epochs_total,
             description=(
-                f"{name}: epoch {record['epoch']}/{self.train_config.total_epochs}, "
+                f"{name}: epoch {record['epoch']}/{self.epochs_each}, "
                 f"val accuracy {record['val_accuracy']:.4f}"
             ),
         )

@@ -392,10 +392,16 @@ def test_evaluate_step_times_every_model_and_keeps_latency_out_of_the_comparison
     assert json.loads(paths.latency.read_text()) == latency
     assert "latency" not in json.loads(paths.metrics.read_text())  # not a DVC metric: it measures the machine
     comparison = pd.read_csv(paths.comparison)
-    assert list(comparison.columns) == ["model", *evaluate_module.COMPARISON_COLUMNS]
+    assert list(comparison.columns) == ["model", *evaluate_module.COMPARISON_COLUMNS, "recall_a", "recall_b", "recall_c"]
     assert comparison.set_index("model")["hierarchical_f1"].isna().to_dict() == {
         "fine-16": False, "fine-8": False, "coarse-16": True, "fused": False, "student": False
     }
+    # Each fine class's recall, as per_class.json has it; a coarse view has none of the fine classes.
+    per_class = json.loads((paths.evaluation / "per_class.json").read_text())
+    recalls = comparison.set_index("model")[["recall_a", "recall_b", "recall_c"]]
+    assert recalls.loc["fused"].tolist() == [row["recall"] for row in per_class["fused"]["per_class"]]
+    assert recalls.loc["coarse-16"].isna().all()
+    assert 0.5 <= comparison.set_index("model").loc["fused", "roc_auc"] <= 1
 
 
 def test_evaluate_step_writes_per_class_scores_and_reliability_diagrams(evaluated):

@@ -282,3 +282,30 @@ def test_a_model_better_than_the_majority_class_passes_that_check_with_its_figur
     assert decision.promote
     assert ("the fused model does better than the majority class (accuracy 0.9620 against 0.9477, "
             "balanced accuracy 0.8100 against 0.5000)") in decision.reasons
+
+
+def test_the_gate_can_be_set_on_another_metric_against_the_best_view_in_it():
+    metrics = _metrics(0.95, balanced_accuracy=0.71)
+    metrics["fine_views"] = ["fine-28", "fine-14"]
+    metrics["test"]["fine-28"]["balanced_accuracy"] = 0.60
+    metrics["test"]["fine-14"] = {"accuracy": 0.90, "balanced_accuracy": 0.74, "level": "fine"}  # best in it
+    config = PromotionConfig(metric="balanced_accuracy", significance="none")
+    decision = decide(metrics, {"test": {"fused": {"balanced_accuracy": 0.65}}}, config)
+    assert not decision.promote  # higher accuracy than every view, but not balanced accuracy
+    assert decision.reasons == [
+        "fused balanced accuracy 0.7100 does not beat the best single view fine-14 (0.7400) "
+        "by more than the margin 0 (gain -0.0300)"
+    ]
+    metrics["test"]["fused"]["balanced_accuracy"] = 0.80
+    assert decide(metrics, {"test": {"fused": {"balanced_accuracy": 0.65}}}, config).promote
+
+
+def test_floors_on_any_metric_block_with_their_numbers():
+    decision = decide(_metrics(0.9318, pr_auc=0.41, roc_auc=0.93), None, PromotionConfig(min_metrics={"pr_auc": 0.5, "roc_auc": 0.9}))
+    assert not decision.promote
+    assert decision.reasons == ["fused pr auc 0.4100 is below the minimum 0.5"]
+
+
+def test_significance_tests_accuracy_so_another_metric_needs_none():
+    with pytest.raises(ValueError, match="metric roc_auc: significance mcnemar tests a gain in accuracy"):
+        PromotionConfig(metric="roc_auc")

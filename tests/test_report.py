@@ -40,7 +40,10 @@ def test_a_tables_comparison_counts_rows_and_shows_hierarchy_scores_only_where_t
     images = comparison_rows(_metrics("images", hierarchy=True))
     assert list(images[0])[-3:] == ["hF1", "severity", "img/s"] and images[1]["img/s"] == "1234"
     table = comparison_rows(_metrics("tables", hierarchy=False))
-    assert list(table[0]) == ["model", "level", "accuracy", "95% CI", "macro_f1", "ECE", "rows/s"]
+    assert list(table[0]) == [
+        "model", "level", "accuracy", "95% CI", "bal_acc", "macro_f1", "ROC-AUC", "PR-AUC", "ECE", "rows/s",
+    ]
+    assert "ROC-AUC" not in images[0] and "bal_acc" not in images[0]  # images: every class is common
 
 
 def test_the_printed_table_says_which_segments_had_no_expert():

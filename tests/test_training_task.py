@@ -14,7 +14,7 @@ class _Terminal(io.StringIO):
 
 def test_the_bar_shows_epochs_loss_accuracy_and_speed_on_a_terminal():
     stream = _Terminal()
-    bar = EpochBar("fine-28", 4, stream)
+    bar = EpochBar("fine-28", 4, stream=stream)
     bar.update(RECORD)
     bar.update(RECORD)
     drawn = [part for part in stream.getvalue().split("\r") if part]
@@ -25,7 +25,7 @@ def test_the_bar_shows_epochs_loss_accuracy_and_speed_on_a_terminal():
 
 def test_no_bar_is_drawn_into_a_file_or_a_pipe():
     stream = io.StringIO()
-    bar = EpochBar("fine-28", 4, stream)
+    bar = EpochBar("fine-28", 4, stream=stream)
     bar.update(RECORD)
     bar.close()
     assert stream.getvalue() == ""

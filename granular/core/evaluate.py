@@ -65,10 +65,12 @@ def balanced_accuracy(matrix: np.ndarray) -> float:
     return float(per_class_metrics(matrix)["recall"][present].mean())
 
 
-def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict:
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, y_pred: np.ndarray | None = None) -> dict:
+    """Accuracy, balanced accuracy, macro-F1 and the confusion matrix of the answers `y_pred`
+    (by default the most probable class of each example)."""
     if len(y_true) == 0:
         raise ValueError("cannot evaluate on an empty test split")
-    y_pred = proba.argmax(axis=1)
+    y_pred = proba.argmax(axis=1) if y_pred is None else y_pred
     matrix = confusion_matrix(y_true, y_pred, proba.shape[1])
     return {
         "accuracy": float((y_pred == y_true).mean()),
@@ -76,6 +78,31 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict:
         "macro_f1": macro_f1(matrix),
         "n": int(len(y_true)),
         "confusion": matrix,
+    }
+
+
+def ranking_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """How well the probabilities rank each class's examples above the rest, whatever the
+    decision: ROC-AUC (one class against the rest, macro over the classes; for two classes the
+    usual AUC) and PR-AUC (average precision: for two classes of the rarer one in `y_true`, the
+    class an imbalance hides; else macro). Classes absent from `y_true` are left out; with fewer
+    than two present, both are nan."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    present = np.unique(y_true)
+    if len(present) < 2:
+        return {"roc_auc": float("nan"), "pr_auc": float("nan")}
+    truth = y_true[:, None] == present[None, :]  # (N, present classes)
+    scores = proba[:, present].astype(np.float64)
+    if proba.shape[1] == 2:
+        rare = int(np.argmin(truth.sum(axis=0)))
+        return {
+            "roc_auc": float(roc_auc_score(truth[:, rare], scores[:, rare])),
+            "pr_auc": float(average_precision_score(truth[:, rare], scores[:, rare])),
+        }
+    return {
+        "roc_auc": float(np.mean([roc_auc_score(truth[:, k], scores[:, k]) for k in range(len(present))])),
+        "pr_auc": float(np.mean([average_precision_score(truth[:, k], scores[:, k]) for k in range(len(present))])),
     }
 
 

@@ -458,17 +458,26 @@ def _rows(probas_by_view: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, 
     return {view: proba[rows] for view, proba in probas_by_view.items()}
 
 
-def cross_fitted_scores(
+def held_out_proba(
     make_fuser: Callable[[], Fuser], num_fine: int, probas_by_view: dict[str, np.ndarray], y: np.ndarray,
     folds: np.ndarray,
-) -> dict[str, float]:
-    """Log-loss and accuracy of out-of-fold predictions: each fold predicted by a fuser fitted on
-    the other folds, so every validation example is scored by a fuser that never saw it."""
+) -> np.ndarray:
+    """Out-of-fold fused probabilities: each fold predicted by a fuser fitted on the other folds,
+    so no validation example is predicted by a fuser that saw it."""
     held_out = np.zeros((len(y), num_fine))
     for fold in np.unique(folds):
         scored = folds == fold
         fuser = make_fuser().fit(_rows(probas_by_view, ~scored), y[~scored])
         held_out[scored] = fuser.predict_proba(_rows(probas_by_view, scored))
+    return held_out
+
+
+def cross_fitted_scores(
+    make_fuser: Callable[[], Fuser], num_fine: int, probas_by_view: dict[str, np.ndarray], y: np.ndarray,
+    folds: np.ndarray,
+) -> dict[str, float]:
+    """Log-loss and accuracy of the out-of-fold predictions (held_out_proba)."""
+    held_out = held_out_proba(make_fuser, num_fine, probas_by_view, y, folds)
     return {"log_loss": log_loss(held_out, y), "accuracy": float((held_out.argmax(axis=1) == y).mean())}
 
 

@@ -41,12 +41,14 @@ def decide(
     (`test.fused.accuracy`, ...), against the best single view and against `champion_metrics`
     (the same shape; None when there is no champion yet)."""
     fused = metrics["test"][FUSED]
-    checks = [_gain_over_best_single(metrics, config.min_gain_over_best_single)]
+    checks = [_gain_over_best_single(metrics, config.metric, config.min_gain_over_best_single)]
     if "majority" in metrics:  # always: a model no better than the majority class is never promoted
         checks.append(_above_majority(fused, metrics["test"][metrics["majority"]["model"]]))
     if config.significance != "none":
         checks.append(_significant_gain(metrics, config))
-    checks.append(_gain_over_champion(fused, champion_metrics, config.min_gain_over_champion, champion_name))
+    checks.append(_gain_over_champion(fused, champion_metrics, config.metric, config.min_gain_over_champion, champion_name))
+    for metric, least in config.min_metrics.items():
+        checks.append(_at_least(fused, metric, metric.replace("_", " "), least))
     if config.max_mistake_severity is not None:
         checks.append(_mistake_severity(fused, config.max_mistake_severity))
     if config.min_hierarchical_f1 is not None:
@@ -80,16 +82,26 @@ def _above_majority(fused: dict, majority: dict) -> _Check:
     ))
 
 
-def _gain_over_best_single(metrics: dict, margin: float) -> _Check:
-    best = metrics.get("best_single")
+def _best_single(metrics: dict, metric: str) -> str | None:
+    """The best single fine view in `metric`: the evaluation's best_single for accuracy."""
+    views = metrics.get("fine_views")
+    if metric == "accuracy" or not views:
+        return metrics.get("best_single")
+    return max(views, key=lambda view: metrics["test"][view].get(metric, float("-inf")))
+
+
+def _gain_over_best_single(metrics: dict, metric: str, margin: float) -> _Check:
+    best = _best_single(metrics, metric)
     if best is None:
         return _Check(True, "no single view predicts fine labels, so there is no best single view to beat")
-    accuracy, other = metrics["test"][FUSED]["accuracy"], metrics["test"][best]["accuracy"]
-    passed = _beats(accuracy, other, margin)
+    score, other = metrics["test"][FUSED].get(metric), metrics["test"][best].get(metric)
+    if score is None or other is None:
+        return _Check(False, f"the promotion metric is {metric}, but the evaluation has no {metric} of the fused model and {best}")
+    passed = _beats(score, other, margin)
     verb = "beats" if passed else "does not beat"
     return _Check(passed, (
-        f"fused accuracy {accuracy:.4f} {verb} the best single view {best} ({other:.4f}) "
-        f"by more than the margin {margin:g} (gain {accuracy - other:+.4f})"
+        f"fused {metric.replace('_', ' ')} {score:.4f} {verb} the best single view {best} ({other:.4f}) "
+        f"by more than the margin {margin:g} (gain {score - other:+.4f})"
     ))
 
 
@@ -151,18 +163,19 @@ def _interval_gain(metrics: dict, best: str, margin: float) -> _Check:
     ))
 
 
-def _gain_over_champion(fused: dict, champion_metrics: dict | None, margin: float, name: str) -> _Check:
+def _gain_over_champion(fused: dict, champion_metrics: dict | None, metric: str, margin: float, name: str) -> _Check:
     if champion_metrics is None:
         return _Check(True, "there is no champion yet, so there is none to beat")
-    other = champion_metrics.get("test", {}).get(FUSED, {}).get("accuracy")
+    other = champion_metrics.get("test", {}).get(FUSED, {}).get(metric)
+    label = metric.replace("_", " ")
     if other is None:
-        return _Check(False, f"{name} has no recorded fused test accuracy to compare with")
-    accuracy = fused["accuracy"]
-    passed = _beats(accuracy, other, margin)
+        return _Check(False, f"{name} has no recorded fused test {label} to compare with")
+    score = fused[metric]
+    passed = _beats(score, other, margin)
     verb = "beats" if passed else "does not beat"
     return _Check(passed, (
-        f"fused accuracy {accuracy:.4f} {verb} {name} ({other:.4f}) "
-        f"by more than the margin {margin:g} (gain {accuracy - other:+.4f})"
+        f"fused {label} {score:.4f} {verb} {name} ({other:.4f}) "
+        f"by more than the margin {margin:g} (gain {score - other:+.4f})"
     ))
 
 

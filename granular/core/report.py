@@ -24,8 +24,10 @@ def artifact_link(tracking_uri: str, run_id: str, artifact_path: str) -> str | N
     return f"{tracking_uri.rstrip('/')}/get-artifact?path={quote(artifact_path)}&run_uuid={run_id}"
 
 
-COLUMNS = ("model", "level", "accuracy", "95% CI", "macro_f1", "ECE", "hF1", "severity", "img/s")
+COLUMNS = ("model", "level", "accuracy", "95% CI", "bal_acc", "macro_f1", "ROC-AUC", "PR-AUC", "ECE", "hF1", "severity", "img/s")
 HIERARCHY = ("hF1", "severity")  # scores of a taxonomy of two levels or more
+# Shown for tables, where a class is often rare (metrics.json and comparison.csv have them always).
+IMBALANCE = ("bal_acc", "ROC-AUC", "PR-AUC")
 SPEED = "img/s"
 
 
@@ -40,8 +42,8 @@ def _interval(low: float | None, high: float | None, spec: str) -> str:
 def comparison_rows(metrics: dict) -> list[dict[str, str]]:
     """One row of display strings per model: the table the terminal and the report show. A
     metric a model lacks (hierarchy scores of a coarse view) shows as "-"; the hierarchy columns
-    show only where a model has them (a taxonomy of one level has none), and the speed is in
-    rows/s for a table."""
+    show only where a model has them (a taxonomy of one level has none); a table's rows show
+    the scores that tell a rare class apart, and its speed in rows/s."""
     latency = metrics.get("latency", {})
     speed = "rows/s" if metrics.get("modality") == "tables" else SPEED
     rows = []
@@ -51,13 +53,17 @@ def comparison_rows(metrics: dict) -> list[dict[str, str]]:
             scores.get("level", "-"),
             _number(scores.get("accuracy"), ".4f"),
             _interval(scores.get("accuracy_ci_low"), scores.get("accuracy_ci_high"), ".4f"),
+            _number(scores.get("balanced_accuracy"), ".4f"),
             _number(scores.get("macro_f1"), ".4f"),
+            _number(scores.get("roc_auc"), ".4f"),
+            _number(scores.get("pr_auc"), ".4f"),
             _number(scores.get("ece"), ".4f"),
             _number(scores.get("hierarchical_f1"), ".4f"),
             _number(scores.get("mistake_severity"), ".2f"),
             _number(latency.get(name, {}).get("images_per_s"), ".0f"),
         ))))
     hidden = [c for c in HIERARCHY if all(row[c] == "-" for row in rows)]
+    hidden += [] if metrics.get("modality") == "tables" else list(IMBALANCE)
     return [{(speed if c == SPEED else c): v for c, v in row.items() if c not in hidden} for row in rows]
 
 

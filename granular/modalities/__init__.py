@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from granular.config import Config
 from granular.modalities.base import InputSpec, Modality
-from granular.modalities.experts import VIEW_FILE, ViewModel, load_networks, network_file, read_view_spec
+from granular.modalities.experts import VIEW_FILE, ViewModel, load_networks, network_files, read_view_spec
 
 if TYPE_CHECKING:
     from granular.nn.device import Runtime
@@ -42,7 +42,7 @@ def view_model_files(folder: Path) -> list[Path]:
     """The files that make up the view model saved in `folder` (what a bundle copies)."""
     spec = read_view_spec(folder)
     reader = modality_named(spec["modality"]).load_reader(folder, spec["reader"])
-    return [folder / VIEW_FILE, *reader.files(folder), *(folder / network_file(n) for n in range(spec["networks"]))]
+    return [folder / VIEW_FILE, *reader.files(folder), *network_files(folder, spec)]
 
 
 def load_input_spec(spec: dict) -> InputSpec:

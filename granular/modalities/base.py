@@ -11,11 +11,12 @@ What a modality does, step by step:
   turns raw inputs into network inputs and routes them to an expert when the model serves;
 - raw_inputs, input_spec: the examples as a model is given them, and how a served model
   checks and shapes what it is sent;
-- baselines: models outside the pipeline's views that the evaluation compares with.
+- baselines: models outside the pipeline's views that the evaluation compares with; one that
+  can serve joins the fusion as one more input (a table's boosted trees).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,7 +25,7 @@ import numpy as np
 from granular.config import Config, ViewConfig
 from granular.core.taxonomy import Taxonomy
 from granular.core.validation import Validation
-from granular.modalities.experts import ExpertPlan, ViewReader
+from granular.modalities.experts import ExpertPlan, ViewModel, ViewReader
 from granular.store.paths import ProjectPaths
 
 if TYPE_CHECKING:  # torch loads only where a network runs
@@ -34,6 +35,18 @@ if TYPE_CHECKING:  # torch loads only where a network runs
 # The baseline that answers the training split's majority class for every example: the floor a
 # model must clear (a modality's `baselines` may include it).
 MAJORITY = "majority"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A model outside the pipeline's views, fitted on the same splits: its validation and test
+    probabilities of the fine classes, figures of this machine (such as fit_seconds), and the
+    model itself where it can serve."""
+
+    val_proba: np.ndarray
+    test_proba: np.ndarray
+    figures: dict = field(default_factory=dict)
+    model: ViewModel | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,5 @@ class Modality(Protocol):
 
     def load_reader(self, folder: Path, spec: dict[str, Any]) -> ViewReader: ...
 
-    def baselines(self, config: Config, paths: ProjectPaths) -> dict[str, dict]:
-        """Models the views are compared with: name -> {"test_proba": ..., and timings of this
-        machine, such as "fit_seconds"}."""
+    def baselines(self, config: Config, paths: ProjectPaths) -> dict[str, Baseline]:
+        """Models the views are compared with, by name."""

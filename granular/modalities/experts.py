@@ -3,9 +3,12 @@ examples, each example answered by the network its segment is routed to.
 
 The one expert loop (`fit_experts`) trains network k on the examples routed to k; with a
 fallback, network 0 is a global network trained on every example, answering those no expert
-takes (a table's rare segment values). A `ViewModel` is the trained networks with the
-modality's `ViewReader`, which turns raw inputs into network inputs and routes each one; on disk
-it is a folder: view.json, network-K.pt, and the reader's own files.
+takes (a table's rare segment values). A "network" is whatever the view's learner fits: a
+neural network (granular/nn/trained.py) or a table's boosted trees
+(granular/modalities/tables/trees.py); each names its `learner`, knows its `num_classes` and
+saves itself to one file. A `ViewModel` is the trained networks with the modality's
+`ViewReader`, which turns raw inputs into network inputs and routes each one; on disk it is a
+folder: view.json, network-K.pt (or .joblib), and the reader's own files.
 """
 from __future__ import annotations
 
@@ -17,8 +20,6 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
-from granular.config import TrainConfig, ViewConfig
-from granular.core.taxonomy import Taxonomy
 
 if TYPE_CHECKING:  # torch loads only where a network runs
     from granular.nn.device import Runtime
@@ -27,8 +28,12 @@ if TYPE_CHECKING:  # torch loads only where a network runs
 VIEW_FILE = "view.json"
 
 
-def network_file(number: int) -> str:
-    return f"network-{number}.pt"
+# A view's networks are saved one file each, as their learner writes them.
+NETWORK_SUFFIXES = {"network": ".pt", "hgb": ".joblib"}
+
+
+def network_file(number: int, learner: str = "network") -> str:
+    return f"network-{number}{NETWORK_SUFFIXES[learner]}"
 
 
 @dataclass(frozen=True)
@@ -70,16 +75,16 @@ class ViewReader(Protocol):
     def files(self, folder: Path) -> list[Path]: ...
 
 
-def fit_experts(
-    x: dict[str, NetworkInputs], y: dict[str, np.ndarray], plan: ExpertPlan, view: ViewConfig, taxonomy: Taxonomy,
-    config: TrainConfig, runtime: Runtime, checkpoint_dir: Path, on_epoch=None, warn: Callable[[str], None] = print,
-    initial: dict | None = None, initial_level: str | None = None,
-) -> tuple[list, list[dict], float]:
-    """Train the plan's networks in turn (network k with seed train.seed + k), each from the
-    weights `initial` of a network that learned `initial_level` where given; return them, the
-    history of every epoch (tagged by network) and the seconds spent."""
-    from granular.nn import stages  # torch is imported only where a network trains
+# fit_network(number, tag, x_train, y_train, x_val, y_val, record_epoch) -> network `number`,
+# which the plan tags with `tag` (its segment, say).
+FitNetwork = Callable[[int, dict, Any, np.ndarray, Any, np.ndarray, Callable[[dict], None]], Any]
 
+
+def fit_experts(
+    x: dict[str, NetworkInputs], y: dict[str, np.ndarray], plan: ExpertPlan, fit_network: FitNetwork, on_epoch=None,
+) -> tuple[list, list[dict], float]:
+    """Train the plan's networks in turn, each on the examples routed to it; return them, the
+    history of every epoch (tagged by network) and the seconds spent."""
     history, networks = [], []
     started = time.perf_counter()
     for number, tag in enumerate(plan.tags):
@@ -89,19 +94,11 @@ def fit_experts(
             if on_epoch is not None:
                 on_epoch(history[-1])
 
-        network_config = config.model_copy(update={"seed": config.seed + number})
         rows = {split: plan.rows(split, number) for split in ("train", "val")}
-        network = stages.fit_staged(
-            x["train"][rows["train"]], y["train"][rows["train"]], x["val"][rows["val"]], y["val"][rows["val"]],
-            taxonomy, view.level, network_config, runtime,
-            on_epoch=record_epoch, checkpoint_dir=checkpoint_dir / f"network-{number}", warn=warn,
-            initial=initial, initial_level=initial_level,
-        )
-        network.meta = {
-            "view": view.model_dump(), "train_config": network_config.model_dump(),
-            "class_names": list(taxonomy.names[view.level]), **tag,
-        }
-        networks.append(network)
+        networks.append(fit_network(
+            number, tag, x["train"][rows["train"]], y["train"][rows["train"]], x["val"][rows["val"]], y["val"][rows["val"]],
+            record_epoch,
+        ))
     return networks, history, time.perf_counter() - started
 
 
@@ -112,11 +109,15 @@ def predict_routed(
     test-time copies unless not `shifted`)."""
     from granular.nn.train import predict_proba
 
-    out = np.zeros((len(x), networks[0].model.config.num_classes), dtype=np.float32)
+    out = np.zeros((len(x), networks[0].num_classes), dtype=np.float32)
     for number, network in enumerate(networks):
         rows = route == number
-        if rows.any():
+        if not rows.any():
+            continue
+        if network.learner == "network":
             out[rows] = predict_proba(network, x[rows], runtime, shifted=shifted)
+        else:  # trees: on the CPU, with no test-time copies
+            out[rows] = network.predict_proba(x[rows])
     return out
 
 
@@ -132,16 +133,17 @@ class ViewModel:
         return predict_routed(self.networks, self.reader.route(raw), x, runtime, shifted=shifted)
 
     def save(self, folder: Path) -> None:
-        from granular.nn.trained import save_checkpoint
-
-        write_view_spec(folder, self.level, self.reader, len(self.networks))
+        learner = self.networks[0].learner
+        write_view_spec(folder, self.level, self.reader, len(self.networks), learner)
         for number, network in enumerate(self.networks):
-            save_checkpoint(folder / network_file(number), network)
+            network.save(folder / network_file(number, learner))
 
 
-def write_view_spec(folder: Path, level: str, reader: ViewReader, networks: int) -> None:
-    """view.json and the reader's files: with network-0.pt .. network-(networks-1).pt, a view model."""
+def write_view_spec(folder: Path, level: str, reader: ViewReader, networks: int, learner: str = "network") -> None:
+    """view.json and the reader's files: with network-0 .. network-(networks-1), a view model."""
     spec = {"modality": reader.modality, "level": level, "networks": networks, "reader": reader.save(folder)}
+    if learner != "network":  # absent for networks, as in views saved before trees were a learner
+        spec["learner"] = learner
     (folder / VIEW_FILE).write_text(json.dumps(spec, indent=2) + "\n")
 
 
@@ -152,7 +154,15 @@ def read_view_spec(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def network_files(folder: Path, spec: dict[str, Any]) -> list[Path]:
+    return [folder / network_file(n, spec.get("learner", "network")) for n in range(spec["networks"])]
+
+
 def load_networks(folder: Path, spec: dict[str, Any], runtime: Runtime) -> list:
+    if spec.get("learner", "network") == "hgb":
+        from granular.modalities.tables.trees import load_trees
+
+        return [load_trees(path) for path in network_files(folder, spec)]
     from granular.nn.trained import load_checkpoint
 
-    return [load_checkpoint(folder / network_file(n), runtime) for n in range(spec["networks"])]
+    return [load_checkpoint(path, runtime) for path in network_files(folder, spec)]

@@ -37,6 +37,7 @@ class Member:
     config: TrainConfig
     on_epoch: train.EpochCallback | None = None
     checkpoint_dir: Path | None = None
+    class_weights: np.ndarray | None = None  # of the classes, in the training loss
     exposed: dict = field(default_factory=dict)  # filled by the training: the network, its inputs
 
 
@@ -83,7 +84,7 @@ def fit_together(members: list[Member], weight: float, runtime: Runtime, warn=pr
             member.x_train, member.y_train, member.x_val, member.y_val, member.num_classes, member.config, runtime,
             member.on_epoch, member.checkpoint_dir, warn,
             extra_loss=_pull_toward(partners, weight, runtime) if weight else None,
-            exposed=member.exposed, own_signals=False,
+            exposed=member.exposed, own_signals=False, class_weights=member.class_weights,
         ))
     # Each training draws from its own random stream, as if it ran alone.
     streams = [_random_state() for _ in members]

@@ -164,6 +164,7 @@ def fit(
     warn: Callable[[str], None] = print,
     initial: dict[str, torch.Tensor] | None = None,
     level_heads: models.LevelHeads | None = None,
+    class_weights: np.ndarray | None = None,
 ) -> TrainedModel:
     """Train the network that reads `x_train` with the recipe in `config` (optimizer and its
     per-part settings, warm-up schedule, label smoothing, the inputs' augmentation, early
@@ -176,6 +177,8 @@ def fit(
 
     `y_train` holds class ids (N,), or target probabilities (N, num_classes) to train on soft
     targets (distillation); validation accuracy and loss always use the class ids `y_val`.
+    `class_weights` (num_classes,) weighs each class's examples in the training loss (not in
+    the validation loss, which stays the model's plain log-loss).
 
     With a checkpoint_dir, the whole training state (weights, optimizer, schedule, random
     generators, history, best weights so far) is saved after every epoch and on SIGTERM, and a
@@ -184,7 +187,7 @@ def fit(
     """
     return run_to_end(training_steps(
         x_train, y_train, x_val, y_val, num_classes, config, runtime, on_epoch, checkpoint_dir, warn, initial,
-        level_heads=level_heads,
+        level_heads=level_heads, class_weights=class_weights,
     ))
 
 
@@ -212,6 +215,7 @@ def training_steps(
     exposed: dict | None = None,
     own_signals: bool = True,
     level_heads: models.LevelHeads | None = None,
+    class_weights: np.ndarray | None = None,
 ) -> Generator[None, None, TrainedModel]:
     """`fit`, one optimiser step at a time: a generator that pauses after each step and returns
     the trained model, so that a caller can interleave several trainings (co-training). Each
@@ -226,6 +230,9 @@ def training_steps(
     xs = x_train.to_device(runtime.device)
     ys = _targets(y_train, len(x_train), num_classes, runtime)
     _check_heads(config, level_heads or {}, ys)
+    if class_weights is not None and np.shape(class_weights) != (num_classes,):
+        raise ValueError(f"class_weights: one weight per class ({num_classes}) is needed, got shape {np.shape(class_weights)}")
+    weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32, device=runtime.device)
 
     model = x_train.network(num_classes, config, level_heads)
     if initial is not None:
@@ -253,6 +260,7 @@ def training_steps(
     data = [*x_train.arrays(), np.asarray(y_train), *x_val.arrays(), np.asarray(y_val)]
     data += [tensor.cpu().numpy() for tensor in (initial or {}).values()]
     data += [np.asarray(level_heads[level]) for level in ancestors]
+    data += [] if class_weights is None else [np.asarray(class_weights, dtype=np.float64)]
     fingerprint = _fingerprint(config, num_classes, data) if checkpoint_dir else ""
 
     def state(order: torch.Tensor | None, loss_sum: torch.Tensor) -> dict:
@@ -299,7 +307,7 @@ def training_steps(
                 batch = x_train.scaled(batch, mean, std)
                 with _autocast(runtime):
                     logits, by_level = forward(*batch) if ancestors else (forward(*batch), {})
-                    loss = F.cross_entropy(logits, ys[rows], label_smoothing=config.label_smoothing)
+                    loss = F.cross_entropy(logits, ys[rows], weight=weight, label_smoothing=config.label_smoothing)
                     for level, level_logits in by_level.items():
                         ancestor = ancestors[level][ys[rows]]
                         loss = loss + config.heads[level] * F.cross_entropy(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -28,6 +29,14 @@ class TrainedModel:
     val_proba: np.ndarray | None = None  # validation probabilities of the final weights
     tta: bool = True  # predict as the mean over the image and its mirror image
     tta_shift: int = 0  # and over copies shifted by this many pixels (granular/nn/inputs.py: _test_time_copies)
+    learner: ClassVar[str] = "network"
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.config.num_classes
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(path, self)
 
 
 def save_checkpoint(path: Path, trained: TrainedModel, quantize: str | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from granular.config import Config
+from granular.core.class_weights import class_weights
 from granular.modalities import modality_for
 from granular.pipeline.reads import project_taxonomy
 from granular.pipeline.train import save_view
@@ -37,6 +38,7 @@ def cotrain_step(config: Config, paths: ProjectPaths, pair_name: str, on_epoch=N
         Member(
             x_train=d.x["train"], y_train=d.y["train"], x_val=d.x["val"], y_val=d.y["val"],
             num_classes=classes.num_classes(view.level), config=train_config, on_epoch=recorder(number),
+            class_weights=class_weights(train_config.class_weight, d.y["train"], classes, view.level),
         )
         for number, (view, train_config, d) in enumerate(zip(views, settings, data))
     ]

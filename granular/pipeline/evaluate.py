@@ -3,17 +3,22 @@ intervals, per-class scores, calibration, hierarchical scores and inference late
 (data/evaluation/)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
 from granular.config import Config
 from granular.core import evaluate, plots
 from granular.core.taxonomy import Taxonomy
+from granular.core.threshold import apply_threshold
 from granular.modalities import load_view_model, modality_for
 from granular.modalities.base import MAJORITY
 from granular.modalities.experts import read_view_spec
 from granular.pipeline.distill import STUDENT
+from granular.pipeline.fuse import BASELINE_FIGURES, BASELINE_PREDICTIONS
 from granular.pipeline.reads import project_taxonomy, split_rows, view_probas
+from granular.serving.bundle import FUSION_FILE
 from granular.store.atomic import atomic_dir, read_npz, write_csv, write_json
 from granular.store.paths import ProjectPaths
 
@@ -21,7 +26,7 @@ LATENCY_IMAGES = 512  # test images timed per model: a few seconds in all, on a 
 LATENCY_BATCH = 256
 COMPARISON_COLUMNS = (  # model quality only: latency is a figure of the machine
     "accuracy", "accuracy_ci_low", "accuracy_ci_high", "balanced_accuracy", "macro_f1", "macro_f1_ci_low",
-    "macro_f1_ci_high", "ece", "hierarchical_f1", "mistake_severity",
+    "macro_f1_ci_high", "roc_auc", "pr_auc", "ece", "hierarchical_f1", "mistake_severity",
 )
 
 
@@ -35,18 +40,21 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
     test_probas = view_probas(config, paths, "test_proba")
     entries = [(v.name, v.level, test_probas[v.name]) for v in config.views.values()]
     entries.append(("fused", taxonomy.fine, read_npz(paths.fused_dir / "predictions.npz")["test_proba"]))
+    # A target of two classes may be decided by a threshold (the fusion record's): the fused
+    # model's answers are then those, as served.
+    decided = {"fused": json.loads((paths.fused_dir / FUSION_FILE).read_text()).get("threshold")}
     if config.distill.enabled:
         entries.append((STUDENT, taxonomy.fine, read_npz(paths.student_dir / "predictions.npz")["test_proba"]))
-    baselines = modality_for(config).baselines(config, paths)  # what the networks must beat
-    for name, baseline in baselines.items():
-        entries.append((name, taxonomy.fine, baseline.pop("test_proba")))
+    baselines = read_npz(paths.baselines_dir / BASELINE_PREDICTIONS)  # what the views and fusion must beat
+    for name, proba in baselines.items():
+        entries.append((name, taxonomy.fine, proba))
     resamples = evaluate.resample_counts(len(y_fine))
     test, details = {}, {}
     for name, level, proba in entries:
-        test[name], details[name] = _score_model(taxonomy, level, y_fine, proba, resamples)
+        test[name], details[name] = _score_model(taxonomy, level, y_fine, proba, resamples, decided.get(name))
     fine_views = [v.name for v in config.views.values() if v.level == taxonomy.fine]
     best = max(fine_views, key=lambda n: test[n]["accuracy"]) if fine_views else None
-    metrics = {"modality": config.data.modality, "test": test, "best_single": best}
+    metrics = {"modality": config.data.modality, "test": test, "best_single": best, "fine_views": fine_views}
     by_segment = _accuracy_by_segment(config, paths, taxonomy, y_fine, test_probas)
     if by_segment:
         metrics["segments"] = by_segment
@@ -62,20 +70,25 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
     write_json(paths.metrics, metrics)
     # Figures of this machine, beside the metrics, so that metrics.json is the same for the same
     # data, settings and code, and `dvc metrics diff` shows model quality alone.
-    latency = _latency(config, paths) | {name: figures for name, figures in baselines.items() if figures}
+    figures = json.loads((paths.baselines_dir / BASELINE_FIGURES).read_text())
+    latency = _latency(config, paths) | {name: figures for name, figures in figures.items() if figures}
     write_json(paths.latency, latency)
     return {**metrics, "latency": latency}
 
 
 def _score_model(
-    taxonomy: Taxonomy, level: str, y_fine: np.ndarray, proba: np.ndarray, resamples: evaluate.Resamples
+    taxonomy: Taxonomy, level: str, y_fine: np.ndarray, proba: np.ndarray, resamples: evaluate.Resamples,
+    threshold: dict | None = None,
 ) -> tuple[dict, dict]:
     """One model's flat scores (floats for MLflow, intervals as `<metric>_ci_low/_high`) and
-    the details written beside them: confusion, per-class scores, reliability bins."""
+    the details written beside them: confusion, per-class scores, reliability bins. Its answers
+    are the most probable classes, or those of its decision `threshold`."""
     y = taxonomy.map_labels(y_fine, level)
-    scores = evaluate.classification_metrics(y, proba)
+    predicted = apply_threshold(proba, threshold)
+    scores = evaluate.classification_metrics(y, proba, predicted) | evaluate.ranking_metrics(y, proba)
     matrix = scores.pop("confusion")
-    predicted = proba.argmax(axis=1)
+    if threshold is not None:
+        scores["threshold"] = threshold["value"]
     correct = predicted == y
     intervals = {
         "accuracy": evaluate.resampled_means(resamples, correct),
@@ -162,8 +175,17 @@ def _write_evaluation(paths: ProjectPaths, taxonomy: Taxonomy, y_fine: np.ndarra
     predicted_names = {name: np.asarray(d["classes"])[d["predicted"]] for name, d in details.items()}
     write_csv(paths.test_predictions, pd.DataFrame({**truth, **predicted_names}))
     write_csv(paths.comparison, pd.DataFrame([
-        {"model": name, **{column: scores.get(column) for column in COMPARISON_COLUMNS}} for name, scores in test.items()
+        {"model": name, **{column: scores.get(column) for column in COMPARISON_COLUMNS}, **_recalls(taxonomy, scores["level"], details[name])}
+        for name, scores in test.items()
     ]))
+
+
+def _recalls(taxonomy: Taxonomy, level: str, detail: dict) -> dict[str, float]:
+    """recall_<class> of a fine model: how many of each class's test examples it found (a
+    minority class that a model never answers shows 0 here, however high its accuracy)."""
+    if level != taxonomy.fine:
+        return {}
+    return {f"recall_{row['class']}": row["recall"] for row in detail["per_class"]}
 
 
 def _accuracy_by_segment(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import shutil
 
 from granular.config import Config
+from granular.core.class_weights import class_weights
 from granular.core import plots
 from granular.modalities import modality_for
 from granular.modalities.base import TrainingData
-from granular.modalities.experts import ViewModel, fit_experts, network_file, predict_routed
+from granular.modalities.experts import FitNetwork, ViewModel, fit_experts, network_file, predict_routed
 from granular.pipeline.reads import project_taxonomy
 from granular.store.atomic import atomic_dir, write_json, write_npz
 from granular.store.paths import ProjectPaths
@@ -40,15 +41,57 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
     train_config = config.train_config(view)
     runtime = select_runtime(train_config.threads, gpu, train_config.precision)
     data = modality_for(config).training_data(config, paths, view, classes, warn)
-    initial = source_weights(paths, view.start_from, runtime) if view.start_from else None
-    networks, history, seconds = fit_experts(
-        data.x, data.y, data.plan, view, classes, train_config, runtime, paths.checkpoints(view.name),
-        on_epoch=on_epoch, warn=warn, initial=initial,
-        initial_level=config.view(view.start_from).level if view.start_from else None,
-    )
+    if view.trains_networks:
+        fit_network = _network_fitter(config, paths, view, classes, runtime, warn)
+    else:
+        fit_network = _trees_fitter(config, view, classes)
+    networks, history, seconds = fit_experts(data.x, data.y, data.plan, fit_network, on_epoch=on_epoch)
     summary = save_view(paths, view, data, networks, history, runtime)
     shutil.rmtree(paths.checkpoints(view.name), ignore_errors=True)  # the model is saved: not needed
     return {**summary, "train_seconds": seconds}
+
+
+def _network_fitter(config: Config, paths: ProjectPaths, view, classes, runtime, warn) -> FitNetwork:
+    """Network k of the view trains with seed train.seed + k, through its stages, from the
+    source view's network for a transfer; killed, it resumes from its checkpoint."""
+    from granular.nn import stages
+
+    train_config = config.train_config(view)
+    initial = source_weights(paths, view.start_from, runtime) if view.start_from else None
+    initial_level = config.view(view.start_from).level if view.start_from else None
+
+    def fit(number: int, tag: dict, x_train, y_train, x_val, y_val, record_epoch) -> object:
+        network_config = train_config.model_copy(update={"seed": train_config.seed + number})
+        network = stages.fit_staged(
+            x_train, y_train, x_val, y_val, classes, view.level, network_config, runtime,
+            on_epoch=record_epoch, checkpoint_dir=paths.checkpoints(view.name) / f"network-{number}", warn=warn,
+            initial=initial, initial_level=initial_level,
+        )
+        network.meta = {
+            "view": view.model_dump(), "train_config": network_config.model_dump(),
+            "class_names": list(classes.names[view.level]), **tag,
+        }
+        return network
+
+    return fit
+
+
+def _trees_fitter(config: Config, view, classes) -> FitNetwork:
+    """Trees k of the view (`learner: hgb`) fit with seed train.seed + k, early stopping on
+    the validation rows routed to them; one record each, as one epoch."""
+    from granular.modalities.tables.trees import fit_trees
+
+    seed, threads = config.train_config(view).seed, config.train.threads
+
+    def fit(number: int, tag: dict, x_train, y_train, x_val, y_val, record_epoch) -> object:
+        trees = fit_trees(
+            x_train, y_train, x_val, y_val, classes.num_classes(view.level), config.trees, seed=seed + number,
+            threads=threads, class_weights=class_weights(config.trees.class_weight, y_train, classes, view.level),
+        )
+        record_epoch(trees.record(x_train, y_train, x_val, y_val))
+        return trees
+
+    return fit
 
 
 def save_view(paths: ProjectPaths, view, data: TrainingData, networks: list, history: list[dict], runtime) -> dict:

@@ -62,6 +62,8 @@ def tune_view(config: Config, paths: ProjectPaths, view_name: str, hooks: TrialH
     if not tune.space:
         raise ValueError("tune.space is empty: name the train settings to search in params.yaml")
     view = config.view(view_name)
+    if not view.trains_networks:
+        raise ValueError(f"view {view_name} learns {view.learner} trees; tune searches a network's train settings")
     if view.segments:
         raise ValueError(f"view {view_name} trains segment experts; tune its global view {view.global_name} instead")
     base = config.train_config(view).model_copy(update={"epochs": tune.epochs})

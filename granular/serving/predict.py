@@ -10,6 +10,7 @@ import numpy as np
 
 from granular.core.fusion import Fuser, restore_fusion
 from granular.core.taxonomy import Taxonomy, load_taxonomy
+from granular.core.threshold import apply_threshold
 from granular.modalities import load_input_spec, load_view_model
 from granular.modalities.base import InputSpec
 from granular.modalities.experts import ViewModel
@@ -23,6 +24,7 @@ class FusedClassifier:
     views: dict[str, ViewModel]
     fuser: Fuser
     runtime: object
+    threshold: dict | None = None  # a target of two classes: the decision cut (granular/core/threshold.py)
 
     @classmethod
     def load(cls, bundle: Path) -> "FusedClassifier":
@@ -35,9 +37,12 @@ class FusedClassifier:
         if not views:
             raise FileNotFoundError(f"{bundle}: no view checkpoints under {VIEWS_DIR}/")
         parents = {name: taxonomy.parent[view.level] for name, view in views.items()}
-        fuser = restore_fusion(json.loads((bundle / FUSION_FILE).read_text()), parents)
+        record = json.loads((bundle / FUSION_FILE).read_text())
+        fuser = restore_fusion(record, parents)
         inputs = load_input_spec(json.loads((bundle / INPUT_FILE).read_text()))
-        return cls(inputs=inputs, taxonomy=taxonomy, views=views, fuser=fuser, runtime=runtime)
+        return cls(
+            inputs=inputs, taxonomy=taxonomy, views=views, fuser=fuser, runtime=runtime, threshold=record.get("threshold")
+        )
 
     def predict_proba(self, inputs, shifted: bool = True) -> np.ndarray:
         """(N, H, W) images with pixels in 0..255, or a DataFrame of a table's rows ->
@@ -47,11 +52,12 @@ class FusedClassifier:
         return self.fuser.predict_proba(probas)
 
     def predict(self, inputs, backoff_threshold: float | None = None) -> dict[str, np.ndarray]:
-        """Fine label id, the class name at every level, the fused probability of the label, the
-        answer backed off to a coarser level where the fine one is unsure (see `back_off`), and
-        the fused probability of every fine class (`proba_<class>`)."""
+        """Fine label id (the most probable, or by the decision threshold of a target of two
+        classes), the class name at every level, the fused probability of the label, the answer
+        backed off to a coarser level where the fine one is unsure (see `back_off`), and the
+        fused probability of every fine class (`proba_<class>`)."""
         proba = self.predict_proba(inputs)
-        label = proba.argmax(axis=1)
+        label = apply_threshold(proba, self.threshold)
         out = {"label": label, "confidence": proba[np.arange(len(label)), label]}
         for level in self.taxonomy.levels:
             out[level] = np.asarray(self.taxonomy.names[level])[self.taxonomy.map_labels(label, level)]

@@ -101,6 +101,12 @@ class ProjectPaths:
         return self.data / "fused"
 
     @property
+    def baselines_dir(self) -> Path:
+        """The test probabilities of the models the views are compared with (the fuse step fits
+        them: a table's boosted trees are a fusion input too), and their fit times."""
+        return self.data / "baselines"
+
+    @property
     def student_dir(self) -> Path:
         """The distilled student as a servable bundle, with its predictions and compression report."""
         return self.data / "student"

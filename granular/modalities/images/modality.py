@@ -16,7 +16,7 @@ import pandas as pd
 from granular.config import Config, ImageView
 from granular.core.partition import ORIGINS, SPLITS, TRAIN_SPLIT
 from granular.core.taxonomy import Taxonomy, load_taxonomy
-from granular.modalities.base import Examples, TrainingData
+from granular.modalities.base import Baseline, Examples, TrainingData
 from granular.modalities.experts import ExpertPlan, single_network
 from granular.modalities.images import segments, sources
 from granular.modalities.images.clean import clean, subsample
@@ -133,7 +133,7 @@ class Images:
     def load_reader(self, folder: Path, spec: dict[str, Any]) -> ImageReader:
         return ImageReader.load(folder, spec)
 
-    def baselines(self, config: Config, paths: ProjectPaths) -> dict[str, dict]:
+    def baselines(self, config: Config, paths: ProjectPaths) -> dict[str, Baseline]:
         return {}
 
 

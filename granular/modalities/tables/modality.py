@@ -18,10 +18,11 @@ import pandas as pd
 import yaml
 
 from granular.config import Config, TableView
+from granular.core.class_weights import class_weights
 from granular.core.partition import SPLITS, TEST, require_every_class
 from granular.core.taxonomy import Taxonomy, load_taxonomy
-from granular.modalities.base import MAJORITY, Examples, TrainingData
-from granular.modalities.experts import ExpertPlan, single_network
+from granular.modalities.base import MAJORITY, Baseline, Examples, TrainingData
+from granular.modalities.experts import ExpertPlan, ViewModel, single_network
 from granular.modalities.tables.clean_file import (
     CATEGORICAL,
     NUMERIC,
@@ -34,7 +35,7 @@ from granular.modalities.tables.reader import MODALITY, TableInput, TableReader,
 from granular.store.atomic import atomic_dir, atomic_path, read_npz, write_json, write_npz
 from granular.store.paths import ProjectPaths
 
-BASELINE = "hgb"  # scikit-learn's HistGradientBoostingClassifier: the comparison table's baseline
+BASELINE = "hgb"  # the boosted-trees baseline (granular/modalities/tables/trees.py), by name
 
 
 class TableStepError(ValueError):
@@ -298,30 +299,37 @@ class Tables:
     def load_reader(self, folder: Path, spec: dict[str, Any]) -> TableReader:
         return TableReader.load(folder, spec)
 
-    def baselines(self, config: Config, paths: ProjectPaths) -> dict[str, dict]:
-        """Gradient-boosted trees on the same splits and every feature column, fitted where the
-        networks were (train, with val for early stopping): its test probabilities, then its fit
-        time; and the majority class of the training rows."""
-        from granular.modalities.tables.baseline import fit_baseline
+    def baselines(self, config: Config, paths: ProjectPaths) -> dict[str, Baseline]:
+        """Gradient-boosted trees (the `trees` settings) on the same splits and every feature
+        column, fitted where the networks were (train, with val for early stopping): a model
+        that serves, so the fusion takes it as one more input; and the majority class of the
+        training rows, for every row."""
         from granular.modalities.tables.features import FeatureEncoder
+        from granular.modalities.tables.trees import fit_trees
 
         schema = load_schema(paths.table_schema)
         table = load_clean(paths)
         splits = read_npz(paths.splits)
         rows = {name: np.flatnonzero(splits["split"] == code) for code, name in enumerate(SPLITS)}
+        columns = feature_columns(schema)
         encoder = FeatureEncoder().fit(table.frame.iloc[rows["train"]], schema)
-        arrays = {s: encoder.transform(table.frame.iloc[r], feature_columns(schema)) for s, r in rows.items()}
+        arrays = {s: encoder.transform(table.frame.iloc[r], columns) for s, r in rows.items()}
         labels = {s: splits["label"][r] for s, r in rows.items()}
-        num_classes = len(load_taxonomy(paths.taxonomy(config.taxonomy)).fine_names)
-        model = fit_baseline(
-            arrays["train"], labels["train"], arrays["val"], labels["val"], num_classes, seed=config.train.seed,
-            threads=config.train.threads,
+        taxonomy = load_taxonomy(paths.taxonomy(config.taxonomy))
+        num_classes = len(taxonomy.fine_names)
+        trees = fit_trees(
+            arrays["train"], labels["train"], arrays["val"], labels["val"], num_classes, config.trees,
+            seed=config.train.seed, threads=config.train.threads,
+            class_weights=class_weights(config.trees.class_weight, labels["train"], taxonomy, taxonomy.fine),
         )
-        # The floor: the training rows' class shares, for every row (it answers the majority class).
+        model = ViewModel(level=taxonomy.fine, reader=TableReader(columns=columns, encoder=encoder), networks=[trees])
         shares = np.bincount(labels["train"], minlength=num_classes) / len(labels["train"])
         return {
-            BASELINE: {"test_proba": model.predict_proba(arrays["test"]), "fit_seconds": model.fit_seconds},
-            MAJORITY: {"test_proba": np.tile(shares, (len(labels["test"]), 1))},
+            BASELINE: Baseline(
+                val_proba=trees.predict_proba(arrays["val"]), test_proba=trees.predict_proba(arrays["test"]),
+                figures={"fit_seconds": trees.fit_seconds}, model=model,
+            ),
+            MAJORITY: Baseline(**{f"{s}_proba": np.tile(shares, (len(labels[s]), 1)) for s in ("val", "test")}),
         }
 
 

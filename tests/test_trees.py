@@ -1,10 +1,11 @@
-"""The gradient-boosting baseline on TableArrays."""
+"""Gradient-boosted trees on TableArrays: a table view's `hgb` learner and the baseline."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from granular.modalities.tables.baseline import MAX_CATEGORIES, Baseline, fit_baseline
+from granular.config import TreesConfig
+from granular.modalities.tables.trees import MAX_CATEGORIES, Trees, fit_trees, load_trees
 from granular.nn.inputs import UNKNOWN, TableArrays
 
 
@@ -17,7 +18,7 @@ def rule_table(rows: int, seed: int) -> tuple[TableArrays, np.ndarray]:
     return TableArrays(numeric, colour[:, None].astype(np.int64), (3,)), labels
 
 
-def accuracy(baseline: Baseline, table: TableArrays, labels: np.ndarray) -> float:
+def accuracy(baseline: Trees, table: TableArrays, labels: np.ndarray) -> float:
     return float((baseline.predict_proba(table).argmax(axis=1) == labels).mean())
 
 
@@ -25,7 +26,7 @@ def test_it_learns_a_numeric_and_a_categorical_rule():
     train, y_train = rule_table(1_500, seed=0)
     val, y_val = rule_table(300, seed=1)
     test, y_test = rule_table(500, seed=2)
-    baseline = fit_baseline(train, y_train, val, y_val, num_classes=4, seed=0, max_iter=40, threads=1)
+    baseline = fit_trees(train, y_train, val, y_val, num_classes=4, settings=TreesConfig(max_iter=40), threads=1)
     assert accuracy(baseline, test, y_test) > 0.9  # chance is about 0.33
     assert baseline.fit_seconds > 0 and baseline.ordinal_columns == ()
 
@@ -34,7 +35,7 @@ def test_every_class_has_a_column_even_one_absent_from_training():
     train, y_train = rule_table(600, seed=0)
     keep = y_train < 2  # classes 2 and 3 never seen
     val, y_val = rule_table(200, seed=1)  # has classes 2 and 3: left out of early stopping
-    baseline = fit_baseline(train[keep], y_train[keep], val, y_val, num_classes=5, seed=0, threads=1)
+    baseline = fit_trees(train[keep], y_train[keep], val, y_val, num_classes=5, seed=0, threads=1)
     probabilities = baseline.predict_proba(val)
     assert probabilities.shape == (200, 5) and probabilities.dtype == np.float32
     assert (probabilities[:, 2:] == 0).all()
@@ -43,8 +44,8 @@ def test_every_class_has_a_column_even_one_absent_from_training():
 
 def test_unknown_and_unseen_categories_predict_without_error():
     train, y_train = rule_table(600, seed=0)
-    baseline = fit_baseline(
-        train, y_train, None, None, num_classes=4, seed=0, early_stopping=False, max_iter=20, threads=1
+    baseline = fit_trees(
+        train, y_train, None, None, num_classes=4, settings=TreesConfig(early_stopping=False, max_iter=20), threads=1
     )
     test, _ = rule_table(4, seed=3)
     odd = TableArrays(test.numeric, np.array([[UNKNOWN], [3], [99], [1]]), test.cardinalities)
@@ -58,7 +59,9 @@ def test_a_column_of_too_many_categories_becomes_ordinal():
     codes = rng.integers(0, 300, size=(2_000, 1))
     labels = (codes[:, 0] >= 150).astype(np.int64)
     table = TableArrays(rng.normal(size=(2_000, 1)).astype(np.float32), codes, (300,))
-    baseline = fit_baseline(table[:1_500], labels[:1_500], None, None, num_classes=2, seed=0, max_iter=40, threads=1)
+    baseline = fit_trees(
+        table[:1_500], labels[:1_500], None, None, num_classes=2, settings=TreesConfig(max_iter=40), threads=1
+    )
     assert baseline.ordinal_columns == (0,) and 300 > MAX_CATEGORIES
     assert accuracy(baseline, table[1_500:], labels[1_500:]) > 0.95
 
@@ -67,4 +70,23 @@ def test_labels_outside_the_classes_are_refused_with_their_row():
     train, y_train = rule_table(50, seed=0)
     y_train[7] = 4
     with pytest.raises(ValueError, match=r"train: label 4 at row 7 is outside 0..3"):
-        fit_baseline(train, y_train, None, None, num_classes=4, threads=1)
+        fit_trees(train, y_train, None, None, num_classes=4, threads=1)
+
+
+def test_saved_trees_load_and_predict_the_same(tmp_path):
+    train, y_train = rule_table(600, seed=0)
+    val, y_val = rule_table(200, seed=1)
+    trees = fit_trees(train, y_train, val, y_val, num_classes=4, settings=TreesConfig(max_iter=20), threads=1)
+    trees.save(tmp_path / "network-0.joblib")
+    np.testing.assert_array_equal(load_trees(tmp_path / "network-0.joblib").predict_proba(val), trees.predict_proba(val))
+    record = trees.record(train, y_train, val, y_val)
+    assert record["epoch"] == 1 and 1 <= record["rounds"] <= 20 and record["val_accuracy"] > 0.8
+    assert record["val_loss"] > 0 and record["images_per_s"] > 0
+
+
+def test_a_file_that_holds_something_else_is_refused(tmp_path):
+    import joblib
+
+    joblib.dump({"not": "trees"}, tmp_path / "network-0.joblib")
+    with pytest.raises(ValueError, match="holds a dict, not boosted trees"):
+        load_trees(tmp_path / "network-0.joblib")

@@ -1,9 +1,11 @@
-"""The strong baseline for tables: scikit-learn's histogram gradient boosting on the same splits.
+"""Gradient-boosted trees on a table: scikit-learn's HistGradientBoostingClassifier.
 
-Gradient-boosted trees are what a table model has to beat, so every table run can set its views
-and their fusion next to one. The numeric columns go in as they are (imputed, as a TableArrays
-holds them; not scaled, which trees do not need); each categorical column goes in as a
-categorical feature, its UNKNOWN code (and any code outside the training categories) as missing.
+Trees are what a table model has to beat, so they serve twice: as the learner of a table view
+with `learner: hgb` (one per network of the view, as an MLP would be), and as every table run's
+boosted-trees baseline, which the evaluation compares with and the fusion may use. The numeric
+columns go in as they are (imputed, as a TableArrays holds them; not scaled, which trees do not
+need); each categorical column goes in as a categorical feature, its UNKNOWN code (and any code
+outside the training categories) as missing.
 
 HistGradientBoostingClassifier 1.9 takes at most `max_bins` (255) categories per categorical
 feature and, contrary to its documentation, treats a negative code as one more category rather
@@ -11,19 +13,25 @@ than as missing, hence the mapping to NaN here. A column with more categories th
 given to the trees as its codes in order (an ordinal numeric feature) instead: `ordinal_columns`
 names them.
 
-The pipeline fits it in the evaluate step, on the run's splits, and keeps its scores, not the
-model: it is a yardstick, never served.
+Saved with joblib (a pickle, as MLflow's scikit-learn flavour saves models): load only the
+files of a project or a registry you trust.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
+import joblib
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
+from granular.config import TreesConfig
+from granular.core.evaluate import log_loss
 from granular.nn.inputs import TableArrays
+from granular.store.atomic import atomic_path
 
 MAX_CATEGORIES = 255  # HistGradientBoostingClassifier's max_bins: most categories a feature may have
 
@@ -54,7 +62,7 @@ def _check_labels(y: np.ndarray, rows: int, num_classes: int, split: str) -> np.
 
 
 @dataclass
-class Baseline:
+class Trees:
     """A fitted HistGradientBoostingClassifier and what it needs to predict a TableArrays."""
 
     model: HistGradientBoostingClassifier
@@ -63,12 +71,13 @@ class Baseline:
     ordinal_columns: tuple[int, ...]  # categorical columns given as ordinal numbers (too many categories)
     fit_seconds: float
     threads: int | None = None  # OpenMP threads for fitting and predicting; None = every core
+    learner: ClassVar[str] = "hgb"
 
     def predict_proba(self, table: TableArrays) -> np.ndarray:
         """(N, num_classes) float32; a class the training split lacked gets probability 0."""
         if table.codes.shape[1] != len(self.cardinalities):
             raise ValueError(
-                f"the baseline was fitted on {len(self.cardinalities)} categorical columns, "
+                f"the trees were fitted on {len(self.cardinalities)} categorical columns, "
                 f"the table has {table.codes.shape[1]}"
             )
         probabilities = np.zeros((len(table), self.num_classes), dtype=np.float32)
@@ -77,23 +86,44 @@ class Baseline:
                 probabilities[:, self.model.classes_] = self.model.predict_proba(_features(table, self.cardinalities))
         return probabilities
 
+    def record(self, train: TableArrays, y_train: np.ndarray, val: TableArrays, y_val: np.ndarray) -> dict:
+        """What a network's epoch record says, for the whole fit: losses, validation accuracy,
+        training rows a second, and the boosting rounds kept."""
+        val_proba = self.predict_proba(val)
+        return {
+            "epoch": 1, "rounds": int(self.model.n_iter_),
+            "train_loss": log_loss(self.predict_proba(train), y_train), "val_loss": log_loss(val_proba, y_val),
+            "val_accuracy": float((val_proba.argmax(axis=1) == y_val).mean()),
+            "images_per_s": len(train) / max(self.fit_seconds, 1e-9),
+        }
 
-def fit_baseline(
+    def save(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            joblib.dump(self, tmp)
+
+
+def load_trees(path: Path) -> Trees:
+    trees = joblib.load(path)
+    if not isinstance(trees, Trees):
+        raise ValueError(f"{path} holds a {type(trees).__name__}, not boosted trees")
+    return trees
+
+
+def fit_trees(
     train: TableArrays,
     y_train: np.ndarray,
     val: TableArrays | None,
     y_val: np.ndarray | None,
     num_classes: int,
+    settings: TreesConfig = TreesConfig(),
     seed: int = 0,
-    max_iter: int = 300,
-    early_stopping: bool = True,
-    learning_rate: float = 0.1,
-    max_leaf_nodes: int = 31,
     threads: int | None = None,
-) -> Baseline:
-    """Fit the baseline on `train`. With `early_stopping`, boosting stops once the validation
-    loss has not improved for 10 iterations: on `val` when given (its rows of classes the
-    training split lacks are left out), else on 10% of `train`. Without it, `max_iter` trees.
+    class_weights: np.ndarray | None = None,
+) -> Trees:
+    """Fit trees on `train`. With `settings.early_stopping`, boosting stops once the validation
+    loss has not improved for 10 rounds: on `val` when given (its rows of classes the training
+    split lacks are left out), else on 10% of `train`. Without it, `settings.max_iter` rounds.
+    `class_weights` (num_classes,) weighs each class's rows (granular/core/class_weights.py).
 
     `threads` caps the OpenMP threads (None = every core): on a machine busy with other work,
     OpenMP's spinning threads slow a small fit down several times over."""
@@ -102,15 +132,18 @@ def fit_baseline(
         raise ValueError("train: the training table has no rows")
     mask = _categorical_mask(train)
     model = HistGradientBoostingClassifier(
-        max_iter=max_iter,
-        learning_rate=learning_rate,
-        max_leaf_nodes=max_leaf_nodes,
+        max_iter=settings.max_iter,
+        learning_rate=settings.learning_rate,
+        max_leaf_nodes=settings.max_leaf_nodes,
+        min_samples_leaf=settings.min_samples_leaf,
+        l2_regularization=settings.l2_regularization,
         categorical_features=mask,
-        early_stopping=early_stopping,
+        early_stopping=settings.early_stopping,
         random_state=seed,
+        class_weight=None if class_weights is None else {k: float(w) for k, w in enumerate(class_weights)},
     )
     fit_kwargs = {}
-    if early_stopping and val is not None:
+    if settings.early_stopping and val is not None:
         if y_val is None:
             raise ValueError("val: a validation table was given without its labels")
         y_val = _check_labels(y_val, len(val), num_classes, "val")
@@ -122,4 +155,4 @@ def fit_baseline(
         model.fit(_features(train, train.cardinalities), y_train, **fit_kwargs)
     seconds = time.perf_counter() - started
     ordinal = tuple(int(i) for i in np.flatnonzero(~mask[train.numeric.shape[1]:]))
-    return Baseline(model, num_classes, tuple(train.cardinalities), ordinal, seconds, threads)
+    return Trees(model, num_classes, tuple(train.cardinalities), ordinal, seconds, threads)
