@@ -103,8 +103,9 @@ def record_evaluation(paths: ProjectPaths, parent: RunRef, metrics: dict, view_r
         client.log_artifact(run_id, str(confusion / f"{view}.png"), artifact_path="evaluation")
     client.log_artifacts(parent.run_id, str(confusion), artifact_path="evaluation/confusion")
     client.log_artifacts(parent.run_id, str(paths.reliability), artifact_path="evaluation/reliability")
-    for file in (paths.metrics, paths.per_class, paths.latency):
-        client.log_artifact(parent.run_id, str(file), artifact_path="evaluation")
+    for file in (paths.metrics, paths.per_class, paths.latency, paths.importance, paths.comparison):
+        if file.is_file():  # importance: tables only
+            client.log_artifact(parent.run_id, str(file), artifact_path="evaluation")
 
 
 def _comparison_scores(metrics: dict) -> dict[str, float]:

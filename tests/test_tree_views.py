@@ -174,3 +174,20 @@ def test_a_threshold_needs_two_classes(table: Path, tmp_path: Path):
                 "fusion": {"threshold_metric": "f1"}}
     with pytest.raises(ValueError, match="a decision threshold is for a target of two classes; this one has"):
         _run(tmp_path, settings)
+
+
+def test_permutation_importance_names_the_columns_a_view_rests_on(table: Path):
+    """The synthetic label rests most on x0 and x1 (the coarse class), and on x3 through a sign
+    that flips with the region: a global model can hardly use x3, the region's experts can."""
+    config = Config.model_validate(SETTINGS)
+    paths = ProjectPaths(table)
+    if not paths.metrics.is_file():  # the module's first test ran the pipeline here
+        _run(table, SETTINGS)
+    importance = json.loads(paths.importance.read_text())
+    assert set(importance) == {*config.views, "fused"}
+    rise = {view: {row["column"]: row["log_loss_rise"] for row in rows} for view, rows in importance.items()}
+    ranked = [row["column"] for row in importance["fine-numeric-hgb"]]
+    assert set(ranked[:2]) == {"x0", "x1"} and set(ranked) == set(SETTINGS["data"]["table"]["feature_groups"]["numeric"])
+    assert rise["fine-numeric-hgb-region"]["x3"] > 3 * rise["fine-numeric-hgb"]["x3"]
+    assert rise["fine-numeric-hgb-region"]["region"] > rise["fine-numeric-hgb-region"]["x2"]  # it routes rows to experts
+    assert "region" in rise["fused"] and "id" not in rise["fused"]

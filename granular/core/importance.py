@@ -13,16 +13,17 @@ from granular.core.evaluate import log_loss
 def permutation_importance(
     predict_proba: Callable[[pd.DataFrame], np.ndarray], frame: pd.DataFrame, y: np.ndarray, columns: list[str],
     repeats: int = 3, seed: int = 0,
-) -> dict[str, dict[str, float]]:
+) -> list[dict]:
     """For each of `columns`, over `repeats` shuffles: the mean fall in accuracy (and its
-    standard deviation) and the mean rise in log-loss, most important column first. A column
-    the model does not need scores about 0; a negative score is noise."""
+    standard deviation) and the mean rise in log-loss; one row per column, the largest rise in
+    log-loss (the finer measure) first. A column the model does not need scores about 0; a
+    negative score is noise."""
     if len(frame) == 0:
         raise ValueError("permutation importance needs rows")
     proba = predict_proba(frame)
     accuracy, loss = float((proba.argmax(axis=1) == y).mean()), log_loss(proba, y)
     rng = np.random.default_rng(seed)
-    scores = {}
+    scores = []
     for column in columns:
         falls, rises = [], []
         for _ in range(repeats):
@@ -31,8 +32,8 @@ def permutation_importance(
             changed = predict_proba(shuffled)
             falls.append(accuracy - float((changed.argmax(axis=1) == y).mean()))
             rises.append(log_loss(changed, y) - loss)
-        scores[column] = {
-            "accuracy_drop": float(np.mean(falls)), "accuracy_drop_std": float(np.std(falls)),
+        scores.append({
+            "column": column, "accuracy_drop": float(np.mean(falls)), "accuracy_drop_std": float(np.std(falls)),
             "log_loss_rise": float(np.mean(rises)),
-        }
-    return dict(sorted(scores.items(), key=lambda item: -item[1]["log_loss_rise"]))
+        })
+    return sorted(scores, key=lambda row: -row["log_loss_rise"])

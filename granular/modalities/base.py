@@ -12,7 +12,8 @@ What a modality does, step by step:
 - raw_inputs, input_spec: the examples as a model is given them, and how a served model
   checks and shapes what it is sent;
 - baselines: models outside the pipeline's views that the evaluation compares with; one that
-  can serve joins the fusion as one more input (a table's boosted trees).
+  can serve joins the fusion as one more input (a table's boosted trees);
+- feature_importance: what each model's answers rest on, where the inputs have named features.
 """
 from __future__ import annotations
 
@@ -119,3 +120,7 @@ class Modality(Protocol):
 
     def baselines(self, config: Config, paths: ProjectPaths) -> dict[str, Baseline]:
         """Models the views are compared with, by name."""
+
+    def feature_importance(self, config: Config, paths: ProjectPaths, taxonomy: Taxonomy) -> dict[str, list[dict]]:
+        """Model name -> a row of scores per feature, most important first (granular/core/importance.py);
+        {} without named features."""

@@ -67,6 +67,9 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
         "resamples": resamples.resamples, "seed": evaluate.BOOTSTRAP_SEED, "confidence": evaluate.CONFIDENCE
     }
     _write_evaluation(paths, taxonomy, y_fine, test, details)
+    importance = modality_for(config).feature_importance(config, paths, taxonomy)
+    if importance:
+        write_json(paths.importance, importance)
     write_json(paths.metrics, metrics)
     # Figures of this machine, beside the metrics, so that metrics.json is the same for the same
     # data, settings and code, and `dvc metrics diff` shows model quality alone.

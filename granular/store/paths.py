@@ -129,6 +129,11 @@ class ProjectPaths:
         return self.evaluation / "reliability"
 
     @property
+    def importance(self) -> Path:
+        """Permutation feature importance of each table view and the fused model."""
+        return self.evaluation / "importance.json"
+
+    @property
     def per_class(self) -> Path:
         """Per-class scores and reliability bins of every model: too long for metrics.json."""
         return self.evaluation / "per_class.json"
