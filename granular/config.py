@@ -125,9 +125,18 @@ class CleanConfig(_Section):
     max_pixel: int = Field(default=255, gt=0)
 
 
+# The least examples of a class by default: images, per official split; a table, in all (a class
+# needs a few rows in each of train, validation and test).
+MIN_PER_CLASS = {"images": 100, "tables": 10}
+
+
 class ValidateConfig(_Section):
     image_shape: tuple[int, int] = (28, 28)
-    min_per_class: int = Field(default=100, ge=1)
+    # The least examples of each class; None: MIN_PER_CLASS of the data's modality.
+    min_per_class: int | None = Field(default=None, ge=1)
+
+    def least_per_class(self, modality: str) -> int:
+        return MIN_PER_CLASS[modality] if self.min_per_class is None else self.min_per_class
 
 
 class SplitConfig(_Section):

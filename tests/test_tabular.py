@@ -253,3 +253,17 @@ def test_whole_numbers_as_class_labels_stay_classes(tmp_path: Path):
     _write_table_project(tmp_path, frame)
     _, report = _steps_until_validation(tmp_path)
     assert report["kept"] == 60
+
+
+def test_a_small_table_validates_with_the_default_least_rows_per_class(tmp_path: Path):
+    """A class of 30 rows is a class; one of 6 is too few to be trained, validated and tested."""
+    frame = pd.DataFrame({"id": range(66), "size": range(66), "label": ["a", "b"] * 30 + ["c"] * 6})
+    _write_table_project(tmp_path, frame)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    del params["validate"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(Exception, match=r"(?s)class_counts.*'min_value': 10\.0.*1 of 3 rows fail.*label=c: count=6"):
+        _steps_until_validation(tmp_path)
+    (tmp_path / "data" / "table.csv").write_text(frame[frame.label != "c"].to_csv(index=False))
+    _, report = _steps_until_validation(tmp_path)
+    assert report["kept"] == 60

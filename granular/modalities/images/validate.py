@@ -62,7 +62,7 @@ def expectations(config: ValidateConfig, num_classes: int) -> dict[str, list]:
             gxe.ExpectColumnValuesToBeBetween(column="pixel_min", min_value=0, max_value=255),
             gxe.ExpectColumnValuesToBeBetween(column="pixel_max", min_value=0, max_value=255),
         ],
-        "class_counts": [gxe.ExpectColumnValuesToBeBetween(column="count", min_value=config.min_per_class)],
+        "class_counts": [gxe.ExpectColumnValuesToBeBetween(column="count", min_value=config.least_per_class("images"))],
     }
 
 

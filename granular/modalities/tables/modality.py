@@ -179,7 +179,8 @@ class Tables:
 
     def validate(self, config: Config, paths: ProjectPaths, docs_dir: Path):
         """GX on the clean table (rows present, every label a class of the taxonomy, every feature
-        column there) and on its class counts (each at least validate.min_per_class); drift of
+        column there) and on its class counts (each at least validate.min_per_class, 10 unless
+        set); drift of
         the schema from the accepted one is reported beside."""
         import great_expectations.expectations as gxe  # ~6 s to import: only when validating
 
@@ -199,7 +200,7 @@ class Tables:
                 # Missing feature values are imputed when training: only presence is expected here.
                 *[gxe.ExpectColumnToExist(column=c) for c in feature_columns(schema)],
             ],
-            "class_counts": [gxe.ExpectColumnValuesToBeBetween(column="count", min_value=config.validate_.min_per_class)],
+            "class_counts": [gxe.ExpectColumnValuesToBeBetween(column="count", min_value=config.validate_.least_per_class(MODALITY))],
         }
         source = f"{paths.clean.relative_to(paths.root)} (cleaned from the table(s) in {paths.raw.relative_to(paths.root)})"
         validation = validate_tables(
