@@ -50,6 +50,9 @@ class TableConfig(_Section):
     # Named feature subsets, e.g. {coarse: [price, region]}: a view's `features` names one.
     feature_groups: dict[str, list[str]] = Field(default_factory=dict)
     test_fraction: float = Field(default=0.2, gt=0, lt=1)  # a table has no official test split
+    # A column that gives each row's split: train, val (or validation) or test, in any case.
+    # Without val rows, split.val_fraction of the train rows validate. None: test_fraction.
+    split: str | None = None
     delimiter: str = Field(default=",", min_length=1, max_length=1)  # csv only
     encoding: str = "utf-8"  # csv only
 
@@ -64,11 +67,12 @@ class TableConfig(_Section):
 
     @model_validator(mode="after")
     def _columns_have_one_role(self) -> "TableConfig":
-        labels = {"target": self.target, "id": self.id, **{f"ancestors.{k}": v for k, v in self.ancestors.items()}}
+        labels = {"target": self.target, "id": self.id, "split": self.split,
+                  **{f"ancestors.{k}": v for k, v in self.ancestors.items()}}
         named = [column for column in labels.values() if column is not None]
         repeated = sorted({column for column in named if named.count(column) > 1})
         if repeated:
-            raise ValueError(f"column(s) {repeated} have more than one role among target, id and ancestors")
+            raise ValueError(f"column(s) {repeated} have more than one role among target, id, split and ancestors")
         not_features = {column: role for role, column in labels.items() if column is not None}
         listed = {"features": self.features or [], "types": list(self.types)}
         listed |= {f"feature_groups.{name}": group for name, group in self.feature_groups.items()}

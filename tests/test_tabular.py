@@ -19,8 +19,10 @@ from granular.demo import synthetic
 from granular.demo.examples import export_example
 from granular.pipeline.clean import clean_step
 from granular.pipeline.import_raw import import_raw_step
+from granular.pipeline.split import split_step
 from granular.pipeline.validate import validate_step
 from granular.serving.predict import FusedClassifier
+from granular.store.atomic import read_npz
 from granular.store.paths import ProjectPaths
 from test_serving import served_answer
 
@@ -267,3 +269,26 @@ def test_a_small_table_validates_with_the_default_least_rows_per_class(tmp_path:
     (tmp_path / "data" / "table.csv").write_text(frame[frame.label != "c"].to_csv(index=False))
     _, report = _steps_until_validation(tmp_path)
     assert report["kept"] == 60
+
+
+def test_a_given_split_column_decides_each_rows_split_and_a_bad_value_is_quarantined(tmp_path: Path):
+    rows = 90
+    frame = pd.DataFrame({
+        "id": range(rows), "size": range(rows), "label": ["a", "b", "c"] * 30,
+        "part": ["train"] * 54 + ["Validation"] * 15 + [" TEST "] * 18 + ["holdout", None, "val"],
+    })
+    _write_table_project(tmp_path, frame)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["data"]["table"]["split"] = "part"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    paths, report = _steps_until_validation(tmp_path)
+    rejected = pd.read_csv(paths.quarantine / "rejected.csv")
+    assert report["kept"] == 88 and len(rejected) == 2
+    assert set(rejected["reason"]) == {"column part: 'holdout' is not a split (train, val or test)",
+                                       "column part: missing split"}
+    split_step(load_config(paths.params), paths)
+    splits = read_npz(paths.splits)
+    kept = frame.drop(index=[87, 88]).reset_index(drop=True)
+    expected = kept["part"].str.strip().str.lower().map({"train": 0, "validation": 1, "val": 1, "test": 2})
+    assert splits["split"].tolist() == expected.tolist()
+    assert "part" not in json.loads(paths.table_schema.read_text())["columns"]  # a role, not a feature

@@ -30,11 +30,17 @@ def pool(images: np.ndarray, resolution: int) -> np.ndarray:
     return blocks.mean(axis=(2, 4), dtype=np.float32)
 
 
-def assign_splits(labels: np.ndarray, origin: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
-    """Split code per example: the official test set stays test; the rest is split train/val,
-    stratified by label, with a seeded generator (the same seed gives the same split)."""
+def assign_splits(
+    labels: np.ndarray, origin: np.ndarray, val_fraction: float, seed: int, given_val: np.ndarray | None = None
+) -> np.ndarray:
+    """Split code per example: the official test set stays test; the examples of `given_val`
+    validate where there are any; else the rest is split train/val, stratified by label, with a
+    seeded generator (the same seed gives the same split)."""
     split = np.full(len(labels), TRAIN_SPLIT, dtype=np.int8)
     split[origin == TEST] = TEST_SPLIT
+    if given_val is not None and given_val.any():
+        split[given_val & (origin != TEST)] = VAL_SPLIT
+        return split
     rng = np.random.default_rng(seed)
     for label in np.unique(labels):
         members = np.flatnonzero((labels == label) & (origin != TEST))

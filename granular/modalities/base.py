@@ -57,6 +57,9 @@ class Examples:
     labels: np.ndarray  # (N,) fine label ids
     origin: np.ndarray  # (N,) int8: the official split it came from (core.partition.TRAIN or TEST)
     index: np.ndarray  # (N,) its id within its origin
+    # (N,) bool: the examples the data itself puts in validation (a table's split column); None
+    # or none at all: split.val_fraction of the training examples, drawn.
+    given_val: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

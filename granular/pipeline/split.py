@@ -13,7 +13,9 @@ from granular.store.paths import ProjectPaths
 def split_step(config: Config, paths: ProjectPaths) -> dict:
     examples = modality_for(config).examples(config, paths)
     labels = examples.labels
-    split = partition.assign_splits(labels, examples.origin, config.split.val_fraction, config.split.seed)
+    split = partition.assign_splits(
+        labels, examples.origin, config.split.val_fraction, config.split.seed, given_val=examples.given_val
+    )
     partition.check_every_class_in_every_split(labels, split, project_taxonomy(config, paths))
     fold = partition.assign_folds(labels, split, config.split.folds, config.split.seed)
     write_npz(paths.splits, origin=examples.origin, index=examples.index, label=labels, split=split, fold=fold)

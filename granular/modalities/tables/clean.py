@@ -90,6 +90,8 @@ def clean_table(
         _check_ancestor(faults, target, fine, frame[column], column)
     if config.id:
         _check_ids(faults, frame[config.id], fine, config.id)
+    if config.split:
+        _check_split(faults, frame[config.split], config.split)
 
     keep = faults.valid()
     kept = frame.iloc[np.flatnonzero(keep)].copy()
@@ -115,6 +117,24 @@ def _check_target(faults: _Faults, target: pd.Series, column: str, level_names: 
             ~target.isin(list(fine_names)).to_numpy(dtype=bool), f"column {column}: unknown label",
             lambda r: f"column {column}: unknown label '" + _text(target.iloc[r]) + f"' (not a {fine_level} class)",
         )
+
+
+# The values a given split column may hold (any case, spaces around ignored), and their split.
+SPLIT_VALUES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+
+
+def given_splits(values: pd.Series) -> pd.Series:
+    """A split column's values as train, val or test (missing where it is none of them)."""
+    return values.astype("string").str.strip().str.lower().map(SPLIT_VALUES)
+
+
+def _check_split(faults: _Faults, values: pd.Series, column: str) -> None:
+    faults.add(_missing(values), f"column {column}: missing split")
+    unknown = given_splits(values).isna().to_numpy(dtype=bool)
+    faults.add(
+        unknown, f"column {column}: not a split",
+        lambda r: f"column {column}: '" + _text(values.iloc[r]) + "' is not a split (train, val or test)",
+    )
 
 
 def _check_numeric(faults: _Faults, series: pd.Series, column: str) -> np.ndarray:

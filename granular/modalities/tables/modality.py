@@ -19,7 +19,7 @@ import yaml
 
 from granular.config import Config, TableView
 from granular.core.class_weights import class_weights
-from granular.core.partition import SPLITS, TEST, require_every_class
+from granular.core.partition import SPLITS, TEST, TRAIN, require_every_class
 from granular.core.taxonomy import Taxonomy, load_taxonomy
 from granular.modalities.base import MAJORITY, Baseline, Examples, TrainingData
 from granular.modalities.experts import ExpertPlan, ViewModel, single_network
@@ -35,6 +35,7 @@ from granular.modalities.tables.reader import MODALITY, TableInput, TableReader,
 from granular.store.atomic import atomic_dir, atomic_path, read_npz, write_json, write_npz
 from granular.store.paths import ProjectPaths
 
+GIVEN_SPLIT = "given_split"  # in clean.npz: each row's split from data.table.split
 BASELINE = "hgb"  # the boosted-trees baseline (granular/modalities/tables/trees.py), by name
 IMPORTANCE_ROWS = 5_000  # test rows a permutation importance reads: enough to rank the columns
 IMPORTANCE_REPEATS = 3  # shuffles of each column
@@ -139,7 +140,7 @@ class Tables:
     def clean(self, config: Config, paths: ProjectPaths) -> dict:
         """Read the imported table, set faulty rows aside with their reason in data/quarantine/,
         and write the kept rows as clean.npz, with the schema and taxonomy they were read with."""
-        from granular.modalities.tables.clean import clean_table, taxonomy_from_columns
+        from granular.modalities.tables.clean import clean_table, given_splits, taxonomy_from_columns
         from granular.modalities.tables.schema import infer_schema
         from granular.modalities.tables.source import read_table
 
@@ -162,6 +163,8 @@ class Tables:
             "origin": np.zeros(len(kept), dtype=np.int8),
             "index": kept.index.to_numpy(dtype=np.int64),
         }
+        if table.split:  # each row's given split, as its number in SPLITS
+            arrays[GIVEN_SPLIT] = given_splits(kept[table.split]).map(SPLITS.index).to_numpy(dtype=np.int8)
         for column in feature_columns(schema):
             if schema["columns"][column]["type"] == "numeric":
                 arrays[NUMERIC + column] = pd.to_numeric(kept[column], errors="coerce").to_numpy(dtype=np.float32)
@@ -216,9 +219,16 @@ class Tables:
         return validation
 
     def examples(self, config: Config, paths: ProjectPaths) -> Examples:
-        """A table has no official test split: data.table.test_fraction of each class is held
-        out as one (its origin), and the rest is split train/val as for images."""
+        """A table's data.table.split column gives each row's split (its test rows are the
+        official test split, its val rows the validation split); without one, a table has no
+        official test split: data.table.test_fraction of each class is held out as one (its
+        origin), and the rest is split train/val as for images."""
         labels = load_clean(paths).labels
+        if config.data.table.split:
+            given = read_npz(paths.clean)[GIVEN_SPLIT]
+            origin = np.where(given == SPLITS.index("test"), TEST, TRAIN).astype(np.int8)
+            return Examples(labels=labels, origin=origin, index=np.arange(len(labels), dtype=np.int64),
+                            given_val=given == SPLITS.index("val"))
         rng = np.random.default_rng([config.split.seed, 1])  # its own stream: the val split stays as it was
         origin = np.zeros(len(labels), dtype=np.int8)
         for label in np.unique(labels):

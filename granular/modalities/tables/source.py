@@ -45,8 +45,9 @@ def table_files(path: Path, fmt: str) -> list[Path]:
 
 
 def label_columns(config: TableConfig) -> list[str]:
-    """The target, the id and the ancestor columns: never features."""
-    return [config.target, *([config.id] if config.id else []), *config.ancestors.values()]
+    """The target, the id, the split and the ancestor columns: never features."""
+    given = [column for column in (config.id, config.split) if column]
+    return [config.target, *given, *config.ancestors.values()]
 
 
 def feature_columns(available: list[str], config: TableConfig) -> list[str]:
@@ -98,7 +99,8 @@ def _require_columns(file: Path, header: list[str], wanted: list[str], config: T
     missing = [c for c in wanted if c not in header]
     if not missing:
         return
-    roles = {config.target: "target", config.id: "id", **{c: f"ancestor {lvl}" for lvl, c in config.ancestors.items()}}
+    roles = {config.target: "target", config.id: "id", config.split: "split",
+             **{c: f"ancestor {lvl}" for lvl, c in config.ancestors.items()}}
     roles |= {c: "excluded" for c in config.exclude}
     named = ", ".join(f"{c!r} ({roles.get(c, 'feature')})" for c in missing)
     raise TableSourceError(f"{file}: configured column(s) {named} not in the file; its columns are {header}")
