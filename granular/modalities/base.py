@@ -13,7 +13,8 @@ What a modality does, step by step:
   checks and shapes what it is sent;
 - baselines: models outside the pipeline's views that the evaluation compares with; one that
   can serve joins the fusion as one more input (a table's boosted trees);
-- feature_importance: what each model's answers rest on, where the inputs have named features.
+- importance_rows: the test examples that measure what each model's answers rest on, where
+  the inputs have named features.
 """
 from __future__ import annotations
 
@@ -124,6 +125,6 @@ class Modality(Protocol):
     def baselines(self, config: Config, paths: ProjectPaths) -> dict[str, Baseline]:
         """Models the views are compared with, by name."""
 
-    def feature_importance(self, config: Config, paths: ProjectPaths, taxonomy: Taxonomy) -> dict[str, list[dict]]:
-        """Model name -> a row of scores per feature, most important first (granular/core/importance.py);
-        {} without named features."""
+    def importance_rows(self, config: Config, paths: ProjectPaths) -> tuple[Any, np.ndarray] | None:
+        """Raw test examples with named features (a table's rows) and their fine labels, for a
+        permutation importance; None where features have no names (images)."""

@@ -69,6 +69,9 @@ class ViewReader(Protocol):
     def route(self, raw: Any) -> np.ndarray:
         """(N,) the network that answers each raw example."""
 
+    def columns_read(self) -> list[str]:
+        """The named features it reads (a table's columns, its segment column too); [] for images."""
+
     def save(self, folder: Path) -> dict[str, Any]:
         """Write the reader's files into `folder`; return what view.json keeps of it."""
 

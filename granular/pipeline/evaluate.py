@@ -10,6 +10,7 @@ import pandas as pd
 
 from granular.config import Config
 from granular.core import evaluate, plots
+from granular.core.importance import permutation_importance
 from granular.core.taxonomy import Taxonomy
 from granular.core.threshold import apply_threshold
 from granular.modalities import load_view_model, modality_for
@@ -24,6 +25,7 @@ from granular.store.paths import ProjectPaths
 
 LATENCY_IMAGES = 512  # test images timed per model: a few seconds in all, on a CPU too
 LATENCY_BATCH = 256
+IMPORTANCE_REPEATS = 3  # shuffles of each column
 COMPARISON_COLUMNS = (  # model quality only: latency is a figure of the machine
     "accuracy", "accuracy_ci_low", "accuracy_ci_high", "balanced_accuracy", "macro_f1", "macro_f1_ci_low",
     "macro_f1_ci_high", "roc_auc", "pr_auc", "ece", "hierarchical_f1", "mistake_severity",
@@ -67,9 +69,9 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
         "resamples": resamples.resamples, "seed": evaluate.BOOTSTRAP_SEED, "confidence": evaluate.CONFIDENCE
     }
     _write_evaluation(paths, taxonomy, y_fine, test, details)
-    importance = modality_for(config).feature_importance(config, paths, taxonomy)
-    if importance:
-        write_json(paths.importance, importance)
+    rows = modality_for(config).importance_rows(config, paths)
+    if rows is not None:
+        write_json(paths.importance, _feature_importance(config, paths, taxonomy, *rows))
     write_json(paths.metrics, metrics)
     # Figures of this machine, beside the metrics, so that metrics.json is the same for the same
     # data, settings and code, and `dvc metrics diff` shows model quality alone.
@@ -133,6 +135,28 @@ def _fused_versus_best(
         "fused_minus_best_single_ci": {"low": low, "high": high},
         "mcnemar": {"versus": best, **evaluate.mcnemar(fused_correct, best_correct)},
     }
+
+
+def _feature_importance(config: Config, paths: ProjectPaths, taxonomy: Taxonomy, raw, y_fine: np.ndarray) -> dict:
+    """Permutation importance on the raw test examples: of each view's columns (a segment
+    column too, which routes rows to experts) for the view, and of every input column for the
+    fused model, as it serves."""
+    from granular.nn.device import select_runtime  # torch is imported only by the steps that need it
+    from granular.serving.predict import FusedClassifier
+
+    runtime = select_runtime(config.train.threads, precision=config.train.precision)
+    scores = {}
+    for view in config.views.values():
+        model = load_view_model(paths.model_dir(view.name), runtime)
+        scores[view.name] = permutation_importance(
+            lambda inputs, model=model: model.predict_proba(inputs, runtime), raw, taxonomy.map_labels(y_fine, view.level),
+            model.reader.columns_read(), repeats=IMPORTANCE_REPEATS, seed=config.split.seed,
+        )
+    fused = FusedClassifier.load(paths.fused_dir)
+    scores["fused"] = permutation_importance(
+        fused.predict_proba, raw, y_fine, list(fused.inputs.columns), repeats=IMPORTANCE_REPEATS, seed=config.split.seed,
+    )
+    return scores
 
 
 def _latency(config: Config, paths: ProjectPaths) -> dict:

@@ -136,8 +136,8 @@ class Images:
     def baselines(self, config: Config, paths: ProjectPaths) -> dict[str, Baseline]:
         return {}
 
-    def feature_importance(self, config: Config, paths: ProjectPaths, taxonomy: Taxonomy) -> dict[str, list[dict]]:
-        return {}  # a pixel is not a feature a user names
+    def importance_rows(self, config: Config, paths: ProjectPaths) -> None:
+        return None  # a pixel is not a feature a user names
 
 
 IMAGES = Images()

@@ -27,6 +27,9 @@ class ImageReader:
 
         return Pixels(pool(raw, self.resolution))
 
+    def columns_read(self) -> list[str]:
+        return []  # pixels
+
     def route(self, raw: np.ndarray) -> np.ndarray:
         return self.segmenter.assign(raw) if self.segmenter else np.zeros(len(raw), dtype=np.int64)
 

@@ -38,7 +38,6 @@ from granular.store.paths import ProjectPaths
 GIVEN_SPLIT = "given_split"  # in clean.npz: each row's split from data.table.split
 BASELINE = "hgb"  # the boosted-trees baseline (granular/modalities/tables/trees.py), by name
 IMPORTANCE_ROWS = 5_000  # test rows a permutation importance reads: enough to rank the columns
-IMPORTANCE_REPEATS = 3  # shuffles of each column
 
 
 class TableStepError(ValueError):
@@ -345,32 +344,11 @@ class Tables:
             MAJORITY: Baseline(**{f"{s}_proba": np.tile(shares, (len(labels[s]), 1)) for s in ("val", "test")}),
         }
 
-    def feature_importance(self, config: Config, paths: ProjectPaths, taxonomy: Taxonomy) -> dict[str, list[dict]]:
-        """Permutation importance on the first IMPORTANCE_ROWS test rows: of each view's columns
-        (its segment column too, which routes rows to experts) for the view, and of every
-        feature column for the fused model (as it serves: the baseline's trees included)."""
-        from granular.core.importance import permutation_importance
-        from granular.modalities import load_view_model
-        from granular.nn.device import select_runtime
-        from granular.serving.predict import FusedClassifier
-
-        runtime = select_runtime(config.train.threads, precision=config.train.precision)
+    def importance_rows(self, config: Config, paths: ProjectPaths) -> tuple[pd.DataFrame, np.ndarray]:
+        """The first IMPORTANCE_ROWS test rows, as a model is given them, and their fine labels."""
         splits = read_npz(paths.splits)
         rows = np.flatnonzero(splits["split"] == SPLITS.index("test"))[:IMPORTANCE_ROWS]
-        frame, y_fine = _as_read(load_clean(paths).frame.iloc[rows]), splits["label"][rows]
-        scores = {}
-        for view in config.views.values():
-            model = load_view_model(paths.model_dir(view.name), runtime)
-            columns = [*model.reader.columns, *([model.reader.segment_column] if model.reader.segment_column else [])]
-            scores[view.name] = permutation_importance(
-                lambda raw, model=model: model.predict_proba(raw, runtime), frame, taxonomy.map_labels(y_fine, view.level),
-                columns, repeats=IMPORTANCE_REPEATS, seed=config.split.seed,
-            )
-        fused = FusedClassifier.load(paths.fused_dir)
-        scores["fused"] = permutation_importance(
-            fused.predict_proba, frame, y_fine, list(fused.inputs.columns), repeats=IMPORTANCE_REPEATS, seed=config.split.seed,
-        )
-        return scores
+        return _as_read(load_clean(paths).frame.iloc[rows]), splits["label"][rows]
 
 
 TABLES = Tables()

@@ -42,6 +42,9 @@ class TableReader:
     def network_inputs(self, raw: pd.DataFrame):
         return self.encoder.transform(raw, self.columns)
 
+    def columns_read(self) -> list[str]:
+        return [*self.columns, *([self.segment_column] if self.segment_column else [])]
+
     def route(self, raw: pd.DataFrame) -> np.ndarray:
         if self.segment_column is None:
             return np.zeros(len(raw), dtype=np.int64)
