@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flows.cli import format_table
 from granular.config import Config
 from granular.demo import synthetic
 from granular.modalities.experts import read_view_spec
@@ -155,6 +156,9 @@ def test_a_rare_class_gets_a_decision_threshold_that_the_evaluation_and_the_serv
     assert threshold["positive"] == "yes" and threshold["metric"] == "balanced_accuracy"  # the rarer class
     assert 0 < threshold["value"] < 0.5 and threshold["validation"] >= threshold["validation_at_half"]
     assert metrics["test"]["fused"]["threshold"] == threshold["value"]
+    # One level of labels: no hierarchical scores (they would repeat accuracy), so no such columns.
+    assert not {"hierarchical_f1", "mistake_severity"} & set(metrics["test"]["fused"])
+    assert "hF1" not in format_table(metrics)
     # The evaluation scores the answers the served model gives: by the cut, not the most probable class.
     proba = read_npz(paths.fused_dir / "predictions.npz")["test_proba"]
     assert json.loads((paths.fused_dir / "fusion.json").read_text())["threshold"] == threshold

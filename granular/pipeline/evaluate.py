@@ -108,7 +108,8 @@ def _score_model(
         for coarser in taxonomy.levels[1:]:
             implied = taxonomy.map_labels(predicted, coarser) == taxonomy.map_labels(y_fine, coarser)
             scores[f"{coarser}_accuracy"] = float(implied.mean())
-        scores.update(evaluate.hierarchical_metrics(taxonomy, y_fine, predicted))
+        if len(taxonomy.levels) > 1:  # one level: hierarchical F1 is accuracy, every mistake as severe
+            scores.update(evaluate.hierarchical_metrics(taxonomy, y_fine, predicted))
     per_class = evaluate.per_class_metrics(matrix)
     details = {
         "classes": taxonomy.names[level],
