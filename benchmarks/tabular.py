@@ -5,8 +5,8 @@
 Each size runs in its own process (so its peak resident memory is its own) on a fresh project:
 the synthetic table is generated, then every step runs as `granular run` runs it, without the
 Prefect and MLflow around it (benchmarks/overhead.py measures those): import, clean, validate,
-split, views, training of each view, fusion and evaluation, which fits the boosted-trees
-baseline. Prints one JSON object per size; with --record, also writes them into
+split, views, training of each view, fusion (which fits the boosted-trees baseline, one of its
+inputs) and evaluation. Prints one JSON object per size; with --record, also writes them into
 docs/measurements.md as one table, a row per figure and a column per size.
 """
 from __future__ import annotations
