@@ -138,6 +138,8 @@ class ValidateConfig(_Section):
     image_shape: tuple[int, int] = (28, 28)
     # The least examples of each class; None: MIN_PER_CLASS of the data's modality.
     min_per_class: int | None = Field(default=None, ge=1)
+    # Validation fails when cleaning set aside more than this share of the examples.
+    max_quarantined_share: float = Field(default=0.1, ge=0, le=1)
 
     def least_per_class(self, modality: str) -> int:
         return MIN_PER_CLASS[modality] if self.min_per_class is None else self.min_per_class

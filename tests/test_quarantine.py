@@ -142,3 +142,61 @@ def test_a_failed_validation_is_recorded_and_the_quarantine_counted(
     assert rerun.data.metrics["clean.rejected.label_outside_the_taxonomy_s_0_9"] == 2
     assert "quarantine/rejected.csv" in _artifact_files(client, rerun.info.run_id, "quarantine")
     assert "validation/result.json" in _artifact_files(client, rerun.info.run_id, "validation")
+
+
+def _image_project(root, labels: list[int], taxonomy_classes: list[str], **validate) -> tuple:
+    """An npz of 4x4 images with these labels and a one-level taxonomy of these classes."""
+    import numpy as np
+    import yaml
+
+    from granular.config import Config
+    from granular.store.paths import ProjectPaths
+
+    rng = np.random.default_rng(0)
+    y = np.asarray(labels)
+    np.savez(root / "source.npz", x_train=rng.integers(0, 255, (len(y), 4, 4)), y_train=y,
+             x_test=rng.integers(0, 255, (len(y), 4, 4)), y_test=y)
+    (root / "taxonomy.yaml").write_text(yaml.safe_dump({"levels": ["fine"], "classes": [{"fine": c} for c in taxonomy_classes]}))
+    config = Config.model_validate({
+        "data": {"source": {"format": "npz", "path": str(root / "source.npz")}},
+        "validate": {"image_shape": [4, 4], "min_per_class": 10, **validate}, "taxonomy": "taxonomy.yaml",
+        "views": {"fine-4": {"level": "fine", "resolution": 4}},
+    })
+    return config, ProjectPaths(root)
+
+
+def test_a_taxonomy_that_lacks_a_class_fails_validation_naming_the_label(tmp_path):
+    """With one class left out of taxonomy.yaml, label 2's 30 examples would all be set aside
+    (and with classes told apart by position, the names after it shift): refused, not run."""
+    import pytest
+
+    from granular.core.validation import ValidationFailed
+    from granular.pipeline.clean import clean_step
+    from granular.pipeline.import_raw import import_raw_step
+    from granular.pipeline.validate import validate_step
+
+    config, paths = _image_project(tmp_path, [0, 1, 2] * 30, ["a", "b"])
+    import_raw_step(config, paths)
+    assert clean_step(config, paths)["unknown_labels"] == {"2": 60}  # 30 in each official split
+    with pytest.raises(ValidationFailed, match=r"(?s)labels_outside_the_taxonomy, column 'examples'.*label=2: examples=60"):
+        validate_step(config, paths)
+    # One stray label is a fault of that example, set aside; the run goes on.
+    config, paths = _image_project(tmp_path, [0, 1] * 45 + [7], ["a", "b"])
+    import_raw_step(config, paths)
+    clean_step(config, paths)
+    assert validate_step(config, paths)["success"]
+
+
+def test_setting_aside_more_than_the_allowed_share_fails_validation(tmp_path):
+    import pytest
+
+    from granular.core.validation import ValidationFailed
+    from granular.pipeline.clean import clean_step
+    from granular.pipeline.import_raw import import_raw_step
+    from granular.pipeline.validate import validate_step
+
+    config, paths = _image_project(tmp_path, [0, 1] * 45 + [7] * 9, ["a", "b"], max_quarantined_share=0.05)
+    import_raw_step(config, paths)
+    clean_step(config, paths)  # 18 of 198 set aside: 9%
+    with pytest.raises(ValidationFailed, match=r"(?s)quarantine, column 'share'.*'max_value': 0.05.*set_aside=18"):
+        validate_step(config, paths)

@@ -184,6 +184,9 @@ def test_faulty_rows_are_quarantined_with_their_reasons_and_the_rest_validates(t
         "label": ["a", "b", "a", None, "a", "b", "a", "b"],
     })
     _write_table_project(tmp_path, frame)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["validate"]["max_quarantined_share"] = 1.0  # five of the eight rows are faulty, on purpose
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     paths, report = _steps_until_validation(tmp_path)
 
     rejected = pd.read_csv(paths.quarantine_csv)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from granular.core.quarantine import UNKNOWN_LABELS
 from granular.modalities.images.sources import ORIGINS, RawDataset
 
 
@@ -15,6 +16,7 @@ class CleanResult:
     rejected: RawDataset  # images as they came in
     reasons: np.ndarray  # (n_rejected,) str: why each rejected example was set aside
     repaired: dict[str, int] = field(default_factory=dict)
+    unknown_labels: dict[str, int] = field(default_factory=dict)  # set aside: label id -> examples
 
     def report(self) -> dict:
         return {
@@ -24,6 +26,7 @@ class CleanResult:
             "rejected": len(self.rejected),
             "rejected_by_reason": dict(sorted(Counter(self.reasons.tolist()).items())),
             "repaired": self.repaired,
+            UNKNOWN_LABELS: self.unknown_labels,
         }
 
 
@@ -75,7 +78,9 @@ def clean(data: RawDataset, num_classes: int, max_pixel: int = 255) -> CleanResu
     reject(~np.isfinite(flat).all(axis=1), "non-finite pixel value (NaN or inf)")
     with np.errstate(invalid="ignore"):
         reject(((flat < 0) | (flat > max_pixel)).any(axis=1), f"pixel value outside [0, {max_pixel}]")
-    reject((data.labels < 0) | (data.labels >= num_classes), f"label outside the taxonomy's 0..{num_classes - 1}")
+    outside = (data.labels < 0) | (data.labels >= num_classes)
+    reject(outside, f"label outside the taxonomy's 0..{num_classes - 1}")
+    outside &= reasons == f"label outside the taxonomy's 0..{num_classes - 1}"
 
     valid = np.flatnonzero(reasons == "")
     on_scale = flat[valid] * (255.0 / max_pixel)
@@ -99,4 +104,5 @@ def clean(data: RawDataset, num_classes: int, max_pixel: int = 255) -> CleanResu
         rejected=take(data, rejected),
         reasons=reasons[rejected].astype(str),
         repaired={"images_with_fractional_pixels_rounded": int(fractional.sum())},
+        unknown_labels={str(label): int(n) for label, n in zip(*np.unique(data.labels[outside], return_counts=True))},
     )

@@ -7,6 +7,7 @@ split, and, for a segmented view, the cluster of each image and the segmenter th
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,10 @@ class Images:
             f"{config.data.source.format} files imported from {paths.resolve(config.data.source.path, 'data.source.path')})"
         )
         num_classes = len(_taxonomy(config, paths).fine_names)
-        return validate(load_clean(paths), config.validate_, num_classes=num_classes, source=source, docs_dir=docs_dir)
+        return validate(
+            load_clean(paths), config.validate_, num_classes=num_classes, source=source, docs_dir=docs_dir,
+            clean_report=json.loads(paths.clean_report.read_text()) if paths.clean_report.is_file() else None,
+        )
 
     def examples(self, config: Config, paths: ProjectPaths) -> Examples:
         data = load_clean(paths)

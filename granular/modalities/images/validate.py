@@ -9,6 +9,7 @@ import pandas as pd
 
 from granular.config import ValidateConfig
 from granular.core.partition import ORIGINS
+from granular.core.quarantine import QUARANTINE_ROW_IDS, quarantine_checks
 from granular.core.validation import Validation, validate_tables
 from granular.modalities.images.sources import RawDataset
 
@@ -67,9 +68,15 @@ def expectations(config: ValidateConfig, num_classes: int) -> dict[str, list]:
 
 
 def validate(
-    data: RawDataset, config: ValidateConfig, num_classes: int, source: str = "", docs_dir: Path | None = None
+    data: RawDataset, config: ValidateConfig, num_classes: int, source: str = "", docs_dir: Path | None = None,
+    clean_report: dict | None = None,
 ) -> Validation:
-    """Check the cleaned examples and their counts per class and split. `source` names the file
+    """Check the cleaned examples and their counts per class and split, and with the clean
+    report what cleaning set aside (granular/core/quarantine.py). `source` names the file
     validated, for the messages; Data Docs are built into `docs_dir` when given."""
     tables = {"examples": example_table(data), "class_counts": class_count_table(data, num_classes)}
-    return validate_tables(tables, expectations(config, num_classes), source, docs_dir, row_ids=ROW_IDS)
+    checks = expectations(config, num_classes)
+    if clean_report is not None:
+        more_tables, more_checks = quarantine_checks(clean_report, config.least_per_class("images"), config.max_quarantined_share)
+        tables, checks = tables | more_tables, checks | more_checks
+    return validate_tables(tables, checks, source, docs_dir, row_ids=ROW_IDS | QUARANTINE_ROW_IDS)

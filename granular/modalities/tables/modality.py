@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import yaml
 from granular.config import Config, TableView
 from granular.core.class_weights import class_weights
 from granular.core.partition import SPLITS, TEST, TRAIN, require_every_class
+from granular.core.quarantine import QUARANTINE_ROW_IDS, UNKNOWN_LABELS, quarantine_checks
 from granular.core.taxonomy import Taxonomy, load_taxonomy
 from granular.modalities.base import MAJORITY, Baseline, Examples, TrainingData
 from granular.modalities.experts import ExpertPlan, ViewModel, single_network
@@ -176,6 +178,8 @@ class Tables:
         with atomic_path(paths.derived_taxonomy) as tmp:
             tmp.write_text(yaml.safe_dump(_taxonomy_document(taxonomy), sort_keys=False, allow_unicode=True))
         report = {**result.report, "kept": int(len(kept)), "subsampled_out": int(len(result.kept) - len(kept))}
+        unknown = result.rejected[table.target][result.faults == f"column {table.target}: unknown label"]
+        report[UNKNOWN_LABELS] = {str(label): int(n) for label, n in unknown.value_counts().sort_index().items()}
         write_json(paths.clean_report, report)
         return report
 
@@ -205,10 +209,14 @@ class Tables:
             "class_counts": [gxe.ExpectColumnValuesToBeBetween(column="count", min_value=config.validate_.least_per_class(MODALITY))],
         }
         source = f"{paths.clean.relative_to(paths.root)} (cleaned from the table(s) in {paths.raw.relative_to(paths.root)})"
+        set_aside, checks = quarantine_checks(
+            json.loads(paths.clean_report.read_text()), config.validate_.least_per_class(MODALITY),
+            config.validate_.max_quarantined_share,
+        ) if paths.clean_report.is_file() else ({}, {})
         validation = validate_tables(
-            {"rows": rows, "class_counts": counts}, expectations, source, docs_dir,
+            {"rows": rows, "class_counts": counts, **set_aside}, expectations | checks, source, docs_dir,
             may_be_missing=frozenset(feature_columns(schema)),  # imputed from the training rows
-            row_ids={"rows": ("row",), "class_counts": ("label",)},
+            row_ids={"rows": ("row",), "class_counts": ("label",), **QUARANTINE_ROW_IDS},
         )
         if paths.accepted_schema.exists():
             validation.report["schema_drift"] = schema_drift(load_schema(paths.accepted_schema), schema)
