@@ -103,7 +103,7 @@ def test_a_failed_validation_is_recorded_and_the_quarantine_counted(
     from prefect.artifacts import Artifact
 
     overrides = [f"data.source.path={_npz_source(project)}", "data.source.format=npz", "validate.min_per_class=3"]
-    with pytest.raises(ValidationFailed, match=r"class_counts, column 'count': .*\n +e\.g\. origin=test label=0: count=2"):
+    with pytest.raises(ValidationFailed, match=r"class_counts, column 'count': .*\n +e\.g\. origin=test label=0 class=T-shirt/top: count=2"):
         granular_pipeline(root=str(project), overrides=overrides)
 
     # On disk: GX's result of every suite and its Data Docs, though validation failed.
@@ -199,4 +199,19 @@ def test_setting_aside_more_than_the_allowed_share_fails_validation(tmp_path):
     import_raw_step(config, paths)
     clean_step(config, paths)  # 18 of 198 set aside: 9%
     with pytest.raises(ValidationFailed, match=r"(?s)quarantine, column 'share'.*'max_value': 0.05.*set_aside=18"):
+        validate_step(config, paths)
+
+
+def test_a_taxonomy_class_the_data_lacks_fails_validation_naming_it(tmp_path):
+    import pytest
+
+    from granular.core.validation import ValidationFailed
+    from granular.pipeline.clean import clean_step
+    from granular.pipeline.import_raw import import_raw_step
+    from granular.pipeline.validate import validate_step
+
+    config, paths = _image_project(tmp_path, [0, 1] * 30, ["a", "b", "Ankle boot"])
+    import_raw_step(config, paths)
+    clean_step(config, paths)
+    with pytest.raises(ValidationFailed, match=r"(?s)class_counts.*origin=train label=2 class=Ankle boot: count=0"):
         validate_step(config, paths)

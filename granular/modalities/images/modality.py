@@ -72,9 +72,10 @@ class Images:
             f"{paths.clean.relative_to(paths.root)} (cleaned from {paths.raw.relative_to(paths.root)}, "
             f"{config.data.source.format} files imported from {paths.resolve(config.data.source.path, 'data.source.path')})"
         )
-        num_classes = len(_taxonomy(config, paths).fine_names)
+        names = _taxonomy(config, paths).fine_names
         return validate(
-            load_clean(paths), config.validate_, num_classes=num_classes, source=source, docs_dir=docs_dir,
+            load_clean(paths), config.validate_, num_classes=len(names), source=source, docs_dir=docs_dir,
+            class_names=names,
             clean_report=json.loads(paths.clean_report.read_text()) if paths.clean_report.is_file() else None,
         )
 

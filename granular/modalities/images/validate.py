@@ -15,7 +15,7 @@ from granular.modalities.images.sources import RawDataset
 
 EXAMPLE_COLUMNS = ["origin", "index", "label", "height", "width", "pixel_min", "pixel_max"]
 # The columns that name a row of each table in a failure: an image is origin/index.
-ROW_IDS = {"examples": ("origin", "index"), "class_counts": ("origin", "label")}
+ROW_IDS = {"examples": ("origin", "index"), "class_counts": ("origin", "label", "class")}
 
 
 def example_table(data: RawDataset) -> pd.DataFrame:
@@ -36,14 +36,18 @@ def example_table(data: RawDataset) -> pd.DataFrame:
     )
 
 
-def class_count_table(data: RawDataset, num_classes: int) -> pd.DataFrame:
-    """Examples per (official split, class), zeros included, so a missing class shows up."""
+def class_count_table(data: RawDataset, num_classes: int, class_names: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Examples per (official split, class), zeros included, so a missing class shows up (by
+    its name too, where given)."""
     rows = []
     for code, origin in enumerate(ORIGINS):
         labels = data.labels[(data.origin == code) & (data.labels >= 0) & (data.labels < num_classes)]
         counts = np.bincount(labels, minlength=num_classes)  # out-of-set labels fail their own check
         rows += [{"origin": origin, "label": label, "count": int(c)} for label, c in enumerate(counts)]
-    return pd.DataFrame(rows, columns=["origin", "label", "count"])
+    table = pd.DataFrame(rows, columns=["origin", "label", "count"])
+    if class_names is not None:
+        table.insert(2, "class", np.asarray(class_names, dtype=object)[table["label"].to_numpy(dtype=np.int64)])
+    return table
 
 
 def expectations(config: ValidateConfig, num_classes: int) -> dict[str, list]:
@@ -69,12 +73,12 @@ def expectations(config: ValidateConfig, num_classes: int) -> dict[str, list]:
 
 def validate(
     data: RawDataset, config: ValidateConfig, num_classes: int, source: str = "", docs_dir: Path | None = None,
-    clean_report: dict | None = None,
+    clean_report: dict | None = None, class_names: tuple[str, ...] | None = None,
 ) -> Validation:
     """Check the cleaned examples and their counts per class and split, and with the clean
     report what cleaning set aside (granular/core/quarantine.py). `source` names the file
     validated, for the messages; Data Docs are built into `docs_dir` when given."""
-    tables = {"examples": example_table(data), "class_counts": class_count_table(data, num_classes)}
+    tables = {"examples": example_table(data), "class_counts": class_count_table(data, num_classes, class_names)}
     checks = expectations(config, num_classes)
     if clean_report is not None:
         more_tables, more_checks = quarantine_checks(clean_report, config.least_per_class("images"), config.max_quarantined_share)
