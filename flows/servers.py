@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from granular.store.paths import ProjectPaths
@@ -53,8 +53,11 @@ class Server:
 
 
 def prefect_server(root: Path, host: str, port: int) -> Server:
-    """A Prefect server whose database lives in the project (PREFECT_HOME=.granular/prefect)."""
-    return Server(
+    """A Prefect server whose database lives in the project (PREFECT_HOME=.granular/prefect).
+    Its UI is told where its own API is: unset, Prefect 3.8 tells the browser the default
+    http://127.0.0.1:4200/api whatever the port, and every page of a server on another port says
+    "Can't connect to Server API" (or shows another server's runs)."""
+    server = Server(
         name="Prefect",
         command=[sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
         env={"PREFECT_HOME": str(ProjectPaths(root).state / "prefect")},
@@ -63,6 +66,7 @@ def prefect_server(root: Path, host: str, port: int) -> Server:
         health_path="/api/health",
         log=ProjectPaths(root).state / "logs" / "prefect.log",
     )
+    return replace(server, env={**server.env, "PREFECT_UI_API_URL": f"{server.url}/api"})
 
 
 def mlflow_server(root: Path, host: str, port: int, store_uri: str, artifact_root: Path) -> Server:

@@ -65,6 +65,9 @@ def test_a_run_against_the_servers_shows_in_both_and_links_both_ways(small_run: 
     assert {a.path for a in client.list_artifacts(run_id)} >= {"fused_model", "evaluation", "config.json"}
     flow_run_id = parent.data.tags["prefect.flow_run_id"]
     prefect_ui = prefect_api.removesuffix("/api")
+    # The UI's browser code asks /ui-settings where the API is: this server's own port, not 4200.
+    with urllib.request.urlopen(f"{prefect_ui}/ui-settings", timeout=10) as answer:
+        assert json.loads(answer.read())["api_url"] == prefect_api
     assert parent.data.tags["prefect.flow_run_url"] == f"{prefect_ui}/flow-runs/flow-run/{flow_run_id}"
     as_a_browser = urllib.request.Request(parent.data.tags["prefect.flow_run_url"], headers={"Accept": "text/html"})
     with urllib.request.urlopen(as_a_browser, timeout=10) as page:
