@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import codecs
+import difflib
 import os
 import re
 import unicodedata
@@ -880,7 +881,46 @@ def load_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Conf
     try:
         return Config.model_validate(raw)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<top>'}: {e['msg']}" for e in error.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from None
+        problems = "; ".join(_problem(e, path, overrides) for e in error.errors())
+        raise ConfigError(problems) from None
+
+
+def _problem(error: dict, path: Path, overrides: list[str] | tuple[str, ...]) -> str:
+    """One validation error, said where it came from (the --set that set the key, or the file)
+    and, for a key that does not exist, with the nearest one that does."""
+    loc = [str(part) for part in error["loc"] if not str(part).startswith(("function-", "tagged-union"))]
+    text = error["msg"].removeprefix("Value error, ")
+    about_view = re.match(r"view (\S+): ([\w.\[\]]+):", text)  # a check of the whole configuration
+    if not loc and about_view:
+        loc = ["views", about_view.group(1), *about_view.group(2).split(".")]
+        text = text[about_view.end():].strip()
+    key = ".".join(loc)
+    source = str(path)
+    for assignment in overrides:
+        set_key = assignment.partition("=")[0]
+        if key == set_key or key.startswith(f"{set_key}.") or set_key.startswith(f"{key}."):
+            source = f"--set {assignment}"
+    message = f"{source}: {key}: {text}" if key else f"{source}: {text}"
+    if "Extra inputs are not permitted" in text and loc:
+        nearest = difflib.get_close_matches(loc[-1], sorted(_setting_names(Config)), n=1, cutoff=0.75)
+        if nearest:
+            message += f" (did you mean {'.'.join([*loc[:-1], nearest[0]])}?)"
+    return message
+
+
+def _setting_names(model: type[BaseModel], seen: set | None = None) -> set[str]:
+    """Every key name of a configuration section and the sections inside it, their aliases too."""
+    seen = set() if seen is None else seen
+    if model in seen:
+        return set()
+    seen.add(model)
+    names = set()
+    for name, field in model.model_fields.items():
+        names |= {name, field.alias} - {None}
+        stack = [field.annotation]
+        while stack:
+            annotation = stack.pop()
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                names |= _setting_names(annotation, seen)
+            stack.extend(get_args(annotation))
+    return names

@@ -56,7 +56,7 @@ def test_a_stage_resolution_must_divide_the_views_and_is_for_images_only():
         "data.source={format: csv, path: data/table.csv}", "data.table={target: label}", "taxonomy=null",
         "distill.enabled=false", f"views={{fine-all: {{level: fine, features: all, train: {{stages: [{stage}]}}}}}}",
     ]
-    with pytest.raises(ConfigError, match=r"view fine-all: train.stages\[0\].resolution: a table has no resolution"):
+    with pytest.raises(ConfigError, match=r"views.fine-all.train.stages\[0\].resolution: a table has no resolution"):
         load_config(PARAMS, table)
 
 
@@ -102,14 +102,21 @@ def test_override_below_a_value_that_is_not_a_section_is_refused():
         load_config(PARAMS, ["train.epochs.x=1"])
 
 
-def test_unknown_key_is_rejected_with_its_path():
-    with pytest.raises(ConfigError, match=r"train\.epoch: Extra inputs are not permitted"):
+def test_unknown_key_is_rejected_with_its_path_where_it_was_set_and_the_nearest_key():
+    with pytest.raises(ConfigError, match=r"^--set train\.epoch=2: train\.epoch: Extra inputs are not permitted "
+                                          r"\(did you mean train\.epochs\?\)$"):
         load_config(PARAMS, ["train.epoch=2"])
+    with pytest.raises(ConfigError, match=r"--set views\.fine-28\.train\.epoch=2: .*did you mean views\.fine-28\.train\.epochs\?"):
+        load_config(PARAMS, ["views.fine-28.train.epoch=2"])
 
 
-def test_unknown_section_is_rejected_with_its_path():
-    with pytest.raises(ConfigError, match=r"params\.yaml: trian: Extra inputs are not permitted"):
+def test_unknown_section_is_rejected_with_its_path(tmp_path):
+    with pytest.raises(ConfigError, match=r"^--set trian\.epochs=2: trian: Extra inputs are not permitted \(did you mean train\?\)"):
         load_config(PARAMS, ["trian.epochs=2"])
+    params = tmp_path / "params.yaml"
+    params.write_text("trian: {epochs: 2}\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml: trian: Extra inputs are not permitted"):
+        load_config(params)
 
 
 def test_bad_value_is_rejected_with_its_path():
@@ -178,7 +185,7 @@ def test_a_view_overrides_the_shared_training_parameters_and_gets_its_own_seed(t
 def test_a_bad_per_view_training_parameter_is_refused_with_the_view_named(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("views:\n  fine-28: {level: fine, resolution: 28, train: {epochs: 0}}\n")
-    with pytest.raises(ConfigError, match="view fine-28: train.epochs"):
+    with pytest.raises(ConfigError, match="params.yaml: views.fine-28.train.epochs: Input should be greater than or equal to 1"):
         load_config(params)
 
 
@@ -194,7 +201,7 @@ def test_extra_heads_are_for_image_views():
         "data.source={format: csv, path: data/table.csv}", "data.table={target: label}", "taxonomy=null",
         "distill.enabled=false", "views={fine-all: {level: fine, features: all, train: {heads: {coarse: 1}}}}",
     ]
-    with pytest.raises(ConfigError, match=r"view fine-all: train.heads: extra heads are for image views"):
+    with pytest.raises(ConfigError, match=r"views.fine-all.train.heads: extra heads are for image views"):
         load_config(PARAMS, table)
 
 
