@@ -143,7 +143,7 @@ def publish_report(parent: RunRef, metrics: dict, registry: dict | None) -> str:
         "granular: test-set comparison", report.comparison_rows(metrics), lines,
         report.run_link(parent.uri, parent.experiment_id, parent.run_id), images,
     )
-    create_markdown_artifact(markdown=markdown, key=REPORT_KEY, description="Models compared on the test set")
+    create_markdown_artifact(markdown=markdown, key=REPORT_KEY, description=report.headline(metrics, registry))
     return markdown
 
 

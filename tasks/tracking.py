@@ -164,13 +164,20 @@ def open_experiment(uri: str, name: str, artifact_root: Path) -> tuple[MlflowCli
         return client, _experiment_id(client, name, artifact_root)
 
 
+# MLflow 3's UI opens an experiment of no kind as a GenAI one (traces, an assistant); this kind
+# opens the runs, as model training. An experiment a user gave a kind keeps it.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def _experiment_id(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if not EXPERIMENT_KIND.keys() & found.tags.keys():
+            client.set_experiment_tag(found.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
         return found.experiment_id
     try:
         location = (artifact_root / name).as_uri() if artifact_root else None
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
     except MlflowException:  # another process created it between our two calls
         return client.get_experiment_by_name(name).experiment_id
 

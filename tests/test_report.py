@@ -58,3 +58,15 @@ def test_the_printed_table_says_which_segments_had_no_expert():
     assert "rows/s" in printed and "img/s" not in printed and "hF1" not in printed
     assert "north        n=40     expert 0.9000" in printed
     assert "rare         n=3      no expert, the view's global network 0.6700" in printed
+
+
+def test_the_report_card_carries_the_headline_figures_and_the_verdict():
+    from granular.core.report import headline
+
+    metrics = _metrics("tables", hierarchy=False)
+    metrics["test"]["hgb"] = {"accuracy": 0.88123}
+    metrics["baseline"] = {"model": "hgb"}
+    assert headline(metrics, {"version": "3", "promoted": False}) == (
+        "test accuracy: fused 0.9000, best view fine-all 0.9000, hgb 0.8812; version 3 champion: no"
+    )
+    assert headline(_metrics("images", hierarchy=True)) == "test accuracy: fused 0.9000, best view fine-all 0.9000"

@@ -58,3 +58,17 @@ def test_a_metric_named_after_a_tables_segment_value_is_logged_whatever_the_valu
     logged = client.get_run(run.info.run_id).data.metrics
     assert logged == {metric_key(key): value for key, value in keys.items()}
     assert "segments.fine-all-contract.Credit card _automatic_.accuracy" in logged
+
+
+def test_the_experiment_opens_as_model_training_and_a_kind_a_user_chose_stays(tmp_path: Path):
+    from tasks.tracking import open_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client, experiment = open_experiment(uri, "granular", tmp_path / "artifacts")
+    assert client.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
+    older = client.create_experiment("made-before")  # by a version that set no kind: given one
+    open_experiment(uri, "made-before", tmp_path / "artifacts")
+    assert client.get_experiment(older).tags["mlflow.experimentKind"] == "custom_model_development"
+    client.set_experiment_tag(experiment, "mlflow.experimentKind", "genai_development")
+    open_experiment(uri, "granular", tmp_path / "artifacts")
+    assert client.get_experiment(experiment).tags["mlflow.experimentKind"] == "genai_development"

@@ -67,6 +67,24 @@ def comparison_rows(metrics: dict) -> list[dict[str, str]]:
     return [{(speed if c == SPEED else c): v for c, v in row.items() if c not in hidden} for row in rows]
 
 
+def headline(metrics: dict, registry: dict | None = None) -> str:
+    """The run in one line, for a card that is read before it is opened: the fused model's test
+    accuracy against the best single view's (and the boosted trees', where there are), and the
+    registry's verdict. `registry`: what registering the model returned, if it was."""
+    test = metrics["test"]
+    parts = [f"fused {test['fused']['accuracy']:.4f}"]
+    best = metrics.get("best_single")
+    if best:
+        parts.append(f"best view {best} {test[best]['accuracy']:.4f}")
+    baseline = metrics.get("baseline", {}).get("model")
+    if baseline in test:
+        parts.append(f"{baseline} {test[baseline]['accuracy']:.4f}")
+    line = "test accuracy: " + ", ".join(parts)
+    if registry is not None:
+        line += f"; version {registry['version']} champion: {'yes' if registry['promoted'] else 'no'}"
+    return line
+
+
 def summary_lines(metrics: dict) -> list[str]:
     """The fusion against the best single view: the gain with its paired interval, and McNemar."""
     lines = []
