@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from granular.config import Config, ConfigError, load_config
+from granular.pipeline.preflight import check_inputs
 from granular.runtime.redact import redact_uri
 from granular.store.paths import ProjectPaths
 
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="granular", description="Multi-granularity training pipeline.")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", parents=[common], help="run the whole pipeline as a Prefect flow")
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_run, reads_data=True)
     reproduce = commands.add_parser(
         "reproduce", parents=[common], help="restore the data (dvc.lock and DVC outputs) a past MLflow run trained on"
     )
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "tune", parents=[common], help="search one view's training settings with Optuna (the tune: section)"
     )
     tune.add_argument("view", help="the view to tune, e.g. fine-28")
-    tune.set_defaults(handler=_tune)
+    tune.set_defaults(handler=_tune, reads_data=True)
     predict = commands.add_parser(
         "predict", parents=[common],
         help="predict images (or a table's rows) from files with a registered, logged or local fused model"
@@ -315,12 +316,14 @@ def main(argv: list[str] | None = None) -> int:
     deploy.add_argument("--cron", required=True, help='when runs are due, a cron expression, e.g. "0 3 * * *"')
     deploy.add_argument("--timezone", default="UTC", help="IANA timezone of the cron expression (default: UTC)")
     deploy.add_argument("--name", default="nightly", help="deployment name, granular/NAME (default: nightly)")
-    deploy.set_defaults(handler=_deploy)
+    deploy.set_defaults(handler=_deploy)  # its runs read the data when they are due, not now
     args = parser.parse_args(argv)
 
     params = Path(args.params) if args.params else ProjectPaths(Path(args.root)).params
-    try:  # refuse a bad configuration before starting any server
+    try:  # refuse a bad configuration, data source or taxonomy before starting any server
         config = load_config(params, args.overrides)
+        if getattr(args, "reads_data", False):
+            check_inputs(config, ProjectPaths(Path(args.root).resolve()))
     except ConfigError as error:
         print(f"granular: configuration error: {error}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
 """Configuration: params.yaml, dotted overrides, and refusals that name the key."""
+import re
 from pathlib import Path
 
 import pytest
@@ -285,3 +286,24 @@ def test_a_segment_column_of_any_name_names_its_view_with_safe_characters():
         load_config(PARAMS, table + [f"views={{fine-all: {{level: fine, features: all}}, fine-all-Área Code: {view}}}"])
     config = load_config(PARAMS, table + [f"views={{fine-all: {{level: fine, features: all}}, fine-all-Area_Code: {view}}}"])
     assert config.view("fine-all-Area_Code").segments.column == "Área Code"
+
+
+@pytest.mark.parametrize(("setting", "taxonomy_text", "message"), [
+    ("data.source.path=data/nowhere", None, r"data\.source\.path: data/nowhere does not exist"),
+    ("taxonomy=data/none.yaml", None, r"taxonomy: data/none\.yaml is not a file"),
+    ("taxonomy=data/bad.yaml", "levels: []\n", r"taxonomy: .*'levels' must be a non-empty list"),
+])
+def test_a_missing_data_source_or_a_bad_taxonomy_is_a_configuration_error_before_anything_starts(
+    tmp_path, capsys, setting, taxonomy_text, message
+):
+    import time
+
+    from flows.cli import main as granular_cli
+
+    (tmp_path / "data").mkdir()
+    if taxonomy_text is not None:
+        (tmp_path / "data" / "bad.yaml").write_text(taxonomy_text)
+    started = time.perf_counter()
+    assert granular_cli(["run", "--root", str(tmp_path), "--params", str(PARAMS), "--set", setting]) == 2
+    assert time.perf_counter() - started < 5  # no server was started (one takes 10 s and more)
+    assert re.search(message, capsys.readouterr().err)

@@ -1,0 +1,23 @@
+"""What a run reads first, checked before any server or step starts: the data source and the
+taxonomy file. A mistake in either is a configuration error, said in a fraction of a second,
+not after a Prefect server has started and the import step has failed."""
+from __future__ import annotations
+
+from granular.config import Config, ConfigError
+from granular.core.taxonomy import TaxonomyError, load_taxonomy
+from granular.store.paths import ProjectPaths
+
+
+def check_inputs(config: Config, paths: ProjectPaths) -> None:
+    source = paths.resolve(config.data.source.path, "data.source.path")
+    if not source.exists():
+        raise ConfigError(f"data.source.path: {config.data.source.path} does not exist (read as {source})")
+    if config.taxonomy is None:
+        return  # a table's taxonomy is derived from its columns when cleaning
+    taxonomy = paths.resolve(config.taxonomy, "taxonomy")
+    if not taxonomy.is_file():
+        raise ConfigError(f"taxonomy: {config.taxonomy} is not a file (read as {taxonomy})")
+    try:
+        load_taxonomy(taxonomy)
+    except (TaxonomyError, ValueError, OSError) as error:
+        raise ConfigError(f"taxonomy: {error}") from None
