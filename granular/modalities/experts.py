@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
-
 if TYPE_CHECKING:  # torch loads only where a network runs
     from granular.nn.device import Runtime
     from granular.nn.inputs import NetworkInputs
