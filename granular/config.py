@@ -872,6 +872,8 @@ def load_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Conf
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"no parameters file at {path}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {error.start}: 0x{error.object[error.start]:02x})") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(raw, dict):

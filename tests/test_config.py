@@ -307,3 +307,10 @@ def test_a_missing_data_source_or_a_bad_taxonomy_is_a_configuration_error_before
     assert granular_cli(["run", "--root", str(tmp_path), "--params", str(PARAMS), "--set", setting]) == 2
     assert time.perf_counter() - started < 5  # no server was started (one takes 10 s and more)
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_a_parameters_file_that_is_not_utf8_is_refused_by_name(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_bytes("train: {epochs: 2}  # ép\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"params\.yaml is not UTF-8 text \(byte 22: 0xe9\)"):
+        load_config(params)

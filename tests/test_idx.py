@@ -143,12 +143,24 @@ def test_image_and_label_count_mismatch_is_refused(tmp_path):
 def test_images_must_be_three_dimensional(tmp_path):
     write_idx(tmp_path / "x", np.zeros((3, 4), dtype=np.uint8))
     write_idx(tmp_path / "y", np.zeros(3, dtype=np.uint8))
-    with pytest.raises(IdxError, match=r"images must have 3 dimensions \(N, H, W\), found 2"):
+    with pytest.raises(IdxError, match=r"declares 2 dimension\(s\), the shape of neither images nor labels, "
+                                       r"where images \(N, H, W\) belong"):
         read_images_and_labels(tmp_path / "x", tmp_path / "y")
 
 
 def test_labels_must_be_one_dimensional(tmp_path):
     write_idx(tmp_path / "x", _images(n=3))
     write_idx(tmp_path / "y", np.zeros((3, 1), dtype=np.uint8))
-    with pytest.raises(IdxError, match=r"labels must have 1 dimension \(N,\), found 2"):
+    with pytest.raises(IdxError, match=r"declares 2 dimension\(s\), the shape of neither images nor labels, "
+                                       r"where labels \(N,\) belong"):
+        read_images_and_labels(tmp_path / "x", tmp_path / "y")
+
+
+def test_a_label_header_where_images_belong_is_named_as_such_not_as_trailing_bytes(tmp_path):
+    """A file with the label magic (one dimension) but a body of images: the header is what is wrong."""
+    images = _images(n=3)
+    _raw_idx(tmp_path / "x", b"\x00\x00\x08\x01" + (3).to_bytes(4, "big"), images.tobytes())
+    write_idx(tmp_path / "y", np.zeros(3, dtype=np.uint8))
+    with pytest.raises(IdxError, match=r"x: its header \(magic 0x00000801\) declares 1 dimension\(s\), the shape of "
+                                       r"labels \(N,\), where images \(N, H, W\) belong: is it the other file"):
         read_images_and_labels(tmp_path / "x", tmp_path / "y")

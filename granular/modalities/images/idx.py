@@ -36,8 +36,13 @@ def _read_bytes(path: Path) -> bytes:
         raise IdxError(f"{path}: cannot be read as {'gzip' if opener is gzip.open else 'a file'}: {error}") from None
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Return the array stored in an IDX file, checking magic number, dimensions and length."""
+# What an IDX file holds by its number of dimensions, to name a file found where another belongs.
+_HOLDS = {1: "labels (N,)", 3: "images (N, H, W)"}
+
+
+def read_idx(path: Path, dimensions: int | None = None) -> np.ndarray:
+    """Return the array stored in an IDX file, checking magic number, dimensions (`dimensions`
+    where given, from the header, before any length is checked) and length."""
     path = Path(path)
     blob = _read_bytes(path)
     if len(blob) < 4:
@@ -47,6 +52,12 @@ def read_idx(path: Path) -> np.ndarray:
         raise IdxError(f"{path}: bad magic number 0x{blob[:4].hex()} (not an IDX file)")
     if ndim == 0:
         raise IdxError(f"{path}: IDX header declares zero dimensions")
+    if dimensions is not None and ndim != dimensions:
+        raise IdxError(
+            f"{path}: its header (magic 0x{blob[:4].hex()}) declares {ndim} dimension(s), the shape of "
+            f"{_HOLDS.get(ndim, 'neither images nor labels')}, where {_HOLDS[dimensions]} belong: "
+            "is it the other file of the pair?"
+        )
     header = 4 + 4 * ndim
     if len(blob) < header:
         raise IdxError(f"{path}: truncated header ({len(blob)} of {header} bytes)")
@@ -78,12 +89,8 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 
 def read_images_and_labels(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read a pair of IDX files: images (N, H, W) and labels (N,), with matching counts."""
-    images = read_idx(images_path)
-    labels = read_idx(labels_path)
-    if images.ndim != 3:
-        raise IdxError(f"{images_path}: images must have 3 dimensions (N, H, W), found {images.ndim}")
-    if labels.ndim != 1:
-        raise IdxError(f"{labels_path}: labels must have 1 dimension (N,), found {labels.ndim}")
+    images = read_idx(images_path, dimensions=3)
+    labels = read_idx(labels_path, dimensions=1)
     if len(images) != len(labels):
         raise IdxError(
             f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
