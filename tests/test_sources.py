@@ -149,5 +149,15 @@ def test_folder_without_test_split_is_refused(tmp_path):
 def test_folder_images_of_different_sizes_are_refused(tmp_path):
     source = _write_folder_source(tmp_path / "src")
     _write_png(source / "test" / "Bag" / "big.png", 0, size=(5, 5))
-    with pytest.raises(SourceError, match="images differ in size"):
+    with pytest.raises(SourceError, match=r"src/test: 1 image\(s\) differ from the size of the others \(3x2\): "
+                                          r"Bag/big\.png \(5x5\)"):
+        load_raw("folder", source, ["Bag", "Coat"])
+
+
+def test_official_splits_of_different_sizes_are_refused_naming_both(tmp_path):
+    """Every test image 5x5, every training image 3x2: no file is odd within its split."""
+    source = _write_folder_source(tmp_path / "src")
+    for file in (source / "test").rglob("*.png"):
+        _write_png(file, 0, size=(5, 5))
+    with pytest.raises(SourceError, match=r"src: the official splits' images differ in size: train 3x2, test 5x5"):
         load_raw("folder", source, ["Bag", "Coat"])

@@ -8,6 +8,7 @@ Three layouts are understood:
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +83,12 @@ def import_raw(fmt: str, source: Path, raw_dir: Path) -> list[Path]:
     return sorted(p for p in Path(raw_dir).rglob("*") if p.is_file())
 
 
-def _stack(parts: list[tuple[np.ndarray, np.ndarray]]) -> RawDataset:
+def _stack(parts: list[tuple[np.ndarray, np.ndarray]], where: Path) -> RawDataset:
+    sizes = {origin: x.shape[1:] for origin, (x, _) in zip(ORIGINS, parts)}
+    if len(set(sizes.values())) > 1:
+        raise SourceError(f"{where}: the official splits' images differ in size: " + ", ".join(
+            f"{origin} {'x'.join(map(str, size))}" for origin, size in sizes.items()
+        ))
     images = np.concatenate([x for x, _ in parts])
     labels = np.concatenate([np.asarray(y).astype(np.int64).reshape(-1) for _, y in parts])
     origin = np.concatenate([np.full(len(y), o, dtype=np.int8) for o, (_, y) in enumerate(parts)])
@@ -105,6 +111,20 @@ def _load_npz(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return parts
 
 
+def _check_one_size(images: list[np.ndarray], files: list[Path], where: Path) -> None:
+    """Every image of a split the size most of them have; else the odd ones are named."""
+    sizes = Counter(image.shape for image in images)
+    if len(sizes) < 2:
+        return
+    usual = sizes.most_common(1)[0][0]
+    odd = [f"{file.relative_to(where)} ({'x'.join(map(str, image.shape))})"
+           for file, image in zip(files, images) if image.shape != usual]
+    raise SourceError(
+        f"{where}: {len(odd)} image(s) differ from the size of the others ({'x'.join(map(str, usual))}): "
+        + ", ".join(odd[:5]) + (" ..." if len(odd) > 5 else "")
+    )
+
+
 def _load_folder(path: Path, class_names: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
     from PIL import Image  # only this layout needs Pillow
 
@@ -112,6 +132,7 @@ def _load_folder(path: Path, class_names: list[str]) -> list[tuple[np.ndarray, n
     parts = []
     for origin in ORIGINS:
         images, labels = [], []
+        files = []
         for class_dir in sorted(p for p in (path / origin).iterdir() if p.is_dir()):
             if class_dir.name not in label_of:
                 raise SourceError(
@@ -121,9 +142,8 @@ def _load_folder(path: Path, class_names: list[str]) -> list[tuple[np.ndarray, n
                 if file.suffix.lower() in _IMAGE_SUFFIXES:
                     images.append(np.asarray(Image.open(file).convert("L")))
                     labels.append(label_of[class_dir.name])
-        shapes = {im.shape for im in images}
-        if len(shapes) > 1:
-            raise SourceError(f"{path / origin}: images differ in size: {sorted(shapes)}")
+                    files.append(file)
+        _check_one_size(images, files, path / origin)
         if not images:
             raise SourceError(f"{path / origin}: no images found")
         parts.append((np.stack(images), np.asarray(labels)))
@@ -148,4 +168,4 @@ def load_raw(fmt: str, raw_dir: Path, class_names: list[str]) -> RawDataset:
         parts = _load_npz(files[0])
     else:
         parts = _load_folder(raw_dir, class_names)
-    return _stack(parts)
+    return _stack(parts, raw_dir)
