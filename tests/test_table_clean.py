@@ -148,3 +148,7 @@ def test_a_tie_between_parents_goes_to_the_first_by_name():
     result = clean_table(frame, config, infer_schema(frame, config), None)
     assert result.kept["category"].tolist() == ["x", "z"]
     assert result.rejected["reason"].tolist() == ["column category: 'y' is not 'x', the parent of fine class 'a' in most rows"]
+
+
+def test_labels_the_taxonomy_lacks_are_counted_for_validation(cleaned):
+    assert cleaned.report["unknown_labels"] == {"hat": 1}  # validation fails a label with min_per_class rows

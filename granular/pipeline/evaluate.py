@@ -69,14 +69,15 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
         "resamples": resamples.resamples, "seed": evaluate.BOOTSTRAP_SEED, "confidence": evaluate.CONFIDENCE
     }
     _write_evaluation(paths, taxonomy, y_fine, test, details)
+    served = _served_models(config, paths)  # loaded once, for the importance and the latency
     rows = modality_for(config).importance_rows(config, paths)
     if rows is not None:
-        write_json(paths.importance, _feature_importance(config, paths, taxonomy, *rows))
+        write_json(paths.importance, _feature_importance(config, taxonomy, served, *rows))
     write_json(paths.metrics, metrics)
     # Figures of this machine, beside the metrics, so that metrics.json is the same for the same
     # data, settings and code, and `dvc metrics diff` shows model quality alone.
     figures = json.loads((paths.baselines_dir / BASELINE_FIGURES).read_text())
-    latency = _latency(config, paths) | {name: figures for name, figures in figures.items() if figures}
+    latency = _latency(config, paths, served) | {name: figures for name, figures in figures.items() if figures}
     write_json(paths.latency, latency)
     return {**metrics, "latency": latency}
 
@@ -138,43 +139,50 @@ def _fused_versus_best(
     }
 
 
-def _feature_importance(config: Config, paths: ProjectPaths, taxonomy: Taxonomy, raw, y_fine: np.ndarray) -> dict:
-    """Permutation importance on the raw test examples: of each view's columns (a segment
-    column too, which routes rows to experts) for the view, and of every input column for the
-    fused model, as it serves."""
+def _served_models(config: Config, paths: ProjectPaths) -> dict:
+    """Every view's model and the fused model (and the student) as they serve, loaded from
+    their files: `runtime`, `views` (name -> ViewModel), `fused`, `student` (or None)."""
     from granular.nn.device import select_runtime  # torch is imported only by the steps that need it
     from granular.serving.predict import FusedClassifier
 
-    runtime = select_runtime(config.train.threads, precision=config.train.precision)
-    scores = {}
+    runtime = select_runtime(precision=config.train.precision)
+    return {
+        "runtime": runtime,
+        "views": {name: load_view_model(paths.model_dir(name), runtime) for name in config.views},
+        "fused": FusedClassifier.load(paths.fused_dir),
+        "student": FusedClassifier.load(paths.student_dir) if config.distill.enabled else None,
+    }
+
+
+def _feature_importance(config: Config, taxonomy: Taxonomy, served: dict, raw, y_fine: np.ndarray) -> dict:
+    """Permutation importance on the raw test examples: of each view's columns (a segment
+    column too, which routes rows to experts) for the view, and of every input column for the
+    fused model, as it serves."""
+    runtime, scores = served["runtime"], {}
     for view in config.views.values():
-        model = load_view_model(paths.model_dir(view.name), runtime)
+        model = served["views"][view.name]
         scores[view.name] = permutation_importance(
             lambda inputs, model=model: model.predict_proba(inputs, runtime), raw, taxonomy.map_labels(y_fine, view.level),
             model.reader.columns_read(), repeats=IMPORTANCE_REPEATS, seed=config.split.seed,
         )
-    fused = FusedClassifier.load(paths.fused_dir)
+    fused = served["fused"]
     scores["fused"] = permutation_importance(
         fused.predict_proba, raw, y_fine, list(fused.inputs.columns), repeats=IMPORTANCE_REPEATS, seed=config.split.seed,
     )
     return scores
 
 
-def _latency(config: Config, paths: ProjectPaths) -> dict:
-    """Inference speed of each view's model and of the fused model, loaded from their files, on
-    the first test images at full size."""
-    from granular.nn.device import select_runtime  # torch is imported only by the steps that need it
-    from granular.serving.predict import FusedClassifier
-
+def _latency(config: Config, paths: ProjectPaths, served: dict) -> dict:
+    """Inference speed of each view's model and of the fused model (and the student), as they
+    serve, on the first test images at full size."""
     images = modality_for(config).raw_inputs(config, paths, ("test",), LATENCY_IMAGES)["test"]
-    runtime = select_runtime(precision=config.train.precision)
-    predictors = {}
-    for name in config.views:
-        model = load_view_model(paths.model_dir(name), runtime)
-        predictors[name] = lambda batch, model=model: model.predict_proba(batch, runtime)
-    predictors["fused"] = FusedClassifier.load(paths.fused_dir).predict_proba
-    if config.distill.enabled:
-        predictors[STUDENT] = FusedClassifier.load(paths.student_dir).predict_proba
+    runtime = served["runtime"]
+    predictors = {
+        name: (lambda batch, model=model: model.predict_proba(batch, runtime)) for name, model in served["views"].items()
+    }
+    predictors["fused"] = served["fused"].predict_proba
+    if served["student"] is not None:
+        predictors[STUDENT] = served["student"].predict_proba
     latency = {"device": runtime.name, "images": int(len(images)), "batch_size": LATENCY_BATCH}
     for name, predict in predictors.items():
         latency[name] = evaluate.measure_latency(predict, images, LATENCY_BATCH)

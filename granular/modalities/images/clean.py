@@ -78,9 +78,9 @@ def clean(data: RawDataset, num_classes: int, max_pixel: int = 255) -> CleanResu
     reject(~np.isfinite(flat).all(axis=1), "non-finite pixel value (NaN or inf)")
     with np.errstate(invalid="ignore"):
         reject(((flat < 0) | (flat > max_pixel)).any(axis=1), f"pixel value outside [0, {max_pixel}]")
-    outside = (data.labels < 0) | (data.labels >= num_classes)
-    reject(outside, f"label outside the taxonomy's 0..{num_classes - 1}")
-    outside &= reasons == f"label outside the taxonomy's 0..{num_classes - 1}"
+    outside_reason = f"label outside the taxonomy's 0..{num_classes - 1}"
+    reject((data.labels < 0) | (data.labels >= num_classes), outside_reason)
+    outside = reasons == outside_reason  # the examples set aside for it (not for an earlier fault)
 
     valid = np.flatnonzero(reasons == "")
     on_scale = flat[valid] * (255.0 / max_pixel)

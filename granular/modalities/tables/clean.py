@@ -17,13 +17,14 @@ Everything is vectorised over columns; no Python loop runs per row.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from granular.config import TableConfig
+from granular.core.quarantine import UNKNOWN_LABELS
 from granular.core.taxonomy import Taxonomy, TaxonomyError, parse_taxonomy
 from granular.modalities.tables.schema import NUMERIC, columns_of_type
 from granular.modalities.tables.source import row_origins
@@ -36,6 +37,7 @@ class TableCleanResult:
     kept: pd.DataFrame  # valid rows; numeric columns parsed to float32
     rejected: pd.DataFrame  # file, row, the original cells, reason
     faults: np.ndarray  # (n_rejected,) str: each rejected row's reason without the cell's value
+    unknown_labels: dict[str, int] = field(default_factory=dict)  # set aside: label the taxonomy lacks -> rows
 
     @property
     def report(self) -> dict:
@@ -44,6 +46,7 @@ class TableCleanResult:
             "kept": len(self.kept),
             "rejected": len(self.rejected),
             "rejected_by_reason": dict(sorted(Counter(self.faults.tolist()).items())),
+            UNKNOWN_LABELS: self.unknown_labels,
         }
 
 
@@ -98,10 +101,12 @@ def clean_table(
     for column, values in parsed.items():
         kept[column] = values[keep]
     rejected_rows = np.flatnonzero(~keep)
+    unknown = target[faults.kind == _unknown_label(config.target)].astype("string")
     return TableCleanResult(
         kept=kept,
         rejected=_rejected_frame(frame, rejected_rows, faults.reason[rejected_rows]),
         faults=faults.kind[rejected_rows].astype(str),
+        unknown_labels={str(label): int(n) for label, n in unknown.value_counts().sort_index().items()},
     )
 
 
@@ -109,12 +114,16 @@ def _missing(series: pd.Series) -> np.ndarray:
     return (series.isna() | (series.astype("str").str.strip() == "")).to_numpy(dtype=bool)
 
 
+def _unknown_label(column: str) -> str:
+    return f"column {column}: unknown label"
+
+
 def _check_target(faults: _Faults, target: pd.Series, column: str, level_names: dict | None) -> None:
     faults.add(_missing(target), f"column {column}: missing target")
     if level_names:
         fine_level, fine_names = next(iter(level_names.items()))
         faults.add(
-            ~target.isin(list(fine_names)).to_numpy(dtype=bool), f"column {column}: unknown label",
+            ~target.isin(list(fine_names)).to_numpy(dtype=bool), _unknown_label(column),
             lambda r: f"column {column}: unknown label '" + _text(target.iloc[r]) + f"' (not a {fine_level} class)",
         )
 

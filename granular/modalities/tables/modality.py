@@ -21,7 +21,7 @@ import yaml
 from granular.config import Config, TableView
 from granular.core.class_weights import class_weights
 from granular.core.partition import SPLITS, TEST, TRAIN, require_every_class
-from granular.core.quarantine import QUARANTINE_ROW_IDS, UNKNOWN_LABELS, quarantine_checks
+from granular.core.quarantine import QUARANTINE_ROW_IDS, quarantine_checks
 from granular.core.taxonomy import Taxonomy, load_taxonomy
 from granular.modalities.base import MAJORITY, Baseline, Examples, TrainingData
 from granular.modalities.experts import ExpertPlan, ViewModel, single_network
@@ -178,8 +178,6 @@ class Tables:
         with atomic_path(paths.derived_taxonomy) as tmp:
             tmp.write_text(yaml.safe_dump(_taxonomy_document(taxonomy), sort_keys=False, allow_unicode=True))
         report = {**result.report, "kept": int(len(kept)), "subsampled_out": int(len(result.kept) - len(kept))}
-        unknown = result.rejected[table.target][result.faults == f"column {table.target}: unknown label"]
-        report[UNKNOWN_LABELS] = {str(label): int(n) for label, n in unknown.value_counts().sort_index().items()}
         write_json(paths.clean_report, report)
         return report
 
