@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import math
 import os
 import re
 import unicodedata
@@ -54,6 +55,13 @@ class TableConfig(_Section):
     # A column that gives each row's split: train, val (or validation) or test, in any case.
     # Without val rows, split.val_fraction of the train rows validate. None: test_fraction.
     split: str | None = None
+    # classification: the target holds class labels. regression: it holds a quantity, predicted
+    # as a number; its coarser levels are bins of it (`bins`).
+    task: Literal["classification", "regression"] = "classification"
+    # regression: each coarser level as cut points of the target, finest level first, e.g.
+    # {band: [100, 200, 300], tier: [200]}: a bin runs from one cut up to (not including) the
+    # next; a coarser level's cuts are among the finer level's, so its bins hold whole finer bins.
+    bins: dict[str, list[float]] = Field(default_factory=dict)
     delimiter: str = Field(default=",", min_length=1, max_length=1)  # csv only
     encoding: str = "utf-8"  # csv only
 
@@ -96,6 +104,28 @@ class TableConfig(_Section):
             unknown = [column for column in group if self.features is not None and column not in self.features]
             if unknown:
                 raise ValueError(f"feature_groups.{name}: {unknown} are not among the features {self.features}")
+        return self
+
+    @model_validator(mode="after")
+    def _bins_of_a_quantity(self) -> "TableConfig":
+        if self.task == "classification":
+            if self.bins:
+                raise ValueError("bins: bins are coarser levels of a quantity; set task: regression to predict one")
+            return self
+        if self.ancestors:
+            raise ValueError("ancestors: a regression target's coarser levels are bins of it (data.table.bins), not columns")
+        finer: list[float] | None = None
+        for level, cuts in self.bins.items():
+            if level == "fine":
+                raise ValueError("bins.fine: `fine` is the target itself; name the binned level otherwise")
+            if not cuts or not all(math.isfinite(c) for c in cuts) or any(a >= b for a, b in zip(cuts, cuts[1:])):
+                raise ValueError(f"bins.{level}: give finite cut points in increasing order, e.g. [100, 200]; got {cuts}")
+            if finer is not None and not set(cuts) <= set(finer):
+                raise ValueError(
+                    f"bins.{level}: cuts {sorted(set(cuts) - set(finer))} are not cuts of the finer level before it, "
+                    "so its bins would split finer ones"
+                )
+            finer = cuts
         return self
 
 
@@ -519,7 +549,9 @@ class TrackingConfig(_Section):
 
 
 # The test metrics a promotion can be gated on (granular/core/promotion.py).
-GateMetric = Literal["accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "pr_auc"]
+GateMetric = Literal["accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "pr_auc", "r2"]
+# Those of a regression target; the others are a classifier's.
+REGRESSION_METRICS = ("r2",)
 
 
 class PromotionConfig(_Section):
@@ -528,8 +560,9 @@ class PromotionConfig(_Section):
     keeps the current champion; by default the gain over the best single view must be significant
     too, so that a test-set fluke does not move the champion."""
 
-    # The test metric the gains below are measured in (the best single view is the best in it).
-    metric: GateMetric = "accuracy"
+    # The test metric the gains below are measured in (the best single view is the best in it);
+    # None = accuracy, or r2 for a regression target.
+    metric: GateMetric | None = None
     # fused test `metric` - the best single fine view's must exceed this
     min_gain_over_best_single: float = Field(default=0.0, ge=-1, le=1)
     # ... and that gain must be significant: mcnemar = McNemar's test of the two on the test set
@@ -549,10 +582,10 @@ class PromotionConfig(_Section):
 
     @model_validator(mode="after")
     def _significance_of_accuracy(self) -> "PromotionConfig":
-        if self.metric != "accuracy" and self.significance != "none":
+        if self.metric not in (None, "accuracy", "r2") and self.significance != "none":
             raise ValueError(
                 f"metric {self.metric}: significance {self.significance} tests a gain in accuracy (McNemar's test, "
-                "the paired interval); set significance: none to gate on another metric"
+                "the paired interval), or in R² for a regression; set significance: none to gate on another metric"
             )
         return self
 
@@ -694,6 +727,15 @@ class Config(_Section):
         """The `cotrain` pair that trains view `view_name`, or None."""
         return next((key for key, pair in self.cotrain.items() if view_name in (pair.first, pair.second)), None)
 
+    @property
+    def regression(self) -> bool:
+        """The target is a quantity (data.table.task: regression), not class labels."""
+        return self.data.table is not None and self.data.table.task == "regression"
+
+    def learns_value(self, view: ViewConfig) -> bool:
+        """The view predicts a regression target's value (level fine), not classes."""
+        return self.regression and view.level == "fine"
+
     def view(self, name: str) -> ViewConfig:
         if name not in self.views:
             raise KeyError(f"no view named {name!r}; views are {list(self.views)}")
@@ -792,6 +834,44 @@ class Config(_Section):
                         f"{key}: train.{setting} is {getattr(mine, setting)} here but {getattr(theirs, setting)} "
                         f"in view {source}: the network must have the same shape"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _regression_settings(self) -> "Config":
+        """A regression target's views learn the number (level fine) or a level of its bins;
+        what only a classifier has (class weights, a decision threshold, back-off, hierarchy and
+        class metrics, the class-probability fusions) is refused, as are the network hand-overs
+        (transfers, co-training, staged and multi-head training) a regression network lacks."""
+        table = self.data.table
+        if table is None or table.task != "regression":
+            return self
+        levels = ["fine", *table.bins]
+        for view in self.views.values():
+            if view.level not in levels:
+                raise ValueError(f"view {view.name}: level {view.level!r} is not fine (the target) or a level of data.table.bins {levels[1:]}")
+            if view.trains_networks and (self.train_config(view).stages or self.train_config(view).heads):
+                raise ValueError(f"view {view.name}: train.stages and train.heads are for classes; a regression view trains in one stage")
+        refused = {
+            "taxonomy": self.taxonomy is not None and "a regression target's levels are its bins (data.table.bins)",
+            "transfers": bool(self.transfers) and "a transfer hands over a classifier",
+            "cotrained": bool(self.cotrained) and "co-training pulls class probabilities together",
+            "train.class_weight": self.train.class_weight is not None and "class weights are for classes",
+            "trees.class_weight": self.trees.class_weight is not None and "class weights are for classes",
+            "fusion.threshold_metric": self.fusion.threshold_metric is not None and "a threshold decides between two classes",
+            "fusion.strategy": self.fusion.strategy not in ("auto", "stacking", "best_view")
+            and "a regression's views are fused by stacking or best_view",
+            "serving.backoff_threshold": self.serving.backoff_threshold is not None and "back-off is between class levels",
+            "promotion.metric": self.promotion.metric not in (None, *REGRESSION_METRICS)
+            and f"a regression is gated on {', '.join(REGRESSION_METRICS)}",
+            "promotion.min_metrics": any(m not in REGRESSION_METRICS for m in self.promotion.min_metrics)
+            and f"a regression's floors are on {', '.join(REGRESSION_METRICS)}",
+            "promotion.max_mistake_severity": self.promotion.max_mistake_severity is not None and "it is a class hierarchy's",
+            "promotion.min_hierarchical_f1": self.promotion.min_hierarchical_f1 is not None and "it is a class hierarchy's",
+            "promotion.min_level_accuracy": bool(self.promotion.min_level_accuracy) and "it is a class hierarchy's",
+        }
+        for key, why in refused.items():
+            if why:
+                raise ValueError(f"{key}: not for a regression target (data.table.task: regression): {why}")
         return self
 
     @model_validator(mode="after")
