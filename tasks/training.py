@@ -55,7 +55,7 @@ class EpochBar:
         filled = round(20 * self.done / self.total)
         line = (
             f"{self.view_name} [{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} epochs"
-            f" | loss {record['train_loss']:.4f} | val acc {record['val_accuracy']:.4f}"
+            f" | loss {record['train_loss']:.4g} | val {validation_score(record)}"
             f" | {record['images_per_s']:.0f} {self.unit}/s"
         )
         self._draw(line)
@@ -68,6 +68,11 @@ class EpochBar:
             self.stream.write(f"\r{line.ljust(self.width)}\r")
             self.stream.flush()
             self.width = max(self.width, len(line))
+
+
+def validation_score(record: dict) -> str:
+    """An epoch's validation score for people: accuracy, or a regression's RMSE."""
+    return f"RMSE {record['val_rmse']:.4g}" if "val_rmse" in record else f"accuracy {record['val_accuracy']:.4f}"
 
 
 def epoch_metrics(record: dict, earlier_stages: int) -> tuple[list[str], dict[str, float]]:
@@ -239,8 +244,8 @@ class ViewRun:
         parts, metrics = epoch_metrics(record, len(self.train_config.stages))
         name = " ".join([self.view_name, *parts])
         self.logger.info(
-            "%s epoch %d/%d: loss %.4f, val accuracy %.4f, %.0f %s/s",
-            name, record["epoch"], self.epochs_each, record["train_loss"], record["val_accuracy"],
+            "%s epoch %d/%d: loss %.4g, val %s, %.0f %s/s",
+            name, record["epoch"], self.epochs_each, record["train_loss"], validation_score(record),
             record["images_per_s"], self.unit,
         )
         tracking.log_metrics(self.client, self.run_id, metrics, step=record["epoch"])
@@ -249,7 +254,7 @@ class ViewRun:
             self.progress, progress=100.0 * self.bar.done / self.epochs_total,
             description=(
                 f"{name}: epoch {record['epoch']}/{self.epochs_each}, "
-                f"val accuracy {record['val_accuracy']:.4f}"
+                f"val {validation_score(record)}"
             ),
         )
 

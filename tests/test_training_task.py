@@ -18,9 +18,15 @@ def test_the_bar_shows_epochs_loss_accuracy_and_speed_on_a_terminal():
     bar.update(RECORD)
     bar.update(RECORD)
     drawn = [part for part in stream.getvalue().split("\r") if part]
-    assert drawn[-1] == "fine-28 [##########..........] 2/4 epochs | loss 0.5123 | val acc 0.9123 | 2346 img/s"
+    assert drawn[-1] == "fine-28 [##########..........] 2/4 epochs | loss 0.5123 | val accuracy 0.9123 | 2346 img/s"
     bar.close()
     assert stream.getvalue().endswith("\r" + " " * len(drawn[-1]) + "\r")  # wiped, cursor at the start
+    # A view of a regression target's value shows its validation RMSE, in the target's units.
+    stream = _Terminal()
+    bar = EpochBar("fine-all", 4, unit="rows", stream=stream)
+    bar.update({"train_loss": 0.31, "val_rmse": 52.6124, "images_per_s": 10000.0})
+    drawn = [part for part in stream.getvalue().split("\r") if part]
+    assert drawn[-1].endswith("| loss 0.31 | val RMSE 52.61 | 10000 rows/s")
 
 
 def test_no_bar_is_drawn_into_a_file_or_a_pipe():

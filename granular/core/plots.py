@@ -1,4 +1,5 @@
-"""Images written for people: confusion matrices and learning curves."""
+"""Images written for people: confusion matrices, learning curves, reliability diagrams and a
+regression's predicted against actual values."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,7 +33,8 @@ def save_confusion_png(path: Path, matrix: np.ndarray, class_names: Sequence[str
 
 
 def save_learning_curves_png(path: Path, history: list[dict], title: str) -> None:
-    """Loss (train and validation) and validation accuracy per epoch; one line per expert."""
+    """Loss (train and validation) and validation accuracy (a regression's RMSE) per epoch; one
+    line per expert."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,9 +47,10 @@ def save_learning_curves_png(path: Path, history: list[dict], title: str) -> Non
         label = "" if segment is None else f"segment-{segment} "
         loss_ax.plot(epochs, [r["train_loss"] for r in records], "--", label=f"{label}train")
         loss_ax.plot(epochs, [r["val_loss"] for r in records], label=f"{label}val")
-        accuracy_ax.plot(epochs, [r["val_accuracy"] for r in records], label=f"{label}val".strip())
+        accuracy_ax.plot(epochs, [r.get("val_accuracy", r.get("val_rmse")) for r in records], label=f"{label}val".strip())
     loss_ax.set(xlabel="epoch", ylabel="loss")
-    accuracy_ax.set(xlabel="epoch", ylabel="validation accuracy")
+    regression = bool(history) and "val_rmse" in history[0]
+    accuracy_ax.set(xlabel="epoch", ylabel="validation RMSE" if regression else "validation accuracy")
     for ax in (loss_ax, accuracy_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -81,6 +84,26 @@ def save_reliability_png(path: Path, bins: list[dict], title: str) -> None:
     count_ax.set(xlabel="confidence of the predicted class", ylabel="examples")
     for ax in (reliability_ax, count_ax):
         ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save_predicted_vs_actual_png(path: Path, actual: np.ndarray, predicted: np.ndarray, title: str) -> None:
+    """A regression's reliability diagram: each test row's predicted value against its actual
+    one; a perfect model's points lie on the diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(actual, predicted, s=4, alpha=0.4)
+    low, high = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
+    ax.plot([low, high], [low, high], "--", color="gray", linewidth=1, label="predicted = actual")
+    ax.set(xlabel="actual", ylabel="predicted", title=title)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -37,13 +37,15 @@ if TYPE_CHECKING:  # torch loads only where a network runs
 # The baseline that answers the training split's majority class for every example: the floor a
 # model must clear (a modality's `baselines` may include it).
 MAJORITY = "majority"
+# ... and for a regression target, the training split's mean value for every example.
+MEAN = "mean"
 
 
 @dataclass(frozen=True)
 class Baseline:
     """A model outside the pipeline's views, fitted on the same splits: its validation and test
-    probabilities of the fine classes, figures of this machine (such as fit_seconds), and the
-    model itself where it can serve."""
+    probabilities of the fine classes (a regression target's values, (N, 1)), figures of this
+    machine (such as fit_seconds), and the model itself where it can serve."""
 
     val_proba: np.ndarray
     test_proba: np.ndarray

@@ -108,10 +108,11 @@ def predict_routed(
     networks: list, route: np.ndarray, x: NetworkInputs, runtime: Runtime, shifted: bool = True
 ) -> np.ndarray:
     """Probabilities of each example from the network it is routed to (with its shifted
-    test-time copies unless not `shifted`)."""
+    test-time copies unless not `shifted`); a regressor's values, (N, 1)."""
     from granular.nn.train import predict_proba
 
-    out = np.zeros((len(x), networks[0].num_classes), dtype=np.float32)
+    regression = getattr(networks[0], "regression", False)  # its values keep their precision
+    out = np.zeros((len(x), networks[0].num_classes), dtype=np.float64 if regression else np.float32)
     for number, network in enumerate(networks):
         rows = route == number
         if not rows.any():

@@ -165,6 +165,7 @@ def fit(
     initial: dict[str, torch.Tensor] | None = None,
     level_heads: models.LevelHeads | None = None,
     class_weights: np.ndarray | None = None,
+    regression: bool = False,
 ) -> TrainedModel:
     """Train the network that reads `x_train` with the recipe in `config` (optimizer and its
     per-part settings, warm-up schedule, label smoothing, the inputs' augmentation, early
@@ -180,6 +181,10 @@ def fit(
     `class_weights` (num_classes,) weighs each class's examples in the training loss (not in
     the validation loss, which stays the model's plain log-loss).
 
+    A `regression` network (num_classes 1) learns the numbers `y_train`, standardised, by their
+    squared error; its validation loss is the mean squared error in the target's units, its
+    record's val_rmse the root of it, and it predicts values (`predict_proba`, shape (N, 1)).
+
     With a checkpoint_dir, the whole training state (weights, optimizer, schedule, random
     generators, history, best weights so far) is saved after every epoch and on SIGTERM, and a
     later call with the same settings and data resumes from the newest readable checkpoint: on
@@ -187,7 +192,7 @@ def fit(
     """
     return run_to_end(training_steps(
         x_train, y_train, x_val, y_val, num_classes, config, runtime, on_epoch, checkpoint_dir, warn, initial,
-        level_heads=level_heads, class_weights=class_weights,
+        level_heads=level_heads, class_weights=class_weights, regression=regression,
     ))
 
 
@@ -216,6 +221,7 @@ def training_steps(
     own_signals: bool = True,
     level_heads: models.LevelHeads | None = None,
     class_weights: np.ndarray | None = None,
+    regression: bool = False,
 ) -> Generator[None, None, TrainedModel]:
     """`fit`, one optimiser step at a time: a generator that pauses after each step and returns
     the trained model, so that a caller can interleave several trainings (co-training). Each
@@ -228,7 +234,12 @@ def training_steps(
     generator = torch.Generator().manual_seed(config.seed)
     mean, std = x_train.statistics(runtime.device)
     xs = x_train.to_device(runtime.device)
-    ys = _targets(y_train, len(x_train), num_classes, runtime)
+    target_scale = _target_scale(y_train, num_classes, class_weights, level_heads) if regression else None
+    if regression:
+        ys = torch.as_tensor((np.asarray(y_train, dtype=np.float64) - target_scale[0]) / target_scale[1],
+                             dtype=torch.float32, device=runtime.device)
+    else:
+        ys = _targets(y_train, len(x_train), num_classes, runtime)
     _check_heads(config, level_heads or {}, ys)
     if class_weights is not None and np.shape(class_weights) != (num_classes,):
         raise ValueError(f"class_weights: one weight per class ({num_classes}) is needed, got shape {np.shape(class_weights)}")
@@ -250,7 +261,7 @@ def training_steps(
     schedule = _schedule(optimizer, config, config.epochs * steps_per_epoch)
     trained = TrainedModel(
         model=model, mean=mean, std=std, tta=config.tta and x_train.spatial_tta,
-        tta_shift=config.tta_shift if x_train.spatial_tta else 0,
+        tta_shift=config.tta_shift if x_train.spatial_tta else 0, target_scale=target_scale,
     )
     best = {"val_loss": math.inf, "epoch": 0, "weights": None, "val_proba": None}  # for early stopping
     if exposed is not None:
@@ -307,7 +318,10 @@ def training_steps(
                 batch = x_train.scaled(batch, mean, std)
                 with _autocast(runtime):
                     logits, by_level = forward(*batch) if ancestors else (forward(*batch), {})
-                    loss = F.cross_entropy(logits, ys[rows], weight=weight, label_smoothing=config.label_smoothing)
+                    if regression:
+                        loss = F.mse_loss(logits[:, 0].float(), ys[rows])
+                    else:
+                        loss = F.cross_entropy(logits, ys[rows], weight=weight, label_smoothing=config.label_smoothing)
                     for level, level_logits in by_level.items():
                         ancestor = ancestors[level][ys[rows]]
                         loss = loss + config.heads[level] * F.cross_entropy(
@@ -332,8 +346,7 @@ def training_steps(
             record = {
                 "epoch": epoch,
                 "train_loss": float(loss_sum) / len(x_train),
-                "val_accuracy": float((val_proba.argmax(1) == y_val).mean()) if len(y_val) else float("nan"),
-                "val_loss": log_loss(val_proba, y_val),
+                **_validation_scores(val_proba, y_val, regression),
                 "seconds": seconds,
                 "images_per_s": len(x_train) * (1 - first_step / steps_per_epoch) / seconds,
                 "lr": schedule.get_last_lr()[0],
@@ -362,13 +375,33 @@ def training_steps(
     return trained
 
 
+def _target_scale(y_train: np.ndarray, num_classes: int, class_weights, level_heads) -> tuple[float, float]:
+    """The training targets' mean and standard deviation (1 for a constant target)."""
+    y = np.asarray(y_train, dtype=np.float64)
+    if num_classes != 1 or y.ndim != 1 or class_weights is not None or level_heads:
+        raise ValueError("a regression network has one output, one number per example, no class weights or extra heads")
+    if not np.isfinite(y).all():
+        raise ValueError("regression targets must be finite numbers")
+    return float(y.mean()), float(y.std()) or 1.0
+
+
+def _validation_scores(val_out: np.ndarray, y_val: np.ndarray, regression: bool) -> dict[str, float]:
+    """A classifier's validation accuracy and log-loss; a regressor's RMSE and mean squared error."""
+    if not len(y_val):
+        return {"val_rmse" if regression else "val_accuracy": float("nan"), "val_loss": float("nan")}
+    if regression:
+        mse = float(np.mean((val_out[:, 0] - y_val) ** 2))
+        return {"val_rmse": math.sqrt(mse), "val_loss": mse}
+    return {"val_accuracy": float((val_out.argmax(1) == y_val).mean()), "val_loss": log_loss(val_out, y_val)}
+
+
 @torch.no_grad()
 def predict_proba(
     trained: TrainedModel, x: NetworkInputs, runtime: Runtime, batch_size: int = 1024, shifted: bool = True
 ) -> np.ndarray:
     """Class probabilities (N, classes); for an image model with test-time augmentation, the
     mean over the image and its shifted (unless not `shifted`) and mirrored copies (the inputs'
-    test_time_copies)."""
+    test_time_copies). A regressor's: its values (N, 1), in the target's units."""
     model = trained.model.eval()
     runtime = runtime_for(model, runtime)
     out = []
@@ -379,9 +412,15 @@ def predict_proba(
         copies = rows.test_time_copies(rows.to_device(runtime.device), trained.tta, shift)
         with _autocast(runtime):
             scaled = (rows.scaled(copy, trained.mean, trained.std) for copy in copies)
-            proba = sum(F.softmax(model(*inputs).float(), dim=1) for inputs in scaled) / len(copies)
+            outputs = (model(*inputs).float() for inputs in scaled)
+            if trained.target_scale is None:
+                outputs = (F.softmax(logits, dim=1) for logits in outputs)
+            proba = sum(outputs) / len(copies)
         out.append(proba.cpu())
     if not out:
         return np.zeros((0, model.config.num_classes), dtype=np.float32)
+    if trained.target_scale is not None:  # standardised values back in the target's units
+        mean, std = trained.target_scale
+        return torch.cat(out).double().numpy() * std + mean
     return torch.cat(out).numpy()
 

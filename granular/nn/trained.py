@@ -29,7 +29,14 @@ class TrainedModel:
     val_proba: np.ndarray | None = None  # validation probabilities of the final weights
     tta: bool = True  # predict as the mean over the image and its mirror image
     tta_shift: int = 0  # and over copies shifted by this many pixels (granular/nn/inputs.py: _test_time_copies)
+    # A regressor's (mean, std) of the training targets: it learns the standardised value, one
+    # output; None for a classifier.
+    target_scale: tuple[float, float] | None = None
     learner: ClassVar[str] = "network"
+
+    @property
+    def regression(self) -> bool:
+        return self.target_scale is not None
 
     @property
     def num_classes(self) -> int:
@@ -55,6 +62,8 @@ def save_checkpoint(path: Path, trained: TrainedModel, quantize: str | None = No
     }
     if trained.tta_shift:  # absent otherwise, as in checkpoints written before it existed
         state["tta_shift"] = trained.tta_shift
+    if trained.target_scale is not None:  # a regressor's; absent for a classifier
+        state["target_scale"] = list(trained.target_scale)
     if quantize is not None:  # absent otherwise: plain checkpoints stay byte for byte as they were
         state["quantize"] = quantize
     with atomic_path(path) as tmp:
@@ -78,4 +87,5 @@ def load_checkpoint(path: Path, runtime: Runtime) -> TrainedModel:
     return TrainedModel(
         model=model, mean=state["mean"], std=state["std"], tta=state["tta"], tta_shift=state.get("tta_shift", 0),
         history=state["history"], meta=state["meta"],
+        target_scale=tuple(state["target_scale"]) if "target_scale" in state else None,
     )

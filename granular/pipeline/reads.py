@@ -1,5 +1,5 @@
 """What the later steps read back from the earlier ones: the taxonomy, a split's rows of
-splits.npz, each view's probabilities."""
+splits.npz (and a regression target's values), each view's probabilities."""
 from __future__ import annotations
 
 import numpy as np
@@ -20,6 +20,13 @@ def split_rows(paths: ProjectPaths, split_name: str) -> dict[str, np.ndarray]:
     splits = read_npz(paths.splits)
     rows = splits["split"] == SPLITS.index(split_name)
     return {column: values[rows] for column, values in splits.items()}
+
+
+def split_values(paths: ProjectPaths, split_name: str) -> np.ndarray:
+    """A regression target's values of one split's examples (splits.npz is in clean.npz's order)."""
+    from granular.modalities.tables.clean_file import TARGET  # a table's: an image run never loads it
+
+    return read_npz(paths.clean)[TARGET][read_npz(paths.splits)["split"] == SPLITS.index(split_name)]
 
 
 def view_probas(config: Config, paths: ProjectPaths, key: str) -> dict[str, np.ndarray]:

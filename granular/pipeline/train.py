@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
+
 from granular.config import Config
 from granular.core.class_weights import class_weights
 from granular.core import plots
@@ -41,12 +43,16 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
     train_config = config.train_config(view)
     runtime = select_runtime(train_config.threads, gpu, train_config.precision)
     data = modality_for(config).training_data(config, paths, view, classes, warn)
-    if view.trains_networks:
+    if config.learns_value(view) and view.trains_networks:
+        fit_network = _value_network_fitter(config, paths, view, runtime, warn)
+    elif config.learns_value(view):
+        fit_network = _value_trees_fitter(config, view)
+    elif view.trains_networks:
         fit_network = _network_fitter(config, paths, view, classes, runtime, warn)
     else:
         fit_network = _trees_fitter(config, view, classes)
     networks, history, seconds = fit_experts(data.x, data.y, data.plan, fit_network, on_epoch=on_epoch)
-    summary = save_view(paths, view, data, networks, history, runtime)
+    summary = save_view(paths, view, data, networks, history, runtime, regression=config.learns_value(view))
     shutil.rmtree(paths.checkpoints(view.name), ignore_errors=True)  # the model is saved: not needed
     return {**summary, "train_seconds": seconds}
 
@@ -94,9 +100,46 @@ def _trees_fitter(config: Config, view, classes) -> FitNetwork:
     return fit
 
 
-def save_view(paths: ProjectPaths, view, data: TrainingData, networks: list, history: list[dict], runtime) -> dict:
-    """Write a trained view's model, its val/test probabilities (each example predicted by the
-    network it is routed to), history and learning curves; return what its training summary says."""
+def _value_network_fitter(config: Config, paths: ProjectPaths, view, runtime, warn) -> FitNetwork:
+    """Network k of a view of a regression target's value: one stage, the squared error of the
+    standardised value, seed train.seed + k; killed, it resumes from its checkpoint."""
+    from granular.nn import train
+
+    train_config = config.train_config(view)
+
+    def fit(number: int, tag: dict, x_train, y_train, x_val, y_val, record_epoch) -> object:
+        network_config = train_config.model_copy(update={"seed": train_config.seed + number})
+        network = train.fit(
+            x_train, y_train, x_val, y_val, 1, network_config, runtime, on_epoch=record_epoch,
+            checkpoint_dir=paths.checkpoints(view.name) / f"network-{number}", warn=warn, regression=True,
+        )
+        network.meta = {"view": view.model_dump(), "train_config": network_config.model_dump(),
+                        "target": config.data.table.target, **tag}
+        return network
+
+    return fit
+
+
+def _value_trees_fitter(config: Config, view) -> FitNetwork:
+    """Regression trees k of a view of the target's value, as `_trees_fitter`."""
+    from granular.modalities.tables.trees import fit_regression_trees
+
+    seed, threads = config.train_config(view).seed, config.train.threads
+
+    def fit(number: int, tag: dict, x_train, y_train, x_val, y_val, record_epoch) -> object:
+        trees = fit_regression_trees(x_train, y_train, x_val, y_val, config.trees, seed=seed + number, threads=threads)
+        record_epoch(trees.record(x_train, y_train, x_val, y_val))
+        return trees
+
+    return fit
+
+
+def save_view(
+    paths: ProjectPaths, view, data: TrainingData, networks: list, history: list[dict], runtime, regression: bool = False,
+) -> dict:
+    """Write a trained view's model, its val/test probabilities (a regression view's values,
+    (N, 1); each example predicted by the network it is routed to), history and learning
+    curves; return what its training summary says."""
     proba = {s: predict_routed(networks, data.plan.route[s], data.x[s], runtime) for s in ("val", "test")}
     with atomic_dir(paths.model_dir(view.name)) as staging:
         ViewModel(level=view.level, reader=data.reader, networks=networks).save(staging)
@@ -107,5 +150,6 @@ def save_view(paths: ProjectPaths, view, data: TrainingData, networks: list, his
         "view": view.name,
         "device": runtime.name,
         "history": history,
-        "val_accuracy": float((proba["val"].argmax(1) == data.y["val"]).mean()),
+        **({"val_rmse": float(np.sqrt(np.mean((proba["val"][:, 0] - data.y["val"]) ** 2)))} if regression
+           else {"val_accuracy": float((proba["val"].argmax(1) == data.y["val"]).mean())}),
     }

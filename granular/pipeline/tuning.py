@@ -66,6 +66,8 @@ def tune_view(config: Config, paths: ProjectPaths, view_name: str, hooks: TrialH
         raise ValueError(f"view {view_name} learns {view.learner} trees; tune searches a network's train settings")
     if view.segments:
         raise ValueError(f"view {view_name} trains segment experts; tune its global view {view.global_name} instead")
+    if config.learns_value(view):
+        raise ValueError(f"view {view_name} learns a regression target's value; tune searches a classifier's settings")
     base = config.train_config(view).model_copy(update={"epochs": tune.epochs})
     runtime = select_runtime(base.threads, precision=base.precision)
     initial = None

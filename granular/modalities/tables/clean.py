@@ -2,7 +2,7 @@
 where it came from (file and data row), like granular/modalities/images/clean.py does for images.
 
 A row is rejected for the first of these faults it has, each naming its column:
-1. missing target;
+1. missing target (a regression's: a target that is not a finite number);
 2. unknown label (a target not among the taxonomy's fine classes, when they are given);
 3. a numeric column holding a value that is not a number;
 4. +-inf in a numeric column;
@@ -87,6 +87,7 @@ def clean_table(
     faults = _Faults(len(frame))
     target = frame[config.target]
     _check_target(faults, target, config.target, level_names)
+    quantity = _check_numeric(faults, target, config.target, np.float64) if config.task == "regression" else None
     parsed = {column: _check_numeric(faults, frame[column], column) for column in columns_of_type(schema, NUMERIC)}
     fine, _ = _codes(target)
     for column in config.ancestors.values():
@@ -100,6 +101,8 @@ def clean_table(
     kept = frame.iloc[np.flatnonzero(keep)].copy()
     for column, values in parsed.items():
         kept[column] = values[keep]
+    if quantity is not None:
+        kept[config.target] = quantity[keep]
     rejected_rows = np.flatnonzero(~keep)
     unknown = target[faults.kind == _unknown_label(config.target)].astype("string")
     return TableCleanResult(
@@ -146,8 +149,8 @@ def _check_split(faults: _Faults, values: pd.Series, column: str) -> None:
     )
 
 
-def _check_numeric(faults: _Faults, series: pd.Series, column: str) -> np.ndarray:
-    """Reject cells that are not numbers or are infinite; return the column as float32."""
+def _check_numeric(faults: _Faults, series: pd.Series, column: str, dtype=np.float32) -> np.ndarray:
+    """Reject cells that are not numbers or are infinite; return the column as `dtype`."""
     numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     if not pd.api.types.is_numeric_dtype(series):
         faults.add(
@@ -159,7 +162,7 @@ def _check_numeric(faults: _Faults, series: pd.Series, column: str) -> np.ndarra
         lambda r: f"column {column}: " + _text(numbers[r]) + " is not a finite number",
     )
     with np.errstate(over="ignore"):
-        return numbers.astype(np.float32)
+        return numbers.astype(dtype)
 
 
 def _check_ancestor(faults: _Faults, target: pd.Series, fine: np.ndarray, parent: pd.Series, column: str) -> None:

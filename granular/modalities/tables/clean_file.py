@@ -21,6 +21,10 @@ class CleanTable:
     frame: pd.DataFrame  # feature and segment columns; categoricals as pandas categories
     labels: np.ndarray  # (N,) fine label ids
     index: np.ndarray  # (N,) row number in the imported table(s): the example's id
+    target: np.ndarray | None = None  # (N,) float64: a regression target's values
+
+
+TARGET = "value"  # in clean.npz: a regression target's values
 
 
 def feature_columns(schema: dict) -> list[str]:
@@ -40,4 +44,4 @@ def load_clean(paths: ProjectPaths) -> CleanTable:
         elif key.startswith(CATEGORICAL):
             name = key.removeprefix(CATEGORICAL)
             columns[name] = pd.Categorical.from_codes(values, categories=arrays[VOCAB + name])
-    return CleanTable(frame=pd.DataFrame(columns), labels=arrays["label"], index=arrays["index"])
+    return CleanTable(frame=pd.DataFrame(columns), labels=arrays["label"], index=arrays["index"], target=arrays.get(TARGET))

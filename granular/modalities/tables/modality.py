@@ -12,22 +12,24 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import yaml
 
 from granular.config import Config, TableView
+from granular.core.bins import FINE, bins_taxonomy, fine_bins
 from granular.core.class_weights import class_weights
 from granular.core.partition import SPLITS, TEST, TRAIN, require_every_class
 from granular.core.quarantine import QUARANTINE_ROW_IDS, quarantine_checks
 from granular.core.taxonomy import Taxonomy, load_taxonomy
-from granular.modalities.base import MAJORITY, Baseline, Examples, TrainingData
+from granular.modalities.base import MAJORITY, MEAN, Baseline, Examples, TrainingData
 from granular.modalities.experts import ExpertPlan, ViewModel, single_network
 from granular.modalities.tables.clean_file import (
     CATEGORICAL,
     NUMERIC,
+    TARGET,
     VOCAB,
     feature_columns,
     load_clean,
@@ -36,6 +38,9 @@ from granular.modalities.tables.clean_file import (
 from granular.modalities.tables.reader import MODALITY, TableInput, TableReader, route, segment_values
 from granular.store.atomic import atomic_dir, atomic_path, read_npz, write_json, write_npz
 from granular.store.paths import ProjectPaths
+
+if TYPE_CHECKING:
+    from granular.nn.inputs import TableArrays
 
 GIVEN_SPLIT = "given_split"  # in clean.npz: each row's split from data.table.split
 BASELINE = "hgb"  # the boosted-trees baseline (granular/modalities/tables/trees.py), by name
@@ -72,9 +77,9 @@ MAX_NUMERIC_CLASSES = 50
 
 
 def _check_target_is_a_label(target: pd.Series, column: str) -> None:
-    """granular classifies: a target column of numbers with a fraction, or with more than
+    """A classification's target column of numbers with a fraction, or with more than
     MAX_NUMERIC_CLASSES distinct values, is refused before anything trains (it would become that
-    many classes, most with a row or two)."""
+    many classes, most with a row or two): it is a quantity, for data.table.task: regression."""
     values = target.dropna()
     numbers = pd.to_numeric(values, errors="coerce")
     if len(values) == 0 or numbers.isna().any():
@@ -84,9 +89,9 @@ def _check_target_is_a_label(target: pd.Series, column: str) -> None:
     if fraction or distinct > MAX_NUMERIC_CLASSES:
         why = "numbers with a fraction" if fraction else f"{distinct:,} distinct whole numbers"
         raise TableStepError(
-            f"data.table.target: column {column!r} holds {why}, a quantity to predict (regression), "
-            "which granular does not do yet: it classifies. Give a column of class labels as the target "
-            f"(bins of {column!r}, say), or declare at most {MAX_NUMERIC_CLASSES} classes"
+            f"data.table.target: column {column!r} holds {why}, a quantity to predict (regression): set "
+            "data.table.task: regression to predict the number (with data.table.bins for coarser levels), "
+            f"or give a column of class labels as the target"
         )
 
 
@@ -147,7 +152,8 @@ class Tables:
 
         table = config.data.table
         frame = read_table(paths.raw, config.data.source.format, table)
-        _check_target_is_a_label(frame[table.target], table.target)
+        if not config.regression:
+            _check_target_is_a_label(frame[table.target], table.target)
         schema = infer_schema(frame, table)
         _check_segment_columns(config, schema)
         given = load_taxonomy(paths.taxonomy(config.taxonomy)) if config.taxonomy else None
@@ -156,14 +162,23 @@ class Tables:
         kept = result.kept
         if config.data.limit is not None and len(kept) > config.data.limit:
             kept = kept.sample(n=config.data.limit, random_state=config.data.limit_seed).sort_index()
-        taxonomy = given or taxonomy_from_columns(kept, table)
+        if config.regression:
+            taxonomy = bins_taxonomy(table.bins)
+        else:
+            taxonomy = given or taxonomy_from_columns(kept, table)
         with atomic_dir(paths.quarantine) as staging:
             result.rejected.to_csv(staging / "rejected.csv", index=False)
         arrays = {
-            "label": pd.Categorical(kept[table.target].astype("string"), categories=taxonomy.fine_names).codes.astype(np.int64),
             "origin": np.zeros(len(kept), dtype=np.int8),
             "index": kept.index.to_numpy(dtype=np.int64),
         }
+        if config.regression:  # the value, and its finest bin as the fine "label" the split stratifies by
+            arrays[TARGET] = kept[table.target].to_numpy(dtype=np.float64)
+            arrays["label"] = fine_bins(arrays[TARGET], table.bins)
+        else:
+            arrays["label"] = pd.Categorical(
+                kept[table.target].astype("string"), categories=taxonomy.fine_names
+            ).codes.astype(np.int64)
         if table.split:  # each row's given split, as its number in SPLITS
             arrays[GIVEN_SPLIT] = given_splits(kept[table.split]).map(SPLITS.index).to_numpy(dtype=np.int8)
         for column in feature_columns(schema):
@@ -248,9 +263,13 @@ class Tables:
         Beside them, what the training will read of that table (COLUMNS_FILE), so that a renamed,
         retyped or changed column changes the view's files, and what trains on them retrains."""
         splits = read_npz(paths.splits)
-        y = taxonomy.map_labels(splits["label"], view.level)
-        require_every_class(y, splits["split"], taxonomy.names[view.level], f"view {view.name}")
-        table = load_clean(paths).frame
+        clean = load_clean(paths)
+        table = clean.frame
+        if config.learns_value(view):  # the regression target's value, row by row (splits.npz is in clean order)
+            y = clean.target
+        else:
+            y = taxonomy.map_labels(splits["label"], view.level)
+            require_every_class(y, splits["split"], taxonomy.names[view.level], f"view {view.name}")
         write_json(staging / COLUMNS_FILE, read_columns(config, view, load_schema(paths.table_schema), table))
         segment = None
         if view.segments:
@@ -332,15 +351,18 @@ class Tables:
         columns = feature_columns(schema)
         encoder = FeatureEncoder().fit(table.frame.iloc[rows["train"]], schema)
         arrays = {s: encoder.transform(table.frame.iloc[r], columns) for s, r in rows.items()}
-        labels = {s: splits["label"][r] for s, r in rows.items()}
         taxonomy = load_taxonomy(paths.taxonomy(config.taxonomy))
+        reader = TableReader(columns=columns, encoder=encoder)
+        if config.regression:
+            return _regression_baselines(config, {s: table.target[r] for s, r in rows.items()}, arrays, reader)
+        labels = {s: splits["label"][r] for s, r in rows.items()}
         num_classes = len(taxonomy.fine_names)
         trees = fit_trees(
             arrays["train"], labels["train"], arrays["val"], labels["val"], num_classes, config.trees,
             seed=config.train.seed, threads=config.train.threads,
             class_weights=class_weights(config.trees.class_weight, labels["train"], taxonomy, taxonomy.fine),
         )
-        model = ViewModel(level=taxonomy.fine, reader=TableReader(columns=columns, encoder=encoder), networks=[trees])
+        model = ViewModel(level=taxonomy.fine, reader=reader, networks=[trees])
         shares = np.bincount(labels["train"], minlength=num_classes) / len(labels["train"])
         return {
             BASELINE: Baseline(
@@ -351,10 +373,34 @@ class Tables:
         }
 
     def importance_rows(self, config: Config, paths: ProjectPaths) -> tuple[pd.DataFrame, np.ndarray]:
-        """The first IMPORTANCE_ROWS test rows, as a model is given them, and their fine labels."""
+        """The first IMPORTANCE_ROWS test rows, as a model is given them, and their fine labels
+        (a regression target's values)."""
         splits = read_npz(paths.splits)
         rows = np.flatnonzero(splits["split"] == SPLITS.index("test"))[:IMPORTANCE_ROWS]
-        return _as_read(load_clean(paths).frame.iloc[rows]), splits["label"][rows]
+        clean = load_clean(paths)
+        truth = clean.target if config.regression else splits["label"]
+        return _as_read(clean.frame.iloc[rows]), truth[rows]
+
+
+def _regression_baselines(
+    config: Config, values: dict[str, np.ndarray], arrays: dict[str, TableArrays], reader: TableReader
+) -> dict[str, Baseline]:
+    """A regression target's baselines: boosted regression trees, which serve and join the
+    fusion, and the training rows' mean value for every row (the floor, R² about 0)."""
+    from granular.modalities.tables.trees import fit_regression_trees
+
+    trees = fit_regression_trees(
+        arrays["train"], values["train"], arrays["val"], values["val"], config.trees, seed=config.train.seed,
+        threads=config.train.threads,
+    )
+    mean = float(values["train"].mean())
+    return {
+        BASELINE: Baseline(
+            val_proba=trees.predict_proba(arrays["val"]), test_proba=trees.predict_proba(arrays["test"]),
+            figures={"fit_seconds": trees.fit_seconds}, model=ViewModel(level=FINE, reader=reader, networks=[trees]),
+        ),
+        MEAN: Baseline(**{f"{s}_proba": np.full((len(values[s]), 1), mean) for s in ("val", "test")}),
+    }
 
 
 TABLES = Tables()

@@ -1,4 +1,5 @@
-"""Gradient-boosted trees on a table: scikit-learn's HistGradientBoostingClassifier.
+"""Gradient-boosted trees on a table: scikit-learn's HistGradientBoostingClassifier, or its
+HistGradientBoostingRegressor for a regression target.
 
 Trees are what a table model has to beat, so they serve twice: as the learner of a table view
 with `learner: hgb` (one per network of the view, as an MLP would be), and as every table run's
@@ -25,7 +26,7 @@ from typing import ClassVar
 
 import joblib
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
 from granular.config import TreesConfig
@@ -63,9 +64,10 @@ def _check_labels(y: np.ndarray, rows: int, num_classes: int, split: str) -> np.
 
 @dataclass
 class Trees:
-    """A fitted HistGradientBoostingClassifier and what it needs to predict a TableArrays."""
+    """Fitted boosted trees and what they need to predict a TableArrays. A regressor's one
+    "class" is the value: its predict_proba gives (N, 1) predicted values."""
 
-    model: HistGradientBoostingClassifier
+    model: HistGradientBoostingClassifier | HistGradientBoostingRegressor
     num_classes: int
     cardinalities: tuple[int, ...]  # of the training table's categorical columns
     ordinal_columns: tuple[int, ...]  # categorical columns given as ordinal numbers (too many categories)
@@ -73,13 +75,24 @@ class Trees:
     threads: int | None = None  # OpenMP threads for fitting and predicting; None = every core
     learner: ClassVar[str] = "hgb"
 
+    @property
+    def regression(self) -> bool:
+        return isinstance(self.model, HistGradientBoostingRegressor)
+
     def predict_proba(self, table: TableArrays) -> np.ndarray:
-        """(N, num_classes) float32; a class the training split lacked gets probability 0."""
+        """(N, num_classes) float32; a class the training split lacked gets probability 0. A
+        regressor's: (N, 1) float64 values."""
         if table.codes.shape[1] != len(self.cardinalities):
             raise ValueError(
                 f"the trees were fitted on {len(self.cardinalities)} categorical columns, "
                 f"the table has {table.codes.shape[1]}"
             )
+        if self.regression:
+            values = np.zeros((len(table), 1))
+            if len(table):
+                with threadpool_limits(limits=self.threads, user_api="openmp"):
+                    values[:, 0] = self.model.predict(_features(table, self.cardinalities))
+            return values
         probabilities = np.zeros((len(table), self.num_classes), dtype=np.float32)
         if len(table):
             with threadpool_limits(limits=self.threads, user_api="openmp"):
@@ -87,14 +100,18 @@ class Trees:
         return probabilities
 
     def record(self, train: TableArrays, y_train: np.ndarray, val: TableArrays, y_val: np.ndarray) -> dict:
-        """What a network's epoch record says, for the whole fit: losses, validation accuracy,
-        training rows a second, and the boosting rounds kept."""
-        val_proba = self.predict_proba(val)
+        """What a network's epoch record says, for the whole fit: losses (a regressor's: mean
+        squared errors), validation accuracy (a regressor's: RMSE), training rows a second, and
+        the boosting rounds kept."""
+        figures = {"epoch": 1, "rounds": int(self.model.n_iter_), "images_per_s": len(train) / max(self.fit_seconds, 1e-9)}
+        val_out, train_out = self.predict_proba(val), self.predict_proba(train)
+        if self.regression:
+            val_mse = float(np.mean((val_out[:, 0] - y_val) ** 2)) if len(y_val) else float("nan")
+            return {**figures, "train_loss": float(np.mean((train_out[:, 0] - y_train) ** 2)), "val_loss": val_mse,
+                    "val_rmse": float(np.sqrt(val_mse))}
         return {
-            "epoch": 1, "rounds": int(self.model.n_iter_),
-            "train_loss": log_loss(self.predict_proba(train), y_train), "val_loss": log_loss(val_proba, y_val),
-            "val_accuracy": float((val_proba.argmax(axis=1) == y_val).mean()),
-            "images_per_s": len(train) / max(self.fit_seconds, 1e-9),
+            **figures, "train_loss": log_loss(train_out, y_train), "val_loss": log_loss(val_out, y_val),
+            "val_accuracy": float((val_out.argmax(axis=1) == y_val).mean()),
         }
 
     def save(self, path: Path) -> None:
@@ -132,24 +149,65 @@ def fit_trees(
         raise ValueError("train: the training table has no rows")
     mask = _categorical_mask(train)
     model = HistGradientBoostingClassifier(
-        max_iter=settings.max_iter,
-        learning_rate=settings.learning_rate,
-        max_leaf_nodes=settings.max_leaf_nodes,
-        min_samples_leaf=settings.min_samples_leaf,
-        l2_regularization=settings.l2_regularization,
-        categorical_features=mask,
-        early_stopping=settings.early_stopping,
-        random_state=seed,
+        **_settings(settings, mask, seed),
         class_weight=None if class_weights is None else {k: float(w) for k, w in enumerate(class_weights)},
     )
-    fit_kwargs = {}
+    kept_val = None
     if settings.early_stopping and val is not None:
         if y_val is None:
             raise ValueError("val: a validation table was given without its labels")
         y_val = _check_labels(y_val, len(val), num_classes, "val")
-        seen = np.isin(y_val, y_train)
-        if seen.any():
-            fit_kwargs = {"X_val": _features(val[seen], train.cardinalities), "y_val": y_val[seen]}
+        kept_val = np.isin(y_val, y_train)
+    return _fit(model, num_classes, train, y_train, val, y_val, kept_val, threads)
+
+
+def fit_regression_trees(
+    train: TableArrays,
+    y_train: np.ndarray,
+    val: TableArrays | None,
+    y_val: np.ndarray | None,
+    settings: TreesConfig = TreesConfig(),
+    seed: int = 0,
+    threads: int | None = None,
+) -> Trees:
+    """`fit_trees` for a regression target: a HistGradientBoostingRegressor of the squared
+    error, early stopping on the validation rows' squared error."""
+    y_train = _check_values(y_train, len(train), "train")
+    if not len(train):
+        raise ValueError("train: the training table has no rows")
+    model = HistGradientBoostingRegressor(**_settings(settings, _categorical_mask(train), seed))
+    kept_val = None
+    if settings.early_stopping and val is not None:
+        if y_val is None:
+            raise ValueError("val: a validation table was given without its values")
+        y_val = _check_values(y_val, len(val), "val")
+        kept_val = np.ones(len(val), dtype=bool)
+    return _fit(model, 1, train, y_train, val, y_val, kept_val, threads)
+
+
+def _check_values(y: np.ndarray, rows: int, split: str) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float64)
+    if y.shape != (rows,):
+        raise ValueError(f"{split}: {rows} rows of features but target values of shape {y.shape}")
+    if not np.isfinite(y).all():
+        raise ValueError(f"{split}: target value {y[~np.isfinite(y)][0]} at row {int(np.flatnonzero(~np.isfinite(y))[0])} is not finite")
+    return y
+
+
+def _settings(settings: TreesConfig, mask: np.ndarray, seed: int) -> dict:
+    return {
+        "max_iter": settings.max_iter, "learning_rate": settings.learning_rate, "max_leaf_nodes": settings.max_leaf_nodes,
+        "min_samples_leaf": settings.min_samples_leaf, "l2_regularization": settings.l2_regularization,
+        "categorical_features": mask, "early_stopping": settings.early_stopping, "random_state": seed,
+    }
+
+
+def _fit(model, num_classes: int, train: TableArrays, y_train, val, y_val, kept_val, threads) -> Trees:
+    """Fit on `train`, stopping early on the `kept_val` rows of `val` where there are any."""
+    fit_kwargs = {}
+    if kept_val is not None and kept_val.any():
+        fit_kwargs = {"X_val": _features(val[kept_val], train.cardinalities), "y_val": y_val[kept_val]}
+    mask = _categorical_mask(train)
     started = time.perf_counter()
     with threadpool_limits(limits=threads, user_api="openmp"):
         model.fit(_features(train, train.cardinalities), y_train, **fit_kwargs)
