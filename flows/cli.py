@@ -160,7 +160,7 @@ def _predict_rows(args: argparse.Namespace, config: Config) -> int:
     from mlflow.exceptions import MlflowException
 
     from granular.serving.bundle import FUSION_FILE
-    from granular.serving.predict import FusedClassifier
+    from granular.serving.predict import load_fused
     from granular.store.atomic import write_csv
 
     try:
@@ -170,7 +170,7 @@ def _predict_rows(args: argparse.Namespace, config: Config) -> int:
         return 2
     try:
         if (Path(args.model) / FUSION_FILE).is_file():
-            classifier = FusedClassifier.load(Path(args.model))
+            classifier = load_fused(Path(args.model))
             columns = getattr(classifier.inputs, "columns", None)
             if columns is None:
                 raise ValueError(f"{args.model} is a model of images, not of a table's rows")

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 
 import granular
-from granular.serving.predict import FusedClassifier
+from granular.serving.predict import load_fused
 from granular.serving.pyfunc import BACKOFF_THRESHOLD, FusedModel
 from tasks.tracking import RunRef
 
@@ -45,9 +45,9 @@ def _numbers_of_any_width(signature: ModelSignature) -> ModelSignature:
 def log_fused_model(ref: RunRef, bundle: Path, example_inputs, backoff_threshold: float | None = None) -> str:
     """Save the pyfunc with its code, signature, input example and back-off threshold; log it
     into the run. `example_inputs`: a few raw inputs (images, or rows of a table)."""
-    classifier = FusedClassifier.load(bundle)
-    example = classifier.inputs.example(example_inputs)
-    output = pd.DataFrame(classifier.predict(example, backoff_threshold))
+    model = load_fused(bundle)
+    example = model.inputs.example(example_inputs)
+    output = pd.DataFrame(model.predict(example, backoff_threshold))
     with warnings.catch_warnings():  # the integer output (label ids) is never missing: hint does not apply
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
         signature = _numbers_of_any_width(infer_signature(example, output))

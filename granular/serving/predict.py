@@ -1,5 +1,6 @@
 """The fused model as one object, rebuilt from its bundle (granular/serving/bundle.py): raw
-images (or a table's rows) in, fine label with its ancestors out."""
+images (or a table's rows) in, fine label with its ancestors out; for a regression target, the
+predicted value with its bins."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from granular.core import value_fusion
+from granular.core.bins import bin_ids, bin_names
 from granular.core.fusion import Fuser, restore_fusion
 from granular.core.taxonomy import Taxonomy, load_taxonomy
 from granular.core.threshold import apply_threshold
@@ -15,6 +18,36 @@ from granular.modalities import load_input_spec, load_view_model
 from granular.modalities.base import InputSpec
 from granular.modalities.experts import ViewModel
 from granular.serving.bundle import FUSION_FILE, INPUT_FILE, TAXONOMY_FILE, VIEWS_DIR
+
+
+@dataclass(frozen=True)
+class _BundleParts:
+    inputs: InputSpec
+    taxonomy: Taxonomy
+    views: dict[str, ViewModel]
+    record: dict  # the fusion record
+    runtime: object
+
+    @classmethod
+    def read(cls, bundle: Path) -> "_BundleParts":
+        from granular.nn.device import select_runtime  # torch is imported only on load
+
+        bundle = Path(bundle)
+        runtime = select_runtime()
+        views = {folder.name: load_view_model(folder, runtime) for folder in sorted((bundle / VIEWS_DIR).glob("*/"))}
+        if not views:
+            raise FileNotFoundError(f"{bundle}: no view checkpoints under {VIEWS_DIR}/")
+        return cls(
+            inputs=load_input_spec(json.loads((bundle / INPUT_FILE).read_text())),
+            taxonomy=load_taxonomy(bundle / TAXONOMY_FILE), views=views,
+            record=json.loads((bundle / FUSION_FILE).read_text()), runtime=runtime,
+        )
+
+
+def load_fused(bundle: Path) -> "FusedClassifier | FusedRegressor":
+    """The fused model of a bundle: a classifier, or a regressor where its fusion stacks values."""
+    record = json.loads((Path(bundle) / FUSION_FILE).read_text())
+    return (FusedRegressor if record.get("task") == "regression" else FusedClassifier).load(bundle)
 
 
 @dataclass(frozen=True)
@@ -28,20 +61,11 @@ class FusedClassifier:
 
     @classmethod
     def load(cls, bundle: Path) -> "FusedClassifier":
-        from granular.nn.device import select_runtime  # torch is imported only on load
-
-        bundle = Path(bundle)
-        runtime = select_runtime()
-        taxonomy = load_taxonomy(bundle / TAXONOMY_FILE)
-        views = {folder.name: load_view_model(folder, runtime) for folder in sorted((bundle / VIEWS_DIR).glob("*/"))}
-        if not views:
-            raise FileNotFoundError(f"{bundle}: no view checkpoints under {VIEWS_DIR}/")
-        parents = {name: taxonomy.parent[view.level] for name, view in views.items()}
-        record = json.loads((bundle / FUSION_FILE).read_text())
-        fuser = restore_fusion(record, parents)
-        inputs = load_input_spec(json.loads((bundle / INPUT_FILE).read_text()))
+        parts = _BundleParts.read(bundle)
+        parents = {name: parts.taxonomy.parent[view.level] for name, view in parts.views.items()}
         return cls(
-            inputs=inputs, taxonomy=taxonomy, views=views, fuser=fuser, runtime=runtime, threshold=record.get("threshold")
+            inputs=parts.inputs, taxonomy=parts.taxonomy, views=parts.views, fuser=restore_fusion(parts.record, parents),
+            runtime=parts.runtime, threshold=parts.record.get("threshold"),
         )
 
     def predict_proba(self, inputs, shifted: bool = True) -> np.ndarray:
@@ -96,3 +120,43 @@ def back_off(proba: np.ndarray, taxonomy: Taxonomy, threshold: float | None) -> 
         "prediction_level": level_answered.astype(str),
         "prediction_confidence": confidence,
     }
+
+
+@dataclass(frozen=True)
+class FusedRegressor:
+    """A regression target's fused model: each view's value (or the value its bin probabilities
+    imply), stacked (granular/core/value_fusion.py)."""
+
+    inputs: InputSpec
+    views: dict[str, ViewModel]
+    record: dict  # the stacking's weights and intercept (and the bin means of a bin view)
+    runtime: object
+    bins: dict[str, list[float]]  # binned level -> its cut points, to name each value's bins
+
+    @classmethod
+    def load(cls, bundle: Path) -> "FusedRegressor":
+        parts = _BundleParts.read(bundle)
+        return cls(
+            inputs=parts.inputs, views=parts.views, record=parts.record, runtime=parts.runtime,
+            bins=parts.record.get("bins", {}),
+        )
+
+    def predict_proba(self, inputs, shifted: bool = True) -> np.ndarray:
+        """(N, 1) fused values: what a classifier's probabilities are to the steps that time or
+        score every model alike."""
+        return self.predict_values(inputs)[:, None]
+
+    def predict_values(self, inputs) -> np.ndarray:
+        """A DataFrame of a table's rows -> (N,) fused values."""
+        outputs = {name: self.views[name].predict_proba(inputs, self.runtime) for name in self.record["weights"]}
+        return value_fusion.predict(self.record, value_fusion.input_values(outputs, self.record.get("bin_means", {})))
+
+    def predict(self, inputs, backoff_threshold: float | None = None) -> dict[str, np.ndarray]:
+        """The fused value (`prediction`) and the bin it falls in at every binned level."""
+        if backoff_threshold is not None:
+            raise ValueError("serving.backoff_threshold backs off between class levels; a regression has none")
+        values = self.predict_values(inputs)
+        out = {"prediction": values}
+        for level, cuts in self.bins.items():
+            out[level] = np.asarray(bin_names(cuts))[bin_ids(values, cuts)]
+        return out
