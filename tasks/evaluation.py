@@ -100,7 +100,10 @@ def record_evaluation(paths: ProjectPaths, parent: RunRef, metrics: dict, view_r
         tracking.log_metrics(
             client, run_id, {k: v for k, v in metrics["test"][view].items() if isinstance(v, float)}, step=0
         )
-        client.log_artifact(run_id, str(confusion / f"{view}.png"), artifact_path="evaluation")
+        image = confusion / f"{view}.png"
+        if not image.is_file():  # a regression's view of the value: its predicted against actual values
+            image = paths.reliability / f"{view}.png"
+        client.log_artifact(run_id, str(image), artifact_path="evaluation")
     client.log_artifacts(parent.run_id, str(confusion), artifact_path="evaluation/confusion")
     client.log_artifacts(parent.run_id, str(paths.reliability), artifact_path="evaluation/reliability")
     for file in (paths.metrics, paths.per_class, paths.latency, paths.importance, paths.comparison):
@@ -117,6 +120,8 @@ def _comparison_scores(metrics: dict) -> dict[str, float]:
         scores["fused_minus_best_single_ci_low"], scores["fused_minus_best_single_ci_high"] = ci["low"], ci["high"]
     if "mcnemar" in metrics:
         scores["mcnemar_p_value"] = metrics["mcnemar"]["p_value"]
+    if "paired_test" in metrics:  # a regression's
+        scores["paired_test_p_value"] = metrics["paired_test"]["p_value"]
     return scores
 
 
@@ -137,7 +142,7 @@ def publish_report(parent: RunRef, metrics: dict, registry: dict | None) -> str:
     images = {
         path.removesuffix(".png").replace("/", ": "):
             report.artifact_link(parent.uri, parent.run_id, f"evaluation/{path}")
-        for path in REPORT_IMAGES
+        for path in REPORT_IMAGES if metrics.get("task") != "regression" or not path.startswith("confusion/")
     }
     markdown = report.markdown_report(
         "granular: test-set comparison", report.comparison_rows(metrics), lines,

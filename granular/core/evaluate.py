@@ -1,7 +1,8 @@
 """Test-set metrics for each view and the fused model.
 
-Point estimates (accuracy, per-class and macro F1, calibration, hierarchical scores), their
-bootstrap confidence intervals, McNemar's test of two models, and inference latency. Pure numpy
+Point estimates (accuracy, per-class and macro F1, calibration, hierarchical scores; a
+regression's RMSE, MAE and R²), their bootstrap confidence intervals, McNemar's test of two models
+(a paired test of squared errors for a regression's), and inference latency. Pure numpy
 (scipy for the test's distributions): each function takes arrays and returns numbers.
 """
 from __future__ import annotations
@@ -241,6 +242,52 @@ def percentile_interval(samples: np.ndarray, confidence: float = CONFIDENCE) -> 
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(samples, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def regression_metrics(y_true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """RMSE, MAE and R² (1 - squared error / the squared error of the mean; 0 for a constant
+    target predicted exactly, -inf otherwise)."""
+    error = np.asarray(predicted, dtype=np.float64) - y_true
+    spread = float(np.sum((y_true - y_true.mean()) ** 2))
+    squared = float(np.sum(error**2))
+    r2 = 1 - squared / spread if spread > 0 else (0.0 if squared == 0 else float("-inf"))
+    return {"rmse": float(np.sqrt(np.mean(error**2))), "mae": float(np.mean(np.abs(error))), "r2": r2}
+
+
+def resampled_regression(resamples: Resamples, y_true: np.ndarray, predicted: np.ndarray) -> dict[str, np.ndarray]:
+    """(resamples,) RMSE, MAE and R² of each resample. Computed on the values standardised by
+    the whole test split's mean and spread (R² does not change, RMSE and MAE scale back), so
+    the float32 sums stay exact enough for values of any size."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    centre, scale = y_true.mean(), y_true.std() or 1.0
+    y = (y_true - centre) / scale
+    error = (np.asarray(predicted, dtype=np.float64) - y_true) / scale
+    n = resamples.sums(np.ones(len(y)))
+    squared = resamples.sums(error**2)
+    spread = resamples.sums(y**2) - resamples.sums(y) ** 2 / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(spread > 0, 1 - squared / spread, 0.0)
+    return {"rmse": np.sqrt(squared / n) * scale, "mae": resamples.sums(np.abs(error)) / n * scale, "r2": r2}
+
+
+def paired_squared_error_test(error_a: np.ndarray, error_b: np.ndarray) -> dict:
+    """Do models A and B, predicting the same rows with these errors, differ in squared error?
+    A paired t-test of the rows' differences in squared error (the Diebold-Mariano test with a
+    squared loss, the rows independent), two-sided. `mse_gain`: B's mean squared error minus
+    A's (positive where A is better); b and c count the rows A and B predict strictly closer."""
+    from scipy import stats
+
+    error_a, error_b = np.abs(np.asarray(error_a, dtype=np.float64)), np.abs(np.asarray(error_b, dtype=np.float64))
+    difference = error_b**2 - error_a**2
+    if np.all(difference == difference[0]):  # no spread: the same errors (p 1), or a constant gap
+        p_value = 1.0 if difference[0] == 0 else 0.0
+        statistic = 0.0 if difference[0] == 0 else float("inf") * np.sign(difference[0])
+    else:
+        statistic, p_value = (float(v) for v in stats.ttest_1samp(difference, 0.0))
+    return {
+        "b": int(np.sum(error_a < error_b)), "c": int(np.sum(error_b < error_a)), "mse_gain": float(difference.mean()),
+        "statistic": statistic, "p_value": p_value, "method": "paired t on squared errors",
+    }
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:

@@ -5,7 +5,9 @@ champion's (or None) and the `promotion:` section. Every margin is strict: the f
 beat by MORE than the margin, so the default 0.0 asks for strictly better and a tie keeps the
 current champion (no churn from a retrain that changed nothing). By default the gain over the
 best single view must also be significant (McNemar's test, or the paired bootstrap interval above
-the margin), so a gain the test set cannot tell from noise keeps the champion too. A condition on
+the margin), so a gain the test set cannot tell from noise keeps the champion too. A regression
+target's gains are in R² (for `mcnemar`, a paired t-test of the two models' squared errors), and
+its floor is the mean value, as a classifier's is the majority class. A condition on
 a metric the evaluation lacks fails: a gate that cannot check must not promote.
 """
 from __future__ import annotations
@@ -41,14 +43,17 @@ def decide(
     (`test.fused.accuracy`, ...), against the best single view and against `champion_metrics`
     (the same shape; None when there is no champion yet)."""
     fused = metrics["test"][FUSED]
-    checks = [_gain_over_best_single(metrics, config.metric, config.min_gain_over_best_single)]
+    metric = config.metric or ("r2" if metrics.get("task") == "regression" else "accuracy")
+    checks = [_gain_over_best_single(metrics, metric, config.min_gain_over_best_single)]
     if "majority" in metrics:  # always: a model no better than the majority class is never promoted
         checks.append(_above_majority(fused, metrics["test"][metrics["majority"]["model"]]))
+    if "mean" in metrics:  # ... nor a regression no better than the mean value
+        checks.append(_above_mean(fused, metrics["test"][metrics["mean"]["model"]]))
     if config.significance != "none":
         checks.append(_significant_gain(metrics, config))
-    checks.append(_gain_over_champion(fused, champion_metrics, config.metric, config.min_gain_over_champion, champion_name))
+    checks.append(_gain_over_champion(fused, champion_metrics, metric, config.min_gain_over_champion, champion_name))
     for metric, least in config.min_metrics.items():
-        checks.append(_at_least(fused, metric, metric.replace("_", " "), least))
+        checks.append(_at_least(fused, metric, _label(metric), least))
     if config.max_mistake_severity is not None:
         checks.append(_mistake_severity(fused, config.max_mistake_severity))
     if config.min_hierarchical_f1 is not None:
@@ -59,6 +64,11 @@ def decide(
     if failed:
         return Decision(promote=False, reasons=failed)
     return Decision(promote=True, reasons=[check.sentence for check in checks])
+
+
+def _label(metric: str) -> str:
+    """A metric's name for people: 'balanced accuracy', 'R²'."""
+    return "R²" if metric == "r2" else metric.replace("_", " ")
 
 
 def _beats(accuracy: float, other: float, margin: float) -> bool:
@@ -82,10 +92,18 @@ def _above_majority(fused: dict, majority: dict) -> _Check:
     ))
 
 
+def _above_mean(fused: dict, mean: dict) -> _Check:
+    """Better in R² than predicting the training rows' mean value for every row."""
+    if not _beats(fused["r2"], mean["r2"], 0.0):
+        return _Check(False, f"the fused model does no better than the mean value: R² {fused['r2']:.4f} against {mean['r2']:.4f}")
+    return _Check(True, f"the fused model does better than the mean value (R² {fused['r2']:.4f} against {mean['r2']:.4f})")
+
+
 def _best_single(metrics: dict, metric: str) -> str | None:
-    """The best single fine view in `metric`: the evaluation's best_single for accuracy."""
+    """The best single fine view in `metric`: the evaluation's best_single for accuracy (for
+    R², a regression's)."""
     views = metrics.get("fine_views")
-    if metric == "accuracy" or not views:
+    if metric == ("r2" if metrics.get("task") == "regression" else "accuracy") or not views:
         return metrics.get("best_single")
     return max(views, key=lambda view: metrics["test"][view].get(metric, float("-inf")))
 
@@ -100,7 +118,7 @@ def _gain_over_best_single(metrics: dict, metric: str, margin: float) -> _Check:
     passed = _beats(score, other, margin)
     verb = "beats" if passed else "does not beat"
     return _Check(passed, (
-        f"fused {metric.replace('_', ' ')} {score:.4f} {verb} the best single view {best} ({other:.4f}) "
+        f"fused {_label(metric)} {score:.4f} {verb} the best single view {best} ({other:.4f}) "
         f"by more than the margin {margin:g} (gain {score - other:+.4f})"
     ))
 
@@ -109,6 +127,8 @@ def _significant_gain(metrics: dict, config: PromotionConfig) -> _Check:
     best = metrics.get("best_single")
     if best is None:
         return _Check(True, "no single view predicts fine labels, so there is no gain over a best single view to test")
+    if config.significance == "mcnemar" and metrics.get("task") == "regression":
+        return _squared_error_gain(metrics.get("paired_test") or {}, best, config.max_p_value)
     if config.significance == "mcnemar":
         return _mcnemar_gain(metrics.get("mcnemar") or {}, best, config.max_p_value)
     return _interval_gain(metrics, best, config.min_gain_over_best_single)
@@ -141,6 +161,23 @@ def _mcnemar_gain(test: dict, best: str, max_p_value: float) -> _Check:
     return _Check(True, f"the gain over {best} is significant: McNemar p = {p_value} < {max_p_value:g} {counts}")
 
 
+def _squared_error_gain(test: dict, best: str, max_p_value: float) -> _Check:
+    """A regression's significance: the paired t-test of the fused model's and `best`'s squared
+    errors on the test rows (granular/core/evaluate.py: paired_squared_error_test)."""
+    if not {"versus", "p_value", "mse_gain"} <= test.keys() or test["versus"] != best:
+        return _Check(False, (
+            f"significance is mcnemar, but the evaluation has no paired test of squared errors (paired_test) "
+            f"of the fused model against the best single view {best}"
+        ))
+    p_value = _p_value(test["p_value"])
+    gain = f"(mean squared error {test['mse_gain']:+.4g} lower than {best}'s)"
+    if test["p_value"] >= max_p_value:
+        return _Check(False, f"the gain over {best} is not significant: the paired test's p = {p_value} is not below {max_p_value:g} {gain}")
+    if test["mse_gain"] <= 0:
+        return _Check(False, f"the fused model is significantly worse than {best}, not better: p = {p_value} < {max_p_value:g} {gain}")
+    return _Check(True, f"the gain over {best} is significant: the paired test's p = {p_value} < {max_p_value:g} {gain}")
+
+
 def _p_value(p: float) -> str:
     """Four decimals, as the accuracies; a real gain on thousands of examples has a p far smaller."""
     return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
@@ -167,7 +204,7 @@ def _gain_over_champion(fused: dict, champion_metrics: dict | None, metric: str,
     if champion_metrics is None:
         return _Check(True, "there is no champion yet, so there is none to beat")
     other = champion_metrics.get("test", {}).get(FUSED, {}).get(metric)
-    label = metric.replace("_", " ")
+    label = _label(metric)
     if other is None:
         return _Check(False, f"{name} has no recorded fused test {label} to compare with")
     score = fused[metric]

@@ -39,11 +39,34 @@ def _interval(low: float | None, high: float | None, spec: str) -> str:
     return "-" if low is None or high is None else f"[{format(low, spec)}, {format(high, spec)}]"
 
 
+VALUE_COLUMNS = ("model", "level", "RMSE", "95% CI", "MAE", "R²", "R² 95% CI", "accuracy", "rows/s")
+
+
+def _value_rows(metrics: dict) -> list[dict[str, str]]:
+    """A regression's table: RMSE, MAE and R² of each model of the value, with intervals; a
+    binned view's accuracy (its bins are classes)."""
+    latency = metrics.get("latency", {})
+    return [dict(zip(VALUE_COLUMNS, (
+        name,
+        scores.get("level", "-"),
+        _number(scores.get("rmse"), ".4g"),
+        _interval(scores.get("rmse_ci_low"), scores.get("rmse_ci_high"), ".4g"),
+        _number(scores.get("mae"), ".4g"),
+        _number(scores.get("r2"), ".4f"),
+        _interval(scores.get("r2_ci_low"), scores.get("r2_ci_high"), ".4f"),
+        _number(scores.get("accuracy"), ".4f"),
+        _number(latency.get(name, {}).get("images_per_s"), ".0f"),
+    ))) for name, scores in metrics["test"].items()]
+
+
 def comparison_rows(metrics: dict) -> list[dict[str, str]]:
     """One row of display strings per model: the table the terminal and the report show. A
     metric a model lacks (hierarchy scores of a coarse view) shows as "-"; the hierarchy columns
     show only where a model has them (a taxonomy of one level has none); a table's rows show
-    the scores that tell a rare class apart, and its speed in rows/s."""
+    the scores that tell a rare class apart, and its speed in rows/s; a regression's, its
+    errors and R²."""
+    if metrics.get("task") == "regression":
+        return _value_rows(metrics)
     latency = metrics.get("latency", {})
     speed = "rows/s" if metrics.get("modality") == "tables" else SPEED
     rows = []
@@ -72,30 +95,37 @@ def headline(metrics: dict, registry: dict | None = None) -> str:
     accuracy against the best single view's (and the boosted trees', where there are), and the
     registry's verdict. `registry`: what registering the model returned, if it was."""
     test = metrics["test"]
-    parts = [f"fused {test['fused']['accuracy']:.4f}"]
+    metric, label = ("r2", "R²") if metrics.get("task") == "regression" else ("accuracy", "accuracy")
+    parts = [f"fused {test['fused'][metric]:.4f}"]
     best = metrics.get("best_single")
     if best:
-        parts.append(f"best view {best} {test[best]['accuracy']:.4f}")
+        parts.append(f"best view {best} {test[best][metric]:.4f}")
     baseline = metrics.get("baseline", {}).get("model")
     if baseline in test:
-        parts.append(f"{baseline} {test[baseline]['accuracy']:.4f}")
-    line = "test accuracy: " + ", ".join(parts)
+        parts.append(f"{baseline} {test[baseline][metric]:.4f}")
+    line = f"test {label}: " + ", ".join(parts)
     if registry is not None:
         line += f"; version {registry['version']} champion: {'yes' if registry['promoted'] else 'no'}"
     return line
 
 
 def summary_lines(metrics: dict) -> list[str]:
-    """The fusion against the best single view: the gain with its paired interval, and McNemar."""
+    """The fusion against the best single view: the gain with its paired interval, and McNemar
+    (a regression's paired test of squared errors)."""
     lines = []
+    regression = metrics.get("task") == "regression"
     if "fused_minus_best_single" in metrics:
         ci = metrics.get("fused_minus_best_single_ci")
         interval = f"  95% CI {_interval(ci['low'], ci['high'], '+.4f')}" if ci else ""
-        lines.append(f"fused - best single view: {metrics['fused_minus_best_single']:+.4f}{interval}")
+        lines.append(f"fused - best single view{' (R²)' if regression else ''}: {metrics['fused_minus_best_single']:+.4f}{interval}")
     if "mcnemar" in metrics:
         test = metrics["mcnemar"]
         lines.append(f"McNemar, fused vs {test['versus']}: fused alone right b={test['b']}, "
                      f"alone wrong c={test['c']}, p = {test['p_value']:.3g} ({test['method']})")
+    if "paired_test" in metrics:
+        test = metrics["paired_test"]
+        lines.append(f"fused vs {test['versus']}: mean squared error {test['mse_gain']:+.4g} lower, p = {test['p_value']:.3g} "
+                     f"({test['method']}); fused closer on {test['b']} rows, farther on {test['c']}")
     return lines
 
 

@@ -1,6 +1,6 @@
 """Step evaluate: every view, the fusion, the student and any baseline on the test split, with
-intervals, per-class scores, calibration, hierarchical scores and inference latency
-(data/evaluation/)."""
+intervals, per-class scores, calibration, hierarchical scores (a regression target's RMSE, MAE
+and R²), feature importance and inference latency (data/evaluation/)."""
 from __future__ import annotations
 
 import json
@@ -14,11 +14,12 @@ from granular.core.importance import permutation_importance
 from granular.core.taxonomy import Taxonomy
 from granular.core.threshold import apply_threshold
 from granular.modalities import load_view_model, modality_for
-from granular.modalities.base import MAJORITY
+from granular.core.bins import FINE
+from granular.modalities.base import MAJORITY, MEAN
 from granular.modalities.experts import read_view_spec
 from granular.pipeline.distill import STUDENT
 from granular.pipeline.fuse import BASELINE_FIGURES, BASELINE_PREDICTIONS
-from granular.pipeline.reads import project_taxonomy, split_rows, view_probas
+from granular.pipeline.reads import project_taxonomy, split_rows, split_values, view_probas
 from granular.serving.bundle import FUSION_FILE
 from granular.store.atomic import atomic_dir, read_npz, write_csv, write_json
 from granular.store.paths import ProjectPaths
@@ -26,6 +27,7 @@ from granular.store.paths import ProjectPaths
 LATENCY_IMAGES = 512  # test images timed per model: a few seconds in all, on a CPU too
 LATENCY_BATCH = 256
 IMPORTANCE_REPEATS = 3  # shuffles of each column
+VALUE_COLUMNS = ("level", "rmse", "rmse_ci_low", "rmse_ci_high", "mae", "mae_ci_low", "mae_ci_high", "r2", "r2_ci_low", "r2_ci_high")
 COMPARISON_COLUMNS = (  # model quality only: latency is a figure of the machine
     "accuracy", "accuracy_ci_low", "accuracy_ci_high", "balanced_accuracy", "macro_f1", "macro_f1_ci_low",
     "macro_f1_ci_high", "roc_auc", "pr_auc", "ece", "hierarchical_f1", "mistake_severity",
@@ -38,6 +40,22 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
     models the hierarchical scores and the accuracy they imply at coarser levels; the fusion
     against the best single fine view (paired interval, McNemar's test); inference latency."""
     taxonomy = project_taxonomy(config, paths)
+    metrics = (_evaluate_values if config.regression else _evaluate_classes)(config, paths, taxonomy)
+    served = _served_models(config, paths)  # loaded once, for the importance and the latency
+    rows = modality_for(config).importance_rows(config, paths)
+    if rows is not None:
+        write_json(paths.importance, _feature_importance(config, taxonomy, served, *rows))
+    write_json(paths.metrics, metrics)
+    # Figures of this machine, beside the metrics, so that metrics.json is the same for the same
+    # data, settings and code, and `dvc metrics diff` shows model quality alone.
+    figures = json.loads((paths.baselines_dir / BASELINE_FIGURES).read_text())
+    latency = _latency(config, paths, served) | {name: figures for name, figures in figures.items() if figures}
+    write_json(paths.latency, latency)
+    return {**metrics, "latency": latency}
+
+
+def _evaluate_classes(config: Config, paths: ProjectPaths, taxonomy: Taxonomy) -> dict:
+    """The scores of class predictions (written to data/evaluation/), and metrics.json's content."""
     y_fine = split_rows(paths, "test")["label"]
     test_probas = view_probas(config, paths, "test_proba")
     entries = [(v.name, v.level, test_probas[v.name]) for v in config.views.values()]
@@ -69,17 +87,88 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
         "resamples": resamples.resamples, "seed": evaluate.BOOTSTRAP_SEED, "confidence": evaluate.CONFIDENCE
     }
     _write_evaluation(paths, taxonomy, y_fine, test, details)
-    served = _served_models(config, paths)  # loaded once, for the importance and the latency
-    rows = modality_for(config).importance_rows(config, paths)
-    if rows is not None:
-        write_json(paths.importance, _feature_importance(config, taxonomy, served, *rows))
-    write_json(paths.metrics, metrics)
-    # Figures of this machine, beside the metrics, so that metrics.json is the same for the same
-    # data, settings and code, and `dvc metrics diff` shows model quality alone.
-    figures = json.loads((paths.baselines_dir / BASELINE_FIGURES).read_text())
-    latency = _latency(config, paths, served) | {name: figures for name, figures in figures.items() if figures}
-    write_json(paths.latency, latency)
-    return {**metrics, "latency": latency}
+    return metrics
+
+
+def _evaluate_values(config: Config, paths: ProjectPaths, taxonomy: Taxonomy) -> dict:
+    """A regression target's scores: RMSE, MAE and R² with bootstrap 95% intervals of every
+    model of the value (the views of level fine, the fusion, the boosted trees, the mean), the
+    class scores of each view of a binned level; the fusion against the best view of the value
+    in R² (paired interval) and by a paired test of their squared errors."""
+    y, y_fine = split_values(paths, "test"), split_rows(paths, "test")["label"]
+    outputs = view_probas(config, paths, "test_proba")
+    baselines = read_npz(paths.baselines_dir / BASELINE_PREDICTIONS)
+    values = {name: out[:, 0] for name, out in outputs.items() if config.learns_value(config.view(name))}
+    values["fused"] = read_npz(paths.fused_dir / "predictions.npz")["test_proba"][:, 0]
+    values |= {name: out[:, 0] for name, out in baselines.items()}
+    resamples = evaluate.resample_counts(len(y))
+    test, samples, details = {}, {}, {}
+    for name in [*config.views, *values]:
+        if name in values:
+            test[name], samples[name] = _score_values(y, values[name], resamples)
+        elif name not in test:
+            level = config.view(name).level
+            test[name], details[name] = _score_model(taxonomy, level, y_fine, outputs[name], resamples)
+    value_views = [name for name in config.views if name in values]
+    best = max(value_views, key=lambda n: test[n]["r2"]) if value_views else None
+    metrics = {"modality": config.data.modality, "task": "regression", "test": test, "best_single": best,
+               "fine_views": value_views}
+    if best:
+        gain = samples["fused"]["r2"] - samples[best]["r2"]
+        low, high = evaluate.percentile_interval(gain)
+        metrics |= {
+            "fused_minus_best_single": test["fused"]["r2"] - test[best]["r2"],
+            "fused_minus_best_single_ci": {"low": low, "high": high},
+            "paired_test": {"versus": best, **evaluate.paired_squared_error_test(values["fused"] - y, values[best] - y)},
+        }
+    for name in baselines:  # the boosted trees to beat, and the mean as the floor
+        metrics[MEAN if name == MEAN else "baseline"] = {"model": name}
+    metrics["bootstrap"] = {
+        "resamples": resamples.resamples, "seed": evaluate.BOOTSTRAP_SEED, "confidence": evaluate.CONFIDENCE
+    }
+    _write_value_evaluation(paths, taxonomy, y, y_fine, test, values, details)
+    return metrics
+
+
+def _score_values(y: np.ndarray, predicted: np.ndarray, resamples: evaluate.Resamples) -> tuple[dict, dict]:
+    """A model of a regression target's value: RMSE, MAE and R² with their intervals, and the
+    resampled scores (for paired differences)."""
+    scores = evaluate.regression_metrics(y, predicted)
+    samples = evaluate.resampled_regression(resamples, y, predicted)
+    for metric, resampled in samples.items():
+        scores[f"{metric}_ci_low"], scores[f"{metric}_ci_high"] = evaluate.percentile_interval(resampled)
+    return {**scores, "level": FINE}, samples
+
+
+def _write_value_evaluation(
+    paths: ProjectPaths, taxonomy: Taxonomy, y: np.ndarray, y_fine: np.ndarray, test: dict, values: dict, details: dict,
+) -> None:
+    """A regression's files: predicted against actual images of the models of the value (with
+    the reliability diagrams of the binned views), confusion images of the binned views, every
+    test prediction, the models compared."""
+    with atomic_dir(paths.confusion) as staging:
+        for name, detail in details.items():
+            plots.save_confusion_png(staging / f"{name}.png", detail["confusion"], detail["classes"], title=name)
+            write_json(staging / f"{name}.json", {"classes": list(detail["classes"]), "matrix": detail["confusion"].tolist()})
+    with atomic_dir(paths.reliability) as staging:
+        for name, predicted in values.items():
+            title = f"{name}: RMSE {test[name]['rmse']:.4g}, R² {test[name]['r2']:.4f}"
+            plots.save_predicted_vs_actual_png(staging / f"{name}.png", y, predicted, title=title)
+        for name, detail in details.items():
+            plots.save_reliability_png(staging / f"{name}.png", detail["reliability"], title=f"{name}: ECE {test[name]['ece']:.4f}")
+    write_json(paths.per_class, {
+        name: {"level": test[name]["level"], "per_class": detail["per_class"], "reliability": detail["reliability"]}
+        for name, detail in details.items()
+    })
+    truth = {"actual": y} | {
+        f"actual_{level}": np.asarray(taxonomy.names[level])[taxonomy.map_labels(y_fine, level)] for level in taxonomy.levels[1:]
+    }
+    predicted_bins = {name: np.asarray(d["classes"])[d["predicted"]] for name, d in details.items()}
+    write_csv(paths.test_predictions, pd.DataFrame({**truth, **values, **predicted_bins}))
+    write_csv(paths.comparison, pd.DataFrame([
+        {"model": name, **{column: scores.get(column) for column in (*VALUE_COLUMNS, *COMPARISON_COLUMNS[:6])}}
+        for name, scores in test.items()
+    ]).dropna(axis=1, how="all"))
 
 
 def _score_model(
@@ -143,13 +232,13 @@ def _served_models(config: Config, paths: ProjectPaths) -> dict:
     """Every view's model and the fused model (and the student) as they serve, loaded from
     their files: `runtime`, `views` (name -> ViewModel), `fused`, `student` (or None)."""
     from granular.nn.device import select_runtime  # torch is imported only by the steps that need it
-    from granular.serving.predict import FusedClassifier
+    from granular.serving.predict import FusedClassifier, load_fused
 
     runtime = select_runtime(precision=config.train.precision)
     return {
         "runtime": runtime,
         "views": {name: load_view_model(paths.model_dir(name), runtime) for name in config.views},
-        "fused": FusedClassifier.load(paths.fused_dir),
+        "fused": load_fused(paths.fused_dir),
         "student": FusedClassifier.load(paths.student_dir) if config.distill.enabled else None,
     }
 
@@ -158,16 +247,20 @@ def _feature_importance(config: Config, taxonomy: Taxonomy, served: dict, raw, y
     """Permutation importance on the raw test examples: of each view's columns (a segment
     column too, which routes rows to experts) for the view, and of every input column for the
     fused model, as it serves."""
-    runtime, scores = served["runtime"], {}
+    runtime, scores, regression = served["runtime"], {}, config.regression
     for view in config.views.values():
+        if regression and not config.learns_value(view):
+            continue  # `y_fine` holds values: a binned view's importance is not measured
         model = served["views"][view.name]
+        y = y_fine if regression else taxonomy.map_labels(y_fine, view.level)
         scores[view.name] = permutation_importance(
-            lambda inputs, model=model: model.predict_proba(inputs, runtime), raw, taxonomy.map_labels(y_fine, view.level),
-            model.reader.columns_read(), repeats=IMPORTANCE_REPEATS, seed=config.split.seed,
+            lambda inputs, model=model: model.predict_proba(inputs, runtime), raw, y,
+            model.reader.columns_read(), repeats=IMPORTANCE_REPEATS, seed=config.split.seed, regression=regression,
         )
     fused = served["fused"]
     scores["fused"] = permutation_importance(
         fused.predict_proba, raw, y_fine, list(fused.inputs.columns), repeats=IMPORTANCE_REPEATS, seed=config.split.seed,
+        regression=regression,
     )
     return scores
 
