@@ -37,7 +37,7 @@ def test_breast_cancer_exports_thirty_measurements_and_a_diagnosis(tmp_path):
 
 
 def test_an_unknown_example_is_refused_with_the_known_ones(tmp_path):
-    with pytest.raises(ValueError, match=r"no example table named 'wine'; examples are \['breast_cancer', 'iris'\]"):
+    with pytest.raises(ValueError, match=r"no example table named 'wine'; examples are \['breast_cancer', 'diabetes', 'iris'\]"):
         export_example("wine", tmp_path / "wine.csv")
     assert column_name("mean concave points") == "mean_concave_points"
 

@@ -1,5 +1,6 @@
 """Real example tables that need no download: datasets bundled inside scikit-learn, exported
-as CSV files the table pipeline reads (an `id` column, the features, string labels).
+as CSV files the table pipeline reads (an `id` column, the features, string labels or a
+quantity).
 
 - `iris`: 150 flowers, 4 measurements, 3 species. The species have a natural coarser level,
   their botanical series: Iris setosa belongs to series Tripetalae, Iris versicolor and Iris
@@ -9,6 +10,9 @@ as CSV files the table pipeline reads (an `id` column, the features, string labe
   benign. The measurements are ten properties of the cell nuclei, each summarised three ways
   over the nuclei of an image: the mean, the standard error and the worst (mean of the three
   largest) value; each summary is a feature view. No coarser level.
+- `diabetes`: 442 diabetes patients, age, sex, body mass index, blood pressure and six blood
+  serum measurements (in their original units), and a quantity to predict: a measure of the
+  disease's progression one year later (25 to 346), a regression target.
 
 Each has its params file in examples/: `examples/NAME.yaml`.
 
@@ -44,6 +48,7 @@ EXAMPLES = {
         ancestors={"series": {"setosa": "Tripetalae", "versicolor": "Laevigatae", "virginica": "Laevigatae"}},
     ),
     "breast_cancer": Example(load=datasets.load_breast_cancer, target="diagnosis"),
+    "diabetes": Example(load=lambda: datasets.load_diabetes(scaled=False), target="progression"),
 }
 
 
@@ -62,7 +67,10 @@ def example_frame(name: str) -> pd.DataFrame:
     """The example table: id, the features (float), the label, then any coarser label columns."""
     example = _example(name)
     bunch = example.load()
-    labels = pd.Series(bunch.target_names[bunch.target], dtype=str)
+    if "target_names" in bunch:
+        labels = pd.Series(bunch.target_names[bunch.target], dtype=str)
+    else:  # a quantity (regression)
+        labels = pd.Series(bunch.target, dtype=float)
     frame = pd.DataFrame(bunch.data, columns=[column_name(f) for f in bunch.feature_names])
     frame.insert(0, "id", range(len(frame)))
     frame[example.target] = labels
