@@ -66,10 +66,11 @@ TOOL_DEFAULTS = {
 
 def _run(args: argparse.Namespace, config: Config) -> int:
     from flows.pipeline import granular_pipeline  # Prefect and torch load only when needed
+    from flows.servers import prefect_api
     from granular.core.quarantine import project_summary_line
     from tasks.crashes import sigterm_raises
 
-    with sigterm_raises():  # so that a stopped run still stops the temporary Prefect server
+    with sigterm_raises(), prefect_api(Path(args.root)):  # a stopped run still stops its temporary server
         result = granular_pipeline(root=args.root, params=args.params, overrides=args.overrides)
     print()
     print(format_table(result["metrics"]))
@@ -103,13 +104,14 @@ def _reproduce(args: argparse.Namespace, config: Config) -> int:
 
 
 def _tune(args: argparse.Namespace, config: Config) -> int:
+    from flows.servers import prefect_api
     from flows.tune import tune_flow
     from tasks.crashes import sigterm_raises
 
     if args.view not in config.views:
         print(f"granular: no view named {args.view!r}; views are {list(config.views)}", file=sys.stderr)
         return 2
-    with sigterm_raises():
+    with sigterm_raises(), prefect_api(Path(args.root)):
         result = tune_flow(view=args.view, root=args.root, params=args.params, overrides=args.overrides)
     trials = result["trials"]
     print(f"\n{args.view}: best {result['metric']} = {result['best_value']:.4f} "
@@ -327,7 +329,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"granular: configuration error: {error}", file=sys.stderr)
         return 2
-    return args.handler(args, config)
+    try:
+        return args.handler(args, config)
+    except KeyboardInterrupt:  # the run has recorded its stop (tasks/crashes.py): say so once
+        print("granular: interrupted (Ctrl-C)", file=sys.stderr)
+        return INTERRUPTED
+
+
+INTERRUPTED = 130  # the exit status of a command a terminal's Ctrl-C stopped (128 + SIGINT)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """`granular server`: the project's Prefect server and MLflow tracking server, started, watched
-and stopped together, so that runs can be followed in both UIs.
+and stopped together, so that runs can be followed in both UIs; and the temporary Prefect API
+of a `granular run` that has no server to report to.
 
 Both keep their state in the project: Prefect's database under `.granular/prefect/` (its
 PREFECT_HOME), MLflow's in the very store and artifact folder `granular run` writes without a
@@ -15,13 +16,16 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterator
 
 from granular.store.paths import ProjectPaths
 
 STARTUP_TIMEOUT_S = 120.0  # both answered after 23-51 s on a busy 2-core machine (Prefect creates its database)
 STOP_GRACE_S = 15.0  # from SIGTERM to SIGKILL
+RUN_SERVER_GRACE_S = 5.0  # ... for a run's temporary server, whose work is done when it is stopped
 LOG_TAIL_LINES = 20
 
 
@@ -116,14 +120,91 @@ def check_port_free(server: Server) -> None:
             ) from None
 
 
-def start(server: Server, environ: dict[str, str]) -> subprocess.Popen:
-    """Start a server in its own process group, its output going to its log file."""
+def start(server: Server, environ: dict[str, str], end_with_parent: bool = False) -> subprocess.Popen:
+    """Start a server in its own process group, its output going to its log file. With
+    `end_with_parent`, the kernel sends it SIGTERM when this process dies, SIGKILL included
+    (Linux's parent-death signal; call from the main thread, whose end counts as the parent's)."""
     server.log.parent.mkdir(parents=True, exist_ok=True)
     with open(server.log, "wb") as log:
         return subprocess.Popen(
             server.command, env={**environ, **server.env}, stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_terminate_with_parent if end_with_parent and sys.platform == "linux" else None,
         )
+
+
+def _terminate_with_parent() -> None:
+    """In the child, before it runs the server: SIGTERM to it when its parent dies."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def run_prefect_server(root: Path, port: int) -> Server:
+    """The Prefect API a `granular run` starts for itself when no PREFECT_API_URL is set: what
+    Prefect's own temporary server serves (no UI; the database of the current Prefect profile),
+    but started here, in a process group of its own and ending with the run, so that a
+    terminal's Ctrl-C (sent to the run's whole group) does not kill it under the run, and a run
+    killed outright does not leave it behind."""
+    import prefect
+    from prefect.settings import get_current_settings
+
+    return Server(
+        name="Prefect",
+        command=[
+            sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+            "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+            "--log-level", "error", "--lifespan", "on",
+        ],
+        env={
+            **get_current_settings().to_environment_variables(exclude_unset=True),
+            "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+        },
+        host="127.0.0.1",
+        port=port,
+        health_path="/api/health",
+        log=ProjectPaths(root).state / "logs" / "prefect-run.log",
+    )
+
+
+@contextmanager
+def prefect_api(root: Path) -> Iterator[None]:
+    """Within this block Prefect reports to PREFECT_API_URL where one is set, else to a
+    temporary server of this run's own (`run_prefect_server`), stopped as the block ends."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    server = run_prefect_server(root, free_port())
+    process = start(server, dict(os.environ), end_with_parent=True)
+    print(f"temporary Prefect server on {server.url} (pid {process.pid}, log {server.log})", file=sys.stderr, flush=True)
+    try:
+        wait_until_answering([(server, process)])
+        with temporary_settings({PREFECT_API_URL: f"{server.url}/api"}):
+            try:
+                yield
+            finally:
+                _send_what_prefect_holds()
+    finally:
+        stop_all([(server, process)], grace_s=RUN_SERVER_GRACE_S)
+
+
+def _send_what_prefect_holds(timeout_s: float = RUN_SERVER_GRACE_S) -> None:
+    """Let Prefect's background workers send the logs and events they still hold while the
+    server is there: at exit, they would retry a stopped server for a minute or more."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout_s)
 
 
 def answers(url: str) -> bool:

@@ -431,3 +431,87 @@ def test_sigterm_on_a_flow_on_the_temporary_server_stops_that_server_too(tmp_pat
     for process in alive:
         process.kill()
     assert not alive, "the temporary Prefect server outlived the flow's process"
+
+
+def start_run_in_a_terminal(project: Path, *args: str) -> subprocess.Popen:
+    """`granular run` as a terminal starts it: a process group of its own (the terminal's
+    foreground group, which Ctrl-C signals whole), and no Prefect server to report to, so the
+    run starts its temporary one (its database under project/.prefect-home)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
+    environ["PREFECT_HOME"] = str(project / ".prefect-home")
+    log = project / "terminal.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "run", "--root", str(project), *args],
+            cwd=REPO, env=environ, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    process.log = log
+    return process
+
+
+def temporary_server(run: subprocess.Popen) -> psutil.Process:
+    found = re.search(r"temporary Prefect server on \S+ \(pid (\d+)", run.log.read_text())
+    assert found, f"the run named no temporary server:\n{run.log.read_text()[-3000:]}"
+    return psutil.Process(int(found.group(1)))
+
+
+def wait_for_line(run: subprocess.Popen, text: str, timeout: float = RUN_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in run.log.read_text():
+        assert run.poll() is None, f"the run ended before {text!r}:\n{run.log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {text!r} in the run's output"
+        time.sleep(0.02)
+
+
+def flow_run_state(project: Path, flow_run_id: str) -> str:
+    """The flow run's state in the temporary server's database, read after the server is gone."""
+    import sqlite3
+
+    with sqlite3.connect(project / ".prefect-home" / "prefect.db") as database:
+        [(state,)] = database.execute("select state_type from flow_run where id = ?", (flow_run_id,)).fetchall()
+    return state
+
+
+@pytest.mark.parametrize("moment", ["during a training", "between two view trainings"])
+def test_ctrl_c_to_the_process_group_ends_the_run_in_seconds_with_true_records(project: Path, moment: str):
+    run = start_run_in_a_terminal(project, *LONG_TRAINING)
+    try:
+        if moment == "during a training":
+            wait_until_training(project, run)
+        else:
+            wait_for_line(run, "Task run 'train-fine-14' - Finished in state Completed()")
+        server = temporary_server(run)
+        sent = time.monotonic()
+        os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+        returncode = run.wait(timeout=RUN_TIMEOUT_S)
+        seconds = time.monotonic() - sent
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    output = run.log.read_text()
+    assert returncode == 130, output[-3000:]
+    assert seconds < 30, f"the run took {seconds:.0f} s to stop:\n{output[-3000:]}"
+    assert output.rstrip().endswith("granular: interrupted (Ctrl-C)"), output[-3000:]
+    [parent], _ = mlflow_runs(project)
+    assert parent.info.status == "KILLED" and parent.data.tags[crashes.STOP_REASON_TAG] == "interrupted (SIGINT)"
+    # The server outlived the signal (it is not in the run's group) long enough to record the crash.
+    assert flow_run_state(project, parent.data.tags["prefect.flow_run_id"]) == "CRASHED"
+    _, alive = psutil.wait_procs([server], timeout=30)
+    assert not alive, "the temporary Prefect server outlived its run"
+    if moment == "during a training":  # a rerun resumes it
+        assert list((project / "data" / "checkpoints").glob("**/epoch-*.pt"))
+
+
+def test_a_run_killed_outright_takes_its_temporary_server_with_it(project: Path):
+    run = start_run_in_a_terminal(project, *LONG_TRAINING)
+    try:
+        wait_until_training(project, run)
+        server = temporary_server(run)
+    finally:
+        run.kill()  # SIGKILL: what the out-of-memory killer sends
+        run.wait()
+    _, alive = psutil.wait_procs([server], timeout=30)
+    for process in alive:
+        process.kill()
+    assert not alive, "the temporary Prefect server outlived its killed run, holding its port"
