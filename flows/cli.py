@@ -15,9 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Callable
 
+from flows.terminal import error_lines, hide_tracebacks
 from granular.config import Config, ConfigError, load_config
 from granular.pipeline.preflight import check_inputs
 from granular.runtime.redact import redact_uri
@@ -268,10 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a parameter by its dotted key, e.g. --set train.epochs=2 (repeatable)",
     )
+    common.add_argument("--debug", action="store_true", help="print an error's traceback, not only its one line")
     parser = argparse.ArgumentParser(prog="granular", description="Multi-granularity training pipeline.")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", parents=[common], help="run the whole pipeline as a Prefect flow")
-    run.set_defaults(handler=_run, reads_data=True)
+    run.set_defaults(handler=_run, reads_data=True, runs_flows=True)
     reproduce = commands.add_parser(
         "reproduce", parents=[common], help="restore the data (dvc.lock and DVC outputs) a past MLflow run trained on"
     )
@@ -281,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         "tune", parents=[common], help="search one view's training settings with Optuna (the tune: section)"
     )
     tune.add_argument("view", help="the view to tune, e.g. fine-28")
-    tune.set_defaults(handler=_tune, reads_data=True)
+    tune.set_defaults(handler=_tune, reads_data=True, runs_flows=True)
     predict = commands.add_parser(
         "predict", parents=[common],
         help="predict images (or a table's rows) from files with a registered, logged or local fused model"
@@ -310,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         help="address both servers bind to (default: 127.0.0.1, this machine only); any other address "
              "exposes both servers, unauthenticated, to everyone who can reach it",
     )
-    server.set_defaults(handler=_server, params=None, overrides=[])
+    server.set_defaults(handler=_server, params=None, overrides=[], debug=False)
     deploy = commands.add_parser(
         "deploy", parents=[common],
         help="serve a scheduled deployment of the pipeline from this process, one run at a time",
@@ -318,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     deploy.add_argument("--cron", required=True, help='when runs are due, a cron expression, e.g. "0 3 * * *"')
     deploy.add_argument("--timezone", default="UTC", help="IANA timezone of the cron expression (default: UTC)")
     deploy.add_argument("--name", default="nightly", help="deployment name, granular/NAME (default: nightly)")
-    deploy.set_defaults(handler=_deploy)  # its runs read the data when they are due, not now
+    deploy.set_defaults(handler=_deploy, runs_flows=True)  # its runs read the data when they are due, not now
     args = parser.parse_args(argv)
 
     params = Path(args.params) if args.params else ProjectPaths(Path(args.root)).params
@@ -329,11 +332,18 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"granular: configuration error: {error}", file=sys.stderr)
         return 2
+    if getattr(args, "runs_flows", False):
+        hide_tracebacks()
     try:
         return args.handler(args, config)
     except KeyboardInterrupt:  # the run has recorded its stop (tasks/crashes.py): say so once
         print("granular: interrupted (Ctrl-C)", file=sys.stderr)
         return INTERRUPTED
+    except Exception as error:
+        if args.debug:
+            traceback.print_exception(error)
+        print(error_lines(error, args.debug), file=sys.stderr)
+        return 1
 
 
 INTERRUPTED = 130  # the exit status of a command a terminal's Ctrl-C stopped (128 + SIGINT)

@@ -3,7 +3,10 @@ whose segment effect is known, and faulty tables that must fail or be quarantine
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -295,3 +298,28 @@ def test_a_given_split_column_decides_each_rows_split_and_a_bad_value_is_quarant
     expected = kept["part"].str.strip().str.lower().map({"train": 0, "validation": 1, "val": 1, "test": 2})
     assert splits["split"].tolist() == expected.tolist()
     assert "part" not in json.loads(paths.table_schema.read_text())["columns"]  # a role, not a feature
+
+
+def test_a_failed_run_says_why_in_one_line_and_prints_the_traceback_once_with_debug(iris_project: Path):
+    from prefect.settings import PREFECT_API_URL
+
+    params = yaml.safe_load((iris_project / "params.yaml").read_text())
+    params["validate"] = {"min_per_class": 1000}  # 50 flowers a species: validation fails, in a task
+    (iris_project / "params.yaml").write_text(yaml.safe_dump(params))
+    environ = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}  # this session's test server
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "flows.cli", "run", "--root", str(iris_project), *args],
+            cwd=REPO, env=environ, capture_output=True, text=True, timeout=600,
+        )
+
+    quiet = run()
+    assert quiet.returncode == 1
+    output = quiet.stdout + quiet.stderr
+    assert "Traceback" not in output, output[-3000:]
+    assert "\ngranular: ValidationFailed: data validation failed (1 expectation(s))" in output
+    assert output.strip().splitlines()[-1] == "granular: --debug prints the traceback"
+    debug = run("--debug")
+    assert debug.returncode == 1
+    assert (debug.stdout + debug.stderr).count("Traceback (most recent call last)") == 1
