@@ -309,6 +309,31 @@ def test_a_missing_data_source_or_a_bad_taxonomy_is_a_configuration_error_before
     assert re.search(message, capsys.readouterr().err)
 
 
+@pytest.mark.parametrize(("setting", "message"), [
+    ("data.table={target: species, feature_groups: {petal: [petal_length_cm, petal_width_mm]}}",
+     r"'petal_width_mm' \(feature\) not in the file"),
+    ("data.table={target: kind}", r"'kind' \(target\) not in the file"),
+    ("views={fine-all: {level: fine, features: all}, "
+     "fine-all-colour: {level: fine, features: all, segments: {by: column, column: colour}}}",
+     r"'colour' \(segment column of view fine-all-colour\) not in the file"),
+])
+def test_a_column_the_table_lacks_is_a_configuration_error_before_anything_starts(tmp_path, capsys, setting, message):
+    import time
+
+    from flows.cli import main as granular_cli
+    from granular.demo.examples import export_example
+
+    export_example("iris", tmp_path / "data" / "iris.csv")
+    table = ["data.source={format: csv, path: data/iris.csv}", "taxonomy=null", "distill.enabled=false",
+             "data.table={target: species}", "views={fine-all: {level: fine, features: all}}"]
+    started = time.perf_counter()
+    assert granular_cli(["run", "--root", str(tmp_path), "--params", str(PARAMS), *(
+        argument for override in [*table, setting] for argument in ("--set", override)
+    )]) == 2
+    assert time.perf_counter() - started < 5  # read from the header: no server, no step
+    assert re.search(r"configuration error: data\.table: .*iris\.csv: configured column\(s\) " + message, capsys.readouterr().err)
+
+
 def test_a_parameters_file_that_is_not_utf8_is_refused_by_name(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_bytes("train: {epochs: 2}  # ép\n".encode("latin-1"))

@@ -74,6 +74,16 @@ def read_table(path: Path, fmt: str, config: TableConfig, columns: list[str] | N
     return _numeric_as_float32(frame, skip=set(as_text))
 
 
+def check_columns(path: Path, fmt: str, config: TableConfig, also: dict[str, str] | None = None) -> None:
+    """Every column the settings name (and `also`: column -> its role, such as a view's segment
+    column) is in the table: read from its files' headers alone, so a mistake is found before
+    anything runs."""
+    files = table_files(path, fmt)
+    header = _columns_of(files, fmt, config)
+    also = also or {}
+    _require_columns(files[0], header, [*_needed_columns(header, config), *config.exclude, *also], config, also)
+
+
 def row_origins(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """The file name and 1-based data row of each row of `frame` (or of a selection of rows of
     a frame read_table returned). A frame made otherwise: no file, and its integer index + 1."""
@@ -95,11 +105,13 @@ def _needed_columns(header: list[str], config: TableConfig) -> list[str]:
     return list(dict.fromkeys(needed))  # each once, in a stable order
 
 
-def _require_columns(file: Path, header: list[str], wanted: list[str], config: TableConfig) -> None:
+def _require_columns(
+    file: Path, header: list[str], wanted: list[str], config: TableConfig, roles: dict[str, str] | None = None
+) -> None:
     missing = [c for c in wanted if c not in header]
     if not missing:
         return
-    roles = {config.target: "target", config.id: "id", config.split: "split",
+    roles = {**(roles or {}), config.target: "target", config.id: "id", config.split: "split",
              **{c: f"ancestor {lvl}" for lvl, c in config.ancestors.items()}}
     roles |= {c: "excluded" for c in config.exclude}
     named = ", ".join(f"{c!r} ({roles.get(c, 'feature')})" for c in missing)
