@@ -11,12 +11,12 @@ QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test install dataset
+.PHONY: run test install dataset browser
 
 run: install dataset
 	$(VENV)/bin/granular run $(ARGS)
 
-test: install dataset
+test: install dataset browser
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 install: $(INSTALLED)
@@ -31,3 +31,6 @@ $(INSTALLED): pyproject.toml constraints.txt
 
 dataset:
 	@bash scripts/ensure-dataset.sh
+
+browser:  # the test suite's UI check renders a page in Debian's chromium
+	@bash scripts/ensure-browser.sh

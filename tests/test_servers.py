@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -143,6 +144,25 @@ def test_when_one_server_dies_the_other_is_stopped_and_its_log_shown(tmp_path: P
     err = capsys.readouterr().err
     assert "the Dying server stopped with exit code 3" in err and "out of luck" in err
     assert not listening(port)
+
+
+def test_the_flow_run_page_renders_in_a_real_browser(small_run: SmallRun, tmp_path: Path):
+    """Headless Chromium (Debian's, which `make test` installs) opens the page the MLflow run
+    links to in the Prefect UI, runs the UI's code and renders the flow run: its name and final
+    state, not "Can't connect to Server API"."""
+    browser = shutil.which("chromium")
+    assert browser, "Debian's chromium is needed: `make test` installs it (scripts/ensure-browser.sh)"
+    parent = MlflowClient(small_run.tracking_uri).get_run(small_run.mlflow_run_id)
+    page = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000", "--dump-dom",
+         parent.data.tags["prefect.flow_run_url"]],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert page.returncode == 0, page.stderr[-3000:]
+    rendered = page.stdout
+    assert parent.data.tags["prefect.flow_run_name"] in rendered, rendered[-3000:]
+    assert "Completed" in rendered and "Can't connect to Server API" not in rendered
 
 
 def test_a_flow_on_the_temporary_server_links_no_ui_page():
