@@ -125,7 +125,7 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(small_run: SmallRun, tmp_path
 def test_failed_validation_stops_before_training(project: Path):
     overrides = SMALL_RUN + ["validate.min_per_class=100000"]
     with pytest.raises(ValidationFailed, match=r"on data/interim/clean.npz \(cleaned from data/raw, idx files .*\n"
-                       r"  - class_counts, column 'count': expect_column_values_to_be_between: \{'min_value': 100000"):
+                       r"  - class_counts, column 'count': expect_column_values_to_be_between: min_value=100000"):
         granular_pipeline(root=str(project), overrides=overrides)
     assert not (project / "data/models").exists()
     report = json.loads((project / "data/interim/validation.json").read_text())

@@ -198,7 +198,7 @@ def test_setting_aside_more_than_the_allowed_share_fails_validation(tmp_path):
     config, paths = _image_project(tmp_path, [0, 1] * 45 + [7] * 9, ["a", "b"], max_quarantined_share=0.05)
     import_raw_step(config, paths)
     clean_step(config, paths)  # 18 of 198 set aside: 9%
-    with pytest.raises(ValidationFailed, match=r"(?s)quarantine, column 'share'.*'max_value': 0.05.*set_aside=18"):
+    with pytest.raises(ValidationFailed, match=r"(?s)quarantine, column 'share'.*max_value=0.05.*set_aside=18"):
         validate_step(config, paths)
 
 

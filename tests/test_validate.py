@@ -71,7 +71,7 @@ def test_a_failure_names_the_file_column_expectation_and_example_rows():
     failure = _failure(data, ValidateConfig(image_shape=(4, 4), min_per_class=1), "data/interim/clean.npz (cleaned from data/raw)")
     message = str(failure)
     assert message.startswith("data validation failed (1 expectation(s)) on data/interim/clean.npz (cleaned from data/raw):")
-    assert "examples, column 'label': expect_column_values_to_be_in_set: {'value_set': [0, 1, 2]}: 2 of 18 rows fail" in message
+    assert "examples, column 'label': expect_column_values_to_be_in_set: value_set=0, 1, 2: 2 of 18 rows fail" in message
     assert "e.g. train/1: label=7; train/4: label=9" in message
     failed = _failed(failure.report, "expect_column_values_to_be_in_set", "label")
     assert failed["table"] == "examples"
@@ -98,14 +98,14 @@ def test_zero_rows_fail_explicitly_not_vacuously():
 def test_too_few_examples_of_a_class_fail_min_per_class():
     failure = _failure(_dataset(per_class_and_origin=2), ValidateConfig(image_shape=(4, 4), min_per_class=3))
     assert str(failure).startswith("data validation failed (1 expectation(s)):")
-    assert "class_counts, column 'count': expect_column_values_to_be_between: {'min_value': 3" in str(failure)
+    assert "class_counts, column 'count': expect_column_values_to_be_between: min_value=3:" in str(failure)
     assert "e.g. origin=train label=0: count=2" in str(failure)
     assert [f["expectation"] for f in failure.report["failed"]] == ["expect_column_values_to_be_between"]
 
 
 def test_wrong_image_shape_fails_naming_the_dimension():
     failure = _failure(_dataset(shape=(4, 5)))
-    assert "examples, column 'width': expect_column_values_to_be_in_set: {'value_set': [4]}: 12 of 12 rows fail" in str(failure)
+    assert "examples, column 'width': expect_column_values_to_be_in_set: value_set=4: 12 of 12 rows fail" in str(failure)
     assert "e.g. train/0: width=5" in str(failure)
     assert len(failure.report["failed"]) == 1
 
@@ -159,7 +159,7 @@ def test_markdown_report_lists_every_expectation_with_pass_or_fail():
     validation = validate(data, ValidateConfig(image_shape=(4, 4), min_per_class=1), NUM_CLASSES, source="clean.npz")
     markdown = markdown_report({**validation.report, "suites": validation.results})
     assert "## Data validation FAILED" in markdown and "`clean.npz`" in markdown
-    assert "| examples | label | `expect_column_values_to_be_in_set` | fail | {'value_set': [0, 1, 2]}: 1 of 12 rows fail; e.g. train/2: label=9 |" in markdown
+    assert "| examples | label | `expect_column_values_to_be_in_set` | fail | value_set=0, 1, 2: 1 of 12 rows fail; e.g. train/2: label=9 |" in markdown
     assert "| examples | origin | `expect_column_values_to_be_in_set` | pass |" in markdown
     assert markdown.count("| pass |") == 9 and markdown.count("| fail |") == 1
 
@@ -182,6 +182,9 @@ def test_validate_step_keeps_results_and_data_docs_of_a_failure(tmp_path: Path):
         validate_step(config, paths)
     result = json.loads((paths.validation_dir / "result.json").read_text())
     assert result["success"] is False
+    # The same, readable offline (the Data Docs load their styles from a CDN): one Markdown table.
+    offline = (paths.validation_dir / "validation.md").read_text()
+    assert offline.startswith("## Data validation FAILED") and "| fail |" in offline and "{'" not in offline
     [label_check] = [
         r for r in result["suites"]["granular_examples"]["results"]
         if r["expectation_config"]["type"] == "expect_column_values_to_be_in_set"

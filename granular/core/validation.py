@@ -40,9 +40,14 @@ def failure_line(failure: dict) -> str:
 def examples_text(failure: dict) -> str:
     """The offending rows a failure quotes: `train/3: label=7; train/9: label=8`."""
     return "; ".join(
-        f"{example['row']}: " + ", ".join(f"{k}={v}" for k, v in example.items() if k != "row")
+        f"{example['row']}: " + ", ".join(f"{k}={_rounded(v)}" for k, v in example.items() if k != "row")
         for example in failure.get("examples") or []
     )
+
+
+def _rounded(value: Any) -> Any:
+    """A fraction to four significant digits (0.0909, not 0.09090909090909091)."""
+    return f"{value:.4g}" if isinstance(value, float) else value
 
 
 class ValidationFailed(RuntimeError):
@@ -119,15 +124,29 @@ def own_checks(
     return failures
 
 
+def settings_text(kwargs: dict) -> str:
+    """An expectation's settings for people: `min_value=1000`, not a Python dict."""
+    def shown(value: Any) -> str:
+        if isinstance(value, float) and value.is_integer():
+            return f"{value:.0f}"
+        if isinstance(value, (list, tuple)) and len(value) > 12:
+            return ", ".join(map(str, value[:12])) + f", ... ({len(value)} in all)"
+        return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    return "; ".join(
+        f"{key}={shown(value)}" for key, value in kwargs.items() if key not in ("batch_id", "column") and value is not None
+    )
+
+
 def describe_result(table: str, result, id_columns: tuple[str, ...]) -> dict:
     """One failed GX expectation as a failure: its settings, what was observed, example rows."""
     column = result.expectation_config.kwargs.get("column")
-    kwargs = {k: v for k, v in result.expectation_config.kwargs.items() if k not in ("batch_id", "column")}
+    settings = settings_text(result.expectation_config.kwargs)
     failure = {"table": table, "column": column, "expectation": result.expectation_config.type}
     if result.exception_info and result.exception_info.get("raised_exception"):
-        return failure | {"details": f"{kwargs}: raised {result.exception_info.get('exception_message')}"}
+        return failure | {"details": f"{settings}: raised {result.exception_info.get('exception_message')}"}
     found = result.result or {}
-    details = f"{kwargs}"
+    details = settings
     if "observed_value" in found:
         details += f": observed {found['observed_value']}"
     if found.get("unexpected_count"):
@@ -232,13 +251,13 @@ def markdown_report(result: dict) -> str:
             failure = failures.pop(key, None) if not expectation["success"] else None
             if failure is None and not expectation["success"]:  # reported by our own check instead
                 continue
-            settings = {k: v for k, v in config["kwargs"].items() if k not in ("batch_id", "column")}
-            rows.append((table, column, config["type"], failure, f"{settings}"))
+            rows.append((table, column, config["type"], failure, settings_text(config["kwargs"])))
     rows = [(f["table"], f.get("column"), f["expectation"], f, "") for f in failures.values()] + rows
     lines = [
         f"## Data validation {'passed' if result['success'] else 'FAILED'}",
         "",
-        f"Validated: `{result.get('source') or '?'}`; {result['evaluated']} GX expectations, rows {result['rows']}.",
+        f"Validated: `{result.get('source') or '?'}`; {result['evaluated']} GX expectations; rows: "
+        + ", ".join(f"{table} {count:,}" for table, count in result["rows"].items()) + ".",
         "",
         "| table | column | expectation | result | details |",
         "|---|---|---|---|---|",
