@@ -22,6 +22,7 @@ from tasks.evaluation import (
     publish_report,
     record_evaluation,
 )
+from tasks.progress import RunProgress
 from tasks.registry import register_fused_model
 from tasks.training import ViewsFailed, train_all_views
 from tasks.versioning import commit_data_versions
@@ -43,9 +44,11 @@ def granular_pipeline(root: str = ".", params: str | None = None, overrides: lis
         with hold_project(paths, flow_run.name or "granular", config.orchestration.lock_timeout_s,
                           log=get_run_logger().info):
             started = time.time()  # a step's value computed before this came from the cache
+            progress = RunProgress(len(config.views))
             prepared = prepare_data(config, paths, parent)
             with results_in(paths):  # where the cached tasks keep their results
-                trained, failed = train_all_views(config, paths, parent)
+                progress.step("train views")
+                trained, failed = train_all_views(config, paths, parent, on_view_done=progress.view_done)
                 if failed:
                     why = "; ".join(f"{name}: {error}" for name, error in failed.items())
                     if not trained or not config.fusion.allow_missing_views:
@@ -53,8 +56,11 @@ def granular_pipeline(root: str = ".", params: str | None = None, overrides: lis
                                           "set fusion.allow_missing_views=true to fuse the views that finished")
                     tracking.tag_failed_views(parent, failed)
                     config = config.with_views([t["view"] for t in trained])  # fuse and evaluate the rest
+                progress.step("fuse")
                 fusion = fuse_views(config, paths)
+                progress.step("distill")
                 student = distill_student(config, paths, parent)  # when disabled, leaves data/student saying so
+                progress.step("evaluate")
                 metrics = evaluate_models(config, paths)
             log_cache_hits(parent, cache_hits([*prepared.values(), *trained, fusion, student, metrics], since=started))
             record_evaluation(paths, parent, metrics, {t["view"]: t["mlflow_run_id"] for t in trained})
@@ -63,7 +69,9 @@ def granular_pipeline(root: str = ".", params: str | None = None, overrides: lis
             as_declared = not params and not overrides and not failed
             commit_data_versions(paths, outputs_as_declared=as_declared, parent=parent)
             # Last, so that only a run that succeeded in every other step can become the champion.
+            progress.step("register")
             registry = register_fused_model(parent, model_uri, metrics, config)
+            progress.finished()
             # Nothing may fail after the registration (the run would be FAILED with a new version in
             # the registry): a report that cannot be written is a warning, not a failed run.
             report = publish_report(parent, metrics, registry, return_state=True)

@@ -3,7 +3,12 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 
 from granular.config import Config
 from granular.core import report
@@ -42,10 +47,18 @@ def distill_student(config: Config, paths: ProjectPaths, parent: RunRef) -> dict
     if not config.distill.enabled:
         return distill_step(config, paths)
 
+    progress = create_progress_artifact(
+        progress=0.0, key="distill-student", description=f"distilling the student: {config.distill.epochs} epochs"
+    )
+
     def log_epoch(record: dict) -> None:
         logger.info(
             "student epoch %d: loss %.4f, val acc %.4f, %.0f img/s",
             record["epoch"], record["train_loss"], record["val_accuracy"], record["images_per_s"],
+        )
+        update_progress_artifact(
+            progress, progress=100.0 * record["epoch"] / config.distill.epochs,
+            description=f"student: epoch {record['epoch']}/{config.distill.epochs}, val accuracy {record['val_accuracy']:.4f}",
         )
 
     report = distill_step(config, paths, on_epoch=log_epoch, warn=logger.warning)
@@ -65,7 +78,8 @@ def distill_student(config: Config, paths: ProjectPaths, parent: RunRef) -> dict
 @cached_task("evaluate", name="evaluate_models")
 def evaluate_models(config: Config, paths: ProjectPaths) -> dict:
     metrics = evaluate_step(config, paths)
-    rows = [{"model": name, **scores} for name, scores in metrics["test"].items()]
+    rows = [{"model": name, **{key: report.for_people(value) for key, value in scores.items()}}
+            for name, scores in metrics["test"].items()]
     create_table_artifact(
         key="granular-test-metrics", table=rows, description="Test-set metrics per view and for the fused model"
     )

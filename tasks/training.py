@@ -92,25 +92,28 @@ class ViewsFailed(RuntimeError):
     """Views failed to train; the message names each one and why."""
 
 
-def train_all_views(config: Config, paths: ProjectPaths, parent: tracking.RunRef) -> tuple[list[dict], dict[str, str]]:
+def train_all_views(
+    config: Config, paths: ProjectPaths, parent: tracking.RunRef, on_view_done: Callable[[str], None] | None = None,
+) -> tuple[list[dict], dict[str, str]]:
     """Train every view (a pair of co-trained views as one training), as many at once as the
     machine holds without contention (one per GPU; on the CPU, as many as the cores hold at
     train.threads each), or on a Dask cluster with orchestration.task_runner: dask. A view that
     fails does not stop the others; return the summaries of the views that finished, and why
-    each other failed."""
+    each other failed. `on_view_done(view)` is called as each view finishes or fails."""
     if config.orchestration.task_runner == "dask":
-        return train_on_dask(config, paths, parent)
+        return train_on_dask(config, paths, parent, on_view_done)
     width = min(len(config.views), concurrent_trainings(config.train.threads))
     finished, failed = [], {}
     for wave in waves(config, width):
         wave = [unit for unit in wave if not _source_failed(config, unit, failed)]
         if width == 1:  # in this thread, where SIGTERM can be deferred until a checkpoint is saved
             for unit in wave:
-                _collect(config, unit, lambda: _training(unit)(config, paths, unit.name, parent), finished, failed)
+                _collect(config, unit, lambda: _training(unit)(config, paths, unit.name, parent), finished, failed,
+                         on_view_done)
             continue
         futures = {unit: _training(unit).submit(config, paths, unit.name, parent, gpu=i) for i, unit in enumerate(wave)}
         for unit, future in futures.items():
-            _collect(config, unit, future.result, finished, failed)
+            _collect(config, unit, future.result, finished, failed, on_view_done)
     return finished, failed
 
 
@@ -128,7 +131,10 @@ def _source_failed(config: Config, unit: Unit, failed: dict[str, str]) -> bool:
     return True
 
 
-def _collect(config: Config, unit: Unit, result: Callable[[], dict], finished: list[dict], failed: dict[str, str]) -> None:
+def _collect(
+    config: Config, unit: Unit, result: Callable[[], dict], finished: list[dict], failed: dict[str, str],
+    on_view_done: Callable[[str], None] | None = None,
+) -> None:
     """Wait for one training: each view's summary goes to `finished` (a pair's as values of its
     own, so that the run tells which came from the cache), its error to `failed` for each view."""
     try:
@@ -139,7 +145,9 @@ def _collect(config: Config, unit: Unit, result: Callable[[], dict], finished: l
         for name in unit.views(config):
             failed[name] = f"{type(error).__name__}: {error}"
             get_run_logger().error("view %s failed to train: %s", name, failed[name])
+        _report_done(config, unit, on_view_done)
         return
+    _report_done(config, unit, on_view_done)
     if not unit.pair:
         finished.append(value)
         return
@@ -147,7 +155,14 @@ def _collect(config: Config, unit: Unit, result: Callable[[], dict], finished: l
         finished.append(StepResult(summary, step=value.step, outputs=value.outputs, computed_at=value.computed_at))
 
 
-def train_on_dask(config: Config, paths: ProjectPaths, parent: tracking.RunRef) -> tuple[list[dict], dict[str, str]]:
+def _report_done(config: Config, unit: Unit, on_view_done: Callable[[str], None] | None) -> None:
+    for name in unit.views(config) if on_view_done else ():
+        on_view_done(name)
+
+
+def train_on_dask(
+    config: Config, paths: ProjectPaths, parent: tracking.RunRef, on_view_done: Callable[[str], None] | None = None,
+) -> tuple[list[dict], dict[str, str]]:
     """Train every view on the Dask cluster of orchestration, in the sub-flow `granular-train-views`.
 
     Prefect 3 gives a task runner to a flow, and the configuration is only known inside the
@@ -159,7 +174,10 @@ def train_on_dask(config: Config, paths: ProjectPaths, parent: tracking.RunRef) 
     api_url = str(FlowRunContext.get().client.api_url)
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
         sub_flow = train_views_on_cluster.with_options(task_runner=dask_task_runner(config))
-        return sub_flow(config, paths, parent)
+        finished, failed = sub_flow(config, paths, parent)
+    for view in config.views if on_view_done else ():  # the sub-flow's views are done together
+        on_view_done(view)
+    return finished, failed
 
 
 def dask_task_runner(config: Config) -> "DaskTaskRunner":
