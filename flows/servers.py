@@ -178,7 +178,7 @@ def run_prefect_server(root: Path, port: int) -> Server:
 def prefect_api(root: Path) -> Iterator[None]:
     """Within this block Prefect reports to PREFECT_API_URL where one is set, else to a
     temporary server of this run's own (`run_prefect_server`), stopped as the block ends."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
     if PREFECT_API_URL.value():
         yield
@@ -188,7 +188,8 @@ def prefect_api(root: Path) -> Iterator[None]:
     print(f"temporary Prefect server on {server.url} (pid {process.pid}, log {server.log})", file=sys.stderr, flush=True)
     try:
         wait_until_answering([(server, process)])
-        with temporary_settings({PREFECT_API_URL: f"{server.url}/api"}):
+        # No UI: no "View at" line, no MLflow tag linking a page this server does not serve.
+        with temporary_settings({PREFECT_API_URL: f"{server.url}/api", PREFECT_UI_URL: ""}):
             try:
                 yield
             finally:

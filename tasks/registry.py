@@ -63,8 +63,8 @@ def _champion_metrics(client: MlflowClient, name: str, champion: str | None) -> 
 
 def _version_tags(metrics: dict, promoted: bool, reasons: list[str]) -> dict[str, str]:
     """The version's own record: the fused test metrics it was promoted (or not) on, and why."""
-    scores = {f"test.{FUSED}.{key}": str(value) for key, value in metrics["test"][FUSED].items()
-              if isinstance(value, float)}
+    scores = {f"test.{FUSED}.{key}": f"{value:.4f}" for key, value in metrics["test"][FUSED].items()
+              if isinstance(value, float)}  # for people: the run's metrics keep every digit
     return {
         **scores,
         f"{TAG_PREFIX}best_single": str(metrics.get("best_single")),

@@ -134,6 +134,9 @@ def process_of(tags: dict[str, str]) -> ProcessIdentity | None:
         return None
 
 
+DESCRIPTION_TAG = "mlflow.note.content"  # what the MLflow UI shows as the run's description
+
+
 def flow_run_tags() -> dict[str, str]:
     """The current Prefect flow run, as tags of its MLflow run: its id, its name and, when the
     flow reports to a Prefect server, its page in that server's UI (PREFECT_UI_URL, derived
@@ -144,6 +147,10 @@ def flow_run_tags() -> dict[str, str]:
     tags = {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": str(flow_run.name)}
     if PREFECT_UI_URL.value():
         tags["prefect.flow_run_url"] = flow_run.ui_url
+        # The run's description in the MLflow UI (Markdown): the flow run, one click away.
+        tags[DESCRIPTION_TAG] = f"Prefect flow run [{flow_run.name}]({flow_run.ui_url})"
+    else:
+        tags[DESCRIPTION_TAG] = f"Prefect flow run {flow_run.name} (id {flow_run.id}), on a temporary server with no UI"
     return tags
 
 

@@ -70,6 +70,9 @@ def test_a_run_against_the_servers_shows_in_both_and_links_both_ways(small_run: 
     with urllib.request.urlopen(f"{prefect_ui}/ui-settings", timeout=10) as answer:
         assert json.loads(answer.read())["api_url"] == prefect_api
     assert parent.data.tags["prefect.flow_run_url"] == f"{prefect_ui}/flow-runs/flow-run/{flow_run_id}"
+    assert parent.data.tags["mlflow.note.content"] == (  # the run's description links it
+        f"Prefect flow run [{parent.data.tags['prefect.flow_run_name']}]({parent.data.tags['prefect.flow_run_url']})"
+    )
     as_a_browser = urllib.request.Request(parent.data.tags["prefect.flow_run_url"], headers={"Accept": "text/html"})
     with urllib.request.urlopen(as_a_browser, timeout=10) as page:
         assert page.status == 200 and b"<html" in page.read().lower()  # the UI serves the page the tag links to
@@ -84,7 +87,12 @@ def test_a_run_against_the_servers_shows_in_both_and_links_both_ways(small_run: 
         assert any(name.startswith(f"{step}-") for name in task_names), (step, task_names)
     assert all(task_run.state.type.value == "COMPLETED" for task_run in task_runs)
     by_key = {artifact.key: artifact for artifact in artifacts}
-    assert {"granular-report", "train-fine-28", "granular-test-metrics"} <= set(by_key)
+    assert {"granular-report", "train-fine-28", "granular-test-metrics", "granular-run-progress"} <= set(by_key)
+    run_progress = by_key["granular-run-progress"]  # the run's own bar: every step done
+    assert run_progress.data == 100.0 and run_progress.description.startswith("run finished")
+    shown = by_key["granular-test-metrics"].data  # the table people read: four decimals
+    rows = json.loads(shown) if isinstance(shown, str) else shown
+    assert all(round(value, 4) == value for row in rows for value in row.values() if isinstance(value, float))
     # The other way: the Prefect report links the MLflow run in the MLflow UI, and shows its
     # images, which the MLflow server serves.
     report = by_key["granular-report"].data
@@ -174,6 +182,7 @@ def test_a_flow_on_the_temporary_server_links_no_ui_page():
     tags = json.loads(done.stdout.strip().splitlines()[-1])
     assert tags["prefect.flow_run_id"] and tags["prefect.flow_run_name"]
     assert "prefect.flow_run_url" not in tags
+    assert tags["mlflow.note.content"].endswith("on a temporary server with no UI")
 
 
 def test_the_temporary_prefect_server_gets_time_to_start_on_a_busy_machine(monkeypatch, capsys):

@@ -31,6 +31,12 @@ IMBALANCE = ("bal_acc", "ROC-AUC", "PR-AUC")
 SPEED = "img/s"
 
 
+def for_people(value):
+    """A score as people read it, where it is shown (a table, a tag): four decimals. metrics.json
+    and the MLflow metrics keep every digit."""
+    return round(value, 4) if isinstance(value, float) else value
+
+
 def _number(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
