@@ -29,7 +29,7 @@ def fuse_views(config: Config, paths: ProjectPaths) -> dict:
     choice = fuse_step(config, paths)
     get_run_logger().info(
         "fusion: %s, %s; scores %s",
-        choice["selection"]["reason"], choice["summary"], choice["selection"]["scores"],
+        choice["selection"]["reason"], report.for_people(choice["summary"]), report.for_people(choice["selection"]["scores"]),
     )
     return choice
 

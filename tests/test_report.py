@@ -70,3 +70,10 @@ def test_the_report_card_carries_the_headline_figures_and_the_verdict():
         "test accuracy: fused 0.9000, best view fine-all 0.9000, hgb 0.8812; version 3 champion: no"
     )
     assert headline(_metrics("images", hierarchy=True)) == "test accuracy: fused 0.9000, best view fine-all 0.9000"
+
+
+def test_numbers_for_people_have_four_decimals_wherever_they_nest():
+    from granular.core.report import for_people
+
+    shown = for_people({"accuracy": 0.7563333333333333, "scores": {"stacking": [51.8449675746304, 3]}, "model": "fused"})
+    assert shown == {"accuracy": 0.7563, "scores": {"stacking": [51.845, 3]}, "model": "fused"}

@@ -32,8 +32,12 @@ SPEED = "img/s"
 
 
 def for_people(value):
-    """A score as people read it, where it is shown (a table, a tag): four decimals. metrics.json
-    and the MLflow metrics keep every digit."""
+    """A score as people read it, where it is shown (a table, a tag, a log line): four decimals,
+    in nested dicts and lists too. metrics.json and the MLflow metrics keep every digit."""
+    if isinstance(value, dict):
+        return {key: for_people(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [for_people(item) for item in value]
     return round(value, 4) if isinstance(value, float) else value
 
 
