@@ -10,7 +10,7 @@ import mlflow.pyfunc
 import pandas as pd
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
-from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 import granular
 from granular.serving.predict import load_fused
@@ -25,20 +25,16 @@ def _requirements() -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in names]
 
 
-NUMBERS = (DataType.integer, DataType.long, DataType.float, DataType.double)
-
-
-def _numbers_of_any_width(signature: ModelSignature) -> ModelSignature:
-    """A table's numeric column takes integers or floats: `pandas.read_csv` gives int64 to a
-    column of whole numbers (and JSON to `mlflow models serve` gives ints), which MLflow would
-    refuse for a column it inferred as double; the model's encoder casts what it gets. Images,
-    one tensor, keep their inferred schema."""
+def _columns_of_any_type(signature: ModelSignature) -> ModelSignature:
+    """A table's column takes what `pandas.read_csv` makes of it: int64 for a numeric column of
+    whole numbers (JSON to `mlflow models serve` gives ints too), which MLflow would refuse for a
+    column it inferred as double; float64 for a categorical column of numbers (codes such as
+    1 and 2), which MLflow would refuse for a string column. The model's encoder casts what it
+    gets, as it did in training (a number to a float, a category to its text). Images, one
+    tensor, keep their inferred schema."""
     if not signature.inputs.has_input_names():
         return signature
-    columns = [
-        ColSpec(AnyType(), spec.name, required=spec.required) if spec.type in NUMBERS else spec
-        for spec in signature.inputs.inputs
-    ]
+    columns = [ColSpec(AnyType(), spec.name, required=spec.required) for spec in signature.inputs.inputs]
     return ModelSignature(inputs=Schema(columns), outputs=signature.outputs)
 
 
@@ -50,7 +46,7 @@ def log_fused_model(ref: RunRef, bundle: Path, example_inputs, backoff_threshold
     output = pd.DataFrame(model.predict(example, backoff_threshold))
     with warnings.catch_warnings():  # the integer output (label ids) is never missing: hint does not apply
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
-        signature = _numbers_of_any_width(infer_signature(example, output))
+        signature = _columns_of_any_type(infer_signature(example, output))
     with tempfile.TemporaryDirectory() as scratch:
         target = Path(scratch) / MODEL_PATH
         mlflow.pyfunc.save_model(
