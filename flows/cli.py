@@ -47,12 +47,15 @@ def format_table(metrics: dict) -> str:
         mark = "  <- best single view" if row["model"] == metrics.get("best_single") else ""
         lines.append(line(row.values()) + mark)
     lines += summary_lines(metrics)
+    metric, spec = ("rmse", ".4g") if metrics.get("task") == "regression" else ("accuracy", ".4f")
     for view, by_segment in metrics.get("segments", {}).items():
-        lines.append(f"\n{view}: test accuracy of each segment's expert vs the global model")
+        lines.append(f"\n{view}: test {metric.upper() if metric == 'rmse' else metric} of each segment's expert "
+                     "vs the global model")
         for segment, scores in by_segment.items():
-            versus = f"  global {scores['global_accuracy']:.4f}" if "global_accuracy" in scores else ""
+            global_key = f"global_{metric}"
+            versus = f"  global {scores[global_key]:{spec}}" if global_key in scores else ""
             answered = "expert" if scores.get("expert", True) else "no expert, the view's global network"
-            lines.append(f"  {segment:<12} n={scores['n']:<6} {answered} {scores['accuracy']:.4f}{versus}")
+            lines.append(f"  {segment:<12} n={scores['n']:<6} {answered} {scores[metric]:{spec}}{versus}")
     return "\n".join(lines)
 
 

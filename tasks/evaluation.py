@@ -147,7 +147,8 @@ REPORT_IMAGES = ("confusion/fused.png", "reliability/fused.png")
 @task(name="publish_report")
 def publish_report(parent: RunRef, metrics: dict, registry: dict | None) -> str:
     """The run's report as a Prefect Markdown artifact: the models compared, the fusion's
-    significance, the registry's verdict, the MLflow run and its images."""
+    significance, the registry's verdict, the MLflow run and its images; its headline (the card's
+    description) also ends the MLflow run's description."""
     lines = report.summary_lines(metrics)
     if registry is not None:
         from tasks.registry import summary_line
@@ -162,7 +163,13 @@ def publish_report(parent: RunRef, metrics: dict, registry: dict | None) -> str:
         "granular: test-set comparison", report.comparison_rows(metrics), lines,
         report.run_link(parent.uri, parent.experiment_id, parent.run_id), images,
     )
-    create_markdown_artifact(markdown=markdown, key=REPORT_KEY, description=report.headline(metrics, registry))
+    headline = report.headline(metrics, registry)
+    create_markdown_artifact(markdown=markdown, key=REPORT_KEY, description=headline)
+    # At the top of the MLflow run's page too, under its link to the flow run: its metrics list
+    # is alphabetical, with the test scores after clean.* and distill.*.
+    client = MlflowClient(parent.uri)
+    description = client.get_run(parent.run_id).data.tags.get(tracking.DESCRIPTION_TAG, "")
+    client.set_tag(parent.run_id, tracking.DESCRIPTION_TAG, f"{description}\n\n{headline}".strip())
     return markdown
 
 

@@ -161,14 +161,20 @@ def test_a_real_regression_table_runs_end_to_end_and_serves_a_number(
 ):
     (tmp_path / "data").mkdir()
     export_example("diabetes", tmp_path / "data/diabetes.csv")
-    shutil.copy(REPO / "examples/diabetes.yaml", tmp_path / "params.yaml")
+    params = yaml.safe_load((REPO / "examples/diabetes.yaml").read_text())
+    params["data"]["table"]["types"] = {"sex": "categorical"}  # a segment column: an expert per sex
+    params["views"]["fine-all-sex"] = {
+        "level": "fine", "features": "all", "segments": {"by": "column", "column": "sex", "min_size": 50},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert granular_cli(["run", "--root", str(tmp_path), "--set", "train.epochs=20"]) == 0
 
     metrics = json.loads((tmp_path / "data/evaluation/metrics.json").read_text())
     assert metrics["task"] == "regression"
-    assert set(metrics["test"]) == {"fine-all", "fine-all-hgb", "fine-person", "fine-serum", "band-all", "fused", "hgb", "mean"}
-    assert metrics["fine_views"] == ["fine-all", "fine-all-hgb", "fine-person", "fine-serum"]
+    views = ["fine-all", "fine-all-hgb", "fine-person", "fine-serum", "band-all", "fine-all-sex"]
+    assert set(metrics["test"]) == {*views, "fused", "hgb", "mean"}
+    assert sorted(metrics["fine_views"]) == sorted(view for view in views if view.startswith("fine-"))
     fused, mean = metrics["test"]["fused"], metrics["test"]["mean"]
     assert fused["r2_ci_low"] < fused["r2"] < fused["r2_ci_high"]
     assert fused["rmse_ci_low"] < fused["rmse"] < fused["rmse_ci_high"]
@@ -180,6 +186,10 @@ def test_a_real_regression_table_runs_end_to_end_and_serves_a_number(
     assert {"rmse", "mae", "r2", "r2_ci_low", "r2_ci_high"} <= set(comparison.columns)
     predictions = pd.read_csv(tmp_path / "data/evaluation/test_predictions.csv")
     assert {"actual", "actual_band", "fused", "hgb", "band-all"} <= set(predictions.columns)
+    # Each sex's expert next to the global network on the same test rows, in RMSE.
+    by_sex = metrics["segments"]["fine-all-sex"]
+    assert sum(scores["n"] for scores in by_sex.values()) == len(predictions)
+    assert all(scores["expert"] and scores["rmse"] > 0 and scores["global_rmse"] > 0 for scores in by_sex.values())
     assert "rmse_rise" in json.loads((tmp_path / "data/evaluation/importance.json").read_text())["fused"][0]
     printed = capsys.readouterr().out
     assert "R²" in printed and "(paired t on squared errors)" in printed

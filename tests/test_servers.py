@@ -70,9 +70,11 @@ def test_a_run_against_the_servers_shows_in_both_and_links_both_ways(small_run: 
     with urllib.request.urlopen(f"{prefect_ui}/ui-settings", timeout=10) as answer:
         assert json.loads(answer.read())["api_url"] == prefect_api
     assert parent.data.tags["prefect.flow_run_url"] == f"{prefect_ui}/flow-runs/flow-run/{flow_run_id}"
-    assert parent.data.tags["mlflow.note.content"] == (  # the run's description links it
-        f"Prefect flow run [{parent.data.tags['prefect.flow_run_name']}]({parent.data.tags['prefect.flow_run_url']})"
-    )
+    description = parent.data.tags["mlflow.note.content"]  # the run's description links it, and says how it went
+    assert description.startswith(
+        f"Prefect flow run [{parent.data.tags['prefect.flow_run_name']}]({parent.data.tags['prefect.flow_run_url']})\n\n"
+        f"test accuracy: fused {parent.data.metrics['test.fused.accuracy']:.4f}"
+    ) and "champion: " in description
     as_a_browser = urllib.request.Request(parent.data.tags["prefect.flow_run_url"], headers={"Accept": "text/html"})
     with urllib.request.urlopen(as_a_browser, timeout=10) as page:
         assert page.status == 200 and b"<html" in page.read().lower()  # the UI serves the page the tag links to

@@ -113,6 +113,9 @@ def _evaluate_values(config: Config, paths: ProjectPaths, taxonomy: Taxonomy) ->
     best = max(value_views, key=lambda n: test[n]["r2"]) if value_views else None
     metrics = {"modality": config.data.modality, "task": "regression", "test": test, "best_single": best,
                "fine_views": value_views}
+    by_segment = _rmse_by_segment(config, paths, y, values)
+    if by_segment:
+        metrics["segments"] = by_segment
     if best:
         gain = samples["fused"]["r2"] - samples[best]["r2"]
         low, high = evaluate.percentile_interval(gain)
@@ -315,6 +318,29 @@ def _recalls(taxonomy: Taxonomy, level: str, detail: dict) -> dict[str, float]:
     if level != taxonomy.fine:
         return {}
     return {f"recall_{row['class']}": row["recall"] for row in detail["per_class"]}
+
+
+def _rmse_by_segment(config: Config, paths: ProjectPaths, y: np.ndarray, values: dict[str, np.ndarray]) -> dict:
+    """`_accuracy_by_segment` for the segmented views of a regression target's value: each
+    test segment's RMSE of its expert next to the global model's."""
+    out = {}
+    for view in config.views.values():
+        if not view.segments or view.name not in values:
+            continue
+        segment = read_npz(paths.view_split(view.name, "test"))["segment"]
+        errors = {"rmse": values[view.name] - y}
+        if view.global_name in values:
+            errors["global_rmse"] = values[view.global_name] - y
+        experts = read_view_spec(paths.model_dir(view.name))["reader"].get("expert_values")
+        out[view.name] = {
+            view.segments.segment_name(value): {
+                "n": int((segment == value).sum()),
+                "expert": experts is None or str(value) in experts,
+                **{key: float(np.sqrt(np.mean(error[segment == value] ** 2))) for key, error in errors.items()},
+            }
+            for value in np.unique(segment)
+        }
+    return out
 
 
 def _accuracy_by_segment(
