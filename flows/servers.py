@@ -185,7 +185,8 @@ def prefect_api(root: Path) -> Iterator[None]:
         return
     server = run_prefect_server(root, free_port())
     process = start(server, dict(os.environ), end_with_parent=True)
-    print(f"temporary Prefect server on {server.url} (pid {process.pid}, log {server.log})", file=sys.stderr, flush=True)
+    print(f"temporary Prefect server on {server.url} (pid {process.pid}, log {server.log})",
+          file=sys.stderr, flush=True)
     try:
         wait_until_answering([(server, process)])
         # No UI: no "View at" line, no MLflow tag linking a page this server does not serve.

@@ -90,7 +90,7 @@ def choose(strategy: str, values: dict[str, np.ndarray], y: np.ndarray, folds: n
     fitted = FITS[chosen](values, y)
     return {
         "strategy": chosen, **fitted,
-        "summary": {"weights": {name: round(w, 4) for name, w in fitted["weights"].items()}, "intercept": round(fitted["intercept"], 4)},
+        "summary": {"weights": fitted["weights"], "intercept": fitted["intercept"]},  # for people: the log rounds it
         "selection": {"rule": "lowest cross-fitted validation RMSE", "folds": count, "scores": scores, "winner": chosen,
                       "reason": reason},
     }
