@@ -11,6 +11,8 @@ STEPS = {"prepare data": 10.0, "train views": 75.0, "fuse": 80.0, "distill": 88.
 
 
 class RunProgress:
+    """The artifact of one run, updated as its steps begin and its views finish."""
+
     def __init__(self, views: int):
         self.views, self.trained, self.current = views, 0, next(iter(STEPS))
         self.artifact = create_progress_artifact(progress=0.0, key=RUN_PROGRESS_KEY, description=self._description())
@@ -36,7 +38,7 @@ class RunProgress:
 
     def _description(self) -> str:
         if self.current is None:
-            return f"run finished: {self.views} view(s) trained, fused, evaluated and registered"
+            return f"run finished: views trained ({self.trained} of {self.views} done), fused, evaluated and registered"
         names = list(STEPS)
         number = names.index(self.current) + 1
         trained = f" ({self.trained} of {self.views} view(s) trained)" if self.current == "train views" else ""

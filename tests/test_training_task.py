@@ -124,3 +124,27 @@ def test_a_views_progress_key_is_one_prefect_takes_and_no_two_views_share_one():
         ArtifactCreate(key=key, type="progress", data=0.0)  # refused with a bad key
     assert len(set(keys.values())) == len(views)
     assert keys["fine-all"] == "train-fine-all"  # a name Prefect takes stays as it is
+
+
+def test_the_run_progress_says_the_step_the_views_trained_and_what_is_next(monkeypatch):
+    from tasks import progress
+
+    shown = []
+    monkeypatch.setattr(progress, "create_progress_artifact",
+                        lambda **kwargs: shown.append((kwargs["progress"], kwargs["description"])) or "id")
+    monkeypatch.setattr(progress, "update_progress_artifact",
+                        lambda artifact, progress, description: shown.append((progress, description)))
+    run = progress.RunProgress(views=4)
+    run.step("train views")
+    run.view_done("fine-28")
+    run.view_done("fine-14")
+    run.step("fuse")
+    run.finished()
+    assert shown == [
+        (0.0, "step 1 of 6: prepare data; next: train views"),
+        (10.0, "step 2 of 6: train views (0 of 4 view(s) trained); next: fuse"),
+        (26.25, "step 2 of 6: train views (1 of 4 view(s) trained); next: fuse"),
+        (42.5, "step 2 of 6: train views (2 of 4 view(s) trained); next: fuse"),
+        (75.0, "step 3 of 6: fuse; next: distill"),
+        (100.0, "run finished: views trained (2 of 4 done), fused, evaluated and registered"),
+    ]
