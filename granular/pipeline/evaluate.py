@@ -4,6 +4,8 @@ and R²), feature importance and inference latency (data/evaluation/)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -149,20 +151,12 @@ def _write_value_evaluation(
     """A regression's files: predicted against actual images of the models of the value (with
     the reliability diagrams of the binned views), confusion images of the binned views, every
     test prediction, the models compared."""
-    with atomic_dir(paths.confusion) as staging:
-        for name, detail in details.items():
-            plots.save_confusion_png(staging / f"{name}.png", detail["confusion"], detail["classes"], title=name)
-            write_json(staging / f"{name}.json", {"classes": list(detail["classes"]), "matrix": detail["confusion"].tolist()})
-    with atomic_dir(paths.reliability) as staging:
+    def predicted_against_actual(staging: Path) -> None:
         for name, predicted in values.items():
             title = f"{name}: RMSE {test[name]['rmse']:.4g}, R² {test[name]['r2']:.4f}"
             plots.save_predicted_vs_actual_png(staging / f"{name}.png", y, predicted, title=title)
-        for name, detail in details.items():
-            plots.save_reliability_png(staging / f"{name}.png", detail["reliability"], title=f"{name}: ECE {test[name]['ece']:.4f}")
-    write_json(paths.per_class, {
-        name: {"level": test[name]["level"], "per_class": detail["per_class"], "reliability": detail["reliability"]}
-        for name, detail in details.items()
-    })
+
+    _write_class_details(paths, test, details, predicted_against_actual)
     truth = {"actual": y} | {
         f"actual_{level}": np.asarray(taxonomy.names[level])[taxonomy.map_labels(y_fine, level)] for level in taxonomy.levels[1:]
     }
@@ -285,13 +279,18 @@ def _latency(config: Config, paths: ProjectPaths, served: dict) -> dict:
     return latency
 
 
-def _write_evaluation(paths: ProjectPaths, taxonomy: Taxonomy, y_fine: np.ndarray, test: dict, details: dict) -> None:
-    """Confusion and reliability images, per-class scores, every test prediction, the models compared."""
+def _write_class_details(
+    paths: ProjectPaths, test: dict, details: dict, more_reliability: Callable[[Path], None] | None = None,
+) -> None:
+    """Each class model's confusion image and matrix, reliability diagram (beside what
+    `more_reliability` draws into the same folder) and per-class scores."""
     with atomic_dir(paths.confusion) as staging:
         for name, detail in details.items():
             plots.save_confusion_png(staging / f"{name}.png", detail["confusion"], detail["classes"], title=name)
             write_json(staging / f"{name}.json", {"classes": list(detail["classes"]), "matrix": detail["confusion"].tolist()})
     with atomic_dir(paths.reliability) as staging:
+        if more_reliability is not None:
+            more_reliability(staging)
         for name, detail in details.items():
             title = f"{name}: ECE {test[name]['ece']:.4f}"
             plots.save_reliability_png(staging / f"{name}.png", detail["reliability"], title=title)
@@ -299,6 +298,11 @@ def _write_evaluation(paths: ProjectPaths, taxonomy: Taxonomy, y_fine: np.ndarra
         name: {"level": test[name]["level"], "per_class": detail["per_class"], "reliability": detail["reliability"]}
         for name, detail in details.items()
     })
+
+
+def _write_evaluation(paths: ProjectPaths, taxonomy: Taxonomy, y_fine: np.ndarray, test: dict, details: dict) -> None:
+    """Confusion and reliability images, per-class scores, every test prediction, the models compared."""
+    _write_class_details(paths, test, details)
     truth = {  # "actual" is the finest level, then "actual_<level>" for each coarser one
         "actual" if level == taxonomy.fine else f"actual_{level}":
             np.asarray(taxonomy.names[level])[taxonomy.map_labels(y_fine, level)]
