@@ -73,9 +73,9 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     from flows.pipeline import granular_pipeline  # Prefect and torch load only when needed
     from flows.servers import prefect_api
     from granular.core.quarantine import project_summary_line
-    from tasks.crashes import sigterm_raises
+    from tasks.crashes import stop_signals_raise
 
-    with sigterm_raises(), prefect_api(Path(args.root)):  # a stopped run still stops its temporary server
+    with stop_signals_raise(), prefect_api(Path(args.root)):  # a stopped run still stops its temporary server
         result = granular_pipeline(root=args.root, params=args.params, overrides=args.overrides)
     print()
     print(format_table(result["metrics"]))
@@ -111,12 +111,12 @@ def _reproduce(args: argparse.Namespace, config: Config) -> int:
 def _tune(args: argparse.Namespace, config: Config) -> int:
     from flows.servers import prefect_api
     from flows.tune import tune_flow
-    from tasks.crashes import sigterm_raises
+    from tasks.crashes import stop_signals_raise
 
     if args.view not in config.views:
         print(f"granular: no view named {args.view!r}; views are {list(config.views)}", file=sys.stderr)
         return 2
-    with sigterm_raises(), prefect_api(Path(args.root)):
+    with stop_signals_raise(), prefect_api(Path(args.root)):
         result = tune_flow(view=args.view, root=args.root, params=args.params, overrides=args.overrides)
     trials = result["trials"]
     print(f"\n{args.view}: best {result['metric']} = {result['best_value']:.4f} "

@@ -33,19 +33,26 @@ PARENT_TAG = "mlflow.parentRunId"
 SEARCH_PAGE = 1000  # runs per MLflow search request
 
 
+_REASONS = {signal.SIGTERM: "stopped by SIGTERM", signal.SIGINT: "interrupted (SIGINT)"}
+_signalled: list[int] = []  # the stop signals received inside `stop_signals_raise`, in order
+
+
 def stop_reason(error: BaseException) -> str | None:
     """Why the run was stopped from outside, or None when `error` is a failure of its own."""
     if isinstance(error, (TerminationSignal, Preempted)):  # Preempted: SIGTERM during training
-        return "stopped by SIGTERM"
+        return _REASONS[signal.SIGTERM]
     if isinstance(error, KeyboardInterrupt):
-        return "interrupted (SIGINT)"
-    return None
+        return _REASONS[signal.SIGINT]
+    # A signal that reaches Prefect's engine between two task runs can surface as an error of the
+    # engine's own ("Task run is not set"): the run was still stopped by the signal.
+    return _REASONS[_signalled[0]] if _signalled else None
 
 
 @contextmanager
-def sigterm_raises() -> Iterator[None]:
+def stop_signals_raise() -> Iterator[None]:
     """Within this block, SIGTERM raises TerminationSignal in the main thread (as Ctrl-C raises
-    KeyboardInterrupt), so that the process ends through its exit handlers.
+    KeyboardInterrupt), so that the process ends through its exit handlers, and both signals
+    are remembered, so that a run they stop is recorded as stopped whatever error it ends with.
 
     Wrap a flow call in it: once Prefect's engine has marked a flow run Crashed on SIGTERM, it
     sends SIGTERM again for the handler that was there before the flow; Python's default one
@@ -54,13 +61,19 @@ def sigterm_raises() -> Iterator[None]:
     """
 
     def _raise(signum: int, frame) -> None:
+        _signalled.append(signum)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise TerminationSignal(signum)
 
-    previous = signal.signal(signal.SIGTERM, _raise)
+    _signalled.clear()
+    previous = {sig: signal.signal(sig, _raise) for sig in _REASONS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _signalled.clear()
 
 
 def end_parent_run(parent: tracking.RunRef, error: BaseException, logger: logging.Logger) -> BaseException:
@@ -71,11 +84,13 @@ def end_parent_run(parent: tracking.RunRef, error: BaseException, logger: loggin
     reason = stop_reason(error)
     if reason is not None:
         _record_stop(parent, reason, logger)
-        if isinstance(error, Preempted):  # training caught the SIGTERM to save a checkpoint first
-            stop = TerminationSignal(signal.SIGTERM)
-            stop.__cause__ = error
-            return stop
-        return error
+        if isinstance(error, (KeyboardInterrupt, TerminationSignal)):
+            return error
+        # Training caught the SIGTERM to save a checkpoint first (Preempted), or the engine raised
+        # an error of its own on the signal: the flow ends with the signal.
+        stop = KeyboardInterrupt() if reason == _REASONS[signal.SIGINT] else TerminationSignal(signal.SIGTERM)
+        stop.__cause__ = error
+        return stop
     lost = tracking.lost_server_error(parent.uri)
     if lost is not None:  # nothing can be recorded there; the next run marks this one KILLED
         lost.__cause__ = error

@@ -234,6 +234,24 @@ def test_only_runs_of_processes_that_are_gone_are_closed(store, tmp_path: Path):
     assert client.get_run(dead_child).data.tags[crashes.STOP_REASON_TAG] == reason
 
 
+def test_a_ctrl_c_that_the_engine_turns_into_an_error_of_its_own_still_ends_the_run_interrupted(store):
+    # Prefect's engine, hit by Ctrl-C as it opened the next task run, once raised
+    # ValueError('Task run is not set'): the run must still end KILLED, Crashed and exit 130.
+    client, experiment_id, uri = store
+    parent = tracking.RunRef(uri, experiment_id, _open_run(client, experiment_id, current_process()))
+    engine_error = ValueError("Task run is not set")
+    assert crashes.stop_reason(engine_error) is None  # no signal: a failure of the run's own
+    with crashes.stop_signals_raise():
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(10)  # the signal's handler raises here
+        stop = crashes.end_parent_run(parent, engine_error, logging.getLogger("test"))
+    assert type(stop) is KeyboardInterrupt and stop.__cause__ is engine_error
+    run = client.get_run(parent.run_id)
+    assert (run.info.status, run.data.tags[crashes.STOP_REASON_TAG]) == ("KILLED", "interrupted (SIGINT)")
+    assert crashes.stop_reason(engine_error) is None  # the block forgets its signals when it ends
+
+
 def _dvc_repo(folder: Path) -> ProjectPaths:
     """A DVC project with one stage that takes a minute."""
     folder.mkdir()
@@ -397,14 +415,14 @@ def test_mlflow_retries_are_bounded_unless_the_user_set_them(monkeypatch: pytest
 WAITING_FLOW = """
 import sys, time
 from prefect import flow
-from tasks.crashes import sigterm_raises
+from tasks.crashes import stop_signals_raise
 
 @flow
 def wait():
     print("started", flush=True)
     time.sleep(120)
 
-with sigterm_raises():
+with stop_signals_raise():
     wait()
 """
 
