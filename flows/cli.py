@@ -47,10 +47,10 @@ def format_table(metrics: dict) -> str:
         mark = "  <- best single view" if row["model"] == metrics.get("best_single") else ""
         lines.append(line(row.values()) + mark)
     lines += summary_lines(metrics)
-    metric, spec = ("rmse", ".4g") if metrics.get("task") == "regression" else ("accuracy", ".4f")
+    regression = metrics.get("task") == "regression"
+    metric, label, spec = ("rmse", "RMSE", ".4g") if regression else ("accuracy", "accuracy", ".4f")
     for view, by_segment in metrics.get("segments", {}).items():
-        lines.append(f"\n{view}: test {metric.upper() if metric == 'rmse' else metric} of each segment's expert "
-                     "vs the global model")
+        lines.append(f"\n{view}: test {label} of each segment's expert vs the global model")
         for segment, scores in by_segment.items():
             global_key = f"global_{metric}"
             versus = f"  global {scores[global_key]:{spec}}" if global_key in scores else ""

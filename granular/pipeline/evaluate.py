@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from granular.config import Config
+from granular.config import Config, ViewConfig
 from granular.core import evaluate, plots
 from granular.core.importance import permutation_importance
 from granular.core.taxonomy import Taxonomy
@@ -325,26 +325,18 @@ def _recalls(taxonomy: Taxonomy, level: str, detail: dict) -> dict[str, float]:
 
 
 def _rmse_by_segment(config: Config, paths: ProjectPaths, y: np.ndarray, values: dict[str, np.ndarray]) -> dict:
-    """`_accuracy_by_segment` for the segmented views of a regression target's value: each
-    test segment's RMSE of its expert next to the global model's."""
-    out = {}
-    for view in config.views.values():
-        if not view.segments or view.name not in values:
-            continue
-        segment = read_npz(paths.view_split(view.name, "test"))["segment"]
-        errors = {"rmse": values[view.name] - y}
+    """For each segmented view of a regression target's value, per test segment: its expert's
+    RMSE next to the global model's."""
+    def errors(view: ViewConfig) -> dict[str, np.ndarray] | None:
+        if view.name not in values:
+            return None
+        out = {"rmse": values[view.name] - y}
         if view.global_name in values:
-            errors["global_rmse"] = values[view.global_name] - y
-        experts = read_view_spec(paths.model_dir(view.name))["reader"].get("expert_values")
-        out[view.name] = {
-            view.segments.segment_name(value): {
-                "n": int((segment == value).sum()),
-                "expert": experts is None or str(value) in experts,
-                **{key: float(np.sqrt(np.mean(error[segment == value] ** 2))) for key, error in errors.items()},
-            }
-            for value in np.unique(segment)
-        }
-    return out
+            out["global_rmse"] = values[view.global_name] - y
+        return out
+
+    return _scores_by_segment(config, paths, errors, lambda error: float(np.sqrt(np.mean(error ** 2))))
+
 
 
 def _accuracy_by_segment(
@@ -352,24 +344,39 @@ def _accuracy_by_segment(
 ) -> dict:
     """For each segmented view, per test segment: its expert's accuracy next to the global
     model's on the same examples, so the user sees where the experts earn their keep."""
+    def right(view: ViewConfig) -> dict[str, np.ndarray]:
+        y = taxonomy.map_labels(y_fine, view.level)
+        out = {"accuracy": test_probas[view.name].argmax(1) == y}
+        if view.global_name in test_probas:  # absent when it failed to train and the run went on
+            out["global_accuracy"] = test_probas[view.global_name].argmax(1) == y
+        return out
+
+    return _scores_by_segment(config, paths, right, lambda correct: float(correct.mean()))
+
+
+def _scores_by_segment(
+    config: Config,
+    paths: ProjectPaths,
+    per_example: Callable[[ViewConfig], dict[str, np.ndarray] | None],
+    mean: Callable[[np.ndarray], float],
+) -> dict:
+    """Each segmented view's per-example scores (`per_example`: key -> one score per test
+    example; None: the view has none) reduced by `mean` within each test segment, with the
+    segment's size and whether an expert answered it."""
     out = {}
     for view in config.views.values():
-        if not view.segments:
+        scores = per_example(view) if view.segments else None
+        if scores is None:
             continue
         segment = read_npz(paths.view_split(view.name, "test"))["segment"]
-        y = taxonomy.map_labels(y_fine, view.level)
-        right = {"accuracy": test_probas[view.name].argmax(1) == y}
-        if view.global_name in test_probas:  # absent when it failed to train and the run went on
-            right["global_accuracy"] = test_probas[view.global_name].argmax(1) == y
-        names = {value: view.segments.segment_name(value) for value in np.unique(segment)}
         # A table's value under segments.min_size has no expert: the view's global network answers it.
         experts = read_view_spec(paths.model_dir(view.name))["reader"].get("expert_values")
         out[view.name] = {
-            name: {
+            view.segments.segment_name(value): {
                 "n": int((segment == value).sum()),
                 "expert": experts is None or str(value) in experts,
-                **{key: float(correct[segment == value].mean()) for key, correct in right.items()},
+                **{key: mean(score[segment == value]) for key, score in scores.items()},
             }
-            for value, name in names.items()
+            for value in np.unique(segment)
         }
     return out
