@@ -3,8 +3,10 @@ one-core machine; what costs a server start or a pipeline run is made once per w
 shared. The modules that read the small run share a worker, so it is made once."""
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import signal
 import tempfile
 
@@ -32,8 +34,10 @@ def _pin_worker_to_its_cores() -> None:
     share = cores[int(worker.removeprefix("gw")) % count :: count]
     if share:
         os.sched_setaffinity(0, share)
-    # Each worker's temporary Prefect servers keep their state apart.
-    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"prefect-home-{worker}-")
+    # Each worker's temporary Prefect servers keep their state apart, and leave none behind.
+    home = tempfile.mkdtemp(prefix=f"prefect-home-{worker}-")
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    os.environ["PREFECT_HOME"] = home
 
 
 _pin_worker_to_its_cores()

@@ -163,10 +163,13 @@ def test_the_flow_run_page_renders_in_a_real_browser(small_run: SmallRun, tmp_pa
     browser = shutil.which("chromium")
     assert browser, "Debian's chromium is needed: `make test` installs it (scripts/ensure-browser.sh)"
     parent = MlflowClient(small_run.tracking_uri).get_run(small_run.mlflow_run_id)
+    # Without the background-networking flags Chromium keeps trying Google's hosts, which this
+    # closed network refuses; once in CI it then never returned (the 180 s timeout).
     page = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000", "--dump-dom",
-         parent.data.tags["prefect.flow_run_url"]],
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}",
+         "--virtual-time-budget=20000", "--dump-dom", parent.data.tags["prefect.flow_run_url"]],
         capture_output=True, text=True, timeout=180,
     )
     assert page.returncode == 0, page.stderr[-3000:]
