@@ -183,6 +183,13 @@ class SplitConfig(_Section):
     folds: int = Field(default=5, ge=2)
 
 
+def path_safe(name: str) -> str:
+    """A name as a view's name carries it into paths, DVC stage names, MLflow and Prefect:
+    accents dropped, any other character but letters, digits, '_', '.' and '-' made '_'."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", plain)
+
+
 class ClusterSegments(_Section):
     """Data granularity of images: one expert per k-means cluster of the training images."""
 
@@ -211,11 +218,9 @@ class ColumnSegments(_Section):
 
     @property
     def suffix(self) -> str:
-        """The column's name as the view's name carries it into paths, DVC stage names, MLflow
-        and Prefect: accents dropped, any other character but letters, digits, '_', '.' and '-'
-        made '_' (`Área Code` -> `Area_Code`). The column keeps its own name everywhere else."""
-        plain = unicodedata.normalize("NFKD", self.column).encode("ascii", "ignore").decode()
-        return re.sub(r"[^A-Za-z0-9_.-]", "_", plain)
+        """The column's name as the view's name carries it (`Área Code` -> `Area_Code`); the
+        column keeps its own name everywhere else."""
+        return path_safe(self.column)
 
     def segment_name(self, value) -> str:
         return str(value)  # the column's value
@@ -235,13 +240,27 @@ class _View(_Section):
     train: dict[str, Any] = Field(default_factory=dict)
     # Views under `transfers:` only: the view whose trained network this one starts from.
     start_from: str | None = None
+    # A specialist: it learns only from the examples of these classes (each named at any level of
+    # the taxonomy: a coarse class stands for the fine classes under it), and the fusion takes its
+    # word only on how to share out among them what the views that answer every class give them.
+    classes: list[str] | None = Field(default=None, min_length=1)
 
     @property
     def name(self) -> str:
-        """LEVEL-RESOLUTION[-clustersK] or LEVEL-FEATURES[-hgb][-COLUMN]: valid in paths, DVC
-        stage names and MLflow keys."""
+        """LEVEL-RESOLUTION[-clustersK][-CLASSES] or LEVEL-FEATURES[-hgb][-COLUMN][-CLASSES]:
+        valid in paths, DVC stage names and MLflow keys."""
         suffix = f"-{self.segments.suffix}" if self.segments else ""
+        suffix += "".join(f"-{path_safe(name)}" for name in self.classes or ())
         return f"{self.global_name}{suffix}"
+
+    @model_validator(mode="after")
+    def _a_specialist_refines_fine_classes(self) -> "_View":
+        if self.classes is not None:
+            if self.level != "fine":
+                raise ValueError(f"classes: a specialist learns fine classes (level fine), not level {self.level!r}")
+            if self.segments is not None:
+                raise ValueError("classes: a specialist is one network; it takes no segments")
+        return self
 
 
 class ImageView(_View):
@@ -714,6 +733,19 @@ class Config(_Section):
                 )
         return views
 
+    @property
+    def specialists(self) -> dict[str, list[str]]:
+        """The views that learn some of the classes (`classes:`), by name."""
+        return {name: view.classes for name, view in self.views.items() if view.classes is not None}
+
+    @model_validator(mode="after")
+    def _specialists_beside_views_of_every_class(self) -> "Config":
+        if self.specialists and len(self.specialists) == len(self.views):
+            raise ValueError(
+                "views: every view is a specialist (classes:); the fusion needs one view that answers every class"
+            )
+        return self
+
     def with_views(self, names: list[str]) -> "Config":
         """The same configuration over fewer views (those that finished training)."""
         return self.model_copy(update={
@@ -796,10 +828,10 @@ class Config(_Section):
                 view, train = self.views[name], self.train_config(self.views[name])
                 if not view.trains_networks:
                     raise ValueError(f"cotrained.{name}: a co-trained view trains a network, not {view.learner} trees")
-                if view.segments or train.stages or train.heads:
+                if view.segments or view.classes or train.stages or train.heads:
                     raise ValueError(
-                        f"cotrained.{name}: a co-trained view is one network trained in one stage "
-                        "(no segments, train.stages or train.heads)"
+                        f"cotrained.{name}: a co-trained view is one network trained in one stage on every "
+                        "example (no segments, classes, train.stages or train.heads)"
                     )
             if self.views[pair.first].level != self.views[pair.second].level:
                 raise ValueError(f"cotrain.{key}: {pair.first} and {pair.second} must learn the same level")
@@ -851,6 +883,8 @@ class Config(_Section):
                 raise ValueError(f"view {view.name}: level {view.level!r} is not fine (the target) or a level of data.table.bins {levels[1:]}")
             if view.trains_networks and (self.train_config(view).stages or self.train_config(view).heads):
                 raise ValueError(f"view {view.name}: train.stages and train.heads are for classes; a regression view trains in one stage")
+            if view.classes is not None:
+                raise ValueError(f"view {view.name}: classes: a specialist learns some of the classes; a regression target has none")
         refused = {
             "taxonomy": self.taxonomy is not None and "a regression target's levels are its bins (data.table.bins)",
             "transfers": bool(self.transfers) and "a transfer hands over a classifier",

@@ -414,6 +414,60 @@ def test_evaluate_step_writes_per_class_scores_and_reliability_diagrams(evaluate
         assert (paths.evaluation / "reliability" / f"{model}.png").stat().st_size > 0
 
 
+def test_a_specialist_learns_its_classes_alone_refines_the_fusion_and_is_scored_on_its_classes(tmp_path, monkeypatch):
+    """A specialist of classes a and b (`classes: [x]`, their coarse class) beside a view of every
+    class: its network learns from a and b's examples alone; the fusion is refined by it and
+    served so; the evaluation scores it on a and b's test examples and never takes it for the
+    best single view."""
+    from granular.pipeline import train as train_module
+    from granular.serving.predict import load_fused
+
+    rng = np.random.default_rng(1)
+    y_train, y_test = np.arange(150) % 3, np.arange(60) % 3
+    source = tmp_path / "source.npz"
+    test_images = _images(y_test, rng)
+    np.savez(source, x_train=_images(y_train, rng), y_train=y_train, x_test=test_images, y_test=y_test)
+    (tmp_path / "taxonomy.yaml").write_text(TINY_TAXONOMY)
+    config = Config.model_validate({
+        "data": {"source": {"format": "npz", "path": str(source)}},
+        "validate": {"image_shape": [16, 16], "min_per_class": 1},
+        "taxonomy": "taxonomy.yaml",
+        "split": {"val_fraction": 0.2, "folds": 2},
+        "views": {"fine-16": {"level": "fine", "resolution": 16}, "fine-16-x": {"level": "fine", "resolution": 16, "classes": ["x"]}},
+        "train": {"epochs": 1, "width": 4, "batch_size": 32, "threads": 1, "tta": False},
+        "distill": {"enabled": False},
+    })
+    learned = {}
+    fitter = train_module._network_fitter
+
+    def recording_fitter(config, paths, view, *args):
+        fit = fitter(config, paths, view, *args)
+
+        def fit_recording(number, tag, x_train, y_train, *rest):
+            learned[view.name] = set(np.unique(y_train).tolist())
+            return fit(number, tag, x_train, y_train, *rest)
+
+        return fit_recording
+
+    monkeypatch.setattr(train_module, "_network_fitter", recording_fitter)
+    paths = ProjectPaths(tmp_path)
+    for step in (import_raw_step, clean_step, split_step):
+        step(config, paths)
+    for view in config.views:
+        view_step(config, paths, view)
+        train_step(config, paths, view, warn=lambda message: None)
+    assert learned == {"fine-16": {0, 1, 2}, "fine-16-x": {0, 1}}
+    choice = fuse_step(config, paths)
+    assert choice["summary"]["specialists"]["fine-16-x"]["classes"] == [0, 1]
+    served = load_fused(paths.fused_dir).predict_proba(test_images)
+    np.testing.assert_allclose(served, np.load(paths.fused_dir / "predictions.npz")["test_proba"], atol=1e-5)
+    metrics = evaluate_step(config, paths)
+    assert metrics["best_single"] == "fine-16" and metrics["fine_views"] == ["fine-16"]
+    assert metrics["specialists"] == {"fine-16-x": ["a", "b"]}
+    assert metrics["test"]["fine-16-x"]["n"] == 40 and metrics["test"]["fine-16"]["n"] == 60
+    assert "fine-16-x (on its classes)" in format_table(metrics)
+
+
 # --- the table printed at the end of `granular run` -------------------------------------------
 
 def test_the_run_table_shows_intervals_calibration_hierarchy_and_the_significance_of_the_fusion():

@@ -466,3 +466,59 @@ def test_a_pass_through_record_restores_a_fuser_that_changes_nothing():
     proba = np.random.default_rng(0).dirichlet(np.ones(4), size=6)
     fuser = restore_fusion(pass_through_record("student", np.arange(4)), {"student": np.arange(4)})
     np.testing.assert_allclose(fuser.predict_proba({"student": proba}), proba, atol=1e-12)
+
+
+# --- specialists ---------------------------------------------------------------------------
+
+GROUP = np.array([0, 1])  # the specialist's classes: the two fine classes under coarse class 0
+
+
+def _a_specialist_sees_what_the_view_confuses(n=900, seed=0, informative=True):
+    """A fine view sure of the coarse class but torn between classes 0 and 1, and a specialist
+    of classes 0 and 1: right among them where informative (noise otherwise), and on the other
+    classes' examples, which it never learned, sure of one of its own at random."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, N_FINE, n)
+    fine = _softmax(3 * _one_hot(y) + rng.normal(0, 0.5, (n, N_FINE)))
+    torn = np.isin(y, GROUP)
+    fine[torn] = _softmax(np.log([0.45, 0.45, 0.05, 0.05]) + rng.normal(0, 0.3, (int(torn.sum()), N_FINE)))
+    own = np.where(torn & informative, y, rng.integers(0, 2, n))
+    specialist = _softmax(4 * _one_hot(own) + rng.normal(0, 0.5, (n, N_FINE)))
+    specialist[:, 2:] = 0.01  # the classes it never saw
+    specialist /= specialist.sum(axis=1, keepdims=True)
+    return y, {"fine": fine, "specialist": specialist}, {"fine": np.arange(N_FINE), "specialist": np.arange(N_FINE)}
+
+
+def test_a_specialist_decides_among_its_classes_and_leaves_the_rest_to_the_fusion():
+    y, probas, parents = _a_specialist_sees_what_the_view_confuses()
+    fuser = build_fuser("product", parents, SETTINGS, {"specialist": GROUP}).fit(probas, y)
+    base = build_fuser("product", {"fine": parents["fine"]}, SETTINGS).fit({"fine": probas["fine"]}, y)
+    refined, plain = fuser.predict_proba(probas), base.predict_proba({"fine": probas["fine"]})
+    assert fuser.summary()["specialists"]["specialist"]["weight"] > 0.5
+    assert _accuracy(refined, y) > _accuracy(plain, y) + 0.15
+    # The group's probability and every other class's are the fusion's; only the split within moves.
+    np.testing.assert_allclose(refined[:, 2:], plain[:, 2:], atol=1e-9)
+    np.testing.assert_allclose(refined[:, GROUP].sum(axis=1), plain[:, GROUP].sum(axis=1), atol=1e-9)
+    np.testing.assert_allclose(refined.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_a_specialist_that_knows_nothing_is_given_no_say():
+    y, probas, parents = _a_specialist_sees_what_the_view_confuses(informative=False)
+    fuser = build_fuser("product", parents, SETTINGS, {"specialist": GROUP}).fit(probas, y)
+    assert fuser.summary()["specialists"]["specialist"]["weight"] < 0.1
+
+
+def test_auto_refines_each_candidate_and_never_takes_a_specialist_for_the_best_view():
+    y, probas, parents = _a_specialist_sees_what_the_view_confuses()
+    # Alone, the specialist's log-loss on its classes' examples is the lowest: it must still not
+    # be the view best_view passes through, since it cannot answer the other classes.
+    fuser, record = choose_fusion(SETTINGS, parents, probas, y, _folds(len(y)), specialists={"specialist": GROUP})
+    assert set(record["selection"]["scores"]) == set(SETTINGS.candidates)
+    assert record["summary"]["specialists"]["specialist"]["classes"] == [0, 1]
+    assert "specialist" not in fuser.base.parents
+    best_view = build_fuser("best_view", parents, SETTINGS, {"specialist": GROUP}).fit(probas, y)
+    assert best_view.summary()["view"] == "fine"
+    restored = restore_fusion(json.loads(json.dumps(record)), parents)
+    np.testing.assert_allclose(restored.predict_proba(probas), fuser.predict_proba(probas), atol=1e-12)
+    with pytest.raises(ValueError, match=r"refined by specialist view\(s\) \['specialist'\], which the model lacks"):
+        restore_fusion(record, {"fine": parents["fine"]})

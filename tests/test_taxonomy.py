@@ -42,6 +42,14 @@ def test_shipped_taxonomy_maps_fashion_mnist_labels_to_groups():
                       "footwear", "tops", "footwear", "bags", "footwear"]
 
 
+def test_classes_named_at_any_level_stand_for_the_fine_classes_under_them():
+    taxonomy = load_taxonomy(SHIPPED)
+    assert taxonomy.fine_ids_under(["tops", "Dress"]).tolist() == [0, 2, 3, 4, 6]
+    assert taxonomy.fine_ids_under(["Shirt", "tops"]).tolist() == [0, 2, 4, 6]
+    with pytest.raises(TaxonomyError, match="'Shirts' is no class of the taxonomy at any level"):
+        taxonomy.fine_ids_under(["Shirts"])
+
+
 def test_map_labels_uses_first_seen_ids_and_identity_at_fine_level():
     taxonomy = parse_taxonomy(_two_levels(("a", "Y"), ("b", "X"), ("c", "Y")))
     assert taxonomy.names["coarse"] == ("Y", "X")

@@ -17,6 +17,10 @@ that predicts a coarser level is related to the fine classes by the taxonomy's `
   sharpened or softened by one fitted exponent (temperature scaling: its predicted classes stay
   its own, its confidence becomes honest). As a candidate of `auto` it is cross-fitted like the
   others, so a fuser that does worse than the best view on held-out folds is never picked.
+
+Specialist views (a view's `classes:`, trained on those classes' examples alone) are no input
+of these strategies: each strategy fuses the views that answer every class, and the specialists
+then refine how the fused probability of their classes is shared out among them (RefinedFusion).
 """
 from __future__ import annotations
 
@@ -443,15 +447,95 @@ STRATEGIES: dict[str, type[Fuser]] = {
 }
 
 
-def build_fuser(strategy: str, parents: dict[str, np.ndarray], settings: FusionConfig) -> Fuser:
-    """An unfitted fuser of the named strategy with its hyperparameters from `settings`."""
+def _refined(proba: np.ndarray, specialist: np.ndarray, classes: np.ndarray, weight: float) -> np.ndarray:
+    """`proba` with the probability it gives `classes` in all kept, and shared out among them
+    by p^(1 - weight) * q^weight renormalised, q being the specialist's."""
+    out = proba.copy()
+    group = np.clip(proba[:, classes], _EPS, None)
+    pooled = _softmax((1 - weight) * np.log(group) + weight * np.log(np.clip(specialist[:, classes], _EPS, None)))
+    out[:, classes] = group.sum(axis=1, keepdims=True) * pooled
+    return out
+
+
+class RefinedFusion(Fuser):
+    """A fusion of the views that answer every class, then refined by the specialist views (a
+    view's `classes:`), one after the other: within a specialist's classes, the fused
+    probability of the group stays, and how it is shared out among them pools the fusion's and
+    the specialist's by one fitted weight in [0, 1] (0 ignores the specialist, 1 takes its
+    word). A specialist learned only from its classes' examples: it says nothing on whether an
+    example is one of them, so it is never asked."""
+
+    def __init__(self, base: Fuser, specialists: dict[str, np.ndarray], parents: dict[str, np.ndarray]):
+        super().__init__(parents)
+        self.base, self.specialists = base, specialists
+
+    @property
+    def name(self) -> str:
+        return self.base.name
+
+    def _base_probas(self, probas_by_view: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {view: probas_by_view[view] for view in self.base.parents}
+
+    @_one_blas_thread
+    def fit(self, probas_by_view: dict[str, np.ndarray], y: np.ndarray) -> "RefinedFusion":
+        _check_views(probas_by_view, self.parents)
+        proba = self.base.fit(self._base_probas(probas_by_view), y).predict_proba(self._base_probas(probas_by_view))
+        rows, self.weights_ = np.arange(len(y)), {}
+        for view, classes in self.specialists.items():
+
+            def loss(weight: float, view: str = view, classes: np.ndarray = classes) -> float:
+                refined = _refined(proba, probas_by_view[view], classes, weight)
+                return float(-np.mean(np.log(np.clip(refined[rows, y], _EPS, None))))
+
+            self.weights_[view] = float(minimize_scalar(loss, bounds=(0.0, 1.0), method="bounded").x)
+            proba = _refined(proba, probas_by_view[view], classes, self.weights_[view])
+        return self
+
+    def predict_proba(self, probas_by_view: dict[str, np.ndarray]) -> np.ndarray:
+        _check_views(probas_by_view, self.parents)
+        proba = self.base.predict_proba(self._base_probas(probas_by_view))
+        for view, classes in self.specialists.items():
+            proba = _refined(proba, probas_by_view[view], classes, self.weights_[view])
+        return proba
+
+    def summary(self) -> dict:
+        return self.base.summary() | {"specialists": {
+            view: {"classes": classes.tolist(), "weight": self.weights_[view]} for view, classes in self.specialists.items()
+        }}
+
+    def to_record(self) -> dict:
+        return {"base": self.base.to_record(), "specialists": {
+            view: {"classes": classes.tolist(), "weight": self.weights_[view]} for view, classes in self.specialists.items()
+        }}
+
+    @classmethod
+    def restore(cls, strategy: type[Fuser], record: dict, parents: dict[str, np.ndarray]) -> "RefinedFusion":
+        specialists = {view: np.array(entry["classes"], dtype=np.int64) for view, entry in record["specialists"].items()}
+        missing = sorted(set(specialists) - set(parents))
+        if missing:
+            raise ValueError(f"the fusion is refined by specialist view(s) {missing}, which the model lacks")
+        base = strategy.from_record(record["base"], {v: p for v, p in parents.items() if v not in specialists})
+        fuser = cls(base, specialists, parents)
+        fuser.weights_ = {view: float(entry["weight"]) for view, entry in record["specialists"].items()}
+        return fuser
+
+
+def build_fuser(
+    strategy: str, parents: dict[str, np.ndarray], settings: FusionConfig, specialists: dict[str, np.ndarray] | None = None,
+) -> Fuser:
+    """An unfitted fuser of the named strategy with its hyperparameters from `settings`, over the
+    views that answer every class; refined by the `specialists` (view -> fine class ids) where
+    there are any."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown fusion strategy {strategy!r}; choose from {sorted(STRATEGIES)} or 'auto'")
     hyperparameters = {
         "stacking": {"c": settings.stacking.c},
         "gating": {"hidden": settings.gating.hidden, "l2": settings.gating.l2, "seed": settings.gating.seed},
     }
-    return STRATEGIES[strategy](parents, **hyperparameters.get(strategy, {}))
+    specialists = specialists or {}
+    base_parents = {view: parent for view, parent in parents.items() if view not in specialists}
+    base = STRATEGIES[strategy](base_parents, **hyperparameters.get(strategy, {}))
+    return RefinedFusion(base, specialists, parents) if specialists else base
 
 
 def _rows(probas_by_view: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -506,23 +590,24 @@ def _selection(scores: dict[str, dict[str, float]], folds: int) -> dict:
 
 def choose_fusion(
     settings: FusionConfig, parents: dict[str, np.ndarray], probas_by_view: dict[str, np.ndarray], y: np.ndarray,
-    folds: np.ndarray,
+    folds: np.ndarray, specialists: dict[str, np.ndarray] | None = None,
 ) -> tuple[Fuser, dict]:
     """Fit `settings.strategy`, or with 'auto' the candidate whose cross-fitted validation log-loss
-    is lowest among those at least as accurate as the best view alone (see _selection). Return
-    the fuser, fitted on every fold, and its record (fusion.json): the strategy, a readable
-    summary, the fitted state, and every candidate's scores with the reason for the pick."""
+    is lowest among those at least as accurate as the best view alone (see _selection), each
+    refined by the `specialists` where there are any. Return the fuser, fitted on every fold,
+    and its record (fusion.json): the strategy, a readable summary, the fitted state, and every
+    candidate's scores with the reason for the pick."""
     candidates = list(settings.candidates) if settings.strategy == "auto" else [settings.strategy]
     if len(folds) != len(y) or len(np.unique(folds)) < 2:
         raise ValueError(f"cross-fitting needs a fold for each of the {len(y)} examples, and two folds or more")
     scores = {
         name: cross_fitted_scores(
-            partial(build_fuser, name, parents, settings), _num_fine(parents), probas_by_view, y, folds
+            partial(build_fuser, name, parents, settings, specialists), _num_fine(parents), probas_by_view, y, folds
         )
         for name in candidates
     }
     selection = _selection(scores, folds=len(np.unique(folds)))
-    fuser = build_fuser(selection["winner"], parents, settings).fit(probas_by_view, y)
+    fuser = build_fuser(selection["winner"], parents, settings, specialists).fit(probas_by_view, y)
     record = {"strategy": fuser.name, "summary": fuser.summary(), "fuser": fuser.to_record(), "selection": selection}
     return fuser, record
 
@@ -544,4 +629,6 @@ def restore_fusion(record: dict, parents: dict[str, np.ndarray]) -> Fuser:
         raise ValueError(
             "fusion record holds no fitted state ('fuser'); it predates this version: run the fuse step again"
         )
+    if "specialists" in record["fuser"]:
+        return RefinedFusion.restore(STRATEGIES[strategy], record["fuser"], parents)
     return STRATEGIES[strategy].from_record(record["fuser"], parents)

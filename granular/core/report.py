@@ -82,7 +82,7 @@ def comparison_rows(metrics: dict) -> list[dict[str, str]]:
     rows = []
     for name, scores in metrics["test"].items():
         rows.append(dict(zip(COLUMNS, (
-            name,
+            f"{name} (on its classes)" if name in metrics.get("specialists", {}) else name,
             scores.get("level", "-"),
             _number(scores.get("accuracy"), ".4f"),
             _interval(scores.get("accuracy_ci_low"), scores.get("accuracy_ci_high"), ".4f"),

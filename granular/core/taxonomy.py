@@ -34,6 +34,18 @@ class Taxonomy:
         """Fine label ids -> class ids at `level`."""
         return self.parent[self._check_level(level)][fine_labels]
 
+    def fine_ids_under(self, names: list[str] | tuple[str, ...]) -> np.ndarray:
+        """The fine class ids under the named classes, each named at any level ("tops" stands for
+        every fine class under it), sorted."""
+        ids = set()
+        for name in names:
+            found = [level for level in self.levels if name in self.names[level]]
+            if not found:
+                raise TaxonomyError(f"{name!r} is no class of the taxonomy at any level {list(self.levels)}")
+            level = found[0]
+            ids |= set(np.flatnonzero(self.parent[level] == self.names[level].index(name)).tolist())
+        return np.array(sorted(ids), dtype=np.int64)
+
     def _check_level(self, level: str) -> str:
         if level not in self.names:
             raise TaxonomyError(f"unknown taxonomy level {level!r}; levels are {list(self.levels)}")

@@ -44,12 +44,16 @@ class ExpertPlan:
     route: dict[str, np.ndarray]  # split -> (N,) network number
     tags: list[dict] = field(default_factory=lambda: [{}])
     fallback: bool = False
+    # split -> (N,) the examples any network may learn from (a specialist's classes); None: all
+    learnable: dict[str, np.ndarray] | None = None
 
     def rows(self, split: str, number: int) -> np.ndarray:
         """The examples of `split` that network `number` learns from (or is validated on)."""
         if self.fallback and number == 0:
-            return np.ones(len(self.route[split]), dtype=bool)
-        return self.route[split] == number
+            rows = np.ones(len(self.route[split]), dtype=bool)
+        else:
+            rows = self.route[split] == number
+        return rows & self.learnable[split] if self.learnable is not None else rows
 
 
 def single_network(sizes: dict[str, int]) -> ExpertPlan:

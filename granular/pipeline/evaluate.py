@@ -21,7 +21,7 @@ from granular.modalities.base import MAJORITY, MEAN
 from granular.modalities.experts import read_view_spec
 from granular.pipeline.distill import STUDENT
 from granular.pipeline.fuse import BASELINE_FIGURES, BASELINE_PREDICTIONS
-from granular.pipeline.reads import project_taxonomy, split_rows, split_values, view_probas
+from granular.pipeline.reads import project_taxonomy, specialist_class_ids, split_rows, split_values, view_probas
 from granular.serving.bundle import FUSION_FILE
 from granular.store.atomic import atomic_dir, read_npz, write_csv, write_json
 from granular.store.paths import ProjectPaths
@@ -71,12 +71,18 @@ def _evaluate_classes(config: Config, paths: ProjectPaths, taxonomy: Taxonomy) -
     for name, proba in baselines.items():
         entries.append((name, taxonomy.fine, proba))
     resamples = evaluate.resample_counts(len(y_fine))
+    specialists = specialist_class_ids(config, taxonomy)
     test, details = {}, {}
     for name, level, proba in entries:
-        test[name], details[name] = _score_model(taxonomy, level, y_fine, proba, resamples, decided.get(name))
-    fine_views = [v.name for v in config.views.values() if v.level == taxonomy.fine]
+        if name in specialists:  # scored on its classes' examples, its answers among its classes
+            test[name], details[name] = _score_specialist(taxonomy, y_fine, proba, specialists[name])
+        else:
+            test[name], details[name] = _score_model(taxonomy, level, y_fine, proba, resamples, decided.get(name))
+    fine_views = [v.name for v in config.views.values() if v.level == taxonomy.fine and v.name not in specialists]
     best = max(fine_views, key=lambda n: test[n]["accuracy"]) if fine_views else None
     metrics = {"modality": config.data.modality, "test": test, "best_single": best, "fine_views": fine_views}
+    if specialists:  # scored on their classes' examples alone
+        metrics["specialists"] = {name: [taxonomy.fine_names[k] for k in ids] for name, ids in specialists.items()}
     by_segment = _accuracy_by_segment(config, paths, taxonomy, y_fine, test_probas)
     if by_segment:
         metrics["segments"] = by_segment
@@ -166,6 +172,18 @@ def _write_value_evaluation(
         {"model": name, **{column: scores.get(column) for column in (*VALUE_COLUMNS, *COMPARISON_COLUMNS[:6])}}
         for name, scores in test.items()
     ]).dropna(axis=1, how="all"))
+
+
+def _score_specialist(taxonomy: Taxonomy, y_fine: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> tuple[dict, dict]:
+    """A specialist answers only which of its classes an example of them is: its scores on the
+    test examples of those classes, its probabilities renormalised over them."""
+    rows = np.isin(y_fine, classes)
+    own = np.zeros_like(proba[rows])
+    own[:, classes] = proba[rows][:, classes] / proba[rows][:, classes].sum(axis=1, keepdims=True)
+    scores, details = _score_model(taxonomy, taxonomy.fine, y_fine[rows], own, evaluate.resample_counts(int(rows.sum())))
+    # Every test example's row of the predictions file: its answer among its classes.
+    details["predicted"] = classes[proba[:, classes].argmax(axis=1)]
+    return scores, details
 
 
 def _score_model(

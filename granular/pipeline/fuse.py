@@ -14,7 +14,7 @@ from granular.core import fusion, value_fusion
 from granular.core.taxonomy import Taxonomy
 from granular.core.threshold import choose_threshold
 from granular.modalities import modality_for
-from granular.pipeline.reads import project_taxonomy, split_rows, split_values, view_probas
+from granular.pipeline.reads import project_taxonomy, specialist_class_ids, split_rows, split_values, view_probas
 from granular.serving.bundle import VIEWS_DIR, write_bundle
 from granular.store.atomic import atomic_dir, write_json, write_npz
 from granular.store.paths import ProjectPaths
@@ -53,11 +53,14 @@ def _fuse_classes(config: Config, paths: ProjectPaths, classes: Taxonomy, served
     parents |= {name: classes.parent[classes.fine] for name in served}
     val = split_rows(paths, "val")
     val_probas = view_probas(config, paths, "val_proba") | {name: b.val_proba for name, b in served.items()}
-    fuser, choice = fusion.choose_fusion(config.fusion, parents, val_probas, val["label"], folds=val["fold"])
+    specialists = specialist_class_ids(config, classes)
+    fuser, choice = fusion.choose_fusion(
+        config.fusion, parents, val_probas, val["label"], folds=val["fold"], specialists=specialists,
+    )
     if config.fusion.threshold_metric:
         held_out = fusion.held_out_proba(
-            partial(fusion.build_fuser, choice["strategy"], parents, config.fusion), len(classes.fine_names), val_probas,
-            val["label"], val["fold"],
+            partial(fusion.build_fuser, choice["strategy"], parents, config.fusion, specialists), len(classes.fine_names),
+            val_probas, val["label"], val["fold"],
         )
         choice["threshold"] = _threshold(config, paths, classes, held_out, val["label"])
     test_probas = view_probas(config, paths, "test_proba") | {name: b.test_proba for name, b in served.items()}

@@ -1,11 +1,12 @@
 """What a run reads first, checked before any server or step starts: the data source (a
-table's header holds every column the settings name) and the taxonomy file. A mistake in either
-is a configuration error, said in a fraction of a second, not after a Prefect server has
-started and the import step has failed."""
+table's header holds every column the settings name) and the taxonomy file, with the classes
+each specialist view names in it. A mistake in any is a configuration error, said in a
+fraction of a second, not after a Prefect server has started and the import step has failed."""
 from __future__ import annotations
 
 from granular.config import Config, ConfigError
 from granular.core.taxonomy import TaxonomyError, load_taxonomy
+from granular.pipeline.reads import specialist_class_ids
 from granular.store.paths import ProjectPaths
 
 
@@ -21,9 +22,10 @@ def check_inputs(config: Config, paths: ProjectPaths) -> None:
     if not taxonomy.is_file():
         raise ConfigError(f"taxonomy: {config.taxonomy} is not a file (read as {taxonomy})")
     try:
-        load_taxonomy(taxonomy)
+        classes = load_taxonomy(taxonomy)
     except (TaxonomyError, ValueError, OSError) as error:
         raise ConfigError(f"taxonomy: {error}") from None
+    specialist_class_ids(config, classes)  # each specialist names classes of it
 
 
 def _check_table_columns(config: Config, source) -> None:

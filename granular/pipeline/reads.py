@@ -4,15 +4,34 @@ from __future__ import annotations
 
 import numpy as np
 
-from granular.config import Config
+from granular.config import Config, ConfigError
 from granular.core.partition import SPLITS
-from granular.core.taxonomy import Taxonomy, load_taxonomy
+from granular.core.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
 from granular.store.atomic import read_npz
 from granular.store.paths import ProjectPaths
 
 
 def project_taxonomy(config: Config, paths: ProjectPaths) -> Taxonomy:
     return load_taxonomy(paths.taxonomy(config.taxonomy))
+
+
+def specialist_classes(taxonomy: Taxonomy, view) -> np.ndarray:
+    """The fine class ids a specialist view (`classes:`) learns, two or more and not all."""
+    try:
+        ids = taxonomy.fine_ids_under(view.classes)
+    except TaxonomyError as error:
+        raise ConfigError(f"view {view.name}: classes: {error}") from None
+    if not 2 <= len(ids) < len(taxonomy.fine_names):
+        raise ConfigError(
+            f"view {view.name}: classes: {view.classes} stand for {len(ids)} of the {len(taxonomy.fine_names)} "
+            "fine classes; a specialist learns two or more, and fewer than all"
+        )
+    return ids
+
+
+def specialist_class_ids(config: Config, taxonomy: Taxonomy) -> dict[str, np.ndarray]:
+    """Each specialist view's fine class ids, by name."""
+    return {name: specialist_classes(taxonomy, config.view(name)) for name in config.specialists}
 
 
 def split_rows(paths: ProjectPaths, split_name: str) -> dict[str, np.ndarray]:

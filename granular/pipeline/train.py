@@ -3,6 +3,7 @@ val/test probabilities (data/models/<view>/)."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 
@@ -12,7 +13,7 @@ from granular.core import plots
 from granular.modalities import modality_for
 from granular.modalities.base import TrainingData
 from granular.modalities.experts import FitNetwork, ViewModel, fit_experts, network_file, predict_routed
-from granular.pipeline.reads import project_taxonomy
+from granular.pipeline.reads import project_taxonomy, specialist_classes
 from granular.store.atomic import atomic_dir, write_json, write_npz
 from granular.store.paths import ProjectPaths
 
@@ -32,6 +33,16 @@ def source_weights(paths: ProjectPaths, source: str, runtime) -> dict:
     return {key: value.detach().clone() for key, value in load_checkpoint(checkpoint, runtime).model.state_dict().items()}
 
 
+def view_training_data(config: Config, paths: ProjectPaths, view, classes, warn) -> TrainingData:
+    """The modality's training data of a view; a specialist's networks learn (and are validated)
+    on its classes' examples alone, and still answer every example."""
+    data = modality_for(config).training_data(config, paths, view, classes, warn)
+    if view.classes is None:
+        return data
+    known = specialist_classes(classes, view)
+    return replace(data, plan=replace(data.plan, learnable={split: np.isin(y, known) for split, y in data.y.items()}))
+
+
 def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=None, warn=print, gpu: int = 0) -> dict:
     """Train one view (a transfer from its source view's trained network); each val/test example
     is predicted by the network it is routed to. A training that was killed resumes from its last
@@ -42,7 +53,7 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
     classes = project_taxonomy(config, paths)
     train_config = config.train_config(view)
     runtime = select_runtime(train_config.threads, gpu, train_config.precision)
-    data = modality_for(config).training_data(config, paths, view, classes, warn)
+    data = view_training_data(config, paths, view, classes, warn)
     if config.learns_value(view) and view.trains_networks:
         fit_network = _value_network_fitter(config, paths, view, runtime, warn)
     elif config.learns_value(view):

@@ -12,7 +12,6 @@ import yaml
 
 from granular.config import Config, SearchRange, TrainConfig, TuneConfig
 from granular.core.taxonomy import load_taxonomy
-from granular.modalities import modality_for
 from granular.store.atomic import atomic_path
 from granular.store.paths import ProjectPaths
 
@@ -56,7 +55,7 @@ def tune_view(config: Config, paths: ProjectPaths, view_name: str, hooks: TrialH
     from granular.nn import train
     from granular.nn.device import select_runtime
     from granular.nn.stages import handed_over, level_heads_for
-    from granular.pipeline.train import source_weights
+    from granular.pipeline.train import source_weights, view_training_data
 
     tune = config.tune
     if not tune.space:
@@ -81,7 +80,11 @@ def tune_view(config: Config, paths: ProjectPaths, view_name: str, hooks: TrialH
         source = config.view(view.start_from)
         initial = handed_over(source_weights(paths, source.name, runtime), source.level, view.level)
     taxonomy = load_taxonomy(paths.taxonomy(config.taxonomy))
-    data = modality_for(config).training_data(config, paths, view, taxonomy, warn=print)
+    data = view_training_data(config, paths, view, taxonomy, warn=print)
+    x, y = {}, {}  # the examples its network learns from (a specialist's: its classes')
+    for split in ("train", "val"):
+        rows = data.plan.rows(split, 0)
+        x[split], y[split] = data.x[split][rows], data.y[split][rows]
 
     def objective(trial) -> float:
         params = _suggest(trial, tune.space)
@@ -94,7 +97,7 @@ def tune_view(config: Config, paths: ProjectPaths, view_name: str, hooks: TrialH
                 raise optuna.TrialPruned(f"validation loss {record['val_loss']:.4f} at epoch {record['epoch']}")
 
         trained = train.fit(
-            data.x["train"], data.y["train"], data.x["val"], data.y["val"], num_classes=taxonomy.num_classes(view.level),
+            x["train"], y["train"], x["val"], y["val"], num_classes=taxonomy.num_classes(view.level),
             config=TrainConfig.model_validate({**base.model_dump(), **params}), runtime=runtime, on_epoch=on_epoch,
             initial=initial, level_heads=level_heads_for(base, taxonomy, view.level),
         )
