@@ -22,22 +22,30 @@ REPO = Path(__file__).resolve().parents[1]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 GRANULAR = str(Path(sys.executable).parent / "granular")
 VIEWS = ["fine-28", "fine-14", "coarse-28", "fine-14-clusters4"]
-# A small run of the default views on a subsample of the real data: two tiny epochs (the 28x28
-# views after one at 14x14), and segments small enough for 600 training images.
+# A view of each kind (full and low resolution, coarse labels, one expert per cluster), as the
+# default run had them before its specialist.
+EVERY_KIND = (
+    "views={fine-28: {level: fine, resolution: 28, train: {epochs: 6, stages: [{level: fine, epochs: 8, resolution: 14}]}},"
+    " fine-14: {level: fine, resolution: 14, train: {epochs: 8}},"
+    " coarse-28: {level: coarse, resolution: 28, train: {epochs: 2, stages: [{level: coarse, epochs: 4, resolution: 14}]}},"
+    " fine-14-clusters4: {level: fine, resolution: 14, segments: {by: clusters, count: 4, min_size: 2000}, train: {epochs: 6}}}"
+)
+# A small run on a subsample of the real data, with a view of each kind (full and low
+# resolution, coarse labels, one expert per cluster): two tiny epochs (the 28x28 views after one
+# at 14x14), and segments small enough for 600 training images.
 SMALL_RUN = [
     "data.limit=600",
     "train.epochs=2",
-    "views.fine-28.train={epochs: 2, stages: [{level: fine, epochs: 1, resolution: 14}]}",
-    "views.coarse-28.train={epochs: 2, stages: [{level: coarse, epochs: 1, resolution: 14}]}",
-    "views.fine-14.train={}",
-    "views.fine-14-clusters4.train={}",
+    "views={fine-28: {level: fine, resolution: 28, train: {epochs: 2, stages: [{level: fine, epochs: 1, resolution: 14}]}},"
+    " fine-14: {level: fine, resolution: 14},"
+    " coarse-28: {level: coarse, resolution: 28, train: {epochs: 2, stages: [{level: coarse, epochs: 1, resolution: 14}]}},"
+    " fine-14-clusters4: {level: fine, resolution: 14, segments: {by: clusters, count: 4, min_size: 40}}}",
     "train.width=8",
     "train.batch_size=64",  # 540 training images: enough steps to learn in two epochs
     "train.lr=0.05",
     "distill.epochs=1",
     "distill.width=8",
     "validate.min_per_class=20",
-    "views.fine-14-clusters4.segments.min_size=40",
 ]
 STARTUP_TIMEOUT_S = 150  # both servers on a busy 2-core machine; the command itself waits 120 s
 

@@ -22,16 +22,18 @@ from granular.core.validation import ValidationFailed
 from granular.store.paths import ProjectPaths
 from tasks.caching import HITS_TAG, StepCache, path_digest, results_dir
 from tasks.retries import is_transient
+from small_project import EVERY_KIND
 
 REPO = Path(__file__).resolve().parents[1]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 VIEWS = ["fine-28", "fine-14", "coarse-28", "fine-14-clusters4"]
-# A small run (see tests/test_flow.py) with one epoch everywhere: the views that set their own
-# training in params.yaml are cleared.
+# A small run (see tests/small_project.py) with one epoch everywhere.
 QUICK = [
     "data.limit=600", "train.epochs=1", "train.width=8", "distill.epochs=1", "distill.width=8",
-    "validate.min_per_class=20", "views.fine-14-clusters4.segments.min_size=40",
-    *(f"views.{view}.train={{}}" for view in ("fine-28", "fine-14", "coarse-28", "fine-14-clusters4")),
+    "validate.min_per_class=20",
+    "views={fine-28: {level: fine, resolution: 28}, fine-14: {level: fine, resolution: 14},"
+    " coarse-28: {level: coarse, resolution: 28},"
+    " fine-14-clusters4: {level: fine, resolution: 14, segments: {by: clusters, count: 4, min_size: 40}}}",
 ]
 DATA_STEPS = ["import_raw", "clean_data", "validate_data", "partition_data"]
 EXPENSIVE = set(DATA_STEPS) | {f"train_view[{v}]" for v in VIEWS} | {"fuse_views", "distill_student", "evaluate_models"}
@@ -133,8 +135,8 @@ def test_an_unreadable_result_or_changed_outputs_are_recomputed_with_a_warning(
 
 def test_a_partition_key_ignores_view_training_settings_and_a_train_key_covers_one_view(tmp_path: Path):
     paths = ProjectPaths(tmp_path)
-    base = load_config(REPO / "params.yaml")
-    changed = load_config(REPO / "params.yaml", ["views.fine-14.train.lr=0.2"])
+    base = load_config(REPO / "params.yaml", [EVERY_KIND])
+    changed = load_config(REPO / "params.yaml", [EVERY_KIND, "views.fine-14.train.lr=0.2"])
     partition = StepCache(stages=("split", "view"), ignored=("views.${key}.train",))
     assert partition.resolve(base, paths).params == partition.resolve(changed, paths).params
     train = StepCache(stages=("train",))
@@ -148,7 +150,7 @@ def test_a_partition_key_ignores_view_training_settings_and_a_train_key_covers_o
 def test_a_transfers_keys_cover_its_sources_model_and_its_own_entry(tmp_path: Path):
     paths = ProjectPaths(tmp_path)
     config = load_config(REPO / "params.yaml", [
-        "transfers={coarse-14: {start_from: fine-14, level: coarse, resolution: 14, train: {epochs: 2}}}",
+        EVERY_KIND, "transfers={coarse-14: {start_from: fine-14, level: coarse, resolution: 14, train: {epochs: 2}}}",
     ])
     train = StepCache(stages=("train", "train_transfer"))  # as the training task has them
     transfer = train.resolve(config, paths, "coarse-14")

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from granular.config import Config, ConfigError, ImageView, apply_override, load_config
+from small_project import EVERY_KIND
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -22,37 +23,53 @@ def test_shipped_params_load_into_a_typed_config():
 def test_view_names_are_level_dash_resolution():
     config = load_config(PARAMS)
     assert [v.name for v in config.views.values()] == list(config.views)
-    assert list(config.views) == ["fine-28", "fine-14", "coarse-28", "fine-14-clusters4"]
+    assert list(config.views) == ["fine-28", "fine-28-tops-Dress"]
+    assert list(load_config(PARAMS, [EVERY_KIND]).views) == ["fine-28", "fine-14", "coarse-28", "fine-14-clusters4"]
     assert ImageView(level="coarse", resolution=7).name == "coarse-7"
 
 
 def test_a_segmented_view_is_named_by_its_segments_and_has_a_global_model():
-    view = load_config(PARAMS).view("fine-14-clusters4")
+    view = load_config(PARAMS, [EVERY_KIND]).view("fine-14-clusters4")
     assert (view.segments.by, view.segments.count) == ("clusters", 4)
     assert view.global_name == "fine-14"
 
 
 def test_a_segmented_view_without_its_global_view_is_refused():
     with pytest.raises(ConfigError, match="view 'fine-28-clusters3' trains one expert per segment; its global model, view 'fine-28'"):
-        load_config(PARAMS, ["views={fine-28-clusters3: {level: fine, resolution: 28, segments: {count: 3}}}"])
+        load_config(PARAMS, [EVERY_KIND, "views={fine-28-clusters3: {level: fine, resolution: 28, segments: {count: 3}}}"])
 
 
 def test_a_segmented_view_misnamed_is_refused_with_the_right_name():
     with pytest.raises(ConfigError, match="view 'fine-28-seg' must be named 'fine-28-clusters3'"):
-        load_config(PARAMS, ["views.fine-28-seg={level: fine, resolution: 28, segments: {count: 3}}"])
+        load_config(PARAMS, [EVERY_KIND, "views.fine-28-seg={level: fine, resolution: 28, segments: {count: 3}}"])
+
+
+def test_a_specialist_is_named_by_its_classes_and_learns_fine_classes_beside_a_view_of_every_class():
+    config = load_config(PARAMS, [EVERY_KIND, "views.fine-14-T-shirt_top-Shirt={level: fine, resolution: 14, classes: [T-shirt/top, Shirt]}"])
+    assert config.specialists == {"fine-14-T-shirt_top-Shirt": ["T-shirt/top", "Shirt"]}
+    refusals = {
+        "views.coarse-28-tops={level: coarse, resolution: 28, classes: [tops]}": "a specialist learns fine classes",
+        "views.fine-14-clusters4-tops={level: fine, resolution: 14, classes: [tops], segments: {count: 4}}":
+            "a specialist is one network; it takes no segments",
+        "views={fine-28-tops: {level: fine, resolution: 28, classes: [tops]}}": "every view is a specialist",
+        "views.fine-28-x={level: fine, resolution: 28, classes: []}": "at least 1 item",
+    }
+    for override, message in refusals.items():
+        with pytest.raises(ConfigError, match=message):
+            load_config(PARAMS, [EVERY_KIND, override])
 
 
 def test_cluster_features_must_divide_the_image():
     with pytest.raises(ConfigError, match="view fine-14-clusters4: segments.feature_resolution 5 does not divide"):
-        load_config(PARAMS, ["views.fine-14-clusters4.segments.feature_resolution=5"])
+        load_config(PARAMS, [EVERY_KIND, "views.fine-14-clusters4.segments.feature_resolution=5"])
 
 
 def test_a_stage_resolution_must_divide_the_views_and_is_for_images_only():
     stage = "{level: fine, epochs: 1, resolution: 7}"
-    config = load_config(PARAMS, [f"views.fine-14.train.stages=[{stage}]"])
+    config = load_config(PARAMS, [EVERY_KIND, f"views.fine-14.train.stages=[{stage}]"])
     assert config.train_config(config.view("fine-14")).stages[0].resolution == 7
     with pytest.raises(ConfigError, match=r"view fine-14: train.stages\[0\].resolution 4 does not divide the view's resolution 14"):
-        load_config(PARAMS, ["views.fine-14.train.stages=[{level: fine, epochs: 1, resolution: 4}]"])
+        load_config(PARAMS, [EVERY_KIND, "views.fine-14.train.stages=[{level: fine, epochs: 1, resolution: 4}]"])
     table = [
         "data.source={format: csv, path: data/table.csv}", "data.table={target: label}", "taxonomy=null",
         "distill.enabled=false", f"views={{fine-all: {{level: fine, features: all, train: {{stages: [{stage}]}}}}}}",
@@ -62,58 +79,58 @@ def test_a_stage_resolution_must_divide_the_views_and_is_for_images_only():
 
 
 def test_dotted_overrides_replace_single_keys():
-    config = load_config(PARAMS, ["train.epochs=2", "data.limit=5000", "data.source.format=npz"])
+    config = load_config(PARAMS, [EVERY_KIND, "train.epochs=2", "data.limit=5000", "data.source.format=npz"])
     assert config.train.epochs == 2
     assert config.data.limit == 5000
     assert config.data.source.format == "npz"
-    assert config.train.batch_size == load_config(PARAMS).train.batch_size  # siblings untouched
+    assert config.train.batch_size == load_config(PARAMS, [EVERY_KIND]).train.batch_size  # siblings untouched
 
 
 def test_override_of_the_aliased_validate_section():
-    config = load_config(PARAMS, ["validate.min_per_class=5"])
+    config = load_config(PARAMS, [EVERY_KIND, "validate.min_per_class=5"])
     assert config.validate_.min_per_class == 5
     assert config.as_dict()["validate"]["min_per_class"] == 5
 
 
 def test_views_are_overridden_with_yaml():
-    config = load_config(PARAMS, ["views={coarse-14: {level: coarse, resolution: 14}, fine-7: {level: fine, resolution: 7}}"])
+    config = load_config(PARAMS, [EVERY_KIND, "views={coarse-14: {level: coarse, resolution: 14}, fine-7: {level: fine, resolution: 7}}"])
     assert list(config.views) == ["coarse-14", "fine-7"]
 
 
 def test_one_view_setting_is_overridden_by_its_dotted_key():
-    config = load_config(PARAMS, ["views.fine-28.train.epochs=2", "views.fine-14.train={}"])
+    config = load_config(PARAMS, [EVERY_KIND, "views.fine-28.train.epochs=2", "views.fine-14.train={}"])
     fine_28 = config.train_config(config.view("fine-28"))
-    assert fine_28.epochs == 2 and fine_28.stages == load_config(PARAMS).train_config(config.view("fine-28")).stages
+    assert fine_28.epochs == 2 and fine_28.stages == load_config(PARAMS, [EVERY_KIND]).train_config(config.view("fine-28")).stages
     assert config.train_config(config.view("fine-14")).epochs == config.train.epochs  # no setting of its own
 
 
 def test_override_value_null_clears_a_key():
-    config = load_config(PARAMS, ["data.limit=5000", "data.limit=null"])
+    config = load_config(PARAMS, [EVERY_KIND, "data.limit=5000", "data.limit=null"])
     assert config.data.limit is None
 
 
 @pytest.mark.parametrize("assignment", ["train.epochs", "=2"])
 def test_override_without_key_or_equals_is_refused(assignment):
     with pytest.raises(ConfigError, match="is not of the form key=value"):
-        load_config(PARAMS, [assignment])
+        load_config(PARAMS, [EVERY_KIND, assignment])
 
 
 def test_override_below_a_value_that_is_not_a_section_is_refused():
     with pytest.raises(ConfigError, match=r"override 'train\.epochs\.x=1': 'epochs' is not a section"):
-        load_config(PARAMS, ["train.epochs.x=1"])
+        load_config(PARAMS, [EVERY_KIND, "train.epochs.x=1"])
 
 
 def test_unknown_key_is_rejected_with_its_path_where_it_was_set_and_the_nearest_key():
     with pytest.raises(ConfigError, match=r"^--set train\.epoch=2: train\.epoch: Extra inputs are not permitted "
                                           r"\(did you mean train\.epochs\?\)$"):
-        load_config(PARAMS, ["train.epoch=2"])
+        load_config(PARAMS, [EVERY_KIND, "train.epoch=2"])
     with pytest.raises(ConfigError, match=r"--set views\.fine-28\.train\.epoch=2: .*did you mean views\.fine-28\.train\.epochs\?"):
-        load_config(PARAMS, ["views.fine-28.train.epoch=2"])
+        load_config(PARAMS, [EVERY_KIND, "views.fine-28.train.epoch=2"])
 
 
 def test_unknown_section_is_rejected_with_its_path(tmp_path):
     with pytest.raises(ConfigError, match=r"^--set trian\.epochs=2: trian: Extra inputs are not permitted \(did you mean train\?\)"):
-        load_config(PARAMS, ["trian.epochs=2"])
+        load_config(PARAMS, [EVERY_KIND, "trian.epochs=2"])
     params = tmp_path / "params.yaml"
     params.write_text("trian: {epochs: 2}\n")
     with pytest.raises(ConfigError, match=r"params\.yaml: trian: Extra inputs are not permitted"):
@@ -122,27 +139,27 @@ def test_unknown_section_is_rejected_with_its_path(tmp_path):
 
 def test_bad_value_is_rejected_with_its_path():
     with pytest.raises(ConfigError, match=r"train\.epochs: Input should be greater than or equal to 1"):
-        load_config(PARAMS, ["train.epochs=0"])
+        load_config(PARAMS, [EVERY_KIND, "train.epochs=0"])
 
 
 def test_a_view_keyed_by_another_name_than_its_spec_is_rejected():
     with pytest.raises(ConfigError, match="view 'fine-28' must be named 'coarse-28'"):
-        load_config(PARAMS, ["views.fine-28.level=coarse"])
+        load_config(PARAMS, [EVERY_KIND, "views.fine-28.level=coarse"])
 
 
 def test_no_views_is_rejected():
     with pytest.raises(ConfigError, match="at least one view is needed"):
-        load_config(PARAMS, ["views={}"])
+        load_config(PARAMS, [EVERY_KIND, "views={}"])
 
 
 def test_resolution_that_does_not_divide_the_image_is_rejected():
     with pytest.raises(ConfigError, match="view fine-5: resolution 5 does not divide the image shape 28x28"):
-        load_config(PARAMS, ["views={fine-5: {level: fine, resolution: 5}}"])
+        load_config(PARAMS, [EVERY_KIND, "views={fine-5: {level: fine, resolution: 5}}"])
 
 
 def test_changing_image_shape_rechecks_every_view():
     with pytest.raises(ConfigError, match="view fine-28: resolution 28 does not divide the image shape 32x32"):
-        load_config(PARAMS, ["validate.image_shape=[32, 32]"])
+        load_config(PARAMS, [EVERY_KIND, "validate.image_shape=[32, 32]"])
 
 
 def test_missing_params_file_is_named(tmp_path):
@@ -192,11 +209,11 @@ def test_a_bad_per_view_training_parameter_is_refused_with_the_view_named(tmp_pa
 
 def test_an_unknown_view_is_named_in_the_error():
     with pytest.raises(KeyError, match="no view named 'fine-7'"):
-        load_config(PARAMS).view("fine-7")
+        load_config(PARAMS, [EVERY_KIND]).view("fine-7")
 
 
 def test_extra_heads_are_for_image_views():
-    config = load_config(PARAMS, ["views.fine-28.train.heads={coarse: 0.5}"])
+    config = load_config(PARAMS, [EVERY_KIND, "views.fine-28.train.heads={coarse: 0.5}"])
     assert config.train_config(config.view("fine-28")).heads == {"coarse": 0.5}
     table = [
         "data.source={format: csv, path: data/table.csv}", "data.table={target: label}", "taxonomy=null",
@@ -211,7 +228,7 @@ TRANSFER = "transfers={coarse-14: {start_from: fine-14, level: coarse, resolutio
 
 
 def test_a_transfer_is_a_view_trained_after_its_source_and_stays_apart_in_the_dump():
-    config = load_config(PARAMS, [TRANSFER])
+    config = load_config(PARAMS, [EVERY_KIND, TRANSFER])
     assert list(config.views)[-1] == "coarse-14" and config.view("coarse-14").start_from == "fine-14"
     assert list(config.transfers) == ["coarse-14"]
     assert config.train_config(config.view("coarse-14")).epochs == 2
@@ -241,7 +258,7 @@ def test_a_transfer_is_a_view_trained_after_its_source_and_stays_apart_in_the_du
 ])
 def test_a_transfer_without_a_fitting_source_declared_before_it_is_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(PARAMS, overrides)
+        load_config(PARAMS, [EVERY_KIND, *overrides])
 
 
 PAIR = ["cotrained={fine-7: {level: fine, resolution: 7}, fine-4: {level: fine, resolution: 4}}",
@@ -249,7 +266,7 @@ PAIR = ["cotrained={fine-7: {level: fine, resolution: 7}, fine-4: {level: fine, 
 
 
 def test_a_cotrained_pair_is_two_views_after_those_of_views_and_stays_apart_in_the_dump():
-    config = load_config(PARAMS, PAIR)
+    config = load_config(PARAMS, [EVERY_KIND, *PAIR])
     assert list(config.views)[-2:] == ["fine-7", "fine-4"]
     assert config.pair_of("fine-4") == "mutual" and config.pair_of("fine-28") is None
     dumped = config.as_dict()
@@ -273,7 +290,7 @@ def test_a_cotrained_pair_is_two_views_after_those_of_views_and_stays_apart_in_t
 ])
 def test_a_pair_that_cannot_train_together_is_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(PARAMS, overrides)
+        load_config(PARAMS, [EVERY_KIND, *overrides])
 
 
 def test_a_segment_column_of_any_name_names_its_view_with_safe_characters():
@@ -306,6 +323,23 @@ def test_a_missing_data_source_or_a_bad_taxonomy_is_a_configuration_error_before
     started = time.perf_counter()
     assert granular_cli(["run", "--root", str(tmp_path), "--params", str(PARAMS), "--set", setting]) == 2
     assert time.perf_counter() - started < 5  # no server was started (one takes 10 s and more)
+    assert re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(("classes", "message"), [
+    ("[tops, Shirts]", r"view fine-28-tops-Shirts: classes: 'Shirts' is no class of the taxonomy at any level"),
+    ("[Shirt]", r"view fine-28-Shirt: classes: \['Shirt'\] stand for 1 of the 10 fine classes"),
+])
+def test_a_specialist_naming_no_classes_of_the_taxonomy_is_refused_before_anything_starts(tmp_path, capsys, classes, message):
+    import shutil
+
+    from flows.cli import main as granular_cli
+
+    (tmp_path / "data").mkdir()
+    shutil.copy(PARAMS.parent / "data" / "taxonomy.yaml", tmp_path / "data" / "taxonomy.yaml")
+    name = "fine-28-" + "-".join(part.strip() for part in classes.strip("[]").split(","))
+    setting = f"views.{name}={{level: fine, resolution: 28, classes: {classes}}}"
+    assert granular_cli(["run", "--root", str(tmp_path), "--params", str(PARAMS), "--set", setting]) == 2
     assert re.search(message, capsys.readouterr().err)
 
 

@@ -2,6 +2,8 @@
 order and waves views train in, the keys of their progress artifacts."""
 import io
 
+from small_project import EVERY_KIND
+
 from tasks.training import EpochBar, epoch_metrics
 
 RECORD = {"epoch": 1, "train_loss": 0.51234, "val_accuracy": 0.9123, "images_per_s": 2345.6}
@@ -57,6 +59,7 @@ def test_a_transfer_trains_in_a_wave_after_its_sources_and_views_fill_the_waves_
 
     params = Path(__file__).resolve().parents[1] / "params.yaml"
     config = load_config(params, [
+        EVERY_KIND,
         "transfers={coarse-14: {start_from: coarse-28, level: coarse, resolution: 14},"
         " coarse-7: {start_from: coarse-14, level: coarse, resolution: 7}}",
     ])
@@ -77,7 +80,7 @@ def test_a_transfer_whose_source_failed_is_not_trained_and_says_why(monkeypatch)
     from granular.config import load_config
 
     params = Path(__file__).resolve().parents[1] / "params.yaml"
-    config = load_config(params, ["transfers={coarse-14: {start_from: fine-14, level: coarse, resolution: 14}}"])
+    config = load_config(params, [EVERY_KIND, "transfers={coarse-14: {start_from: fine-14, level: coarse, resolution: 14}}"])
     trained = []
 
     def train_view(config, paths, name, parent, gpu=0):

@@ -15,10 +15,11 @@ from granular.pipeline.tuning import TrialHooks, tune_view, write_proposal
 from granular.pipeline.validate import validate_step
 from granular.pipeline.view import view_step
 from granular.store.paths import ProjectPaths
+from small_project import EVERY_KIND
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
-SMALL = ["data.limit=300", "validate.min_per_class=10", "train.width=8", "tune.epochs=2"]
+SMALL = [EVERY_KIND, "data.limit=300", "validate.min_per_class=10", "train.width=8", "tune.epochs=2"]
 
 
 def test_the_grid_sampler_refuses_ranges():
@@ -62,7 +63,7 @@ def test_random_search_runs_every_trial_in_the_space_and_proposes_the_best(proje
 
     proposal = yaml.safe_load(write_proposal(project, summary).read_text())
     assert proposal == {"views": {"fine-14": {"train": summary["best_params"]}}}
-    merged = load_config(project.params, [f"views.fine-14.train={summary['best_params']}"])  # it applies as is
+    merged = load_config(project.params, [EVERY_KIND, f"views.fine-14.train={summary['best_params']}"])  # it applies as is
     assert merged.train_config(merged.view("fine-14")).lr == summary["best_params"]["lr"]
 
 
