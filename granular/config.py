@@ -254,12 +254,9 @@ class _View(_Section):
         return f"{self.global_name}{suffix}"
 
     @model_validator(mode="after")
-    def _a_specialist_refines_fine_classes(self) -> "_View":
-        if self.classes is not None:
-            if self.level != "fine":
-                raise ValueError(f"classes: a specialist learns fine classes (level fine), not level {self.level!r}")
-            if self.segments is not None:
-                raise ValueError("classes: a specialist is one network; it takes no segments")
+    def _a_specialist_is_one_network(self) -> "_View":
+        if self.classes is not None and self.segments is not None:
+            raise ValueError("classes: a specialist is one network; it takes no segments")
         return self
 
 

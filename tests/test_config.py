@@ -48,7 +48,6 @@ def test_a_specialist_is_named_by_its_classes_and_learns_fine_classes_beside_a_v
     config = load_config(PARAMS, [EVERY_KIND, "views.fine-14-T-shirt_top-Shirt={level: fine, resolution: 14, classes: [T-shirt/top, Shirt]}"])
     assert config.specialists == {"fine-14-T-shirt_top-Shirt": ["T-shirt/top", "Shirt"]}
     refusals = {
-        "views.coarse-28-tops={level: coarse, resolution: 28, classes: [tops]}": "a specialist learns fine classes",
         "views.fine-14-clusters4-tops={level: fine, resolution: 14, classes: [tops], segments: {count: 4}}":
             "a specialist is one network; it takes no segments",
         "views={fine-28-tops: {level: fine, resolution: 28, classes: [tops]}}": "every view is a specialist",
@@ -326,20 +325,22 @@ def test_a_missing_data_source_or_a_bad_taxonomy_is_a_configuration_error_before
     assert re.search(message, capsys.readouterr().err)
 
 
-@pytest.mark.parametrize(("classes", "message"), [
-    ("[tops, Shirts]", r"view fine-28-tops-Shirts: classes: 'Shirts' is no class of the taxonomy at any level"),
-    ("[Shirt]", r"view fine-28-Shirt: classes: \['Shirt'\] stand for 1 of the 10 fine classes"),
+@pytest.mark.parametrize(("name", "spec", "message"), [
+    ("fine-28-tops-Shirts", "{level: fine, resolution: 28, classes: [tops, Shirts]}",
+     r"view fine-28-tops-Shirts: classes: 'Shirts' is no class of the taxonomy at any level"),
+    ("fine-28-Shirt", "{level: fine, resolution: 28, classes: [Shirt]}",
+     r"view fine-28-Shirt: classes: \['Shirt'\] stand for 1 of the 10 fine classes"),
+    ("coarse-28-tops", "{level: coarse, resolution: 28, classes: [tops]}",
+     r"view coarse-28-tops: classes: a specialist learns fine classes \(level fine\), not level 'coarse'"),
 ])
-def test_a_specialist_naming_no_classes_of_the_taxonomy_is_refused_before_anything_starts(tmp_path, capsys, classes, message):
+def test_a_specialist_of_no_fine_classes_of_the_taxonomy_is_refused_before_anything_starts(tmp_path, capsys, name, spec, message):
     import shutil
 
     from flows.cli import main as granular_cli
 
     (tmp_path / "data").mkdir()
     shutil.copy(PARAMS.parent / "data" / "taxonomy.yaml", tmp_path / "data" / "taxonomy.yaml")
-    name = "fine-28-" + "-".join(part.strip() for part in classes.strip("[]").split(","))
-    setting = f"views.{name}={{level: fine, resolution: 28, classes: {classes}}}"
-    assert granular_cli(["run", "--root", str(tmp_path), "--params", str(PARAMS), "--set", setting]) == 2
+    assert granular_cli(["run", "--root", str(tmp_path), "--params", str(PARAMS), "--set", f"views.{name}={spec}"]) == 2
     assert re.search(message, capsys.readouterr().err)
 
 

@@ -17,6 +17,10 @@ def project_taxonomy(config: Config, paths: ProjectPaths) -> Taxonomy:
 
 def specialist_classes(taxonomy: Taxonomy, view) -> np.ndarray:
     """The fine class ids a specialist view (`classes:`) learns, two or more and not all."""
+    if view.level != taxonomy.fine:
+        raise ConfigError(
+            f"view {view.name}: classes: a specialist learns fine classes (level {taxonomy.fine}), not level {view.level!r}"
+        )
     try:
         ids = taxonomy.fine_ids_under(view.classes)
     except TaxonomyError as error:
