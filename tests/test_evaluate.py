@@ -464,7 +464,12 @@ def test_a_specialist_learns_its_classes_alone_refines_the_fusion_and_is_scored_
     metrics = evaluate_step(config, paths)
     assert metrics["best_single"] == "fine-16" and metrics["fine_views"] == ["fine-16"]
     assert metrics["specialists"] == {"fine-16-x": ["a", "b"]}
-    assert metrics["test"]["fine-16-x"]["n"] == 40 and metrics["test"]["fine-16"]["n"] == 60
+    specialist = metrics["test"]["fine-16-x"]
+    assert specialist["n"] == 40 and metrics["test"]["fine-16"]["n"] == 60
+    # Its macro-F1 is over its two classes: the class it never answers does not count as a 0.
+    f1 = [row["f1"] for row in json.loads((paths.evaluation / "per_class.json").read_text())["fine-16-x"]["per_class"]]
+    assert specialist["macro_f1"] == pytest.approx((f1[0] + f1[1]) / 2)
+    assert specialist["macro_f1_ci_low"] <= specialist["macro_f1"] <= specialist["macro_f1_ci_high"]
     assert "fine-16-x (on its classes)" in format_table(metrics)
 
 

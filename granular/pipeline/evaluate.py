@@ -180,7 +180,13 @@ def _score_specialist(taxonomy: Taxonomy, y_fine: np.ndarray, proba: np.ndarray,
     rows = np.isin(y_fine, classes)
     own = np.zeros_like(proba[rows])
     own[:, classes] = proba[rows][:, classes] / proba[rows][:, classes].sum(axis=1, keepdims=True)
-    scores, details = _score_model(taxonomy, taxonomy.fine, y_fine[rows], own, evaluate.resample_counts(int(rows.sum())))
+    resamples = evaluate.resample_counts(int(rows.sum()))
+    scores, details = _score_model(taxonomy, taxonomy.fine, y_fine[rows], own, resamples)
+    # Macro-F1 over its own classes: the others, never its answer, would each count as 0.
+    y_own, predicted_own = np.searchsorted(classes, y_fine[rows]), np.searchsorted(classes, details["predicted"])
+    scores["macro_f1"] = evaluate.macro_f1(evaluate.confusion_matrix(y_own, predicted_own, len(classes)))
+    samples = evaluate.resampled_macro_f1(resamples, y_own, predicted_own, len(classes))
+    scores["macro_f1_ci_low"], scores["macro_f1_ci_high"] = evaluate.percentile_interval(samples)
     # Every test example's row of the predictions file: its answer among its classes.
     details["predicted"] = classes[proba[:, classes].argmax(axis=1)]
     return scores, details
