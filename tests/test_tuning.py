@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -107,3 +108,21 @@ def test_a_transfer_is_tuned_from_its_sources_network_and_proposed_under_transfe
     assert set(initial) == {key for key in source if not key.startswith("head.")}  # a coarse head starts afresh
     assert all((initial[key] == source[key]).all() for key in initial)
     assert yaml.safe_load(write_proposal(project, summary).read_text()) == {"transfers": {"coarse-14": {"train": {"lr": 0.05}}}}
+
+
+def test_a_specialist_is_tuned_on_its_classes_examples_alone(project: ProjectPaths, monkeypatch: pytest.MonkeyPatch):
+    from granular.nn import train
+
+    specialist = "views.fine-14-tops={level: fine, resolution: 14, classes: [tops]}"
+    config = load_config(project.params, SMALL + [specialist, "tune.trials=1", "tune.epochs=1", "tune.pruning=false"])
+    view_step(config, project, "fine-14-tops")
+    learned = []
+    fit = train.fit
+
+    def recording_fit(x_train, y_train, x_val, y_val, **kwargs):
+        learned.append((set(np.unique(y_train).tolist()), set(np.unique(y_val).tolist())))
+        return fit(x_train, y_train, x_val, y_val, **kwargs)
+
+    monkeypatch.setattr(train, "fit", recording_fit)
+    tune_view(config, project, "fine-14-tops")
+    assert learned == [({0, 2, 4, 6}, {0, 2, 4, 6})]  # T-shirt/top, Pullover, Coat, Shirt

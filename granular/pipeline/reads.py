@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from granular.config import Config, ConfigError
+from granular.config import Config, ConfigError, ViewConfig
 from granular.core.partition import SPLITS
 from granular.core.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
 from granular.store.atomic import read_npz
@@ -15,7 +15,7 @@ def project_taxonomy(config: Config, paths: ProjectPaths) -> Taxonomy:
     return load_taxonomy(paths.taxonomy(config.taxonomy))
 
 
-def specialist_classes(taxonomy: Taxonomy, view) -> np.ndarray:
+def specialist_classes(taxonomy: Taxonomy, view: ViewConfig) -> np.ndarray:
     """The fine class ids a specialist view (`classes:`) learns, two or more and not all."""
     if view.level != taxonomy.fine:
         raise ConfigError(
