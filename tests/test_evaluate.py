@@ -323,34 +323,46 @@ def _images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return images.astype(np.uint8)
 
 
-@pytest.fixture(scope="module")
-def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[ProjectPaths, dict]:
-    """Two fine views and a coarse one trained for one epoch on tiny images, fused, evaluated."""
-    root = tmp_path_factory.mktemp("project")
-    rng = np.random.default_rng(0)
+def _tiny_project(root, seed: int, views: dict, distill: dict) -> tuple[Config, np.ndarray]:
+    """Tiny images of the three classes as an npz source in `root`, with TINY_TAXONOMY: the
+    project's configuration (one short epoch a view) and its test images."""
+    rng = np.random.default_rng(seed)
     y_train, y_test = np.arange(150) % 3, np.arange(60) % 3
     source = root / "source.npz"
-    np.savez(source, x_train=_images(y_train, rng), y_train=y_train, x_test=_images(y_test, rng), y_test=y_test)
+    test_images = _images(y_test, rng)
+    np.savez(source, x_train=_images(y_train, rng), y_train=y_train, x_test=test_images, y_test=y_test)
     (root / "taxonomy.yaml").write_text(TINY_TAXONOMY)
     config = Config.model_validate({
         "data": {"source": {"format": "npz", "path": str(source)}},
         "validate": {"image_shape": [16, 16], "min_per_class": 1},
         "taxonomy": "taxonomy.yaml",
         "split": {"val_fraction": 0.2, "folds": 2},
-        "views": {
-            "fine-16": {"level": "fine", "resolution": 16},
-            "fine-8": {"level": "fine", "resolution": 8},
-            "coarse-16": {"level": "coarse", "resolution": 16},
-        },
+        "views": views,
         "train": {"epochs": 1, "width": 4, "batch_size": 32, "threads": 1, "tta": False},
-        "distill": {"epochs": 1, "width": 4},
+        "distill": distill,
     })
-    paths = ProjectPaths(root)
+    return config, test_images
+
+
+def _train_every_view(config: Config, paths: ProjectPaths) -> None:
     for step in (import_raw_step, clean_step, split_step):
         step(config, paths)
     for view in config.views:
         view_step(config, paths, view)
         train_step(config, paths, view, warn=lambda message: None)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[ProjectPaths, dict]:
+    """Two fine views and a coarse one trained for one epoch on tiny images, fused, evaluated."""
+    root = tmp_path_factory.mktemp("project")
+    config, _ = _tiny_project(root, seed=0, views={
+        "fine-16": {"level": "fine", "resolution": 16},
+        "fine-8": {"level": "fine", "resolution": 8},
+        "coarse-16": {"level": "coarse", "resolution": 16},
+    }, distill={"epochs": 1, "width": 4})
+    paths = ProjectPaths(root)
+    _train_every_view(config, paths)
     fuse_step(config, paths)
     distill_step(config, paths, warn=lambda message: None)
     return paths, evaluate_step(config, paths)
@@ -422,21 +434,9 @@ def test_a_specialist_learns_its_classes_alone_refines_the_fusion_and_is_scored_
     from granular.pipeline import train as train_module
     from granular.serving.predict import load_fused
 
-    rng = np.random.default_rng(1)
-    y_train, y_test = np.arange(150) % 3, np.arange(60) % 3
-    source = tmp_path / "source.npz"
-    test_images = _images(y_test, rng)
-    np.savez(source, x_train=_images(y_train, rng), y_train=y_train, x_test=test_images, y_test=y_test)
-    (tmp_path / "taxonomy.yaml").write_text(TINY_TAXONOMY)
-    config = Config.model_validate({
-        "data": {"source": {"format": "npz", "path": str(source)}},
-        "validate": {"image_shape": [16, 16], "min_per_class": 1},
-        "taxonomy": "taxonomy.yaml",
-        "split": {"val_fraction": 0.2, "folds": 2},
-        "views": {"fine-16": {"level": "fine", "resolution": 16}, "fine-16-x": {"level": "fine", "resolution": 16, "classes": ["x"]}},
-        "train": {"epochs": 1, "width": 4, "batch_size": 32, "threads": 1, "tta": False},
-        "distill": {"enabled": False},
-    })
+    config, test_images = _tiny_project(tmp_path, seed=1, views={
+        "fine-16": {"level": "fine", "resolution": 16}, "fine-16-x": {"level": "fine", "resolution": 16, "classes": ["x"]},
+    }, distill={"enabled": False})
     learned = {}
     fitter = train_module._network_fitter
 
@@ -451,11 +451,7 @@ def test_a_specialist_learns_its_classes_alone_refines_the_fusion_and_is_scored_
 
     monkeypatch.setattr(train_module, "_network_fitter", recording_fitter)
     paths = ProjectPaths(tmp_path)
-    for step in (import_raw_step, clean_step, split_step):
-        step(config, paths)
-    for view in config.views:
-        view_step(config, paths, view)
-        train_step(config, paths, view, warn=lambda message: None)
+    _train_every_view(config, paths)
     assert learned == {"fine-16": {0, 1, 2}, "fine-16-x": {0, 1}}
     choice = fuse_step(config, paths)
     assert choice["summary"]["specialists"]["fine-16-x"]["classes"] == [0, 1]

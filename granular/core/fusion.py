@@ -498,15 +498,14 @@ class RefinedFusion(Fuser):
             proba = _refined(proba, probas_by_view[view], classes, self.weights_[view])
         return proba
 
+    def _specialist_entries(self) -> dict:
+        return {view: {"classes": classes.tolist(), "weight": self.weights_[view]} for view, classes in self.specialists.items()}
+
     def summary(self) -> dict:
-        return self.base.summary() | {"specialists": {
-            view: {"classes": classes.tolist(), "weight": self.weights_[view]} for view, classes in self.specialists.items()
-        }}
+        return self.base.summary() | {"specialists": self._specialist_entries()}
 
     def to_record(self) -> dict:
-        return {"base": self.base.to_record(), "specialists": {
-            view: {"classes": classes.tolist(), "weight": self.weights_[view]} for view, classes in self.specialists.items()
-        }}
+        return {"base": self.base.to_record(), "specialists": self._specialist_entries()}
 
     @classmethod
     def restore(cls, strategy: type[Fuser], record: dict, parents: dict[str, np.ndarray]) -> "RefinedFusion":

@@ -178,8 +178,9 @@ def _score_specialist(taxonomy: Taxonomy, y_fine: np.ndarray, proba: np.ndarray,
     """A specialist answers only which of its classes an example of them is: its scores on the
     test examples of those classes, its probabilities renormalised over them."""
     rows = np.isin(y_fine, classes)
+    group = proba[rows][:, classes]
     own = np.zeros_like(proba[rows])
-    own[:, classes] = proba[rows][:, classes] / proba[rows][:, classes].sum(axis=1, keepdims=True)
+    own[:, classes] = group / group.sum(axis=1, keepdims=True)
     resamples = evaluate.resample_counts(int(rows.sum()))
     scores, details = _score_model(taxonomy, taxonomy.fine, y_fine[rows], own, resamples)
     # Macro-F1 over its own classes: the others, never its answer, would each count as 0.
