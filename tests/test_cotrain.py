@@ -70,6 +70,24 @@ def test_each_network_records_its_own_epochs():
     assert [[r["epoch"] for r in kept] for kept in records] == [[1, 2], [1, 2]]
 
 
+def test_an_epochs_seconds_are_its_own_steps_not_its_partners_turns():
+    import time
+
+    member = _members()[0]
+    records = []
+    steps = train.training_steps(member.x_train, member.y_train, member.x_val, member.y_val, member.num_classes,
+                                 member.config, RUNTIME, on_epoch=records.append)
+    pause = 0.05  # a partner's turn after each step: 10 steps an epoch, so 0.5 s an epoch
+    try:
+        while True:
+            next(steps)
+            time.sleep(pause)
+    except StopIteration:
+        pass
+    assert len(records) == 2
+    assert all(r["seconds"] < 10 * pause / 2 for r in records), [r["seconds"] for r in records]
+
+
 def test_networks_of_different_examples_or_a_negative_weight_are_refused():
     members = _members()
     members[1] = cotrain.Member(members[1].x_train[:10], members[1].y_train[:10], members[1].x_val, members[1].y_val,

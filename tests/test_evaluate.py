@@ -416,6 +416,24 @@ def test_evaluate_step_times_every_model_and_keeps_latency_out_of_the_comparison
     assert 0.5 <= comparison.set_index("model").loc["fused", "roc_auc"] <= 1
 
 
+def test_evaluate_step_records_what_each_models_training_took(evaluated):
+    paths, metrics = evaluated
+    latency = metrics["latency"]
+    trained = {}
+    for view in ("fine-16", "fine-8", "coarse-16"):
+        trained[view] = sum(e["seconds"] for e in json.loads((paths.model_dir(view) / "history.json").read_text()))
+        assert trained[view] > 0 and latency[view]["train_seconds"] == pytest.approx(trained[view])
+    assert latency["fused"]["train_seconds"] == pytest.approx(sum(trained.values()))  # its views'
+    distilled = json.loads((paths.student_dir / "report.json").read_text())
+    assert latency["student"]["train_seconds"] == pytest.approx(
+        distilled["teacher"]["seconds"] + distilled["student"]["train_seconds"]
+    )
+    printed = format_table(metrics).splitlines()
+    assert printed[0].split()[-2:] == ["train", "s"]
+    fused = next(line for line in printed if line.startswith("fused "))
+    assert fused.split()[-1] == f"{sum(trained.values()):.0f}"
+
+
 def test_evaluate_step_writes_per_class_scores_and_reliability_diagrams(evaluated):
     paths, metrics = evaluated
     per_class = json.loads((paths.evaluation / "per_class.json").read_text())

@@ -46,6 +46,19 @@ def test_a_tables_comparison_counts_rows_and_shows_hierarchy_scores_only_where_t
     assert "ROC-AUC" not in images[0] and "bal_acc" not in images[0]  # images: every class is common
 
 
+def test_each_row_ends_with_what_its_training_took_where_it_was_recorded():
+    from granular.core.report import comparison_rows
+
+    metrics = _metrics("images", hierarchy=True)
+    assert "train s" not in comparison_rows(metrics)[0]  # recorded for none: no column
+    metrics["latency"] = {"fine-all": {"train_seconds": 264.4}, "fused": {"images_per_s": 1234.0, "train_seconds": 470.6}}
+    rows = comparison_rows(metrics)
+    assert [(row["model"], row["train s"]) for row in rows] == [("fine-all", "264"), ("fused", "471")]
+    assert list(rows[0])[-2:] == ["img/s", "train s"]
+    metrics["latency"] = {"fine-all": {"images_per_s": 99.0}, "fused": {"train_seconds": 12.0}}
+    assert [row["train s"] for row in comparison_rows(metrics)] == ["-", "12"]
+
+
 def test_the_printed_table_says_which_segments_had_no_expert():
     from flows.cli import format_table
 

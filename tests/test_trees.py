@@ -81,7 +81,7 @@ def test_saved_trees_load_and_predict_the_same(tmp_path):
     np.testing.assert_array_equal(load_trees(tmp_path / "network-0.joblib").predict_proba(val), trees.predict_proba(val))
     record = trees.record(train, y_train, val, y_val)
     assert record["epoch"] == 1 and 1 <= record["rounds"] <= 20 and record["val_accuracy"] > 0.8
-    assert record["val_loss"] > 0 and record["images_per_s"] > 0
+    assert record["val_loss"] > 0 and record["images_per_s"] > 0 and record["seconds"] == trees.fit_seconds
 
 
 def test_a_file_that_holds_something_else_is_refused(tmp_path):

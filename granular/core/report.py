@@ -24,11 +24,15 @@ def artifact_link(tracking_uri: str, run_id: str, artifact_path: str) -> str | N
     return f"{tracking_uri.rstrip('/')}/get-artifact?path={quote(artifact_path)}&run_uuid={run_id}"
 
 
-COLUMNS = ("model", "level", "accuracy", "95% CI", "bal_acc", "macro_f1", "ROC-AUC", "PR-AUC", "ECE", "hF1", "severity", "img/s")
+COLUMNS = (
+    "model", "level", "accuracy", "95% CI", "bal_acc", "macro_f1", "ROC-AUC", "PR-AUC", "ECE", "hF1", "severity", "img/s",
+    "train s",
+)
 HIERARCHY = ("hF1", "severity")  # scores of a taxonomy of two levels or more
 # Shown for tables, where a class is often rare (metrics.json and comparison.csv have them always).
 IMBALANCE = ("bal_acc", "ROC-AUC", "PR-AUC")
 SPEED = "img/s"
+COST = "train s"  # seconds of training on this machine: a fused model's are its inputs'
 
 
 def for_people(value):
@@ -49,7 +53,7 @@ def _interval(low: float | None, high: float | None, spec: str) -> str:
     return "-" if low is None or high is None else f"[{format(low, spec)}, {format(high, spec)}]"
 
 
-VALUE_COLUMNS = ("model", "level", "RMSE", "95% CI", "MAE", "R²", "R² 95% CI", "accuracy", "rows/s")
+VALUE_COLUMNS = ("model", "level", "RMSE", "95% CI", "MAE", "R²", "R² 95% CI", "accuracy", "rows/s", "train s")
 
 
 def _value_rows(metrics: dict) -> list[dict[str, str]]:
@@ -66,6 +70,7 @@ def _value_rows(metrics: dict) -> list[dict[str, str]]:
         _interval(scores.get("r2_ci_low"), scores.get("r2_ci_high"), ".4f"),
         _number(scores.get("accuracy"), ".4f"),
         _number(latency.get(name, {}).get("images_per_s"), ".0f"),
+        _number(latency.get(name, {}).get("train_seconds"), ".0f"),
     ))) for name, scores in metrics["test"].items()]
 
 
@@ -74,9 +79,9 @@ def comparison_rows(metrics: dict) -> list[dict[str, str]]:
     metric a model lacks (hierarchy scores of a coarse view) shows as "-"; the hierarchy columns
     show only where a model has them (a taxonomy of one level has none); a table's rows show
     the scores that tell a rare class apart, and its speed in rows/s; a regression's, its
-    errors and R²."""
+    errors and R². Each row ends with what the model's training took, where it was recorded."""
     if metrics.get("task") == "regression":
-        return _value_rows(metrics)
+        return _without_empty(_value_rows(metrics), (COST,))
     latency = metrics.get("latency", {})
     speed = "rows/s" if metrics.get("modality") == "tables" else SPEED
     rows = []
@@ -94,10 +99,17 @@ def comparison_rows(metrics: dict) -> list[dict[str, str]]:
             _number(scores.get("hierarchical_f1"), ".4f"),
             _number(scores.get("mistake_severity"), ".2f"),
             _number(latency.get(name, {}).get("images_per_s"), ".0f"),
+            _number(latency.get(name, {}).get("train_seconds"), ".0f"),
         ))))
-    hidden = [c for c in HIERARCHY if all(row[c] == "-" for row in rows)]
-    hidden += [] if metrics.get("modality") == "tables" else list(IMBALANCE)
+    rows = _without_empty(rows, (*HIERARCHY, COST))
+    hidden = [] if metrics.get("modality") == "tables" else IMBALANCE
     return [{(speed if c == SPEED else c): v for c, v in row.items() if c not in hidden} for row in rows]
+
+
+def _without_empty(rows: list[dict[str, str]], columns: tuple[str, ...]) -> list[dict[str, str]]:
+    """`rows` without those of `columns` that no row has a figure in."""
+    empty = [c for c in columns if all(row[c] == "-" for row in rows)]
+    return [{c: v for c, v in row.items() if c not in empty} for row in rows]
 
 
 def headline(metrics: dict, registry: dict | None = None) -> str:

@@ -45,7 +45,7 @@ MEAN = "mean"
 class Baseline:
     """A model outside the pipeline's views, fitted on the same splits: its validation and test
     probabilities of the fine classes (a regression target's values, (N, 1)), figures of this
-    machine (such as fit_seconds), and the model itself where it can serve."""
+    machine (its train_seconds), and the model itself where it can serve."""
 
     val_proba: np.ndarray
     test_proba: np.ndarray

@@ -308,7 +308,7 @@ def training_steps(
             model.train()
             for module in frozen:  # dropout off and BatchNorm statistics kept, as in prediction
                 module.eval()
-            started = time.perf_counter()
+            started, elsewhere = time.perf_counter(), 0.0  # elsewhere: a co-trained partner's turns
             if order is None:
                 order = torch.randperm(len(x_train), generator=generator).to(runtime.device)
                 loss_sum = torch.zeros((), device=runtime.device)
@@ -334,12 +334,14 @@ def training_steps(
                 optimizer.step()
                 schedule.step()
                 loss_sum += loss.detach() * len(rows)  # stays on the device: no sync per step
+                handed_over = time.perf_counter()
                 yield
+                elsewhere += time.perf_counter() - handed_over
                 if preemption.requested():
                     step = start // config.batch_size + 1
                     saved = checkpoints.save_state(checkpoint_dir, epoch, step, state(order, loss_sum)) if checkpoint_dir else None
                     raise preemption.stop(f"at epoch {epoch}, batch {step}; checkpoint: {saved}")
-            seconds = time.perf_counter() - started
+            seconds = time.perf_counter() - started - elsewhere
             # Each epoch's check predicts without the shifted copies (a third of their cost); the
             # final validation probabilities below have them.
             val_proba = predict_proba(trained, x_val, runtime, batch_size=1024, shifted=False)

@@ -52,6 +52,8 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
     # data, settings and code, and `dvc metrics diff` shows model quality alone.
     figures = json.loads((paths.baselines_dir / BASELINE_FIGURES).read_text())
     latency = _latency(config, paths, served) | {name: figures for name, figures in figures.items() if figures}
+    for name, seconds in _training_seconds(config, paths, figures).items():
+        latency[name] = {**latency.get(name, {}), "train_seconds": seconds}
     write_json(paths.latency, latency)
     return {**metrics, "latency": latency}
 
@@ -302,6 +304,22 @@ def _latency(config: Config, paths: ProjectPaths, served: dict) -> dict:
     for name, predict in predictors.items():
         latency[name] = evaluate.measure_latency(predict, images, LATENCY_BATCH)
     return latency
+
+
+def _training_seconds(config: Config, paths: ProjectPaths, baseline_figures: dict) -> dict[str, float]:
+    """What each model's training took on this machine, so that its accuracy can be weighed
+    against its cost: a view's networks' epochs; the fused model's, every input's (its views and
+    the baselines it fuses; fitting the fusion itself takes seconds); the student's, the
+    teacher's pass over the training examples and its own epochs."""
+    seconds = {
+        view: sum(epoch["seconds"] for epoch in json.loads((paths.model_dir(view) / "history.json").read_text()))
+        for view in config.views
+    }
+    seconds["fused"] = sum(seconds.values()) + sum(f.get("train_seconds", 0.0) for f in baseline_figures.values())
+    if config.distill.enabled:
+        report = json.loads((paths.student_dir / "report.json").read_text())
+        seconds[STUDENT] = report["teacher"]["seconds"] + report["student"]["train_seconds"]
+    return seconds
 
 
 def _write_class_details(

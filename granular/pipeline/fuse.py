@@ -20,7 +20,7 @@ from granular.store.atomic import atomic_dir, write_json, write_npz
 from granular.store.paths import ProjectPaths
 
 BASELINE_PREDICTIONS = "predictions.npz"  # in data/baselines/: each baseline's test probabilities
-BASELINE_FIGURES = "figures.json"  # ... and its figures of this machine (fit seconds)
+BASELINE_FIGURES = "figures.json"  # ... and its figures of this machine (training seconds)
 
 
 def fuse_step(config: Config, paths: ProjectPaths) -> dict:

@@ -367,7 +367,7 @@ class Tables:
         return {
             BASELINE: Baseline(
                 val_proba=trees.predict_proba(arrays["val"]), test_proba=trees.predict_proba(arrays["test"]),
-                figures={"fit_seconds": trees.fit_seconds}, model=model,
+                figures={"train_seconds": trees.fit_seconds}, model=model,
             ),
             MAJORITY: Baseline(**{f"{s}_proba": np.tile(shares, (len(labels[s]), 1)) for s in ("val", "test")}),
         }
@@ -397,7 +397,7 @@ def _regression_baselines(
     return {
         BASELINE: Baseline(
             val_proba=trees.predict_proba(arrays["val"]), test_proba=trees.predict_proba(arrays["test"]),
-            figures={"fit_seconds": trees.fit_seconds}, model=ViewModel(level=FINE, reader=reader, networks=[trees]),
+            figures={"train_seconds": trees.fit_seconds}, model=ViewModel(level=FINE, reader=reader, networks=[trees]),
         ),
         MEAN: Baseline(**{f"{s}_proba": np.full((len(values[s]), 1), mean) for s in ("val", "test")}),
     }
