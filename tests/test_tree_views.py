@@ -101,6 +101,11 @@ def test_tree_views_train_per_segment_save_and_fuse_with_the_baseline(table: Pat
         frame.iloc[test_rows], bundle.runtime), atol=1e-6)
     assert {"hgb", "majority", "fused", *config.views} == set(metrics["test"])
     assert json.loads((paths.baselines_dir / "figures.json").read_text())["hgb"]["train_seconds"] > 0
+    # The fused model's training cost is its inputs': the views' (trees too) and the baseline's.
+    views = sum(r["seconds"] for view in config.views for r in trained[view]["history"])
+    latency = json.loads(paths.latency.read_text())
+    assert latency["fused"]["train_seconds"] == pytest.approx(views + latency["hgb"]["train_seconds"])
+    assert latency["fine-numeric-hgb-region"]["train_seconds"] > 0
 
 
 def test_alone_the_baseline_can_be_the_fused_model(table: Path, tmp_path: Path):
