@@ -114,3 +114,17 @@ def test_a_compared_setting_may_name_its_view():
 
     assert train.split_view(["view=fine-14", "train.epochs=3"], "fine-28") == ("fine-14", ["train.epochs=3"])
     assert train.split_view(["train.epochs=3"], "fine-28") == ("fine-28", ["train.epochs=3"])
+
+
+def test_the_one_network_of_the_views_passes_scales_each_stage_and_the_staged_one_keeps_the_passes():
+    import granularity  # benchmarks/granularity.py
+    from granular.config import TrainConfig
+
+    staged_view = TrainConfig(epochs=12, stages=[{"level": "fine", "epochs": 14, "resolution": 14}])
+    longer = granularity.scaled(staged_view, 1.846)
+    assert ([s.epochs for s in longer.stages], longer.epochs) == ([26], 22)
+    coarse_first, coarse = granularity.coarse_first(staged_view)
+    assert coarse == 4 and coarse_first.total_epochs == staged_view.total_epochs and coarse_first.epochs == 12
+    assert [(s.level, s.epochs, s.resolution) for s in coarse_first.stages] == [("coarse", 4, 14), ("fine", 10, 14)]
+    plain, coarse = granularity.coarse_first(TrainConfig(epochs=12))
+    assert coarse == 4 and [(s.level, s.epochs) for s in plain.stages] == [("coarse", 4)] and plain.epochs == 8
