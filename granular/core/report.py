@@ -24,15 +24,15 @@ def artifact_link(tracking_uri: str, run_id: str, artifact_path: str) -> str | N
     return f"{tracking_uri.rstrip('/')}/get-artifact?path={quote(artifact_path)}&run_uuid={run_id}"
 
 
+SPEED = "img/s"
+COST = "train s"  # seconds of training on this machine: a fused model's are its inputs'
 COLUMNS = (
-    "model", "level", "accuracy", "95% CI", "bal_acc", "macro_f1", "ROC-AUC", "PR-AUC", "ECE", "hF1", "severity", "img/s",
-    "train s",
+    "model", "level", "accuracy", "95% CI", "bal_acc", "macro_f1", "ROC-AUC", "PR-AUC", "ECE", "hF1", "severity", SPEED,
+    COST,
 )
 HIERARCHY = ("hF1", "severity")  # scores of a taxonomy of two levels or more
 # Shown for tables, where a class is often rare (metrics.json and comparison.csv have them always).
 IMBALANCE = ("bal_acc", "ROC-AUC", "PR-AUC")
-SPEED = "img/s"
-COST = "train s"  # seconds of training on this machine: a fused model's are its inputs'
 
 
 def for_people(value):
@@ -53,7 +53,7 @@ def _interval(low: float | None, high: float | None, spec: str) -> str:
     return "-" if low is None or high is None else f"[{format(low, spec)}, {format(high, spec)}]"
 
 
-VALUE_COLUMNS = ("model", "level", "RMSE", "95% CI", "MAE", "R²", "R² 95% CI", "accuracy", "rows/s", "train s")
+VALUE_COLUMNS = ("model", "level", "RMSE", "95% CI", "MAE", "R²", "R² 95% CI", "accuracy", "rows/s", COST)
 
 
 def _value_rows(metrics: dict) -> list[dict[str, str]]:
