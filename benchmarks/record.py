@@ -1,4 +1,4 @@
-"""Write a benchmark's figures into docs/measurements.md, between its two markers:
+"""Write a benchmark's figures into docs/results.md, between its two markers:
 
     <!-- measured: NAME -->
     ...rewritten by `record(NAME, figures)`...
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PAGE = REPO / "docs" / "measurements.md"
+PAGE = REPO / "docs" / "results.md"
 
 
 def markers(name: str) -> tuple[str, str]:

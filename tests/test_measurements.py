@@ -1,4 +1,4 @@
-"""docs/measurements.md is rewritten by the benchmarks' --record: benchmarks/record.py replaces
+"""docs/results.md is rewritten by the benchmarks' --record: benchmarks/record.py replaces
 exactly the block between a benchmark's markers, and the page has the markers each benchmark needs.
 Nothing here runs a benchmark or trains a model."""
 from __future__ import annotations
@@ -25,7 +25,7 @@ MACHINE = "Test CPU (2 cores), torch 0.0, no GPU"
 
 
 def page_with_demo(tmp_path: Path) -> Path:
-    page = tmp_path / "measurements.md"
+    page = tmp_path / "results.md"
     page.write_text(BEFORE + "<!-- measured: demo -->\nold figures\n\n| x |\n|---|\n| 1 |\n<!-- /measured: demo -->" + AFTER)
     return page
 
@@ -67,7 +67,7 @@ def test_figures_that_are_not_flat_rows_are_written_as_json(tmp_path: Path):
 
 @pytest.mark.parametrize("text", ["# Measurements\n\nNo markers.\n", "<!-- measured: demo -->\nno end marker\n"])
 def test_a_missing_marker_is_an_error_naming_it(tmp_path: Path, text: str):
-    page = tmp_path / "measurements.md"
+    page = tmp_path / "results.md"
     page.write_text(text)
     with pytest.raises(ValueError) as raised:
         record.record("demo", [{"a": 1}], page=page, command=COMMAND, machine_text=MACHINE)
@@ -106,7 +106,7 @@ def test_the_page_has_the_markers_of_every_benchmark_that_records():
     names = recording_benchmarks()
     assert {"train", "overhead", "tabular"} <= set(names)
     for name in names:
-        record.check(name)  # raises, naming the marker, when docs/measurements.md lacks it
+        record.check(name)  # raises, naming the marker, when docs/results.md lacks it
 
 
 def test_a_compared_setting_may_name_its_view():
