@@ -2,15 +2,20 @@
 against the real code.
 
 For each fenced code block in bash, sh, shell, console or no language (console blocks: only the
-lines after a `$ ` prompt), every command line (continuations joined, comments, environment
-assignments and redirections dropped, `&&`, `;`, `|`, `&` split) is checked when it invokes:
+lines after a `$ ` prompt), and for each inline code span of the prose (`make run ARGS="..."`),
+every command line (continuations joined, comments, environment assignments and redirections
+dropped, `&&`, `;`, `|`, `&` split) is checked when it invokes:
 
 - `granular ...` or `.venv/bin/granular ...`: parsed by the real argparse parser of the
   `granular` console script (found in pyproject.toml, built by its `main`, abbreviations off),
   so an unknown subcommand or flag fails; then each `--set KEY=VALUE` key is walked through the
   configuration's pydantic models, and the parameters file (`--params`, else ROOT/params.yaml)
-  must load with all the line's overrides (`granular.config.load_config`); `granular tune VIEW`
-  must name a view of that configuration;
+  must load with all the line's overrides (`granular.config.load_config`); each override must
+  change what the run reads of its configuration (`resolved`: loaded without that override, the
+  same file and the other overrides, the run would read the same, so the line shows a setting
+  that does nothing: a value it has already, or a shared `train` key every view sets itself);
+  `granular tune VIEW` must name a view of that configuration. A span of prose that is only
+  `--set KEY=VALUE` stands for `granular run --set KEY=VALUE` on ROOT/params.yaml;
 - `make TARGET [ARGS="..."]`: the target and variable must exist in the Makefile; `make run`'s
   ARGS are checked as `granular run ARGS`, `make test`'s paths must exist;
 - `python -m granular...` (any python): the module must be importable (importlib.util.find_spec),
@@ -19,6 +24,9 @@ assignments and redirections dropped, `&&`, `;`, `|`, `&` split) is checked when
 - `python SCRIPT.py`: the script must exist, and its arguments parse the same way;
 - `dvc SUBCOMMAND`: the subcommand (and the sub-subcommand of metrics, plots, remote) must be in
   the allowlist below.
+
+docs/archive.md is not checked for commands or configuration fragments: it records trials as
+they ran with the code and parameters of their day.
 
 Placeholders: write them as UPPER_CASE words (`RUN_ID`, `VIEW`); they are passed to the parser
 as they are, and an UPPER_CASE view name is not looked up. A `--root` under `/path/to/` stands
@@ -54,6 +62,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+ARCHIVE = ROOT / "docs" / "archive.md"  # dated trials: their commands ran with the code of their day
+CURRENT_DOCS = [path for path in DOCS if path != ARCHIVE]
 SHELL_LANGUAGES = {"", "bash", "sh", "shell", "console"}
 PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*")
 PLACEHOLDER_ROOT = "/path/to/"
@@ -190,21 +200,62 @@ def kind_of(argv: list[str]) -> str | None:
     return None
 
 
-def documented_commands(paths: list[Path] = DOCS) -> list[Command]:
+def inline_spans(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of each inline code span of the prose: outside the fenced blocks and
+    the blocks a benchmark writes (between `<!-- measured: NAME -->` markers: a record of what
+    ran, with the code of its date). A span may run over a line break (not a blank line), which
+    becomes a space."""
+    lines, fenced, measured = path.read_text().splitlines(), False, False
+    for i, line in enumerate(lines):  # the lines left out are blanked, so the line numbers stay
+        fence = re.match(r"\s*(`{3,}|~{3,})", line)
+        marker = re.match(r"<!-- (/?)measured: \S+ -->", line)
+        fenced ^= bool(fence)
+        measured = bool(marker and not marker.group(1)) or (measured and not marker)
+        lines[i] = "" if fence or marker or fenced or measured else line
+    text = "\n".join(lines)
+    spans = re.finditer(r"(?<!`)`(?!`)((?:[^`\n]|\n(?![ \t]*\n))+?)`(?!`)", text)
+    return [(text.count("\n", 0, span.start()) + 1, " ".join(span.group(1).split())) for span in spans]
+
+
+def _words(text: str) -> list[list[str]]:
+    try:
+        return simple_commands(text)
+    except ValueError as error:  # unbalanced quotes: only a problem for a command
+        return [[text.split()[0], f"<unparsable: {error}>"]] if text.split() else []
+
+
+# The fewest words of an inline span that runs something, by kind: fewer only name a program or
+# a subcommand (`granular tune`, `dvc`), as prose does.
+LEAST_WORDS = {"granular": 3, "make": 2, "dvc": 2, "module": 3, "script": 2}
+
+
+def span_commands(text: str) -> list[list[str]]:
+    """The commands an inline span shows; a bare `--set KEY=VALUE` is one of the default run,
+    unless a placeholder in its key makes it a form (`--set train.KEY=VALUE`)."""
+    commands = []
+    for argv in _words(text):
+        if argv[0] == "--set" and len(argv) > 1 and "=" in argv[1]:
+            if any(PLACEHOLDER.fullmatch(part) for part in argv[1].partition("=")[0].split(".")):
+                continue
+            argv = ["granular", "run", *argv]
+        if kind_of(argv) and len(argv) >= LEAST_WORDS[kind_of(argv)]:
+            commands.append(argv)
+    return commands
+
+
+def documented_commands(paths: list[Path] = CURRENT_DOCS) -> list[Command]:
     commands = []
     for path in paths:
-        for block in fenced_blocks(path):
-            if block.language not in SHELL_LANGUAGES:
-                continue
-            for number, text in command_lines(block):
-                try:
-                    simple = simple_commands(text)
-                except ValueError as error:  # unbalanced quotes: only a problem for a command
-                    simple = [[text.split()[0], f"<unparsable: {error}>"]] if text.split() else []
-                for argv in simple:
-                    if kind_of(argv):
-                        source = f"{path.relative_to(ROOT)}:{number}"
-                        commands.append(Command(source, text, tuple(argv)))
+        shown = [
+            (number, text, argv)
+            for block in fenced_blocks(path) if block.language in SHELL_LANGUAGES
+            for number, text in command_lines(block) for argv in _words(text)
+        ]
+        shown += [(number, text, argv) for number, text in inline_spans(path) for argv in span_commands(text)]
+        for number, text, argv in shown:
+            if kind_of(argv):
+                    where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+                    commands.append(Command(f"{where}:{number}", text, tuple(argv)))
     return commands
 
 
@@ -418,6 +469,44 @@ def unknown_key(key: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# What a run reads of its configuration
+
+
+def resolved(config) -> dict:
+    """What a run reads of its configuration: every section as loaded, except the shared `train`
+    section, which the run reads through each view's training (`Config.train_config`) and the
+    student's (`student_config`; it also carries what is read directly: seed, threads,
+    precision). A shared `train` key that every view and the student set for themselves
+    reaches nothing."""
+    from granular.nn.distill import student_config
+
+    settings = config.model_dump(mode="json", by_alias=True)
+    del settings["train"]
+    settings["training of each view"] = {
+        name: config.train_config(view).model_dump(mode="json") for name, view in config.views.items()
+    }
+    settings["training of the student"] = student_config(config.distill, config.train).model_dump(mode="json")
+    return settings
+
+
+def idle_overrides(params: Path, overrides: list[str], config) -> list[str]:
+    """The overrides without which the run would read the same configuration (`config`: loaded
+    with them all). One without which the configuration does not load is needed."""
+    from granular.config import ConfigError, load_config
+
+    reads = resolved(config)
+    idle = []
+    for i, override in enumerate(overrides):
+        try:
+            without = load_config(params, overrides[:i] + overrides[i + 1:])
+        except ConfigError:
+            continue
+        if resolved(without) == reads:
+            idle.append(override)
+    return idle
+
+
+# ---------------------------------------------------------------------------------------------
 # The checks
 
 
@@ -447,6 +536,11 @@ def check_granular(argv: list[str], parser: argparse.ArgumentParser | None = Non
         config = load_config(params, overrides)
     except ConfigError as error:
         return problems + [f"the configuration refuses it: {error}"]
+    problems += [
+        f"--set {override}: changes nothing the run reads of {params.name} (the same without it): "
+        "show an override that does something"
+        for override in idle_overrides(params, overrides, config)
+    ]
     view = getattr(namespace, "view", None)
     if view and not PLACEHOLDER.fullmatch(view) and view not in config.views:
         problems.append(f"no view named {view!r} in {params.name}; views are {list(config.views)}")
@@ -564,7 +658,7 @@ def _config_sections() -> set[str]:
 
 def yaml_fragments() -> list[tuple[str, dict]]:
     fragments = []
-    for path in DOCS:
+    for path in CURRENT_DOCS:
         for block in fenced_blocks(path):
             if block.language not in ("yaml", "yml"):
                 continue
@@ -698,6 +792,42 @@ def test_checker_accepts_what_exists():
     assert check_line("granular run --set views.fine-28.train.width=48 --set promotion.min_level_accuracy.coarse=0.98") == []
     assert check_line("MLFLOW_TRACKING_URI=http://127.0.0.1:5000 .venv/bin/granular run   # a comment") == []
     assert check_line("granular reproduce RUN_ID --root /path/to/project") == []
+
+
+def test_checker_reports_an_override_that_changes_nothing():
+    problems = check_line("granular run --set split.seed=0 --set data.limit=5000")  # split.seed is 0 already
+    assert len(problems) == 1 and "--set split.seed=0: changes nothing" in problems[0]
+    assert check_line('make run ARGS="--set split.seed=0"')
+    assert check_line("granular run --set data.limit=5000 --set data.limit=5000")  # one repeats the other
+    assert check_line("granular run --set split.seed=1 --set data.limit=5000") == []
+
+
+def test_checker_reports_an_override_that_the_views_shadow():
+    """Both default views set their own epochs and the student has its own, so the shared
+    train.epochs reaches nothing of the default run."""
+    problems = check_line("granular run --set train.epochs=2")
+    assert problems and "train.epochs=2" in " ".join(problems)
+    assert check_line("granular run --set views.fine-28.train.epochs=2") == []
+
+
+def test_commands_in_the_prose_are_checked(tmp_path: Path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        'A quick run: `make run ARGS="--set data.limit=5000"`; a wrong one, `granular run --set\n'
+        "no.such.key=1`; a folder, `granular/core/`; a bare `--set split.seed=0`, a flag `--set`, a form\n"
+        "`--set views.NAME.train.KEY=VALUE`;\n"
+        "names, not commands: `granular tune`, `dvc`, `/opt/granular`.\n\n"
+        "```bash\ngranular run --set `data.limit=1`\n```\n\n"
+        "<!-- measured: demo -->\nWhat ran then: `granular run --set train.epochs=1`\n<!-- /measured: demo -->\n"
+    )
+    found = [(command.source.rsplit(":", 1)[1], command.argv) for command in documented_commands([page])]
+    assert found == [
+        ("7", ("granular", "run", "--set", "`data.limit=1`")),  # a fence holds no spans
+        ("1", ("make", "run", "ARGS=--set data.limit=5000")),
+        ("1", ("granular", "run", "--set", "no.such.key=1")),  # over the line break
+        ("2", ("granular", "run", "--set", "split.seed=0")),  # a bare override: of the default run
+    ], found
+    assert [bool(check(list(argv))) for _, argv in found[1:]] == [False, True, True]
 
 
 def test_checker_reports_make_and_dvc_mistakes():
