@@ -25,7 +25,7 @@ fused late are also tested against the one network of their passes (printed afte
 Each row counts its training image passes (images x epochs, summed over its networks) and
 seconds (training steps only, as `seconds` in each epoch's record; a co-trained row counts
 both networks' steps). Data is the real Fashion-MNIST, cleaned and split as the pipeline does;
-nothing is written but the --record section of docs/measurements.md.
+nothing is written but the --record section of docs/results.md.
 """
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument("--consistency", type=float, default=1.0, help="the co-training's consistency weight")
     parser.add_argument("--limit", type=int, help="at most this many examples per official split")
     parser.add_argument("--record", nargs="?", const="granularity", metavar="SECTION",
-                        help="also write the table into docs/measurements.md, in SECTION (default: granularity)")
+                        help="also write the table into docs/results.md, in SECTION (default: granularity)")
     args = parser.parse_args()
     if args.record:
         record.check(args.record)

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/train.py --set train.epochs=2 --limit 10000   # a quick look
     .venv/bin/python benchmarks/train.py --compare train.precision=fp32 train.precision=bf16
     .venv/bin/python benchmarks/train.py --compare view=fine-28 view=fine-14 --set train.epochs=3
-    .venv/bin/python benchmarks/train.py --record             # and rewrite its section of docs/measurements.md
+    .venv/bin/python benchmarks/train.py --record             # and rewrite its section of docs/results.md
     .venv/bin/python benchmarks/train.py --compare train.epochs=3 train.epochs=14 --record train-budget
 
 Each setting (params.yaml with --set, then one --compare item's overrides; `;` joins several
@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--probe-images", type=int, default=6000, help="training images of each side-by-side round")
     parser.add_argument("--probe-rounds", type=int, default=3)
     parser.add_argument("--record", nargs="?", const="train", metavar="SECTION",
-                        help="also write the figures into docs/measurements.md, in SECTION (default: train)")
+                        help="also write the figures into docs/results.md, in SECTION (default: train)")
     args = parser.parse_args()
     if args.record:
         record.check(args.record)
