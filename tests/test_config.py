@@ -11,19 +11,43 @@ from small_project import EVERY_KIND
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
-def test_shipped_params_load_into_a_typed_config():
-    config = load_config(PARAMS)
-    assert config.train.epochs == yaml.safe_load(PARAMS.read_text())["train"]["epochs"]
-    assert config.data.source.format == "idx"
-    assert config.validate_.image_shape == (28, 28)
-    assert config.taxonomy == Path("data/taxonomy.yaml")
-    assert config.fusion.strategy == "auto"
+def _values(raw: dict, prefix: str = "") -> dict[str, object]:
+    """Every leaf value of a params mapping by its dotted key (a list is one value)."""
+    found = {}
+    for key, value in raw.items():
+        if isinstance(value, dict) and value:
+            found |= _values(value, f"{prefix}{key}.")
+        else:
+            found[f"{prefix}{key}"] = value
+    return found
+
+
+def test_shipped_params_load_into_a_typed_config_that_holds_each_value_as_written():
+    written = _values(yaml.safe_load(PARAMS.read_text()))
+    loaded = _values(load_config(PARAMS).as_dict())
+    assert {key: loaded.get(key, "<missing>") for key in written} == written
+
+
+def test_the_code_defaults_are_the_shipped_params():
+    """params.yaml is the defaults written out: Config() resolves to exactly what it loads into,
+    every view's training recipe included."""
+    shipped, default = load_config(PARAMS), Config()
+    assert default.model_dump() == shipped.model_dump()
+    assert {name: default.train_config(view) for name, view in default.views.items()} == {
+        name: shipped.train_config(view) for name, view in shipped.views.items()
+    }
+
+
+def test_a_short_params_file_gets_the_shipped_value_of_every_key_it_leaves_out(tmp_path):
+    short = tmp_path / "short.yaml"
+    short.write_text("distill: {epochs: 1}\nsplit: {seed: 3}\n")
+    assert load_config(short) == load_config(PARAMS, ["distill.epochs=1", "split.seed=3"])
 
 
 def test_view_names_are_level_dash_resolution():
     config = load_config(PARAMS)
     assert [v.name for v in config.views.values()] == list(config.views)
-    assert list(config.views) == ["fine-28", "fine-28-tops-Dress"]
+    assert list(config.views) == list(yaml.safe_load(PARAMS.read_text())["views"])
     assert list(load_config(PARAMS, [EVERY_KIND]).views) == ["fine-28", "fine-14", "coarse-28", "fine-14-clusters4"]
     assert ImageView(level="coarse", resolution=7).name == "coarse-7"
 
@@ -235,8 +259,8 @@ def test_a_transfer_is_a_view_trained_after_its_source_and_stays_apart_in_the_du
     assert "coarse-14" not in dumped["views"] and dumped["transfers"]["coarse-14"]["start_from"] == "fine-14"
     assert Config.model_validate(dumped) == config
     assert list(config.with_views(["fine-14"]).transfers) == []
-    default = Config(transfers={"coarse-14": {"start_from": "fine-14", "level": "coarse", "resolution": 14}})
-    assert list(default.views) == ["fine-28", "fine-14", "coarse-28", "coarse-14"]  # after the default views
+    default = Config(transfers={"coarse-28": {"start_from": "fine-28", "level": "coarse", "resolution": 28}})
+    assert list(default.views) == [*Config().views, "coarse-28"]  # after the default views
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

@@ -125,7 +125,7 @@ def test_a_network_learns_a_quantity_in_its_own_units():
     table = TableArrays(numeric=x, codes=np.zeros((1200, 0), dtype=np.int64), cardinalities=())
     config = load_config(REPO / "params.yaml").train.model_copy(update={
         "epochs": 15, "batch_size": 64, "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.0, "width": 32,
-        "depth": 1, "stages": [], "heads": {}, "label_smoothing": 0.0,
+        "depth": 1, "stages": [], "heads": {}, "label_smoothing": 0.0, "dropout": 0.1,
     })
     network = train.fit(table[:1000], y[:1000], table[1000:], y[1000:], 1, config, select_runtime(1), regression=True)
     predicted = train.predict_proba(network, table[1000:], select_runtime(1))

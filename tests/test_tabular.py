@@ -56,7 +56,7 @@ SYNTHETIC_PARAMS = {
         },
     },
     "train": {"epochs": 6, "batch_size": 256, "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.0001,
-              "label_smoothing": 0.05, "width": 64},
+              "label_smoothing": 0.05, "width": 64, "dropout": 0.1},
     "fusion": {"strategy": "gating"},
     "distill": {"enabled": False},
 }
@@ -174,6 +174,7 @@ def _write_table_project(root: Path, frame: pd.DataFrame) -> None:
         "taxonomy": None,
         "validate": {"min_per_class": 1},
         "views": {"fine-all": {"level": "fine", "features": "all"}},
+        "train": {"epochs": 4, "batch_size": 128, "lr": 0.01, "dropout": 0.1},
         "distill": {"enabled": False},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))

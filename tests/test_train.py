@@ -12,7 +12,7 @@ from granular.nn.train import fit, predict_proba
 from granular.nn.trained import load_checkpoint, save_checkpoint
 
 RUNTIME = select_runtime(threads=1, precision="fp32")  # the same numbers on every CPU
-CONFIG = TrainConfig(epochs=2, batch_size=16, width=4, seed=3)
+CONFIG = TrainConfig(epochs=2, batch_size=16, width=4, seed=3, lr=0.01, dropout=0.1, tta_shift=0)
 
 
 def _data(n: int, seed: int = 0) -> tuple[Pixels, np.ndarray]:
@@ -179,7 +179,7 @@ def _table(n: int, seed: int = 0):
     return TableArrays(numeric.astype(np.float32), codes, (5, 3)), y
 
 
-TABLE_CONFIG = TrainConfig(epochs=6, batch_size=64, width=32, depth=1, lr=0.05, seed=3)
+TABLE_CONFIG = TrainConfig(epochs=6, batch_size=64, width=32, depth=1, lr=0.05, dropout=0.1, seed=3)
 
 
 def test_the_mlp_learns_a_rule_that_needs_numeric_and_categorical_features():

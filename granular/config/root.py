@@ -36,9 +36,13 @@ class Config(_Section):
     split: SplitConfig = SplitConfig()
     # Keyed by view name, so DVC names each view's stages after it and tracks its keys apart.
     views: dict[str, ViewConfig] = {
-        "fine-28": ImageView(level="fine", resolution=28),
-        "fine-14": ImageView(level="fine", resolution=14),
-        "coarse-28": ImageView(level="coarse", resolution=28),
+        "fine-28": ImageView(
+            level="fine", resolution=28, train={"epochs": 12, "stages": [{"level": "fine", "epochs": 14, "resolution": 14}]},
+        ),
+        "fine-28-tops-Dress": ImageView(
+            level="fine", resolution=28, classes=["tops", "Dress"],
+            train={"epochs": 20, "stages": [{"level": "fine", "epochs": 24, "resolution": 14}]},
+        ),
     }
     # Views trained in pairs, side by side (deep mutual learning; the pairs are `cotrain`), declared
     # as views are. Kept apart in params.yaml so that dvc.yaml trains each pair in one stage; in

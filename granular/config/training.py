@@ -48,17 +48,17 @@ class StageConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(default=4, ge=1)
-    batch_size: int = Field(default=128, ge=1)
+    epochs: int = Field(default=12, ge=1)
+    batch_size: int = Field(default=256, ge=1)
     optimizer: Literal["sgd", "adamw"] = "sgd"  # SGD with Nesterov momentum, or AdamW
-    lr: float = Field(default=0.01, gt=0)  # the peak learning rate
+    lr: float = Field(default=0.2, gt=0)  # the peak learning rate
     schedule: Literal["onecycle", "cosine"] = "onecycle"
     warmup_fraction: float = Field(default=0.25, gt=0, lt=1)  # of all steps, rising to the peak
     weight_decay: float = Field(default=5e-4, ge=0)
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
     width: int = Field(default=32, ge=4)  # channels of the CNN's first stage; hidden units of the MLP
     depth: int = Field(default=1, ge=1)  # residual blocks per CNN stage; after the MLP's input layer
-    dropout: float = Field(default=0.1, ge=0, lt=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
     hflip: bool = True  # mirror training images at random (only where a mirror image is still valid)
     # Chance that a training image gets a random rectangle blanked (random erasing).
     random_erasing: float = Field(default=0.0, ge=0, le=1)
@@ -68,7 +68,7 @@ class TrainConfig(_Section):
     tta: bool = True  # predict as the mean of the image and its mirror image (images only)
     # Also average over copies shifted by this many pixels up-left and down-right (mirrored
     # too with tta): 0 = off; 1 costs 3x the inference of tta alone (images only).
-    tta_shift: int = Field(default=0, ge=0, le=4)
+    tta_shift: int = Field(default=1, ge=0, le=4)
     # bf16 autocast or full precision: auto = bf16 on CUDA and on CPUs with native bf16 (AMX,
     # AVX-512 BF16), fp32 elsewhere (granular/nn/device.py decides). Also used for inference.
     precision: Precision = "auto"
@@ -120,7 +120,7 @@ class DistillConfig(_Section):
     Every other training setting comes from the shared `train` section."""
 
     enabled: bool = True
-    epochs: int = Field(default=6, ge=1)
+    epochs: int = Field(default=2, ge=1)
     width: int = Field(default=32, ge=4)  # channels of the student CNN's first stage
     depth: int = Field(default=1, ge=1)  # residual blocks per stage
     # The teacher's probabilities p become p^(1/T), renormalised: T > 1 softens them (a fused
@@ -161,7 +161,12 @@ class TuneConfig(_Section):
     pruning_startup_trials: int = Field(default=3, ge=0)
     seed: int = 0
     # train.<key>: a range {low, high, log} or a list of choices (the grid sampler takes lists only).
-    space: dict[str, SearchRange | list[Any]] = Field(default_factory=dict)
+    space: dict[str, SearchRange | list[Any]] = Field(default_factory=lambda: {
+        "lr": SearchRange(low=0.01, high=0.2, log=True),
+        "weight_decay": SearchRange(low=1e-5, high=2e-3, log=True),
+        "label_smoothing": SearchRange(low=0.0, high=0.2),
+        "width": [24, 32, 48],
+    })
 
     @field_validator("space")
     @classmethod
