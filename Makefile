@@ -11,13 +11,18 @@ QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test install dataset browser
+.PHONY: run test test-fast install dataset browser
 
 run: install dataset
 	$(VENV)/bin/granular run $(ARGS)
 
 test: install dataset browser
 	$(VENV)/bin/python -m pytest $(ARGS)
+
+# The tests not marked slow (no servers, no whole runs): about 2 minutes on 2 cores. No browser:
+# only a slow test renders a page.
+test-fast: install dataset
+	$(VENV)/bin/python -m pytest -m "not slow" $(ARGS)
 
 install: $(INSTALLED)
 
