@@ -39,7 +39,7 @@ DATA_STEPS = ["import_raw", "clean_data", "validate_data", "partition_data"]
 EXPENSIVE = set(DATA_STEPS) | {f"train_view[{v}]" for v in VIEWS} | {"fuse_views", "distill_student", "evaluate_models"}
 
 
-pytestmark = pytest.mark.usefixtures("prefect_test_server")
+pytestmark = [pytest.mark.usefixtures("prefect_test_server"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -167,6 +167,7 @@ def wait_for_all(runs: list[tuple[subprocess.Popen, Path]], timeout_s: float) ->
             stop(process)
 
 
+@pytest.mark.slow
 def test_four_runs_at_once_on_a_fresh_project_all_finish_whole(fresh_project: Path, prefect_api_url: str):
     started = time.perf_counter()
     runs = start_runs(fresh_project, prefect_api_url, RUNS)

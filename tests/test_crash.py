@@ -144,6 +144,7 @@ def read_task_runs(prefect_api: str, flow_run_id: str) -> list[dict]:
     (signal.SIGTERM, "stopped by SIGTERM", "termination signal"),
     (signal.SIGINT, "interrupted (SIGINT)", "interrupt signal"),
 ])
+@pytest.mark.slow
 def test_a_signal_during_training_ends_the_runs_killed_and_the_flow_run_crashed(
     project: Path, prefect_api: str, sig: signal.Signals, reason: str, prefect_message: str
 ):
@@ -162,6 +163,7 @@ def test_a_signal_during_training_ends_the_runs_killed_and_the_flow_run_crashed(
     assert f"{reason}: MLflow run {parent.info.run_id} and {len(children)} child run(s) marked KILLED" in output
 
 
+@pytest.mark.slow
 def test_a_run_killed_outright_is_closed_by_the_next_run(project: Path, prefect_api: str):
     killed = start_run(project, prefect_api, *LONG_TRAINING)
     try:
@@ -310,6 +312,7 @@ def test_dead_entries_go_and_live_ones_stay_in_a_hand_written_rwlock(tmp_path: P
     assert "empty" in repair_locks(tmp_path)[0] and not rwlock.exists()
 
 
+@pytest.mark.slow
 def test_no_tracking_server_at_start_fails_at_once_naming_it(project: Path, prefect_api: str):
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
@@ -355,6 +358,7 @@ def mlflow_store(tmp_path: Path):
         servers.stop_all(running, grace_s=5)
 
 
+@pytest.mark.slow
 def test_a_tracking_server_lost_mid_run_fails_it_naming_the_server(project: Path, prefect_api: str, mlflow_store):
     root, started = mlflow_store
     port = free_port()
@@ -377,6 +381,7 @@ def test_a_tracking_server_lost_mid_run_fails_it_naming_the_server(project: Path
     assert time.monotonic() - lost < 120
 
 
+@pytest.mark.slow
 def test_a_tracking_server_back_within_the_retries_lets_the_run_finish(project: Path, prefect_api: str, mlflow_store):
     root, started = mlflow_store
     port = free_port()
@@ -427,6 +432,7 @@ with stop_signals_raise():
 """
 
 
+@pytest.mark.slow
 def test_sigterm_on_a_flow_on_the_temporary_server_stops_that_server_too(tmp_path: Path):
     environ = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # the temporary server
     flow_process = subprocess.Popen(
@@ -491,6 +497,7 @@ def flow_run_state(project: Path, flow_run_id: str) -> str:
 
 
 @pytest.mark.parametrize("moment", ["during a training", "between two view trainings"])
+@pytest.mark.slow
 def test_ctrl_c_to_the_process_group_ends_the_run_in_seconds_with_true_records(project: Path, moment: str):
     run = start_run_in_a_terminal(project, *LONG_TRAINING)
     try:
@@ -521,6 +528,7 @@ def test_ctrl_c_to_the_process_group_ends_the_run_in_seconds_with_true_records(p
         assert list((project / "data" / "checkpoints").glob("**/epoch-*.pt"))
 
 
+@pytest.mark.slow
 def test_a_run_killed_outright_takes_its_temporary_server_with_it(project: Path):
     run = start_run_in_a_terminal(project, *LONG_TRAINING)
     try:

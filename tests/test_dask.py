@@ -15,7 +15,7 @@ import tasks.training
 from flows.pipeline import granular_pipeline
 from granular.config import Config
 
-pytestmark = pytest.mark.usefixtures("prefect_test_server")
+pytestmark = [pytest.mark.usefixtures("prefect_test_server"), pytest.mark.slow]
 
 THREE_VIEWS = SMALL_RUN + [
     "train.epochs=1",

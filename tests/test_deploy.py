@@ -60,6 +60,7 @@ def no_server(monkeypatch: pytest.MonkeyPatch):
         yield
 
 
+@pytest.mark.slow
 def test_deploy_registers_the_schedule_parameters_and_one_run_at_a_time(
     prefect_test_server, project: Path, registered: list[dict], capsys: pytest.CaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
@@ -89,6 +90,7 @@ def test_deploy_registers_the_schedule_parameters_and_one_run_at_a_time(
     assert deployment.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.ENQUEUE
 
 
+@pytest.mark.slow
 def test_deploying_again_replaces_the_schedule_and_resumes(prefect_test_server, project: Path):
     """A second `granular deploy` of the same name updates the deployment, not adds to it, and
     resumes it where stopping the first one paused it."""
@@ -163,6 +165,7 @@ def served(prefect_test_server, project: Path):
         print(log.read_text()[-4000:])  # shown when the test fails
 
 
+@pytest.mark.slow
 def test_served_deployment_runs_one_run_at_a_time_and_the_other_waits(served: subprocess.Popen):
     with get_client(sync_client=True) as client:
         _wait_for(lambda: _read_deployment(client, "granular/served"), 60, "the deployment to be registered")

@@ -164,6 +164,7 @@ def test_a_disabled_distill_step_writes_only_a_record_that_it_was_off(tmp_path):
     assert json.loads((paths.student_dir / "report.json").read_text()) == {"enabled": False}
 
 
+@pytest.mark.slow
 def test_the_distill_task_logs_the_report_to_the_parent_run(tmp_path):
     from mlflow.tracking import MlflowClient
     from prefect.logging import disable_run_logger

@@ -13,6 +13,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from small_project import GRANULAR, REPO, VIEWS, SmallRun, run_command, small_dvc_project
 
+pytestmark = pytest.mark.slow  # every test runs dvc repro or reads the small run
+
 DATA_STAGES = ("import_raw", "clean", "split") + tuple(f"view@{v}" for v in VIEWS)
 
 

@@ -22,7 +22,7 @@ from granular.core.validation import ValidationFailed
 from granular.pipeline import train as step
 from tasks.training import ViewsFailed
 
-pytestmark = pytest.mark.usefixtures("prefect_test_server")
+pytestmark = [pytest.mark.usefixtures("prefect_test_server"), pytest.mark.slow]
 
 
 @pytest.fixture

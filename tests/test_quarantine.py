@@ -97,6 +97,7 @@ def _artifact_files(client: MlflowClient, run_id: str, path: str = "") -> list[s
     return files
 
 
+@pytest.mark.slow
 def test_a_failed_validation_is_recorded_and_the_quarantine_counted(
     prefect_test_server, project: Path, monkeypatch: pytest.MonkeyPatch
 ):

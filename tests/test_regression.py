@@ -155,6 +155,7 @@ def test_a_target_that_is_not_a_number_is_quarantined_with_its_reason(tmp_path: 
     assert taxonomy["levels"] == ["fine", "band"]
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_test_server")
 def test_a_real_regression_table_runs_end_to_end_and_serves_a_number(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture

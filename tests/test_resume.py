@@ -75,6 +75,7 @@ def _assert_same_result(result: Path, expected: dict) -> None:
         np.testing.assert_array_equal(found[key], expected[key], err_msg=key)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path, uninterrupted):
     checkpoint_dir = tmp_path / "checkpoints"
     killed = _start(checkpoint_dir, tmp_path / "unused.npz")
@@ -93,6 +94,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(t
     (signal.SIGTERM, "Preempted: stopped on SIGTERM at epoch"),
     (signal.SIGINT, "Interrupted: interrupted (SIGINT) at epoch"),
 ])
+@pytest.mark.slow
 def test_a_stop_signal_saves_a_checkpoint_mid_epoch_and_the_rerun_continues_from_it(tmp_path, uninterrupted, sig, error):
     checkpoint_dir = tmp_path / "checkpoints"
     stopped = _start(checkpoint_dir, tmp_path / "unused.npz")

@@ -51,6 +51,7 @@ def read_prefect_records(api_url: str, flow_run_id: str) -> tuple:
         return asyncio.run(read())
 
 
+@pytest.mark.slow
 def test_a_run_against_the_servers_shows_in_both_and_links_both_ways(small_run: SmallRun):
     exports = small_run.servers.exports()
     prefect_api, tracking_uri = exports["PREFECT_API_URL"], exports["MLFLOW_TRACKING_URI"]
@@ -109,6 +110,7 @@ def test_a_run_against_the_servers_shows_in_both_and_links_both_ways(small_run: 
     assert local.get_run(run_id).info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_server_answers_then_stops_both_servers_on_sigterm(tmp_path: Path):
     with granular_server(default_project(tmp_path / "project")) as running:
         prefect_port, mlflow_port = running.ports
@@ -156,6 +158,7 @@ def test_when_one_server_dies_the_other_is_stopped_and_its_log_shown(tmp_path: P
     assert not listening(port)
 
 
+@pytest.mark.slow
 def test_the_flow_run_page_renders_in_a_real_browser(small_run: SmallRun, tmp_path: Path):
     """Headless Chromium (Debian's, which `make test` installs) opens the page the MLflow run
     links to in the Prefect UI, runs the UI's code and renders the flow run: its name and final
@@ -178,6 +181,7 @@ def test_the_flow_run_page_renders_in_a_real_browser(small_run: SmallRun, tmp_pa
     assert "Completed" in rendered and "Can't connect to Server API" not in rendered
 
 
+@pytest.mark.slow
 def test_a_flow_on_the_temporary_server_links_no_ui_page():
     script = ("import json; from prefect import flow; from tasks.tracking import flow_run_tags; "
               "print(json.dumps(flow(flow_run_tags)()))")

@@ -334,6 +334,7 @@ def served_answer(model_uri: str, tracking_uri: str, payload: dict, log: Path) -
         _stop(server)
 
 
+@pytest.mark.slow
 def test_the_champion_served_over_http_answers_as_the_bundle_does(registered, bundle, test_images, threshold, tmp_path):
     answer = served_answer(
         f"models:/{NAME}@{CHAMPION}", registered, {"inputs": test_images.tolist()}, tmp_path / "server.log"

@@ -29,7 +29,7 @@ from granular.store.atomic import read_npz
 from granular.store.paths import ProjectPaths
 from test_serving import served_answer
 
-pytestmark = pytest.mark.usefixtures("prefect_test_server")
+pytestmark = [pytest.mark.usefixtures("prefect_test_server"), pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 

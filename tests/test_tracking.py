@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tasks.tracking import flatten
@@ -21,6 +22,7 @@ client.set_terminated(run.info.run_id)
 """
 
 
+@pytest.mark.slow
 def test_four_processes_on_a_new_sqlite_store_all_finish(tmp_path: Path):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     processes = [

@@ -112,6 +112,7 @@ def test_on_the_cpu_as_many_trainings_run_at_once_as_the_cores_hold(monkeypatch)
     assert device.concurrent_trainings(16) == 1
 
 
+@pytest.mark.slow
 def test_a_compiled_training_step_trains_the_same_model_weights(tmp_path):
     x, y = _data(32)
     config = CONFIG.model_copy(update={"epochs": 1, "compile": "on", "dropout": 0.0})  # inductor draws its own dropout masks

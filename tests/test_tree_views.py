@@ -73,6 +73,7 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_tree_views_train_per_segment_save_and_fuse_with_the_baseline(table: Path):
     config, paths, trained, metrics = _run(table, SETTINGS)
 
@@ -108,6 +109,7 @@ def test_tree_views_train_per_segment_save_and_fuse_with_the_baseline(table: Pat
     assert latency["fine-numeric-hgb-region"]["train_seconds"] > 0
 
 
+@pytest.mark.slow
 def test_alone_the_baseline_can_be_the_fused_model(table: Path, tmp_path: Path):
     """best_view over weak views picks the trees: the fused model is never left without them."""
     shutil.copy(table / "synthetic.parquet", tmp_path / "synthetic.parquet")
