@@ -43,6 +43,7 @@ SMALL_RUN = [
     "train.width=8",
     "train.batch_size=64",  # 540 training images: enough steps to learn in two epochs
     "train.lr=0.05",
+    "train.dropout=0.1",
     "distill.epochs=1",
     "distill.width=8",
     "validate.min_per_class=20",

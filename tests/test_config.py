@@ -398,3 +398,61 @@ def test_a_parameters_file_that_is_not_utf8_is_refused_by_name(tmp_path):
     params.write_bytes("train: {epochs: 2}  # ép\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"params\.yaml is not UTF-8 text \(byte 22: 0xe9\)"):
         load_config(params)
+
+
+def _views_with_own(setting: str) -> list[str]:
+    """The shipped views that set their own train.<setting>."""
+    views = yaml.safe_load(PARAMS.read_text())["views"]
+    return [name for name, view in views.items() if setting in view.get("train", {})]
+
+
+def test_a_shared_training_override_that_a_view_shadows_is_refused_with_what_to_set_instead():
+    shadowing = _views_with_own("epochs")
+    assert shadowing  # the shipped views set their own epochs
+    with pytest.raises(ConfigError) as refused:
+        load_config(PARAMS, ["train.epochs=2"])
+    message = str(refused.value)
+    assert message.startswith(f"--set train.epochs=2 changes nothing for view(s) {', '.join(shadowing)}: ")
+    for name in shadowing:
+        assert f"--set views.{name}.train.epochs=2" in message
+    with pytest.raises(ConfigError, match=r"--set train.stages=\[\] changes nothing for view\(s\)"):
+        load_config(PARAMS, ["train.stages=[]"])
+
+
+def test_a_shared_training_override_reaches_every_view_that_does_not_shadow_it():
+    assert not _views_with_own("lr")
+    config = load_config(PARAMS, ["train.lr=0.05"])
+    assert {config.train_config(view).lr for view in config.views.values()} == {0.05}
+
+
+def test_a_shadowed_override_is_accepted_with_each_shadowing_views_own():
+    shadowing = _views_with_own("epochs")
+    own = [f"views.{name}.train.epochs={3 + number}" for number, name in enumerate(shadowing)]
+    config = load_config(PARAMS, ["train.epochs=2", *own])
+    assert config.train.epochs == 2
+    assert [config.train_config(config.view(name)).epochs for name in shadowing] == [3 + n for n in range(len(shadowing))]
+    with pytest.raises(ConfigError, match=f"changes nothing for view\\(s\\) {shadowing[-1]}:"):
+        load_config(PARAMS, ["train.epochs=2", *own[:-1]])  # one shadowing view left out
+
+
+def test_views_of_cotrained_and_transfers_shadow_shared_overrides_too(tmp_path):
+    params = yaml.safe_load(PARAMS.read_text())
+    params["transfers"] = {"coarse-28": {"start_from": "fine-28", "level": "coarse", "resolution": 28, "train": {"lr": 0.1}}}
+    params["cotrained"] = {"fine-7": {"level": "fine", "resolution": 7, "train": {"width": 16}},
+                           "fine-14": {"level": "fine", "resolution": 14}}
+    params["cotrain"] = {"pair": {"first": "fine-7", "second": "fine-14", "weight": 0.5}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    assert load_config(path).view("coarse-28").start_from == "fine-28"
+    with pytest.raises(ConfigError, match=r"view\(s\) coarse-28: .* --set transfers.coarse-28.train.lr=0.05$"):
+        load_config(path, ["train.lr=0.05"])
+    with pytest.raises(ConfigError, match=r"view\(s\) fine-7: .* --set cotrained.fine-7.train.width=8$"):
+        load_config(path, ["train.width=8"])
+    assert load_config(path, ["train.width=8", "cotrained.fine-7.train.width=8"]).train.width == 8
+
+
+def test_a_shadowed_override_is_a_configuration_error_of_the_command_line(tmp_path, capsys):
+    from flows.cli import main as granular_cli
+
+    assert granular_cli(["run", "--root", str(tmp_path), "--params", str(PARAMS), "--set", "train.epochs=2"]) == 2
+    assert "--set train.epochs=2 changes nothing for view(s)" in capsys.readouterr().err

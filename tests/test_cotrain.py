@@ -127,8 +127,8 @@ def test_a_pair_of_params_yaml_at_weight_zero_saves_each_view_as_its_training_al
     shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
     shutil.copy(repo / "data" / "taxonomy.yaml", tmp_path / "data" / "taxonomy.yaml")
     paths = ProjectPaths(tmp_path)
-    small = ["data.limit=300", "validate.min_per_class=10", "train.width=8", "train.epochs=1", "train.threads=1"]
-    views = "{fine-7: {level: fine, resolution: 7}, fine-4: {level: fine, resolution: 4}}"
+    small = ["data.limit=300", "validate.min_per_class=10", "train.width=8", "train.threads=1"]
+    views = "{fine-7: {level: fine, resolution: 7, train: {epochs: 1}}, fine-4: {level: fine, resolution: 4, train: {epochs: 1}}}"
     paired = load_config(paths.params, small + [f"cotrained={views}", "cotrain={mutual: {first: fine-7, second: fine-4, weight: 0}}"])
     alone = load_config(paths.params, small + [f"views={views}"])
     for step in (import_raw_step, clean_step, validate_step, split_step):

@@ -69,7 +69,7 @@ def test_deploy_registers_the_schedule_parameters_and_one_run_at_a_time(
         monkeypatch.setenv(key, "")
         monkeypatch.delenv(key)
     monkeypatch.chdir(project)  # a relative --root must reach the deployment as an absolute path
-    overrides = ["train.epochs=1", "data.limit=600"]
+    overrides = ["distill.epochs=1", "data.limit=600"]
     argv = ["deploy", "--cron", "30 4 * * 1-5", "--timezone", "Europe/Paris", "--name", "weekdays", "--root", "."]
     assert granular_cli(argv + [a for o in overrides for a in ("--set", o)]) == 0
 

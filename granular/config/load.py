@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from granular.config.root import Config
+from granular.config.views import VIEW_SECTIONS
 
 
 class ConfigError(ValueError):
@@ -49,11 +50,67 @@ def load_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Conf
         raise ConfigError(f"{path} must hold a mapping at the top level")
     for assignment in overrides:
         apply_override(raw, assignment)
+    _refuse_shadowed_overrides(raw, overrides)
     try:
         return Config.model_validate(raw)
     except ValidationError as error:
         problems = "; ".join(_problem(e, path, overrides) for e in error.errors())
         raise ConfigError(problems) from None
+
+
+def _refuse_shadowed_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
+    """A `--set train.K=V` changes nothing for a view that sets its own train.K (the view's wins),
+    so it is refused unless the same command also sets that view's key (or the view whole)."""
+    declared = {section: raw.get(section) for section in VIEW_SECTIONS}
+    if "views" not in raw:  # the default views
+        declared["views"] = Config.model_fields["views"].default
+    set_keys = [assignment.partition("=")[0] for assignment in overrides]
+    problems = []
+    for assignment in overrides:
+        key, _, text = assignment.partition("=")
+        for setting, value_text in _shared_train_settings(key, text):
+            suffix = key.removeprefix(f"train.{setting}") if key != "train" else ""  # train.parts.head... keeps .head...
+            shadowing = [
+                f"{section}.{name}.train.{setting}"
+                for section, views in declared.items() if isinstance(views, dict)
+                for name, view in views.items() if setting in _own_train(view)
+            ]
+            silent = [
+                where for where in shadowing
+                if not any(where == k or where.startswith(f"{k}.") or (where + suffix) == k for k in set_keys)
+            ]
+            if silent:
+                names = ", ".join(where.split(".")[1] for where in silent)
+                instead = " ".join(f"--set {where}{suffix}={value_text}" for where in silent)
+                problems.append(
+                    f"--set {assignment} changes nothing for view(s) {names}: each sets its own train.{setting}, "
+                    f"which wins over the shared one. Set theirs as well: {instead}"
+                )
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _shared_train_settings(key: str, text: str) -> list[tuple[str, str]]:
+    """The settings of the shared train section an override sets, each with its value as text:
+    `train.K...=V` sets K; `train={K: V, ...}` sets each K."""
+    if key.startswith("train."):
+        return [(key.split(".")[1], text)]
+    if key == "train":
+        value = yaml.safe_load(text)
+        if isinstance(value, dict):
+            return [(setting, _as_text(setting_value)) for setting, setting_value in value.items()]
+    return []
+
+
+def _as_text(value: Any) -> str:
+    """A value as a --set writes it (YAML on one line)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=1_000_000).removesuffix("\n").removesuffix("\n...")
+
+
+def _own_train(view: Any) -> dict[str, Any]:
+    """A declared view's own training settings, from params.yaml (a mapping) or a default view."""
+    own = view.get("train") if isinstance(view, dict) else getattr(view, "train", None)
+    return own if isinstance(own, dict) else {}
 
 
 def _problem(error: dict, path: Path, overrides: list[str] | tuple[str, ...]) -> str:
