@@ -1,7 +1,7 @@
 # Two entry points for a fresh machine (see README):
 #   make run    install what is needed, then run the pipeline on Fashion-MNIST
 #   make test   install what is needed, then run the test suite
-# Extra arguments for `granular run`: make run ARGS="--set train.epochs=2"
+# Extra arguments for `granular run`: make run ARGS="--params examples/quick.yaml"
 
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
