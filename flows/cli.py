@@ -29,9 +29,11 @@ from granular.store.paths import ProjectPaths
 def format_table(metrics: dict) -> str:
     """Test metrics as a fixed-width table, fused model last, then the fusion against the best
     single view and each segmented view's experts."""
-    from granular.core.report import comparison_rows, summary_lines
+    from granular.core.report import summary_lines
+    from granular.problems import problem_of
 
-    rows = comparison_rows(metrics)
+    problem = problem_of(metrics)
+    rows = problem.comparison_rows(metrics)
     columns = list(rows[0]) if rows else []
     widths = {"model": max([20, *(len(row["model"]) for row in rows)]), "level": 8, "95% CI": 17}
     left = ("model", "level")
@@ -46,9 +48,8 @@ def format_table(metrics: dict) -> str:
     for row in rows:
         mark = "  <- best single view" if row["model"] == metrics.get("best_single") else ""
         lines.append(line(row.values()) + mark)
-    lines += summary_lines(metrics)
-    regression = metrics.get("task") == "regression"
-    metric, label, spec = ("rmse", "RMSE", ".4g") if regression else ("accuracy", "accuracy", ".4f")
+    lines += summary_lines(metrics, problem.gain_unit)
+    metric, label, spec = problem.segment_score
     for view, by_segment in metrics.get("segments", {}).items():
         lines.append(f"\n{view}: test {label} of each segment's expert vs the global model")
         for segment, scores in by_segment.items():

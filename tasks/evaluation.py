@@ -16,6 +16,7 @@ from granular.modalities import modality_for
 from granular.pipeline.distill import distill_step
 from granular.pipeline.evaluate import evaluate_step
 from granular.pipeline.fuse import fuse_step
+from granular.problems import problem_of
 from granular.store.paths import ProjectPaths
 from tasks import serving, tracking
 from tasks.caching import cached_task
@@ -115,7 +116,7 @@ def record_evaluation(paths: ProjectPaths, parent: RunRef, metrics: dict, view_r
             client, run_id, {k: v for k, v in metrics["test"][view].items() if isinstance(v, float)}, step=0
         )
         image = confusion / f"{view}.png"
-        if not image.is_file():  # a regression's view of the value: its predicted against actual values
+        if not image.is_file():  # a view of a value: its predicted against actual values
             image = paths.reliability / f"{view}.png"
         client.log_artifact(run_id, str(image), artifact_path="evaluation")
     client.log_artifacts(parent.run_id, str(confusion), artifact_path="evaluation/confusion")
@@ -134,13 +135,12 @@ def _comparison_scores(metrics: dict) -> dict[str, float]:
         scores["fused_minus_best_single_ci_low"], scores["fused_minus_best_single_ci_high"] = ci["low"], ci["high"]
     if "mcnemar" in metrics:
         scores["mcnemar_p_value"] = metrics["mcnemar"]["p_value"]
-    if "paired_test" in metrics:  # a regression's
+    if "paired_test" in metrics:  # a test of squared errors
         scores["paired_test_p_value"] = metrics["paired_test"]["p_value"]
     return scores
 
 
 REPORT_KEY = "granular-report"  # the same key on every run: the Prefect UI lists its versions together
-REPORT_IMAGES = ("confusion/fused.png", "reliability/fused.png")
 
 
 # Not retried: the Prefect client retries its own API calls, and an unpublished report is a warning.
@@ -149,7 +149,8 @@ def publish_report(parent: RunRef, metrics: dict, registry: dict | None) -> str:
     """The run's report as a Prefect Markdown artifact: the models compared, the fusion's
     significance, the registry's verdict, the MLflow run and its images; its headline (the card's
     description) also ends the MLflow run's description."""
-    lines = report.summary_lines(metrics)
+    problem = problem_of(metrics)
+    lines = report.summary_lines(metrics, problem.gain_unit)
     if registry is not None:
         from tasks.registry import summary_line
 
@@ -157,13 +158,13 @@ def publish_report(parent: RunRef, metrics: dict, registry: dict | None) -> str:
     images = {
         path.removesuffix(".png").replace("/", ": "):
             report.artifact_link(parent.uri, parent.run_id, f"evaluation/{path}")
-        for path in REPORT_IMAGES if metrics.get("task") != "regression" or not path.startswith("confusion/")
+        for path in problem.report_images
     }
     markdown = report.markdown_report(
-        "granular: test-set comparison", report.comparison_rows(metrics), lines,
+        "granular: test-set comparison", problem.comparison_rows(metrics), lines,
         report.run_link(parent.uri, parent.experiment_id, parent.run_id), images,
     )
-    headline = report.headline(metrics, registry)
+    headline = report.headline(metrics, problem.headline, problem.headline_label, registry)
     create_markdown_artifact(markdown=markdown, key=REPORT_KEY, description=headline)
     # At the top of the MLflow run's page too, under its link to the flow run: its metrics list
     # is alphabetical, with the test scores after clean.* and distill.*.

@@ -15,6 +15,7 @@ from prefect import get_run_logger, task
 
 from granular.config import Config, PromotionConfig
 from granular.core.promotion import FUSED, decide
+from granular.problems import problem_of
 from tasks.tracking import RunRef
 
 CHAMPION = "champion"
@@ -93,7 +94,7 @@ def register_version(
     created = _ensure_registered_model(client, name)
     champion = _champion_version(client, name)
     champion_metrics = _champion_metrics(client, name, champion)
-    decision = decide(metrics, champion_metrics, config, champion_name=f"the champion (version {champion})")
+    decision = decide(metrics, champion_metrics, config, problem_of(metrics), champion_name=f"the champion (version {champion})")
     version = None
     try:
         version = client.create_model_version(

@@ -12,9 +12,10 @@ PACKAGE = ROOT / "granular"
 
 # Each layer, and the layers it may import (itself included). Listed top-down.
 LAYERS = {
-    "pipeline": {"pipeline", "serving", "modalities", "nn", "core", "config", "runtime", "store"},
-    "serving": {"serving", "modalities", "nn", "core", "config", "runtime", "store"},
-    "modalities": {"modalities", "nn", "core", "config", "runtime", "store"},
+    "pipeline": {"pipeline", "serving", "modalities", "problems", "nn", "core", "config", "runtime", "store"},
+    "serving": {"serving", "modalities", "problems", "nn", "core", "config", "runtime", "store"},
+    "modalities": {"modalities", "problems", "nn", "core", "config", "runtime", "store"},
+    "problems": {"problems", "core", "config", "runtime", "store"},
     "nn": {"nn", "core", "config", "runtime", "store"},
     "core": {"core", "config", "runtime", "store"},
     "demo": {"demo", "store"},

@@ -118,6 +118,7 @@ def test_a_network_learns_a_quantity_in_its_own_units():
     from granular.nn import train
     from granular.nn.device import select_runtime
     from granular.nn.inputs import TableArrays
+    from granular.nn.objective import Values
 
     rng = np.random.default_rng(2)
     x = rng.normal(size=(1200, 3)).astype(np.float32)
@@ -127,7 +128,7 @@ def test_a_network_learns_a_quantity_in_its_own_units():
         "epochs": 15, "batch_size": 64, "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.0, "width": 32,
         "depth": 1, "stages": [], "heads": {}, "label_smoothing": 0.0, "dropout": 0.1,
     })
-    network = train.fit(table[:1000], y[:1000], table[1000:], y[1000:], 1, config, select_runtime(1), regression=True)
+    network = train.fit(table[:1000], y[:1000], table[1000:], y[1000:], 1, config, select_runtime(1), objective=Values())
     predicted = train.predict_proba(network, table[1000:], select_runtime(1))
     assert predicted.shape == (200, 1)
     rmse = float(np.sqrt(np.mean((predicted[:, 0] - y[1000:]) ** 2)))
@@ -218,7 +219,11 @@ def test_a_real_regression_table_runs_end_to_end_and_serves_a_number(
 
 def test_the_gate_measures_a_regression_in_r2_above_the_mean():
     from granular.config import PromotionConfig
-    from granular.core.promotion import decide
+    from granular.core import promotion
+    from granular.problems import problem_of
+
+    def decide(metrics: dict, champion_metrics: dict | None, config: PromotionConfig):
+        return promotion.decide(metrics, champion_metrics, config, problem_of(metrics))
 
     def metrics(fused_r2: float, mse_gain: float, p: float) -> dict:
         return {

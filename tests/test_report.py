@@ -35,8 +35,9 @@ def _metrics(modality: str, hierarchy: bool) -> dict:
 
 
 def test_a_tables_comparison_counts_rows_and_shows_hierarchy_scores_only_where_there_is_a_hierarchy():
-    from granular.core.report import comparison_rows
+    from granular.problems import CLASSES
 
+    comparison_rows = CLASSES.comparison_rows
     images = comparison_rows(_metrics("images", hierarchy=True))
     assert list(images[0])[-3:] == ["hF1", "severity", "img/s"] and images[1]["img/s"] == "1234"
     table = comparison_rows(_metrics("tables", hierarchy=False))
@@ -47,8 +48,9 @@ def test_a_tables_comparison_counts_rows_and_shows_hierarchy_scores_only_where_t
 
 
 def test_each_row_ends_with_what_its_training_took_where_it_was_recorded():
-    from granular.core.report import comparison_rows
+    from granular.problems import CLASSES
 
+    comparison_rows = CLASSES.comparison_rows
     metrics = _metrics("images", hierarchy=True)
     assert "train s" not in comparison_rows(metrics)[0]  # recorded for none: no column
     metrics["latency"] = {"fine-all": {"train_seconds": 264.4}, "fused": {"images_per_s": 1234.0, "train_seconds": 470.6}}
@@ -79,10 +81,12 @@ def test_the_report_card_carries_the_headline_figures_and_the_verdict():
     metrics = _metrics("tables", hierarchy=False)
     metrics["test"]["hgb"] = {"accuracy": 0.88123}
     metrics["baseline"] = {"model": "hgb"}
-    assert headline(metrics, {"version": "3", "promoted": False}) == (
+    assert headline(metrics, "accuracy", "accuracy", {"version": "3", "promoted": False}) == (
         "test accuracy: fused 0.9000, best view fine-all 0.9000, hgb 0.8812; version 3 champion: no"
     )
-    assert headline(_metrics("images", hierarchy=True)) == "test accuracy: fused 0.9000, best view fine-all 0.9000"
+    assert headline(_metrics("images", hierarchy=True), "accuracy", "accuracy") == (
+        "test accuracy: fused 0.9000, best view fine-all 0.9000"
+    )
 
 
 def test_numbers_for_people_have_four_decimals_wherever_they_nest():

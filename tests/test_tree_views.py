@@ -98,7 +98,7 @@ def test_tree_views_train_per_segment_save_and_fuse_with_the_baseline(table: Pat
     np.testing.assert_allclose(served, fused, atol=1e-5)
     # ... and the evaluation compares against the very trees the fusion used.
     baseline = read_npz(paths.baselines_dir / "predictions.npz")
-    np.testing.assert_allclose(baseline["hgb"], bundle.views["hgb"].predict_proba(
+    np.testing.assert_allclose(baseline["hgb"], bundle.views["hgb"].predict(
         frame.iloc[test_rows], bundle.runtime), atol=1e-6)
     assert {"hgb", "majority", "fused", *config.views} == set(metrics["test"])
     assert json.loads((paths.baselines_dir / "figures.json").read_text())["hgb"]["train_seconds"] > 0

@@ -3,38 +3,36 @@ are shuffled among the rows, breaking its link to the label (or value) while kee
 distribution."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from granular.core.evaluate import log_loss, regression_metrics
 
+@dataclass(frozen=True)
+class ImportanceScores:
+    """How a problem (granular/problems/) scores a model's answers for importance: `measure`
+    (answers, truth) -> (headline score, loss), and the names of their fall and rise."""
 
-def _class_scores(proba: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    return float((proba.argmax(axis=1) == y).mean()), log_loss(proba, y)
-
-
-def _value_scores(values: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """R² and RMSE of a regressor's (N, 1) values."""
-    metrics = regression_metrics(y, values[:, 0])
-    return metrics["r2"], metrics["rmse"]
+    measure: Callable[[np.ndarray, np.ndarray], tuple[float, float]]
+    drop: str  # "accuracy_drop", "r2_drop"
+    rise: str  # "log_loss_rise", "rmse_rise"
 
 
 def permutation_importance(
-    predict_proba: Callable[[pd.DataFrame], np.ndarray], frame: pd.DataFrame, y: np.ndarray, columns: list[str],
-    repeats: int = 3, seed: int = 0, regression: bool = False,
+    predict: Callable[[pd.DataFrame], np.ndarray], frame: pd.DataFrame, y: np.ndarray, columns: list[str],
+    scores: ImportanceScores, repeats: int = 3, seed: int = 0,
 ) -> list[dict]:
-    """For each of `columns`, over `repeats` shuffles: the mean fall in accuracy (and its
-    standard deviation) and the mean rise in log-loss; one row per column, the largest rise in
-    log-loss (the finer measure) first. A `regression` model (its (N, 1) values): the fall in R²
-    and the rise in RMSE instead. A column the model does not need scores about 0; a negative
-    score is noise."""
+    """For each of `columns`, over `repeats` shuffles: the mean fall in the headline score
+    (accuracy, a regression's R²; and its standard deviation) and the mean rise in the loss
+    (log-loss, RMSE), as `scores` measures them; one row per column, the largest rise in the
+    loss (the finer measure) first. A column the model does not need scores about 0; a
+    negative score is noise."""
     if len(frame) == 0:
         raise ValueError("permutation importance needs rows")
-    score = _value_scores if regression else _class_scores
-    drop, rise = ("r2_drop", "rmse_rise") if regression else ("accuracy_drop", "log_loss_rise")
-    headline, loss = score(predict_proba(frame), y)
+    score, drop, rise = scores.measure, scores.drop, scores.rise
+    headline, loss = score(predict(frame), y)
     rng = np.random.default_rng(seed)
     scores = []
     for column in columns:
@@ -42,7 +40,7 @@ def permutation_importance(
         for _ in range(repeats):
             shuffled = frame.copy()
             shuffled[column] = frame[column].to_numpy()[rng.permutation(len(frame))]
-            changed_headline, changed_loss = score(predict_proba(shuffled), y)
+            changed_headline, changed_loss = score(predict(shuffled), y)
             falls.append(headline - changed_headline)
             rises.append(changed_loss - loss)
         scores.append({

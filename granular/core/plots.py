@@ -32,9 +32,9 @@ def save_confusion_png(path: Path, matrix: np.ndarray, class_names: Sequence[str
     plt.close(fig)
 
 
-def save_learning_curves_png(path: Path, history: list[dict], title: str) -> None:
-    """Loss (train and validation) and validation accuracy (a regression's RMSE) per epoch; one
-    line per expert."""
+def save_learning_curves_png(path: Path, history: list[dict], title: str, score: str, score_label: str) -> None:
+    """Loss (train and validation) and the validation `score` of each record (val_accuracy, a
+    regression's val_rmse; `score_label` for people) per epoch; one line per expert."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,10 +47,9 @@ def save_learning_curves_png(path: Path, history: list[dict], title: str) -> Non
         label = "" if segment is None else f"segment-{segment} "
         loss_ax.plot(epochs, [r["train_loss"] for r in records], "--", label=f"{label}train")
         loss_ax.plot(epochs, [r["val_loss"] for r in records], label=f"{label}val")
-        accuracy_ax.plot(epochs, [r.get("val_accuracy", r.get("val_rmse")) for r in records], label=f"{label}val".strip())
+        accuracy_ax.plot(epochs, [r.get(score) for r in records], label=f"{label}val".strip())
     loss_ax.set(xlabel="epoch", ylabel="loss")
-    regression = bool(history) and "val_rmse" in history[0]
-    accuracy_ax.set(xlabel="epoch", ylabel="validation RMSE" if regression else "validation accuracy")
+    accuracy_ax.set(xlabel="epoch", ylabel=score_label)
     for ax in (loss_ax, accuracy_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -56,11 +56,12 @@ def _interval(low: float | None, high: float | None, spec: str) -> str:
 VALUE_COLUMNS = ("model", "level", "RMSE", "95% CI", "MAE", "R²", "R² 95% CI", "accuracy", "rows/s", COST)
 
 
-def _value_rows(metrics: dict) -> list[dict[str, str]]:
+def value_rows(metrics: dict) -> list[dict[str, str]]:
     """A regression's table: RMSE, MAE and R² of each model of the value, with intervals; a
-    binned view's accuracy (its bins are classes)."""
+    binned view's accuracy (its bins are classes). Each row ends with what the model's training
+    took, where it was recorded."""
     latency = metrics.get("latency", {})
-    return [dict(zip(VALUE_COLUMNS, (
+    rows = [dict(zip(VALUE_COLUMNS, (
         name,
         scores.get("level", "-"),
         _number(scores.get("rmse"), ".4g"),
@@ -72,16 +73,15 @@ def _value_rows(metrics: dict) -> list[dict[str, str]]:
         _number(latency.get(name, {}).get("images_per_s"), ".0f"),
         _number(latency.get(name, {}).get("train_seconds"), ".0f"),
     ))) for name, scores in metrics["test"].items()]
+    return _without_empty(rows, (COST,))
 
 
-def comparison_rows(metrics: dict) -> list[dict[str, str]]:
-    """One row of display strings per model: the table the terminal and the report show. A
-    metric a model lacks (hierarchy scores of a coarse view) shows as "-"; the hierarchy columns
-    show only where a model has them (a taxonomy of one level has none); a table's rows show
-    the scores that tell a rare class apart, and its speed in rows/s; a regression's, its
-    errors and R². Each row ends with what the model's training took, where it was recorded."""
-    if metrics.get("task") == "regression":
-        return _without_empty(_value_rows(metrics), (COST,))
+def class_rows(metrics: dict) -> list[dict[str, str]]:
+    """One row of display strings per model of classes: the table the terminal and the report
+    show. A metric a model lacks (hierarchy scores of a coarse view) shows as "-"; the hierarchy
+    columns show only where a model has them (a taxonomy of one level has none); a table's rows
+    show the scores that tell a rare class apart, and its speed in rows/s. Each row ends with
+    what the model's training took, where it was recorded."""
     latency = metrics.get("latency", {})
     speed = "rows/s" if metrics.get("modality") == "tables" else SPEED
     rows = []
@@ -112,12 +112,12 @@ def _without_empty(rows: list[dict[str, str]], columns: tuple[str, ...]) -> list
     return [{c: v for c, v in row.items() if c not in empty} for row in rows]
 
 
-def headline(metrics: dict, registry: dict | None = None) -> str:
+def headline(metrics: dict, metric: str, label: str, registry: dict | None = None) -> str:
     """The run in one line, for a card that is read before it is opened: the fused model's test
-    accuracy against the best single view's (and the boosted trees', where there are), and the
-    registry's verdict. `registry`: what registering the model returned, if it was."""
+    `metric` (its problem's headline: accuracy, R²; `label` for people) against the best single
+    view's (and the boosted trees', where there are), and the registry's verdict. `registry`:
+    what registering the model returned, if it was."""
     test = metrics["test"]
-    metric, label = ("r2", "R²") if metrics.get("task") == "regression" else ("accuracy", "accuracy")
     parts = [f"fused {test['fused'][metric]:.4f}"]
     best = metrics.get("best_single")
     if best:
@@ -131,15 +131,15 @@ def headline(metrics: dict, registry: dict | None = None) -> str:
     return line
 
 
-def summary_lines(metrics: dict) -> list[str]:
-    """The fusion against the best single view: the gain with its paired interval, and McNemar
-    (a regression's paired test of squared errors)."""
+def summary_lines(metrics: dict, gain_unit: str = "") -> list[str]:
+    """The fusion against the best single view: the gain (in `gain_unit`, where it is not
+    accuracy: " (R²)") with its paired interval, and McNemar (a regression's paired test of
+    squared errors)."""
     lines = []
-    regression = metrics.get("task") == "regression"
     if "fused_minus_best_single" in metrics:
         ci = metrics.get("fused_minus_best_single_ci")
         interval = f"  95% CI {_interval(ci['low'], ci['high'], '+.4f')}" if ci else ""
-        lines.append(f"fused - best single view{' (R²)' if regression else ''}: {metrics['fused_minus_best_single']:+.4f}{interval}")
+        lines.append(f"fused - best single view{gain_unit}: {metrics['fused_minus_best_single']:+.4f}{interval}")
     if "mcnemar" in metrics:
         test = metrics["mcnemar"]
         lines.append(f"McNemar, fused vs {test['versus']}: fused alone right b={test['b']}, "

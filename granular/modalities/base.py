@@ -34,21 +34,15 @@ if TYPE_CHECKING:  # torch loads only where a network runs
     from granular.nn.inputs import NetworkInputs
 
 
-# The baseline that answers the training split's majority class for every example: the floor a
-# model must clear (a modality's `baselines` may include it).
-MAJORITY = "majority"
-# ... and for a regression target, the training split's mean value for every example.
-MEAN = "mean"
-
-
 @dataclass(frozen=True)
 class Baseline:
     """A model outside the pipeline's views, fitted on the same splits: its validation and test
-    probabilities of the fine classes (a regression target's values, (N, 1)), figures of this
-    machine (its train_seconds), and the model itself where it can serve."""
+    outputs (probabilities of the fine classes, or a regression target's values, (N, 1)), figures
+    of this machine (its train_seconds), and the model itself where it can serve. Its problem's
+    floor (granular/problems/: the majority class, the mean value) is one."""
 
-    val_proba: np.ndarray
-    test_proba: np.ndarray
+    val_outputs: np.ndarray
+    test_outputs: np.ndarray
     figures: dict = field(default_factory=dict)
     model: ViewModel | None = None
 

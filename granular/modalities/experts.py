@@ -111,20 +111,23 @@ def fit_experts(
 def predict_routed(
     networks: list, route: np.ndarray, x: NetworkInputs, runtime: Runtime, shifted: bool = True
 ) -> np.ndarray:
-    """Probabilities of each example from the network it is routed to (with its shifted
-    test-time copies unless not `shifted`); a regressor's values, (N, 1)."""
+    """The outputs of each example from the network it is routed to (with its shifted test-time
+    copies unless not `shifted`): class probabilities (float32), or a regressor's values (N, 1),
+    which keep their precision (float64)."""
     from granular.nn.train import predict_proba
 
-    regression = getattr(networks[0], "regression", False)  # its values keep their precision
-    out = np.zeros((len(x), networks[0].num_classes), dtype=np.float64 if regression else np.float32)
+    outputs = {}
     for number, network in enumerate(networks):
         rows = route == number
         if not rows.any():
             continue
         if network.learner == "network":
-            out[rows] = predict_proba(network, x[rows], runtime, shifted=shifted)
+            outputs[number] = predict_proba(network, x[rows], runtime, shifted=shifted)
         else:  # trees: on the CPU, with no test-time copies
-            out[rows] = network.predict_proba(x[rows])
+            outputs[number] = network.outputs(x[rows])
+    out = np.zeros((len(x), networks[0].num_classes), dtype=np.result_type(np.float32, *outputs.values()))
+    for number, answered in outputs.items():
+        out[route == number] = answered
     return out
 
 
@@ -134,8 +137,9 @@ class ViewModel:
     reader: ViewReader
     networks: list  # granular.nn.trained.TrainedModel, network k answering route k
 
-    def predict_proba(self, raw: Any, runtime: Runtime, shifted: bool = True) -> np.ndarray:
-        """Raw inputs (images at full size, pixels 0..255; or a table's rows) -> (N, classes of its level)."""
+    def predict(self, raw: Any, runtime: Runtime, shifted: bool = True) -> np.ndarray:
+        """Raw inputs (images at full size, pixels 0..255; or a table's rows) -> its outputs: the
+        probabilities of the classes of its level (N, classes), or a view of a value's values (N, 1)."""
         x = self.reader.network_inputs(raw)
         return predict_routed(self.networks, self.reader.route(raw), x, runtime, shifted=shifted)
 

@@ -1,12 +1,16 @@
 """What the later steps read back from the earlier ones: the taxonomy, a split's rows of
-splits.npz (and a regression target's values), each view's probabilities."""
+splits.npz (and a regression target's values), each view's outputs (class probabilities, or a
+view of a value's values)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from granular.config import Config, ConfigError, ViewConfig
 from granular.core.partition import SPLITS
 from granular.core.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
+from granular.modalities.experts import read_view_spec
 from granular.store.atomic import read_npz
 from granular.store.paths import ProjectPaths
 
@@ -52,6 +56,31 @@ def split_values(paths: ProjectPaths, split_name: str) -> np.ndarray:
     return read_npz(paths.clean)[TARGET][read_npz(paths.splits)["split"] == SPLITS.index(split_name)]
 
 
-def view_probas(config: Config, paths: ProjectPaths, key: str) -> dict[str, np.ndarray]:
-    """Each view's `val_proba` or `test_proba`, as its train step wrote them."""
-    return {name: read_npz(paths.model_dir(name) / "predictions.npz")[key] for name in config.views}
+def view_outputs(config: Config, paths: ProjectPaths, split: str) -> dict[str, np.ndarray]:
+    """Each view's outputs on the `split` (val, test), as its train step wrote them (its file
+    keeps them as `val_proba`, `test_proba`)."""
+    return {name: read_npz(paths.model_dir(name) / "predictions.npz")[f"{split}_proba"] for name in config.views}
+
+
+@dataclass(frozen=True)
+class ProjectReads:
+    """The earlier steps' results, as a problem (granular/problems/base.py) reads them."""
+
+    config: Config
+    paths: ProjectPaths
+
+    def rows(self, split: str) -> dict[str, np.ndarray]:
+        return split_rows(self.paths, split)
+
+    def values(self, split: str) -> np.ndarray:
+        return split_values(self.paths, split)
+
+    def outputs(self, split: str) -> dict[str, np.ndarray]:
+        return view_outputs(self.config, self.paths, split)
+
+    def specialists(self, taxonomy: Taxonomy) -> dict[str, np.ndarray]:
+        return specialist_class_ids(self.config, taxonomy)
+
+    def test_segments(self, view: ViewConfig) -> tuple[np.ndarray, list[str] | None]:
+        segment = read_npz(self.paths.view_split(view.name, "test"))["segment"]
+        return segment, read_view_spec(self.paths.model_dir(view.name))["reader"].get("expert_values")

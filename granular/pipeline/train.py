@@ -14,6 +14,8 @@ from granular.modalities import modality_for
 from granular.modalities.base import TrainingData
 from granular.modalities.experts import FitNetwork, ViewModel, fit_experts, network_file, predict_routed
 from granular.pipeline.reads import project_taxonomy, specialist_classes
+from granular.problems import CLASSES, problem_for
+from granular.problems.base import Problem
 from granular.store.atomic import atomic_dir, write_json, write_npz
 from granular.store.paths import ProjectPaths
 
@@ -63,7 +65,8 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
     else:
         fit_network = _trees_fitter(config, view, classes)
     networks, history, seconds = fit_experts(data.x, data.y, data.plan, fit_network, on_epoch=on_epoch)
-    summary = save_view(paths, view, data, networks, history, runtime, regression=config.learns_value(view))
+    problem = problem_for(config).view_problem(config, view)
+    summary = save_view(paths, view, data, networks, history, runtime, problem)
     shutil.rmtree(paths.checkpoints(view.name), ignore_errors=True)  # the model is saved: not needed
     return {**summary, "train_seconds": seconds}
 
@@ -115,6 +118,7 @@ def _value_network_fitter(config: Config, paths: ProjectPaths, view, runtime, wa
     """Network k of a view of a regression target's value: one stage, the squared error of the
     standardised value, seed train.seed + k; killed, it resumes from its checkpoint."""
     from granular.nn import train
+    from granular.nn.objective import Values
 
     train_config = config.train_config(view)
 
@@ -122,7 +126,7 @@ def _value_network_fitter(config: Config, paths: ProjectPaths, view, runtime, wa
         network_config = train_config.model_copy(update={"seed": train_config.seed + number})
         network = train.fit(
             x_train, y_train, x_val, y_val, 1, network_config, runtime, on_epoch=record_epoch,
-            checkpoint_dir=paths.checkpoints(view.name) / f"network-{number}", warn=warn, regression=True,
+            checkpoint_dir=paths.checkpoints(view.name) / f"network-{number}", warn=warn, objective=Values(),
         )
         network.meta = {"view": view.model_dump(), "train_config": network_config.model_dump(),
                         "target": config.data.table.target, **tag}
@@ -146,21 +150,23 @@ def _value_trees_fitter(config: Config, view) -> FitNetwork:
 
 
 def save_view(
-    paths: ProjectPaths, view, data: TrainingData, networks: list, history: list[dict], runtime, regression: bool = False,
+    paths: ProjectPaths, view, data: TrainingData, networks: list, history: list[dict], runtime,
+    problem: Problem = CLASSES,
 ) -> dict:
-    """Write a trained view's model, its val/test probabilities (a regression view's values,
-    (N, 1); each example predicted by the network it is routed to), history and learning
-    curves; return what its training summary says."""
-    proba = {s: predict_routed(networks, data.plan.route[s], data.x[s], runtime) for s in ("val", "test")}
+    """Write a trained view's model, its val/test outputs (class probabilities, or a view of a
+    value's values, (N, 1); each example predicted by the network it is routed to), history and
+    learning curves; return what its training summary says, its validation score as its
+    `problem` scores it."""
+    outputs = {s: predict_routed(networks, data.plan.route[s], data.x[s], runtime) for s in ("val", "test")}
+    score, score_label = problem.epoch_score
     with atomic_dir(paths.model_dir(view.name)) as staging:
         ViewModel(level=view.level, reader=data.reader, networks=networks).save(staging)
-        write_npz(staging / "predictions.npz", val_proba=proba["val"], test_proba=proba["test"])
+        write_npz(staging / "predictions.npz", val_proba=outputs["val"], test_proba=outputs["test"])
         write_json(staging / "history.json", history)
-        plots.save_learning_curves_png(staging / "learning_curves.png", history, title=view.name)
+        plots.save_learning_curves_png(staging / "learning_curves.png", history, view.name, score, score_label)
     return {
         "view": view.name,
         "device": runtime.name,
         "history": history,
-        **({"val_rmse": float(np.sqrt(np.mean((proba["val"][:, 0] - data.y["val"]) ** 2)))} if regression
-           else {"val_accuracy": float((proba["val"].argmax(1) == data.y["val"]).mean())}),
+        **problem.validation_score(outputs["val"], data.y["val"]),
     }

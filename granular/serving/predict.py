@@ -17,6 +17,7 @@ from granular.core.threshold import apply_threshold
 from granular.modalities import load_input_spec, load_view_model
 from granular.modalities.base import InputSpec
 from granular.modalities.experts import ViewModel
+from granular.problems import CLASSES, VALUES, problem_of
 from granular.serving.bundle import FUSION_FILE, INPUT_FILE, TAXONOMY_FILE, VIEWS_DIR
 
 
@@ -45,9 +46,10 @@ class _BundleParts:
 
 
 def load_fused(bundle: Path) -> "FusedClassifier | FusedRegressor":
-    """The fused model of a bundle: a classifier, or a regressor where its fusion stacks values."""
+    """The fused model of a bundle, of the problem its fusion record was made by: a classifier,
+    or a regressor where its fusion stacks values."""
     record = json.loads((Path(bundle) / FUSION_FILE).read_text())
-    return (FusedRegressor if record.get("task") == "regression" else FusedClassifier).load(bundle)
+    return FUSED_MODELS[problem_of(record)].load(bundle)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class FusedClassifier:
         """(N, H, W) images with pixels in 0..255, or a DataFrame of a table's rows ->
         (N, fine classes) fused probabilities. Not `shifted`: the views skip their shifted
         test-time copies (a third of the cost, for a pass over many images such as distillation's)."""
-        probas = {name: view.predict_proba(inputs, self.runtime, shifted) for name, view in self.views.items()}
+        probas = {name: view.predict(inputs, self.runtime, shifted) for name, view in self.views.items()}
         return self.fuser.predict_proba(probas)
 
     def predict(self, inputs, backoff_threshold: float | None = None) -> dict[str, np.ndarray]:
@@ -141,14 +143,9 @@ class FusedRegressor:
             bins=parts.record.get("bins", {}),
         )
 
-    def predict_proba(self, inputs, shifted: bool = True) -> np.ndarray:
-        """(N, 1) fused values: what a classifier's probabilities are to the steps that time or
-        score every model alike."""
-        return self.predict_values(inputs)[:, None]
-
     def predict_values(self, inputs) -> np.ndarray:
         """A DataFrame of a table's rows -> (N,) fused values."""
-        outputs = {name: self.views[name].predict_proba(inputs, self.runtime) for name in self.record["weights"]}
+        outputs = {name: self.views[name].predict(inputs, self.runtime) for name in self.record["weights"]}
         return value_fusion.predict(self.record, value_fusion.input_values(outputs, self.record.get("bin_means", {})))
 
     def predict(self, inputs, backoff_threshold: float | None = None) -> dict[str, np.ndarray]:
@@ -160,3 +157,6 @@ class FusedRegressor:
         for level, cuts in self.bins.items():
             out[level] = np.asarray(bin_names(cuts))[bin_ids(values, cuts)]
         return out
+
+
+FUSED_MODELS = {CLASSES: FusedClassifier, VALUES: FusedRegressor}  # each problem's fused model, as it serves

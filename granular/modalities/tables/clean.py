@@ -28,6 +28,7 @@ from granular.core.quarantine import UNKNOWN_LABELS
 from granular.core.taxonomy import Taxonomy, TaxonomyError, parse_taxonomy
 from granular.modalities.tables.schema import NUMERIC, columns_of_type
 from granular.modalities.tables.source import row_origins
+from granular.problems import problem_named
 
 FILE, ROW, REASON = "file", "row", "reason"  # the rejected frame's own columns
 
@@ -87,7 +88,8 @@ def clean_table(
     faults = _Faults(len(frame))
     target = frame[config.target]
     _check_target(faults, target, config.target, level_names)
-    quantity = _check_numeric(faults, target, config.target, np.float64) if config.task == "regression" else None
+    numeric_target = problem_named(config.task).numeric_target  # a quantity: each row's a finite number
+    quantity = _check_numeric(faults, target, config.target, np.float64) if numeric_target else None
     parsed = {column: _check_numeric(faults, frame[column], column) for column in columns_of_type(schema, NUMERIC)}
     fine, _ = _codes(target)
     for column in config.ancestors.values():

@@ -12,19 +12,19 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
 
 from granular.config import Config, TableView
-from granular.core.bins import FINE, bins_taxonomy, fine_bins
+from granular.core.bins import bins_taxonomy, fine_bins
 from granular.core.class_weights import class_weights
 from granular.core.partition import SPLITS, TEST, TRAIN, require_every_class
 from granular.core.quarantine import QUARANTINE_ROW_IDS, quarantine_checks
 from granular.core.taxonomy import Taxonomy, load_taxonomy
-from granular.modalities.base import MAJORITY, MEAN, Baseline, Examples, TrainingData
+from granular.modalities.base import Baseline, Examples, TrainingData
 from granular.modalities.experts import ExpertPlan, ViewModel, single_network
 from granular.modalities.tables.clean_file import (
     CATEGORICAL,
@@ -36,11 +36,9 @@ from granular.modalities.tables.clean_file import (
     load_schema,
 )
 from granular.modalities.tables.reader import MODALITY, TableInput, TableReader, route, segment_values
+from granular.problems import CLASSES, VALUES, problem_for
 from granular.store.atomic import atomic_dir, atomic_path, read_npz, write_json, write_npz
 from granular.store.paths import ProjectPaths
-
-if TYPE_CHECKING:
-    from granular.nn.inputs import TableArrays
 
 GIVEN_SPLIT = "given_split"  # in clean.npz: each row's split from data.table.split
 BASELINE = "hgb"  # the boosted-trees baseline (granular/modalities/tables/trees.py), by name
@@ -146,14 +144,14 @@ class Tables:
     def clean(self, config: Config, paths: ProjectPaths) -> dict:
         """Read the imported table, set faulty rows aside with their reason in data/quarantine/,
         and write the kept rows as clean.npz, with the schema and taxonomy they were read with."""
-        from granular.modalities.tables.clean import clean_table, given_splits, taxonomy_from_columns
+        from granular.modalities.tables.clean import clean_table, given_splits
         from granular.modalities.tables.schema import infer_schema
         from granular.modalities.tables.source import read_table
 
         table = config.data.table
+        target = table_target(config)
         frame = read_table(paths.raw, config.data.source.format, table)
-        if not config.regression:
-            _check_target_is_a_label(frame[table.target], table.target)
+        target.check(frame[table.target], table.target)
         schema = infer_schema(frame, table)
         _check_segment_columns(config, schema)
         given = load_taxonomy(paths.taxonomy(config.taxonomy)) if config.taxonomy else None
@@ -162,23 +160,14 @@ class Tables:
         kept = result.kept
         if config.data.limit is not None and len(kept) > config.data.limit:
             kept = kept.sample(n=config.data.limit, random_state=config.data.limit_seed).sort_index()
-        if config.regression:
-            taxonomy = bins_taxonomy(table.bins)
-        else:
-            taxonomy = given or taxonomy_from_columns(kept, table)
+        taxonomy = target.taxonomy(kept, table, given)
         with atomic_dir(paths.quarantine) as staging:
             result.rejected.to_csv(staging / "rejected.csv", index=False)
         arrays = {
             "origin": np.zeros(len(kept), dtype=np.int8),
             "index": kept.index.to_numpy(dtype=np.int64),
         }
-        if config.regression:  # the value, and its finest bin as the fine "label" the split stratifies by
-            arrays[TARGET] = kept[table.target].to_numpy(dtype=np.float64)
-            arrays["label"] = fine_bins(arrays[TARGET], table.bins)
-        else:
-            arrays["label"] = pd.Categorical(
-                kept[table.target].astype("string"), categories=taxonomy.fine_names
-            ).codes.astype(np.int64)
+        arrays |= target.encode(kept, table, taxonomy)
         if table.split:  # each row's given split, as its number in SPLITS
             arrays[GIVEN_SPLIT] = given_splits(kept[table.split]).map(SPLITS.index).to_numpy(dtype=np.int8)
         for column in feature_columns(schema):
@@ -265,7 +254,7 @@ class Tables:
         splits = read_npz(paths.splits)
         clean = load_clean(paths)
         table = clean.frame
-        if config.learns_value(view):  # the regression target's value, row by row (splits.npz is in clean order)
+        if config.learns_value(view):  # the target's value, row by row (splits.npz is in clean order)
             y = clean.target
         else:
             y = taxonomy.map_labels(splits["label"], view.level)
@@ -339,10 +328,9 @@ class Tables:
     def baselines(self, config: Config, paths: ProjectPaths) -> dict[str, Baseline]:
         """Gradient-boosted trees (the `trees` settings) on the same splits and every feature
         column, fitted where the networks were (train, with val for early stopping): a model
-        that serves, so the fusion takes it as one more input; and the majority class of the
-        training rows, for every row."""
+        that serves, so the fusion takes it as one more input; and the problem's floor (the
+        majority class, the mean value of the training rows) for every row."""
         from granular.modalities.tables.features import FeatureEncoder
-        from granular.modalities.tables.trees import fit_trees
 
         schema = load_schema(paths.table_schema)
         table = load_clean(paths)
@@ -353,23 +341,16 @@ class Tables:
         arrays = {s: encoder.transform(table.frame.iloc[r], columns) for s, r in rows.items()}
         taxonomy = load_taxonomy(paths.taxonomy(config.taxonomy))
         reader = TableReader(columns=columns, encoder=encoder)
-        if config.regression:
-            return _regression_baselines(config, {s: table.target[r] for s, r in rows.items()}, arrays, reader)
-        labels = {s: splits["label"][r] for s, r in rows.items()}
-        num_classes = len(taxonomy.fine_names)
-        trees = fit_trees(
-            arrays["train"], labels["train"], arrays["val"], labels["val"], num_classes, config.trees,
-            seed=config.train.seed, threads=config.train.threads,
-            class_weights=class_weights(config.trees.class_weight, labels["train"], taxonomy, taxonomy.fine),
-        )
-        model = ViewModel(level=taxonomy.fine, reader=reader, networks=[trees])
-        shares = np.bincount(labels["train"], minlength=num_classes) / len(labels["train"])
+        problem, target = problem_for(config), table_target(config)
+        targets = {s: target.of_rows(table, splits, r) for s, r in rows.items()}
+        trees = target.fit_trees(config, taxonomy, arrays, targets)
+        floor = problem.floor_outputs(targets["train"], {s: len(targets[s]) for s in ("val", "test")}, len(taxonomy.fine_names))
         return {
             BASELINE: Baseline(
-                val_proba=trees.predict_proba(arrays["val"]), test_proba=trees.predict_proba(arrays["test"]),
-                figures={"train_seconds": trees.fit_seconds}, model=model,
+                val_outputs=trees.outputs(arrays["val"]), test_outputs=trees.outputs(arrays["test"]),
+                figures={"train_seconds": trees.fit_seconds}, model=ViewModel(level=taxonomy.fine, reader=reader, networks=[trees]),
             ),
-            MAJORITY: Baseline(**{f"{s}_proba": np.tile(shares, (len(labels[s]), 1)) for s in ("val", "test")}),
+            problem.floor: Baseline(val_outputs=floor["val"], test_outputs=floor["test"]),
         }
 
     def importance_rows(self, config: Config, paths: ProjectPaths) -> tuple[pd.DataFrame, np.ndarray]:
@@ -378,29 +359,71 @@ class Tables:
         splits = read_npz(paths.splits)
         rows = np.flatnonzero(splits["split"] == SPLITS.index("test"))[:IMPORTANCE_ROWS]
         clean = load_clean(paths)
-        truth = clean.target if config.regression else splits["label"]
+        truth = table_target(config).of_rows(clean, splits, slice(None))
         return _as_read(clean.frame.iloc[rows]), truth[rows]
 
 
-def _regression_baselines(
-    config: Config, values: dict[str, np.ndarray], arrays: dict[str, TableArrays], reader: TableReader
-) -> dict[str, Baseline]:
-    """A regression target's baselines: boosted regression trees, which serve and join the
-    fusion, and the training rows' mean value for every row (the floor, R² about 0)."""
-    from granular.modalities.tables.trees import fit_regression_trees
+class _ClassTarget:
+    """A target column of class labels: the classes it spells (or the given taxonomy's)."""
 
-    trees = fit_regression_trees(
-        arrays["train"], values["train"], arrays["val"], values["val"], config.trees, seed=config.train.seed,
-        threads=config.train.threads,
-    )
-    mean = float(values["train"].mean())
-    return {
-        BASELINE: Baseline(
-            val_proba=trees.predict_proba(arrays["val"]), test_proba=trees.predict_proba(arrays["test"]),
-            figures={"train_seconds": trees.fit_seconds}, model=ViewModel(level=FINE, reader=reader, networks=[trees]),
-        ),
-        MEAN: Baseline(**{f"{s}_proba": np.full((len(values[s]), 1), mean) for s in ("val", "test")}),
-    }
+    def check(self, target: pd.Series, column: str) -> None:
+        _check_target_is_a_label(target, column)
+
+    def taxonomy(self, kept: pd.DataFrame, table, given: Taxonomy | None) -> Taxonomy:
+        from granular.modalities.tables.clean import taxonomy_from_columns
+
+        return given or taxonomy_from_columns(kept, table)
+
+    def encode(self, kept: pd.DataFrame, table, taxonomy: Taxonomy) -> dict[str, np.ndarray]:
+        """clean.npz's fine label of each kept row."""
+        return {"label": pd.Categorical(kept[table.target].astype("string"), categories=taxonomy.fine_names).codes.astype(np.int64)}
+
+    def of_rows(self, clean, splits: dict[str, np.ndarray], rows) -> np.ndarray:
+        """The fine labels of `rows` (of splits.npz, in clean order)."""
+        return splits["label"][rows]
+
+    def fit_trees(self, config: Config, taxonomy: Taxonomy, arrays: dict, targets: dict[str, np.ndarray]):
+        from granular.modalities.tables.trees import fit_trees
+
+        return fit_trees(
+            arrays["train"], targets["train"], arrays["val"], targets["val"], len(taxonomy.fine_names), config.trees,
+            seed=config.train.seed, threads=config.train.threads,
+            class_weights=class_weights(config.trees.class_weight, targets["train"], taxonomy, taxonomy.fine),
+        )
+
+
+class _ValueTarget:
+    """A target column of numbers: its levels are bins of the value (data.table.bins)."""
+
+    def check(self, target: pd.Series, column: str) -> None:
+        """Each row's number is checked when the table is cleaned."""
+
+    def taxonomy(self, kept: pd.DataFrame, table, given: Taxonomy | None) -> Taxonomy:
+        return bins_taxonomy(table.bins)
+
+    def encode(self, kept: pd.DataFrame, table, taxonomy: Taxonomy) -> dict[str, np.ndarray]:
+        """clean.npz's value of each kept row, and its finest bin as the fine "label" the split stratifies by."""
+        values = kept[table.target].to_numpy(dtype=np.float64)
+        return {TARGET: values, "label": fine_bins(values, table.bins)}
+
+    def of_rows(self, clean, splits: dict[str, np.ndarray], rows) -> np.ndarray:
+        """The values of `rows` (of splits.npz, in clean order)."""
+        return clean.target[rows]
+
+    def fit_trees(self, config: Config, taxonomy: Taxonomy, arrays: dict, targets: dict[str, np.ndarray]):
+        from granular.modalities.tables.trees import fit_regression_trees
+
+        return fit_regression_trees(
+            arrays["train"], targets["train"], arrays["val"], targets["val"], config.trees, seed=config.train.seed,
+            threads=config.train.threads,
+        )
+
+
+TABLE_TARGETS = {CLASSES: _ClassTarget(), VALUES: _ValueTarget()}  # the target column as each problem reads it
+
+
+def table_target(config: Config) -> _ClassTarget | _ValueTarget:
+    return TABLE_TARGETS[problem_for(config)]
 
 
 TABLES = Tables()

@@ -63,9 +63,8 @@ def _check_labels(y: np.ndarray, rows: int, num_classes: int, split: str) -> np.
 
 
 @dataclass
-class Trees:
-    """Fitted boosted trees and what they need to predict a TableArrays. A regressor's one
-    "class" is the value: its predict_proba gives (N, 1) predicted values."""
+class BoostedTrees:
+    """Fitted boosted trees and what they need to predict a TableArrays; saved as one file."""
 
     model: HistGradientBoostingClassifier | HistGradientBoostingRegressor
     num_classes: int
@@ -75,54 +74,81 @@ class Trees:
     threads: int | None = None  # OpenMP threads for fitting and predicting; None = every core
     learner: ClassVar[str] = "hgb"
 
-    @property
-    def regression(self) -> bool:
-        return isinstance(self.model, HistGradientBoostingRegressor)
-
-    def predict_proba(self, table: TableArrays) -> np.ndarray:
-        """(N, num_classes) float32; a class the training split lacked gets probability 0. A
-        regressor's: (N, 1) float64 values."""
+    def _features(self, table: TableArrays) -> np.ndarray:
         if table.codes.shape[1] != len(self.cardinalities):
             raise ValueError(
                 f"the trees were fitted on {len(self.cardinalities)} categorical columns, "
                 f"the table has {table.codes.shape[1]}"
             )
-        if self.regression:
-            values = np.zeros((len(table), 1))
-            if len(table):
-                with threadpool_limits(limits=self.threads, user_api="openmp"):
-                    values[:, 0] = self.model.predict(_features(table, self.cardinalities))
-            return values
-        probabilities = np.zeros((len(table), self.num_classes), dtype=np.float32)
-        if len(table):
-            with threadpool_limits(limits=self.threads, user_api="openmp"):
-                probabilities[:, self.model.classes_] = self.model.predict_proba(_features(table, self.cardinalities))
-        return probabilities
+        return _features(table, self.cardinalities)
 
-    def record(self, train: TableArrays, y_train: np.ndarray, val: TableArrays, y_val: np.ndarray) -> dict:
-        """What a network's epoch record says, for the whole fit: losses (a regressor's: mean
-        squared errors), validation accuracy (a regressor's: RMSE), the seconds of the fit,
-        training rows a second, and the boosting rounds kept."""
-        figures = {"epoch": 1, "rounds": int(self.model.n_iter_), "seconds": self.fit_seconds,
-                   "images_per_s": len(train) / max(self.fit_seconds, 1e-9)}
-        val_out, train_out = self.predict_proba(val), self.predict_proba(train)
-        if self.regression:
-            val_mse = float(np.mean((val_out[:, 0] - y_val) ** 2)) if len(y_val) else float("nan")
-            return {**figures, "train_loss": float(np.mean((train_out[:, 0] - y_train) ** 2)), "val_loss": val_mse,
-                    "val_rmse": float(np.sqrt(val_mse))}
-        return {
-            **figures, "train_loss": log_loss(train_out, y_train), "val_loss": log_loss(val_out, y_val),
-            "val_accuracy": float((val_out.argmax(axis=1) == y_val).mean()),
-        }
+    def _figures(self, train: TableArrays) -> dict:
+        """What a network's epoch record says of the whole fit: the seconds of the fit, training
+        rows a second, and the boosting rounds kept."""
+        return {"epoch": 1, "rounds": int(self.model.n_iter_), "seconds": self.fit_seconds,
+                "images_per_s": len(train) / max(self.fit_seconds, 1e-9)}
 
     def save(self, path: Path) -> None:
         with atomic_path(path) as tmp:
             joblib.dump(self, tmp)
 
 
-def load_trees(path: Path) -> Trees:
+@dataclass
+class Trees(BoostedTrees):
+    """Boosted trees of classes."""
+
+    def predict_proba(self, table: TableArrays) -> np.ndarray:
+        """(N, num_classes) float32; a class the training split lacked gets probability 0."""
+        features = self._features(table)
+        probabilities = np.zeros((len(table), self.num_classes), dtype=np.float32)
+        if len(table):
+            with threadpool_limits(limits=self.threads, user_api="openmp"):
+                probabilities[:, self.model.classes_] = self.model.predict_proba(features)
+        return probabilities
+
+    def outputs(self, table: TableArrays) -> np.ndarray:
+        """What a view of classes answers: the probabilities."""
+        return self.predict_proba(table)
+
+    def record(self, train: TableArrays, y_train: np.ndarray, val: TableArrays, y_val: np.ndarray) -> dict:
+        """What a network's epoch record says, for the whole fit: losses, validation accuracy and
+        the figures of the fit."""
+        val_out, train_out = self.predict_proba(val), self.predict_proba(train)
+        return {
+            **self._figures(train), "train_loss": log_loss(train_out, y_train), "val_loss": log_loss(val_out, y_val),
+            "val_accuracy": float((val_out.argmax(axis=1) == y_val).mean()),
+        }
+
+
+@dataclass
+class ValueTrees(BoostedTrees):
+    """Boosted regression trees of a target's value: its one "class" is the value."""
+
+    def predict(self, table: TableArrays) -> np.ndarray:
+        """(N, 1) float64 predicted values."""
+        features = self._features(table)
+        values = np.zeros((len(table), 1))
+        if len(table):
+            with threadpool_limits(limits=self.threads, user_api="openmp"):
+                values[:, 0] = self.model.predict(features)
+        return values
+
+    def outputs(self, table: TableArrays) -> np.ndarray:
+        """What a view of the value answers: the values."""
+        return self.predict(table)
+
+    def record(self, train: TableArrays, y_train: np.ndarray, val: TableArrays, y_val: np.ndarray) -> dict:
+        """What a network's epoch record says, for the whole fit: mean squared errors, the
+        validation RMSE and the figures of the fit."""
+        val_out, train_out = self.predict(val), self.predict(train)
+        val_mse = float(np.mean((val_out[:, 0] - y_val) ** 2)) if len(y_val) else float("nan")
+        return {**self._figures(train), "train_loss": float(np.mean((train_out[:, 0] - y_train) ** 2)), "val_loss": val_mse,
+                "val_rmse": float(np.sqrt(val_mse))}
+
+
+def load_trees(path: Path) -> BoostedTrees:
     trees = joblib.load(path)
-    if not isinstance(trees, Trees):
+    if not isinstance(trees, BoostedTrees):
         raise ValueError(f"{path} holds a {type(trees).__name__}, not boosted trees")
     return trees
 
@@ -159,7 +185,7 @@ def fit_trees(
             raise ValueError("val: a validation table was given without its labels")
         y_val = _check_labels(y_val, len(val), num_classes, "val")
         kept_val = np.isin(y_val, y_train)
-    return _fit(model, num_classes, train, y_train, val, y_val, kept_val, threads)
+    return _fit(Trees, model, num_classes, train, y_train, val, y_val, kept_val, threads)
 
 
 def fit_regression_trees(
@@ -170,7 +196,7 @@ def fit_regression_trees(
     settings: TreesConfig = TreesConfig(),
     seed: int = 0,
     threads: int | None = None,
-) -> Trees:
+) -> ValueTrees:
     """`fit_trees` for a regression target: a HistGradientBoostingRegressor of the squared
     error, early stopping on the validation rows' squared error."""
     y_train = _check_values(y_train, len(train), "train")
@@ -183,7 +209,7 @@ def fit_regression_trees(
             raise ValueError("val: a validation table was given without its values")
         y_val = _check_values(y_val, len(val), "val")
         kept_val = np.ones(len(val), dtype=bool)
-    return _fit(model, 1, train, y_train, val, y_val, kept_val, threads)
+    return _fit(ValueTrees, model, 1, train, y_train, val, y_val, kept_val, threads)
 
 
 def _check_values(y: np.ndarray, rows: int, split: str) -> np.ndarray:
@@ -203,7 +229,7 @@ def _settings(settings: TreesConfig, mask: np.ndarray, seed: int) -> dict:
     }
 
 
-def _fit(model, num_classes: int, train: TableArrays, y_train, val, y_val, kept_val, threads) -> Trees:
+def _fit(kind: type[BoostedTrees], model, num_classes: int, train: TableArrays, y_train, val, y_val, kept_val, threads) -> BoostedTrees:
     """Fit on `train`, stopping early on the `kept_val` rows of `val` where there are any."""
     fit_kwargs = {}
     if kept_val is not None and kept_val.any():
@@ -214,4 +240,4 @@ def _fit(model, num_classes: int, train: TableArrays, y_train, val, y_val, kept_
         model.fit(_features(train, train.cardinalities), y_train, **fit_kwargs)
     seconds = time.perf_counter() - started
     ordinal = tuple(int(i) for i in np.flatnonzero(~mask[train.numeric.shape[1]:]))
-    return Trees(model, num_classes, tuple(train.cardinalities), ordinal, seconds, threads)
+    return kind(model, num_classes, tuple(train.cardinalities), ordinal, seconds, threads)
