@@ -187,6 +187,7 @@ def test_a_threshold_needs_two_classes(table: Path, tmp_path: Path):
         _run(tmp_path, settings)
 
 
+@pytest.mark.slow
 def test_permutation_importance_names_the_columns_a_view_rests_on(table: Path):
     """The synthetic label rests most on x0 and x1 (the coarse class), and on x3 through a sign
     that flips with the region: a global model can hardly use x3, the region's experts can."""
