@@ -808,6 +808,9 @@ def test_checker_reports_an_override_that_the_views_shadow():
     problems = check_line("granular run --set train.epochs=2")
     assert problems and "train.epochs=2" in " ".join(problems)
     assert check_line("granular run --set views.fine-28.train.epochs=2") == []
+    every_view = "--set views.fine-28.train.epochs=2 --set views.fine-28-tops-Dress.train.epochs=2"
+    problems = check_line(f"granular run --set train.epochs=2 {every_view}")  # accepted, and inert
+    assert len(problems) == 1 and "--set train.epochs=2: changes nothing" in problems[0]
 
 
 def test_commands_in_the_prose_are_checked(tmp_path: Path):
