@@ -96,7 +96,7 @@ def test_mcnemar_refuses_a_significantly_worse_model_a_negative_margin_let_throu
 # --- significance of the gain over the best single view -------------------------------------------
 
 def test_a_tie_that_mcnemar_cannot_tell_from_noise_keeps_the_champion_by_default():
-    # the default run of docs/measurements.md: fused 0.9321 against fine-28 0.9319
+    # a past default run (in git history): fused 0.9321 against fine-28 0.9319
     decision = decide(_metrics(0.9321, best=0.9319, mcnemar=(26, 24, 0.887537)), None, PromotionConfig())
     assert not decision.promote
     assert decision.reasons == [
