@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from granular.config import TrainConfig
-from granular.nn import cotrain, train
+from granular.nn import cotrain, hooks, loop, train
 from granular.nn.device import select_runtime
 from granular.nn.inputs import Pixels
+from granular.nn.objective import Classes
 
 RUNTIME = select_runtime(1, precision="fp32")
 CONFIG = TrainConfig(epochs=2, batch_size=32, width=4, seed=5, threads=1, lr=0.05, dropout=0.3)
@@ -74,8 +75,9 @@ def test_each_network_records_its_own_epochs():
 def test_an_epochs_seconds_are_its_own_steps_not_its_partners_turns():
     member = _members()[0]
     records = []
-    steps = train.training_steps(member.x_train, member.y_train, member.x_val, member.y_val, member.num_classes,
-                                 member.config.model_copy(update={"epochs": 1}), RUNTIME, on_epoch=records.append)
+    run = train.start(loop.TrainingData(member.x_train, member.y_train, member.x_val, member.y_val),
+                      loop.Recipe(member.config.model_copy(update={"epochs": 1}), RUNTIME, member.num_classes), Classes())
+    steps = loop.training_steps(run, hooks.Hooks(hooks.Progress(records.append)))
     pause = 0.2  # a partner's turn after each of the epoch's 10 steps: 2 s in all
     try:
         while True:

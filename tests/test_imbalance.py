@@ -12,6 +12,7 @@ from granular.core.threshold import apply_threshold, choose_threshold
 from granular.modalities.tables.trees import fit_trees
 from granular.nn.device import select_runtime
 from granular.nn.inputs import TableArrays
+from granular.nn.objective import Classes
 from granular.nn.train import fit, predict_proba
 
 TAXONOMY = parse_taxonomy({"levels": ["fine", "kind"], "classes": [
@@ -65,7 +66,7 @@ def test_balanced_class_weights_make_a_network_find_the_rare_class():
     config = TrainConfig(epochs=3, batch_size=128, optimizer="adamw", lr=0.003, width=16, label_smoothing=0.0, threads=1)
     weights = class_weights("balanced", y_train, TAXONOMY, "kind")
     networks = {
-        name: fit(train, y_train, test, y_test, 2, config, runtime, warn=lambda line: None, class_weights=w)
+        name: fit(train, y_train, test, y_test, 2, config, runtime, warn=lambda line: None, objective=Classes(w))
         for name, w in (("plain", None), ("weighted", weights))
     }
     recalls = {name: _recall(predict_proba(network, test, runtime), y_test) for name, network in networks.items()}

@@ -27,7 +27,7 @@ from torch.nn.utils import prune
 from granular.nn.device import Runtime
 from granular.nn.inputs import NetworkInputs
 from granular.nn.quantize import INT8_DYNAMIC, quantize_int8, runtime_for
-from granular.nn.train import predict_proba
+from granular.nn.predict import predict_proba
 from granular.nn.trained import TrainedModel, save_checkpoint
 
 

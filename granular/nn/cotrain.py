@@ -10,7 +10,7 @@ its training alone (`train.fit`) would.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +18,12 @@ import torch
 from torch.nn import functional as F
 
 from granular.config import TrainConfig
-from granular.nn import train
+from granular.nn import hooks, train
 from granular.nn.device import Runtime
 from granular.nn.inputs import NetworkInputs
+from granular.nn.loop import Recipe, Run, TrainingData, training_steps
+from granular.nn.objective import Classes, ExtraTerm
+from granular.nn.predict import autocast
 from granular.nn.trained import TrainedModel
 from granular.runtime import preemption
 
@@ -35,33 +38,33 @@ class Member:
     y_val: np.ndarray
     num_classes: int
     config: TrainConfig
-    on_epoch: train.EpochCallback | None = None
+    on_epoch: hooks.EpochCallback | None = None
     checkpoint_dir: Path | None = None
     class_weights: np.ndarray | None = None  # of the classes, in the training loss
-    exposed: dict = field(default_factory=dict)  # filled by the training: the network, its inputs
 
 
-def _partner_probabilities(partner: dict, rows: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+def _partner_probabilities(partner: Run, rows: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     """The partner's probabilities of the examples `rows`, predicted as in serving (dropout off,
     BatchNorm's running statistics) from its un-augmented inputs, without a gradient."""
-    trained: TrainedModel = partner["trained"]
+    trained = partner.trained
     modes = {module: module.training for module in trained.model.modules()}
     trained.model.eval()
     try:
-        with torch.no_grad(), train._autocast(runtime):
-            inputs = partner["inputs"].scaled(tuple(t[rows] for t in partner["tensors"]), trained.mean, trained.std)
+        with torch.no_grad(), autocast(runtime):
+            inputs = partner.data.x_train.scaled(tuple(t[rows] for t in partner.xs), trained.mean, trained.std)
             return F.softmax(trained.model(*inputs).float(), dim=1)
     finally:
         for module, training in modes.items():
             module.train(training)
 
 
-def _pull_toward(partners: list[dict], weight: float, runtime: Runtime) -> train.ExtraLoss:
+def _pull_toward(runs: list[Run], number: int, weight: float, runtime: Runtime) -> ExtraTerm:
+    """The consistency term of training `number`: toward the other runs, which all exist by its first step."""
     def consistency(rows: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         log_proba = F.log_softmax(logits.float(), dim=1)
         divergences = [
             F.kl_div(log_proba, _partner_probabilities(partner, rows, runtime), reduction="batchmean")
-            for partner in partners
+            for other, partner in enumerate(runs) if other != number
         ]
         return weight * sum(divergences) / len(divergences)
 
@@ -77,17 +80,19 @@ def fit_together(members: list[Member], weight: float, runtime: Runtime, warn=pr
     sizes = {len(member.x_train) for member in members}
     if len(sizes) > 1:
         raise ValueError(f"co-trained networks must read the same training examples; their counts are {sorted(sizes)}")
-    steps = []
-    for member in members:
-        partners = [other.exposed for other in members if other is not member]
-        steps.append(train.training_steps(
-            member.x_train, member.y_train, member.x_val, member.y_val, member.num_classes, member.config, runtime,
-            member.on_epoch, member.checkpoint_dir, warn,
-            extra_loss=_pull_toward(partners, weight, runtime) if weight else None,
-            exposed=member.exposed, own_signals=False, class_weights=member.class_weights,
+    runs: list[Run] = []
+    streams, steps = [], []
+    for number, member in enumerate(members):
+        extra = _pull_toward(runs, number, weight, runtime) if weight else None
+        runs.append(train.start(
+            TrainingData(member.x_train, member.y_train, member.x_val, member.y_val),
+            Recipe(member.config, runtime, member.num_classes), Classes(member.class_weights, extra),
         ))
-    # Each training draws from its own random stream, as if it ran alone.
-    streams = [_random_state() for _ in members]
+        # Each training draws from its own random stream, as if it ran alone.
+        streams.append(_random_state())
+        steps.append(training_steps(runs[-1], hooks.for_training(
+            member.config, member.on_epoch, member.checkpoint_dir, warn, defer_signals=False,
+        )))
     trained: list[TrainedModel | None] = [None] * len(members)
     with preemption.deferred_stop_signals():
         while any(result is None for result in trained):

@@ -13,7 +13,9 @@ import numpy as np
 
 from granular.config import DistillConfig, TrainConfig
 from granular.nn.device import Runtime
-from granular.nn.train import EpochCallback, TrainedModel, fit
+from granular.nn.hooks import EpochCallback
+from granular.nn.train import fit
+from granular.nn.trained import TrainedModel
 
 
 def soften(proba: np.ndarray, temperature: float) -> np.ndarray:

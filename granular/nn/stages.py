@@ -20,9 +20,11 @@ from granular.core.class_weights import class_weights
 from granular.core.partition import pool
 from granular.core.taxonomy import Taxonomy
 from granular.nn import train
+from granular.nn.hooks import EpochCallback
 from granular.nn.device import Runtime
 from granular.nn.inputs import NetworkInputs, Pixels
 from granular.nn.models import LevelHeads
+from granular.nn.objective import Classes
 from granular.nn.trained import TrainedModel
 
 
@@ -97,7 +99,7 @@ def fit_staged(
     level: str,
     config: TrainConfig,
     runtime: Runtime,
-    on_epoch: train.EpochCallback | None = None,
+    on_epoch: EpochCallback | None = None,
     checkpoint_dir: Path | None = None,
     warn: Callable[[str], None] = print,
     initial: dict[str, torch.Tensor] | None = None,
@@ -113,7 +115,7 @@ def fit_staged(
         return train.fit(
             x_train, y_train, x_val, y_val, taxonomy.num_classes(level), config, runtime, on_epoch, checkpoint_dir,
             warn, initial=handed_over(initial, initial_level, level), level_heads=level_heads_for(config, taxonomy, level),
-            class_weights=class_weights(config.class_weight, y_train, taxonomy, level),
+            objective=Classes(class_weights(config.class_weight, y_train, taxonomy, level)),
         )
     own = config.model_copy(update={"stages": []})
     # An earlier stage's predictions are only checked, never served: no shifted test-time copies.
@@ -144,7 +146,7 @@ def fit_staged(
             taxonomy.num_classes(stage_level), stage_config, runtime, record_stage,
             checkpoint_dir / f"stage-{number}" if checkpoint_dir else None, warn, initial=weights,
             level_heads=level_heads_for(stage_config, taxonomy, stage_level),
-            class_weights=class_weights(config.class_weight, y_stage, taxonomy, stage_level),
+            objective=Classes(class_weights(config.class_weight, y_stage, taxonomy, stage_level)),
         )
         weights = {key: value.detach().clone() for key, value in network.model.state_dict().items()}
         previous_level, epochs_before = stage_level, epochs_before + stage_config.epochs

@@ -1,0 +1,45 @@
+"""Inference of one trained network, and the precision it runs in (training's steps too)."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+from granular.nn.device import Runtime
+from granular.nn.inputs import NetworkInputs
+from granular.nn.objective import of_trained
+from granular.nn.quantize import runtime_for
+from granular.nn.trained import TrainedModel
+
+
+def autocast(runtime: Runtime):
+    if runtime.autocast_dtype is None:
+        return nullcontext()
+    return torch.autocast(runtime.device.type, dtype=runtime.autocast_dtype)
+
+
+@torch.no_grad()
+def predict_proba(
+    trained: TrainedModel, x: NetworkInputs, runtime: Runtime, batch_size: int = 1024, shifted: bool = True
+) -> np.ndarray:
+    """Class probabilities (N, classes); for an image model with test-time augmentation, the
+    mean over the image and its shifted (unless not `shifted`) and mirrored copies (the inputs'
+    test_time_copies). A regressor's: its values (N, 1), in the target's units."""
+    model = trained.model.eval()
+    runtime = runtime_for(model, runtime)
+    objective = of_trained(trained)
+    out = []
+    shift = trained.tta_shift if shifted else 0
+    for start in range(0, len(x), batch_size):
+        rows = x[start : start + batch_size]
+        # Copied before scaling, so the pixels a shift uncovers are black, as in training.
+        copies = rows.test_time_copies(rows.to_device(runtime.device), trained.tta, shift)
+        with autocast(runtime):
+            scaled = (rows.scaled(copy, trained.mean, trained.std) for copy in copies)
+            outputs = (objective.activation(model(*inputs).float()) for inputs in scaled)
+            proba = sum(outputs) / len(copies)
+        out.append(proba.cpu())
+    if not out:
+        return np.zeros((0, model.config.num_classes), dtype=np.float32)
+    return objective.predictions(torch.cat(out), trained.target_scale)
