@@ -420,7 +420,6 @@ def test_predict_refuses_pixels_outside_0_to_255(bundle, tmp_path, capsys):
     assert "scaled.npy: pixels must be finite and within 0..255, found 300.0..300.0" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_predict_with_the_registered_champion_uses_the_threshold_logged_with_it(
     registered, bundle, test_images, threshold, tmp_path
 ):
