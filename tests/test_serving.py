@@ -37,7 +37,7 @@ from tasks.registry import CHAMPION, PROMOTED_TAG, REASONS_TAG, register_fused_m
 from tasks.tracking import RunRef
 
 TAXONOMY_FILE = Path(__file__).resolve().parents[1] / "data" / "taxonomy.yaml"
-NAME = "granular-fused"
+NAME = Config().serving.model_name  # what _register files the model under: serving.model_name of params.yaml
 
 # fine classes a, b (under group x) and c (under y); x and y under "all": three levels
 THREE_LEVELS = parse_taxonomy({
@@ -265,10 +265,9 @@ def registered(bundle, test_images, threshold, tmp_path_factory) -> str:
     return uri
 
 
-@pytest.mark.slow
 def test_the_served_model_ships_the_domain_package_alone(registered):
     client = MlflowClient(registered)
-    [version] = client.search_model_versions("name='granular-fused'")
+    [version] = client.search_model_versions(f"name='{NAME}'")
     code = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(version.run_id, f"{serving.MODEL_PATH}/code")}
     assert code == {"granular"}  # not tasks/ or flows/: the pyfunc class lives in granular.serving.pyfunc
 
