@@ -89,9 +89,11 @@ def test_soft_targets_of_the_wrong_shape_or_not_probabilities_are_refused():
 
 def test_the_student_recipe_is_the_shared_one_with_its_own_size_and_length_and_no_shifted_copies():
     train = TrainConfig(lr=0.02, epochs=12, width=32, depth=1, tta_shift=1)
-    recipe = student_config(DistillConfig(epochs=2, width=8, depth=2), train)
+    recipe = student_config(DistillConfig(epochs=2, width=8, depth=2, lr=None, dropout=None), train)
     assert (recipe.epochs, recipe.width, recipe.depth, recipe.lr, recipe.tta) == (2, 8, 2, 0.02, True)
     assert recipe.tta_shift == 0  # the student is there to serve fast
+    own = student_config(DistillConfig(lr=0.1, dropout=0.3), train)
+    assert (own.lr, own.dropout) == (0.1, 0.3)
 
 
 # The distill step on a tiny project: 10 classes, each a bright block at its own place.

@@ -121,6 +121,9 @@ class DistillConfig(_Section):
 
     enabled: bool = True
     epochs: int = Field(default=2, ge=1)
+    # The student's peak learning rate and dropout; None: the shared train section's.
+    lr: float | None = Field(default=0.1, gt=0)
+    dropout: float | None = Field(default=0.1, ge=0, lt=1)
     width: int = Field(default=32, ge=4)  # channels of the student CNN's first stage
     depth: int = Field(default=1, ge=1)  # residual blocks per stage
     # The teacher's probabilities p become p^(1/T), renormalised: T > 1 softens them (a fused

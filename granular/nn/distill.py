@@ -57,12 +57,14 @@ def mixed_targets(teacher_proba: np.ndarray, labels: np.ndarray, alpha: float) -
 
 
 def student_config(distill_config: DistillConfig, train: TrainConfig) -> TrainConfig:
-    """The shared training recipe with the student's own size and length, predicting without
-    shifted copies: the student is there to serve fast. It learns the teacher's probabilities in
-    one stage with one head (soft targets have no coarser labels to give extra heads)."""
+    """The shared training recipe with the student's own size, length, learning rate and dropout
+    (where set), predicting without shifted copies: the student is there to serve fast. It learns
+    the teacher's probabilities in one stage with one head (soft targets have no coarser labels
+    to give extra heads)."""
+    own = {key: getattr(distill_config, key) for key in ("lr", "dropout") if getattr(distill_config, key) is not None}
     return train.model_copy(update={
         "epochs": distill_config.epochs, "width": distill_config.width, "depth": distill_config.depth,
-        "tta_shift": 0, "stages": [], "heads": {},
+        "tta_shift": 0, "stages": [], "heads": {}, **own,
     })
 
 
