@@ -34,6 +34,7 @@ from granular.pipeline.import_raw import import_raw_step
 from granular.pipeline.split import split_step
 from granular.pipeline.train import train_step
 from granular.pipeline.view import view_step
+from granular.problems.scoring import COMPARISON_COLUMNS
 from granular.store.paths import ProjectPaths
 
 Y_TRUE = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
@@ -404,7 +405,7 @@ def test_evaluate_step_times_every_model_and_keeps_latency_out_of_the_comparison
     assert json.loads(paths.latency.read_text()) == latency
     assert "latency" not in json.loads(paths.metrics.read_text())  # not a DVC metric: it measures the machine
     comparison = pd.read_csv(paths.comparison)
-    assert list(comparison.columns) == ["model", *evaluate_module.COMPARISON_COLUMNS, "recall_a", "recall_b", "recall_c"]
+    assert list(comparison.columns) == ["model", *COMPARISON_COLUMNS, "recall_a", "recall_b", "recall_c"]
     assert comparison.set_index("model")["hierarchical_f1"].isna().to_dict() == {
         "fine-16": False, "fine-8": False, "coarse-16": True, "fused": False, "student": False
     }
