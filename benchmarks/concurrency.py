@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/concurrency.py                 # fine-28 and fine-14, 6,000 images each
     .venv/bin/python benchmarks/concurrency.py --views fine-28 coarse-28 --images 12000
-    .venv/bin/python benchmarks/concurrency.py --record        # and rewrite its section of docs/results.md
+    .venv/bin/python benchmarks/concurrency.py --record        # and rewrite its section of docs/operations.md
 
 The same views, one epoch each on the same images, trained two ways, the ways taking turns over
 --rounds rounds so both meet the same load on a shared machine: one after the other, each with
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--views", nargs="+", default=["fine-28", "fine-14"])
     parser.add_argument("--images", type=int, default=6000, help="training images of each view")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--record", action="store_true", help="also write the figures into docs/results.md")
+    parser.add_argument("--record", action="store_true", help="also write the figures into docs/operations.md")
     args = parser.parse_args()
     if args.record:
         record.check("concurrency")

@@ -2,7 +2,7 @@
 (95% bootstrap interval), McNemar's test against the best single view, and what it cost.
 
     .venv/bin/python benchmarks/granularity.py                      # params.yaml's views and epochs
-    .venv/bin/python benchmarks/granularity.py --set train.epochs=4 --limit 20000   # a quicker look
+    .venv/bin/python benchmarks/granularity.py --limit 20000 --set views.fine-28.train.epochs=4   # a quicker look
     .venv/bin/python benchmarks/granularity.py --record granularity
 
 The networks, each trained once with the view's recipe from params.yaml (and --set):

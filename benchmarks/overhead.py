@@ -2,10 +2,10 @@
 with nothing changed, timed on this machine and printed as JSON.
 
     .venv/bin/python benchmarks/overhead.py                                  # the default run
-    .venv/bin/python benchmarks/overhead.py --set data.limit=2000 --set train.epochs=1 \\
-        --set distill.epochs=1                                               # a quick look
-    .venv/bin/python benchmarks/overhead.py --root /path/to/project --set train.epochs=2
-    .venv/bin/python benchmarks/overhead.py --record     # and rewrite its section of docs/results.md
+    .venv/bin/python benchmarks/overhead.py --set data.limit=2000 --set distill.epochs=1 \\
+        --set views.fine-28.train.epochs=1 --set views.fine-28-tops-Dress.train.epochs=1   # a quick look
+    .venv/bin/python benchmarks/overhead.py --root /path/to/project --set train.lr=0.1
+    .venv/bin/python benchmarks/overhead.py --record     # and rewrite its section of docs/operations.md
 
 By default the runs happen in a fresh temporary project: params.yaml (with the `--set`
 overrides written into it), the taxonomy, dvc.yaml and the `granular` package copied into a new
@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, help="a project to run in (default: a fresh temporary copy)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a parameter override, as for `granular run` (repeatable)")
-    parser.add_argument("--record", action="store_true", help="also write the figures into docs/results.md")
+    parser.add_argument("--record", action="store_true", help="also write the figures into docs/operations.md")
     parser.add_argument("--timed-run", type=Path, help=argparse.SUPPRESS)  # the measured process
     args = parser.parse_args()
     if args.timed_run:

@@ -1,4 +1,5 @@
-"""Write a benchmark's figures into docs/results.md, between its two markers:
+"""Write a benchmark's figures into its page (docs/results.md for the headline figures, the
+others beside their subject: PAGES), between its two markers:
 
     <!-- measured: NAME -->
     ...rewritten by `record(NAME, figures)`...
@@ -20,7 +21,13 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PAGE = REPO / "docs" / "results.md"
+PAGE = REPO / "docs" / "results.md"  # the headline figures; the others live with their subject
+PAGES = {"overhead": REPO / "docs" / "operations.md", "concurrency": REPO / "docs" / "operations.md",
+         "tabular": REPO / "docs" / "tables.md"}
+
+
+def page_of(name: str) -> Path:
+    return PAGES.get(name, PAGE)
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -33,9 +40,11 @@ def _block(name: str, text: str) -> re.Match | None:
     return found[0] if len(found) == 1 else None
 
 
-def check(name: str, page: Path = PAGE) -> None:
+def check(name: str, page: Path | None = None) -> None:
     """Raise, naming the page and the markers to add, unless the page has exactly one marker pair
-    for `name`. Benchmarks call it before measuring, so a long run is not lost to a missing marker."""
+    for `name` (by default its page, page_of). Benchmarks call it before measuring, so a long run
+    is not lost to a missing marker."""
+    page = page or page_of(name)
     if not page.is_file() or _block(name, page.read_text()) is None:
         start, end = markers(name)
         raise ValueError(
@@ -96,9 +105,10 @@ def render(figures) -> str:
     return "```json\n" + json.dumps(figures, indent=2) + "\n```"
 
 
-def record(name: str, figures, page: Path = PAGE, command: str | None = None, machine_text: str | None = None) -> None:
-    """Replace what lies between the markers of `name` in `page` with today's date, the machine,
-    the command (default: this process's) and the figures."""
+def record(name: str, figures, page: Path | None = None, command: str | None = None, machine_text: str | None = None) -> None:
+    """Replace what lies between the markers of `name` in `page` (default: page_of) with today's
+    date, the machine, the command (default: this process's) and the figures."""
+    page = page or page_of(name)
     check(name, page)
     text = page.read_text()
     found = _block(name, text)

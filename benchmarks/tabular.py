@@ -7,7 +7,7 @@ the synthetic table is generated, then every step runs as `granular run` runs it
 Prefect and MLflow around it (benchmarks/overhead.py measures those): import, clean, validate,
 split, views, training of each view, fusion (which fits the boosted-trees baseline, one of its
 inputs) and evaluation. Prints one JSON object per size; with --record, also writes them into
-docs/results.md as one table, a row per figure and a column per size.
+docs/tables.md as one table, a row per figure and a column per size.
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--record", action="store_true", help="also write the figures into docs/results.md")
+    parser.add_argument("--record", action="store_true", help="also write the figures into docs/tables.md")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:  # one size, in its own process

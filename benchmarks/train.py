@@ -1,11 +1,11 @@
 """Training speed and accuracy of one view on this machine, printed as JSON.
 
     .venv/bin/python benchmarks/train.py                      # the fine-28 view as params.yaml trains it
-    .venv/bin/python benchmarks/train.py --set train.epochs=2 --limit 10000   # a quick look
+    .venv/bin/python benchmarks/train.py --set views.fine-28.train.epochs=2 --limit 10000   # a quick look
     .venv/bin/python benchmarks/train.py --compare train.precision=fp32 train.precision=bf16
-    .venv/bin/python benchmarks/train.py --compare view=fine-28 view=fine-14 --set train.epochs=3
+    .venv/bin/python benchmarks/train.py --compare view=fine-28 view=fine-28-tops-Dress --set train.lr=0.1
     .venv/bin/python benchmarks/train.py --record             # and rewrite its section of docs/results.md
-    .venv/bin/python benchmarks/train.py --compare train.epochs=3 train.epochs=14 --record train-budget
+    .venv/bin/python benchmarks/train.py --compare views.fine-28.train.epochs=3 views.fine-28.train.epochs=14 --record train-budget
 
 Each setting (params.yaml with --set, then one --compare item's overrides; `;` joins several
 in one item; `view=NAME` in an item trains that view instead of --view) is trained once in
