@@ -35,9 +35,14 @@ from granular.serving.predict import FusedClassifier, back_off
 from tasks import serving, tracking
 from tasks.registry import CHAMPION, PROMOTED_TAG, REASONS_TAG, register_fused_model
 from tasks.tracking import RunRef
+from test_promotion import GATE
 
 TAXONOMY_FILE = Path(__file__).resolve().parents[1] / "data" / "taxonomy.yaml"
-NAME = Config().serving.model_name  # what _register files the model under: serving.model_name of params.yaml
+# What the registrations here are configured with: the gate stated in full (test_promotion.GATE: a
+# gain of more than 0 over fine-28, significant by McNemar at p < 0.05, more than 0 over the
+# champion), not params.yaml's tunable defaults; the model name is serving.model_name's.
+GATED = Config(promotion=GATE)
+NAME = GATED.serving.model_name  # what _register files the model under
 
 # fine classes a, b (under group x) and c (under y); x and y under "all": three levels
 THREE_LEVELS = parse_taxonomy({
@@ -157,7 +162,7 @@ def _parent_run(uri: str, root: Path, fused_accuracy: float) -> RunRef:
     return RunRef(uri=uri, experiment_id=experiment_id, run_id=run_id)
 
 
-def _register(parent: RunRef, model_uri: str, metrics: dict, config: Config = Config()) -> dict:
+def _register(parent: RunRef, model_uri: str, metrics: dict, config: Config = GATED) -> dict:
     with disable_run_logger():
         return register_fused_model.fn(parent, model_uri, metrics, config)
 
@@ -178,7 +183,7 @@ def _logged_stand_in(parent: RunRef, tmp_path: Path) -> str:
     return f"runs:/{parent.run_id}/{serving.MODEL_PATH}"
 
 
-def _registration(store: str, tmp_path: Path, fused: float, config: Config = Config()) -> tuple[RunRef, dict]:
+def _registration(store: str, tmp_path: Path, fused: float, config: Config = GATED) -> tuple[RunRef, dict]:
     parent = _parent_run(store, tmp_path, fused)
     return parent, _register(parent, _logged_stand_in(parent, tmp_path), _metrics(fused), config)
 
@@ -216,7 +221,7 @@ def test_a_worse_second_model_is_registered_but_the_champion_stays(store, tmp_pa
 
 
 def test_the_gate_settings_come_from_the_config(store, tmp_path):
-    config = Config(promotion={"min_gain_over_best_single": 0.1}, serving={"model_name": "other"})
+    config = Config(promotion=GATE | {"min_gain_over_best_single": 0.1}, serving={"model_name": "other"})
     _, result = _registration(store, tmp_path, 0.85, config)  # beats fine-28 (0.80) by 0.05 only
     assert result["name"] == "other" and result["promoted"] is False
     assert "by more than the margin 0.1" in result["reasons"][0]
