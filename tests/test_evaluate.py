@@ -450,14 +450,17 @@ def test_a_specialist_learns_its_classes_alone_refines_the_fusion_and_is_scored_
     class: its network learns from a and b's examples alone; the fusion is refined by it and
     served so; the evaluation scores it on a and b's test examples and never takes it for the
     best single view."""
+    from dataclasses import replace
+
     from granular.pipeline import train as train_module
+    from granular.problems import CLASSES
     from granular.serving.predict import load_fused
 
     config, test_images = _tiny_project(tmp_path, seed=1, views={
         "fine-16": {"level": "fine", "resolution": 16}, "fine-16-x": {"level": "fine", "resolution": 16, "classes": ["x"]},
     }, distill={"enabled": False})
     learned = {}
-    fitter = train_module._network_fitter
+    fitter = train_module.FITTERS[CLASSES].networks
 
     def recording_fitter(config, paths, view, *args):
         fit = fitter(config, paths, view, *args)
@@ -468,7 +471,7 @@ def test_a_specialist_learns_its_classes_alone_refines_the_fusion_and_is_scored_
 
         return fit_recording
 
-    monkeypatch.setattr(train_module, "_network_fitter", recording_fitter)
+    monkeypatch.setitem(train_module.FITTERS, CLASSES, replace(train_module.FITTERS[CLASSES], networks=recording_fitter))
     paths = ProjectPaths(tmp_path)
     _train_every_view(config, paths)
     assert learned == {"fine-16": {0, 1, 2}, "fine-16-x": {0, 1}}

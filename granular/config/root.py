@@ -140,15 +140,6 @@ class Config(_Section):
         """The `cotrain` pair that trains view `view_name`, or None."""
         return next((key for key, pair in self.cotrain.items() if view_name in (pair.first, pair.second)), None)
 
-    @property
-    def regression(self) -> bool:
-        """The target is a quantity (data.table.task: regression), not class labels."""
-        return self.data.table is not None and self.data.table.task == "regression"
-
-    def learns_value(self, view: ViewConfig) -> bool:
-        """The view predicts a regression target's value (level fine), not classes."""
-        return self.regression and view.level == "fine"
-
     def view(self, name: str) -> ViewConfig:
         if name not in self.views:
             raise KeyError(f"no view named {name!r}; views are {list(self.views)}")

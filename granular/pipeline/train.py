@@ -3,7 +3,8 @@ val/test probabilities (data/models/<view>/)."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -14,7 +15,7 @@ from granular.modalities import modality_for
 from granular.modalities.base import TrainingData
 from granular.modalities.experts import FitNetwork, ViewModel, fit_experts, network_file, predict_routed
 from granular.pipeline.reads import project_taxonomy, specialist_classes
-from granular.problems import CLASSES, problem_for
+from granular.problems import CLASSES, VALUES, problem_for
 from granular.problems.base import Problem
 from granular.store.atomic import atomic_dir, write_json, write_npz
 from granular.store.paths import ProjectPaths
@@ -56,16 +57,11 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
     train_config = config.train_config(view)
     runtime = select_runtime(train_config.threads, gpu, train_config.precision)
     data = view_training_data(config, paths, view, classes, warn)
-    if config.learns_value(view) and view.trains_networks:
-        fit_network = _value_network_fitter(config, paths, view, runtime, warn)
-    elif config.learns_value(view):
-        fit_network = _value_trees_fitter(config, view)
-    elif view.trains_networks:
-        fit_network = _network_fitter(config, paths, view, classes, runtime, warn)
-    else:
-        fit_network = _trees_fitter(config, view, classes)
-    networks, history, seconds = fit_experts(data.x, data.y, data.plan, fit_network, on_epoch=on_epoch)
     problem = problem_for(config).view_problem(config, view)
+    fitters = FITTERS[problem]
+    fitter = fitters.networks if view.trains_networks else fitters.trees
+    fit_network = fitter(config, paths, view, classes, runtime, warn)
+    networks, history, seconds = fit_experts(data.x, data.y, data.plan, fit_network, on_epoch=on_epoch)
     summary = save_view(paths, view, data, networks, history, runtime, problem)
     shutil.rmtree(paths.checkpoints(view.name), ignore_errors=True)  # the model is saved: not needed
     return {**summary, "train_seconds": seconds}
@@ -96,7 +92,7 @@ def _network_fitter(config: Config, paths: ProjectPaths, view, classes, runtime,
     return fit
 
 
-def _trees_fitter(config: Config, view, classes) -> FitNetwork:
+def _trees_fitter(config: Config, paths: ProjectPaths, view, classes, runtime, warn) -> FitNetwork:
     """Trees k of the view (`learner: hgb`) fit with seed train.seed + k, early stopping on
     the validation rows routed to them; one record each, as one epoch."""
     from granular.modalities.tables.trees import fit_trees
@@ -114,7 +110,7 @@ def _trees_fitter(config: Config, view, classes) -> FitNetwork:
     return fit
 
 
-def _value_network_fitter(config: Config, paths: ProjectPaths, view, runtime, warn) -> FitNetwork:
+def _value_network_fitter(config: Config, paths: ProjectPaths, view, classes, runtime, warn) -> FitNetwork:
     """Network k of a view of a regression target's value: one stage, the squared error of the
     standardised value, seed train.seed + k; killed, it resumes from its checkpoint."""
     from granular.nn import train
@@ -135,7 +131,7 @@ def _value_network_fitter(config: Config, paths: ProjectPaths, view, runtime, wa
     return fit
 
 
-def _value_trees_fitter(config: Config, view) -> FitNetwork:
+def _value_trees_fitter(config: Config, paths: ProjectPaths, view, classes, runtime, warn) -> FitNetwork:
     """Regression trees k of a view of the target's value, as `_trees_fitter`."""
     from granular.modalities.tables.trees import fit_regression_trees
 
@@ -147,6 +143,22 @@ def _value_trees_fitter(config: Config, view) -> FitNetwork:
         return trees
 
     return fit
+
+
+@dataclass(frozen=True)
+class ViewFitters:
+    """How a view of one problem fits each of its networks, or its trees (`learner: hgb`); each
+    takes (config, paths, view, classes, runtime, warn) and uses what it needs."""
+
+    networks: Callable[..., FitNetwork]
+    trees: Callable[..., FitNetwork]
+
+
+# A view's fitters, by the problem it solves (a regression's binned view learns classes).
+FITTERS = {
+    CLASSES: ViewFitters(networks=_network_fitter, trees=_trees_fitter),
+    VALUES: ViewFitters(networks=_value_network_fitter, trees=_value_trees_fitter),
+}
 
 
 def save_view(

@@ -12,6 +12,7 @@ import yaml
 
 from granular.config import Config, SearchRange, TrainConfig, TuneConfig
 from granular.core.taxonomy import load_taxonomy
+from granular.problems import CLASSES, problem_for
 from granular.store.atomic import atomic_path
 from granular.store.paths import ProjectPaths
 
@@ -65,7 +66,7 @@ def tune_view(config: Config, paths: ProjectPaths, view_name: str, hooks: TrialH
         raise ValueError(f"view {view_name} learns {view.learner} trees; tune searches a network's train settings")
     if view.segments:
         raise ValueError(f"view {view_name} trains segment experts; tune its global view {view.global_name} instead")
-    if config.learns_value(view):
+    if problem_for(config).view_problem(config, view) is not CLASSES:  # its heads and log-loss are a classifier's
         raise ValueError(f"view {view_name} learns a regression target's value; tune searches a classifier's settings")
     base = config.train_config(view).model_copy(update={"epochs": tune.epochs})
     runtime = select_runtime(base.threads, precision=base.precision)

@@ -48,7 +48,7 @@ class Values(Problem):
 
     def view_problem(self, config: Config, view: ViewConfig) -> Problem:
         """A view of the value (level fine) predicts it; a view of a binned level, its bins' classes."""
-        return self if config.learns_value(view) else CLASSES
+        return self if view.level == FINE else CLASSES
 
     def fuse(
         self, config: Config, taxonomy: Taxonomy, reads: ProjectReads, served: dict[str, dict[str, np.ndarray]],
@@ -60,7 +60,7 @@ class Values(Problem):
         train_values = reads.values("train")
         bin_means = {}  # a view of a binned level: the training rows' mean value in each bin
         for view in config.views.values():
-            if not config.learns_value(view):
+            if self.view_problem(config, view) is not self:
                 bins = classes.map_labels(train["label"], view.level)
                 bin_means[view.name] = [float(train_values[bins == k].mean()) for k in range(classes.num_classes(view.level))]
         val = reads.rows("val")
@@ -85,7 +85,7 @@ class Values(Problem):
         y, y_fine = reads.values("test"), reads.rows("test")["label"]
         outputs = reads.outputs("test")
         baselines = others.baselines
-        values = {name: out[:, 0] for name, out in outputs.items() if config.learns_value(config.view(name))}
+        values = {name: out[:, 0] for name, out in outputs.items() if self.view_problem(config, config.view(name)) is self}
         values["fused"] = others.fused[:, 0]
         values |= {name: out[:, 0] for name, out in baselines.items()}
         resamples = evaluate.resample_counts(len(y))
@@ -138,7 +138,7 @@ class Values(Problem):
 
     def importance_targets(self, config: Config, taxonomy: Taxonomy, truth: np.ndarray) -> dict[str, np.ndarray]:
         """The views of the value, on the test rows' values (a binned view's is not measured)."""
-        return {view.name: truth for view in config.views.values() if config.learns_value(view)}
+        return {view.name: truth for view in config.views.values() if self.view_problem(config, view) is self}
 
     def fused_answers(self, fused) -> Callable:
         return fused.predict_values

@@ -254,11 +254,7 @@ class Tables:
         splits = read_npz(paths.splits)
         clean = load_clean(paths)
         table = clean.frame
-        if config.learns_value(view):  # the target's value, row by row (splits.npz is in clean order)
-            y = clean.target
-        else:
-            y = taxonomy.map_labels(splits["label"], view.level)
-            require_every_class(y, splits["split"], taxonomy.names[view.level], f"view {view.name}")
+        y = VIEW_TARGETS[problem_for(config).view_problem(config, view)](view, taxonomy, clean, splits)
         write_json(staging / COLUMNS_FILE, read_columns(config, view, load_schema(paths.table_schema), table))
         segment = None
         if view.segments:
@@ -420,6 +416,22 @@ class _ValueTarget:
 
 
 TABLE_TARGETS = {CLASSES: _ClassTarget(), VALUES: _ValueTarget()}  # the target column as each problem reads it
+
+
+def _view_classes(view: TableView, taxonomy: Taxonomy, clean, splits: dict[str, np.ndarray]) -> np.ndarray:
+    """Each row's class at the view's level; every class is in every split."""
+    y = taxonomy.map_labels(splits["label"], view.level)
+    require_every_class(y, splits["split"], taxonomy.names[view.level], f"view {view.name}")
+    return y
+
+
+def _view_values(view: TableView, taxonomy: Taxonomy, clean, splits: dict[str, np.ndarray]) -> np.ndarray:
+    """The target's value, row by row (splits.npz is in clean order)."""
+    return clean.target
+
+
+# What a view learns of each row, by the problem it solves (a regression's binned view learns classes).
+VIEW_TARGETS = {CLASSES: _view_classes, VALUES: _view_values}
 
 
 def table_target(config: Config) -> _ClassTarget | _ValueTarget:
