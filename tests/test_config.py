@@ -259,8 +259,11 @@ def test_a_transfer_is_a_view_trained_after_its_source_and_stays_apart_in_the_du
     assert "coarse-14" not in dumped["views"] and dumped["transfers"]["coarse-14"]["start_from"] == "fine-14"
     assert Config.model_validate(dumped) == config
     assert list(config.with_views(["fine-14"]).transfers) == []
-    default = Config(transfers={"coarse-28": {"start_from": "fine-28", "level": "coarse", "resolution": 28}})
-    assert list(default.views) == [*Config().views, "coarse-28"]  # after the default views
+    stated = Config(
+        views={"fine-28": {"level": "fine", "resolution": 28}, "fine-14": {"level": "fine", "resolution": 14}},
+        transfers={"coarse-28": {"start_from": "fine-28", "level": "coarse", "resolution": 28}},
+    )
+    assert list(stated.views) == ["fine-28", "fine-14", "coarse-28"]  # after the views
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -400,43 +403,62 @@ def test_a_parameters_file_that_is_not_utf8_is_refused_by_name(tmp_path):
         load_config(params)
 
 
+# The views of the shadowing tests, stated rather than params.yaml's: two set their own epochs
+# (one its stages too), one sets nothing of its own, none sets its own lr.
+OWN_EPOCHS = {
+    "fine-28": {"level": "fine", "resolution": 28, "train": {"epochs": 6, "stages": [{"level": "fine", "epochs": 8, "resolution": 14}]}},
+    "fine-14": {"level": "fine", "resolution": 14},
+    "coarse-28": {"level": "coarse", "resolution": 28, "train": {"epochs": 2}},
+}
+
+
+@pytest.fixture
+def own_epochs(tmp_path: Path) -> Path:
+    """params.yaml with OWN_EPOCHS as its views."""
+    params = yaml.safe_load(PARAMS.read_text())
+    params["views"] = OWN_EPOCHS
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
 def _views_with_own(setting: str) -> list[str]:
-    """The shipped views that set their own train.<setting>."""
-    views = yaml.safe_load(PARAMS.read_text())["views"]
-    return [name for name, view in views.items() if setting in view.get("train", {})]
+    """The views of OWN_EPOCHS that set their own train.<setting>."""
+    return [name for name, view in OWN_EPOCHS.items() if setting in view.get("train", {})]
 
 
-def test_a_shared_training_override_that_a_view_shadows_is_refused_with_what_to_set_instead():
+def test_a_shared_training_override_that_a_view_shadows_is_refused_with_what_to_set_instead(own_epochs):
     shadowing = _views_with_own("epochs")
-    assert shadowing  # the shipped views set their own epochs
+    assert shadowing == ["fine-28", "coarse-28"]
     with pytest.raises(ConfigError) as refused:
-        load_config(PARAMS, ["train.epochs=2"])
+        load_config(own_epochs, ["train.epochs=2"])
     message = str(refused.value)
     assert message.startswith(f"--set train.epochs=2 changes nothing for view(s) {', '.join(shadowing)}: ")
     for name in shadowing:
         assert f"--set views.{name}.train.epochs=2" in message
-    with pytest.raises(ConfigError, match=r"--set train.stages=\[\] changes nothing for view\(s\)"):
-        load_config(PARAMS, ["train.stages=[]"])
+    with pytest.raises(ConfigError, match=r"--set train.stages=\[\] changes nothing for view\(s\) fine-28:"):
+        load_config(own_epochs, ["train.stages=[]"])
 
 
-def test_a_shared_training_override_reaches_every_view_that_does_not_shadow_it():
+def test_a_shared_training_override_reaches_every_view_that_does_not_shadow_it(own_epochs):
     assert not _views_with_own("lr")
-    config = load_config(PARAMS, ["train.lr=0.05"])
+    config = load_config(own_epochs, ["train.lr=0.05"])
     assert {config.train_config(view).lr for view in config.views.values()} == {0.05}
 
 
-def test_a_shadowed_override_is_accepted_with_each_shadowing_views_own():
+def test_a_shadowed_override_is_accepted_with_each_shadowing_views_own(own_epochs):
     shadowing = _views_with_own("epochs")
     own = [f"views.{name}.train.epochs={3 + number}" for number, name in enumerate(shadowing)]
-    config = load_config(PARAMS, ["train.epochs=2", *own])
+    config = load_config(own_epochs, ["train.epochs=2", *own])
     assert config.train.epochs == 2
     assert [config.train_config(config.view(name)).epochs for name in shadowing] == [3 + n for n in range(len(shadowing))]
     with pytest.raises(ConfigError, match=f"changes nothing for view\\(s\\) {shadowing[-1]}:"):
-        load_config(PARAMS, ["train.epochs=2", *own[:-1]])  # one shadowing view left out
+        load_config(own_epochs, ["train.epochs=2", *own[:-1]])  # one shadowing view left out
 
 
 def test_views_of_cotrained_and_transfers_shadow_shared_overrides_too(tmp_path):
     params = yaml.safe_load(PARAMS.read_text())
+    params["views"] = {"fine-28": {"level": "fine", "resolution": 28}}  # the view the transfer starts from
     params["transfers"] = {"coarse-28": {"start_from": "fine-28", "level": "coarse", "resolution": 28, "train": {"lr": 0.1}}}
     params["cotrained"] = {"fine-7": {"level": "fine", "resolution": 7, "train": {"width": 16}},
                            "fine-14": {"level": "fine", "resolution": 14}}
