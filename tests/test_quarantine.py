@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 import tasks.data
 from flows.pipeline import granular_pipeline
+from granular.config import load_config
 from granular.core.quarantine import project_summary_line, reason_slug, rejected_by_reason_metrics, summary_line
 from granular.core.validation import ValidationFailed
 from granular.store.paths import ProjectPaths
@@ -86,7 +87,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _parent_runs(project: Path) -> tuple[MlflowClient, list]:
     client = MlflowClient(f"sqlite:///{project / 'mlruns.db'}")
-    experiment = client.get_experiment_by_name("granular")
+    experiment = client.get_experiment_by_name(load_config(project / "params.yaml").tracking.experiment)
     return client, client.search_runs([experiment.experiment_id], order_by=["attribute.start_time ASC"])
 
 

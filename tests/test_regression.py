@@ -22,6 +22,7 @@ from granular.demo.examples import export_example
 from granular.pipeline.clean import clean_step
 from granular.pipeline.import_raw import import_raw_step
 from granular.serving.predict import load_fused
+from test_promotion import GATE
 from test_serving import served_answer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,19 +202,20 @@ def test_a_real_regression_table_runs_end_to_end_and_serves_a_number(
     rows = pd.read_csv(tmp_path / "data/diabetes.csv").head(5)
     bundle = load_fused(tmp_path / "data/fused")
     expected = bundle.predict_values(rows[bundle.inputs.columns].astype("float64"))
+    model_name = load_config(tmp_path / "params.yaml").serving.model_name  # what the run registered under
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
-    version = client.get_model_version("granular-fused", "1")
+    version = client.get_model_version(model_name, "1")
     served = mlflow.pyfunc.load_model(f"{client.get_run(version.run_id).info.artifact_uri}/fused_model")
     answer = served.predict(rows)
     assert np.allclose(answer["prediction"], expected)
     assert set(answer["band"]) <= {"below 100", "100 to 200", "200 and above"}
     over_http = served_answer(
-        "models:/granular-fused/1", f"sqlite:///{tmp_path / 'mlruns.db'}",
+        f"models:/{model_name}/1", f"sqlite:///{tmp_path / 'mlruns.db'}",
         {"dataframe_split": rows.to_dict(orient="split")}, tmp_path / "server.log",
     )
     assert np.allclose([row["prediction"] for row in over_http["predictions"]], expected)
     # The gate speaks of R²; the mean is a floor the fused model clears.
-    reasons = client.get_model_version("granular-fused", "1").tags.get("granular.promotion.reasons", "")
+    reasons = client.get_model_version(model_name, "1").tags.get("granular.promotion.reasons", "")
     assert "R²" in reasons or "r2" in reasons
 
 
@@ -232,17 +234,20 @@ def test_the_gate_measures_a_regression_in_r2_above_the_mean():
             "paired_test": {"versus": "fine-all", "b": 60, "c": 40, "mse_gain": mse_gain, "p_value": p},
         }
 
-    promoted = decide(metrics(0.56, 12.5, 0.001), None, PromotionConfig())
+    # The gate stated (test_promotion.GATE), not params.yaml's defaults: R² more than 0 above the
+    # best single view, the paired test's p below 0.05.
+    promoted = decide(metrics(0.56, 12.5, 0.001), None, PromotionConfig(**GATE))
     assert promoted.promote
     assert any("fused R² 0.5600 beats the best single view fine-all (0.5000)" in r for r in promoted.reasons)
     assert any("better than the mean value" in r for r in promoted.reasons)
-    noise = decide(metrics(0.52, 2.0, 0.76), None, PromotionConfig())
+    noise = decide(metrics(0.52, 2.0, 0.76), None, PromotionConfig(**GATE))
     assert not noise.promote
     assert noise.reasons == [
         "the gain over fine-all is not significant: the paired test's p = 0.7600 is not below 0.05 "
         "(mean squared error +2 lower than fine-all's)"
     ]
-    floor = decide(metrics(-0.02, -5.0, 0.04), None, PromotionConfig(significance="none", min_gain_over_best_single=-1))
+    margin_alone = PromotionConfig(**(GATE | {"significance": "none", "min_gain_over_best_single": -1}))
+    floor = decide(metrics(-0.02, -5.0, 0.04), None, margin_alone)
     assert not floor.promote and "no better than the mean value: R² -0.0200 against -0.0100" in floor.reasons[0]
 
 

@@ -100,8 +100,9 @@ def test_a_real_table_runs_end_to_end_next_to_the_boosted_trees_baseline(
     # The served model takes rows as they are in the CSV (extra columns ignored) and answers
     # as the bundle does.
     rows = pd.read_csv(iris_project / "data/iris.csv").head(6)
+    model_name = load_config(iris_project / "params.yaml").serving.model_name  # what the run registered under
     client = MlflowClient(f"sqlite:///{iris_project / 'mlruns.db'}")
-    version = client.get_model_version("granular-fused", "1")
+    version = client.get_model_version(model_name, "1")
     served = mlflow.pyfunc.load_model(f"{client.get_run(version.run_id).info.artifact_uri}/fused_model")
     answer = served.predict(rows)
     bundle = FusedClassifier.load(iris_project / "data/fused")
@@ -116,14 +117,14 @@ def test_a_real_table_runs_end_to_end_next_to_the_boosted_trees_baseline(
     expected = bundle.predict_proba(whole[bundle.inputs.columns].astype("float64")).argmax(1).tolist()
     assert served.predict(whole)["label"].tolist() == expected
     over_http = served_answer(
-        "models:/granular-fused/1", f"sqlite:///{iris_project / 'mlruns.db'}",
+        f"models:/{model_name}/1", f"sqlite:///{iris_project / 'mlruns.db'}",
         {"dataframe_split": whole.to_dict(orient="split")}, iris_project / "server.log",
     )
     assert [row["label"] for row in over_http["predictions"]] == expected
     # `granular predict` on a file of rows: one answer per data line.
     output = iris_project / "predictions.csv"
     assert granular_cli([
-        "predict", "--root", str(iris_project), "--model", "models:/granular-fused/1",
+        "predict", "--root", str(iris_project), "--model", f"models:/{model_name}/1",
         "--input", str(iris_project / "data/iris.csv"), "--output", str(output),
     ]) == 0
     predicted = pd.read_csv(output)
