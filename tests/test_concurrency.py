@@ -24,6 +24,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from granular.config import load_config
 from granular.runtime.project_lock import ProjectBusy, hold_project, read_holder
 from granular.store.paths import ProjectPaths
 
@@ -179,8 +180,9 @@ def test_four_runs_at_once_on_a_fresh_project_all_finish_whole(fresh_project: Pa
     assert any(" is held by run " in output for output in outputs), "no run waited for another"
 
     metrics = json.loads((fresh_project / "data/evaluation/metrics.json").read_text())  # whole, not torn
+    config = load_config(fresh_project / "params.yaml")  # the experiment and model name the runs record under
     client = MlflowClient(f"sqlite:///{fresh_project / 'mlruns.db'}")
-    experiment = client.get_experiment_by_name("granular")
+    experiment = client.get_experiment_by_name(config.tracking.experiment)
     runs_found = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs_found if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == RUNS and all(p.info.status == "FINISHED" for p in parents)
@@ -198,6 +200,6 @@ def test_four_runs_at_once_on_a_fresh_project_all_finish_whole(fresh_project: Pa
     assert all({"train_view[fine-14]", "train_view[coarse-28]", "evaluate_models"} <= names for names in cached)
     assert len([r for r in runs_found if "mlflow.parentRunId" in r.data.tags]) == 2  # one per view, trained once
 
-    versions = client.search_model_versions("name='granular-fused'")
+    versions = client.search_model_versions(f"name='{config.serving.model_name}'")
     assert sorted(int(v.version) for v in versions) == list(range(1, RUNS + 1))
     assert {v.run_id for v in versions} == {p.info.run_id for p in parents}

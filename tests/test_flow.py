@@ -18,6 +18,7 @@ from small_project import SMALL_RUN, VIEWS, SmallRun, default_project
 
 from flows.cli import main as granular_cli
 from flows.pipeline import granular_pipeline
+from granular.config import Config, load_config
 from granular.core.validation import ValidationFailed
 from granular.pipeline import train as step
 from tasks.training import ViewsFailed
@@ -32,10 +33,15 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return default_project(tmp_path)
 
 
+def _config(project: Path) -> Config:
+    """What a run of the project reads: the experiment and the model name it records under."""
+    return load_config(project / "params.yaml")
+
+
 def _runs(project: Path, tracking_uri: str | None = None):
     """The project's MLflow runs, from its own store unless a server is named."""
     client = MlflowClient(tracking_uri or f"sqlite:///{project / 'mlruns.db'}")
-    experiment = client.get_experiment_by_name("granular")
+    experiment = client.get_experiment_by_name(_config(project).tracking.experiment)
     return client, client.search_runs([experiment.experiment_id])
 
 
@@ -59,7 +65,8 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(small_run: SmallRun, tmp_path
     for name in VIEWS + ["fused"]:
         assert name in table
     assert "fused - best single view" in table and "McNemar, fused vs " in table
-    assert "registered granular-fused version 1; champion: " in table
+    model_name = _config(project).serving.model_name
+    assert f"registered {model_name} version 1; champion: " in table
     assert "fine-14-clusters4: test accuracy of each segment's expert vs the global model" in table
     assert f"quarantined: 0 of 1200 examples -> {project / 'data/quarantine/rejected.csv'}" in table
 
@@ -116,7 +123,7 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(small_run: SmallRun, tmp_path
     assert parent.data.metrics["distill.float.accuracy"] == pytest.approx(metrics["test"]["student"]["accuracy"])
 
     # The fused model went to the registry; champion exactly when the gate let it through.
-    version = client.get_model_version("granular-fused", "1")
+    version = client.get_model_version(model_name, "1")
     assert version.run_id == parent.info.run_id
     promoted = parent.data.tags["granular.promotion.promoted"] == "true"
     assert ("champion" in version.aliases) == promoted
