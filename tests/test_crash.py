@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 from small_project import FASHION_MNIST, REPO, free_port
 
 from flows import servers
+from granular.config import load_config
 from granular.runtime.dvc_state import repair_locks
 from granular.runtime.processes import ProcessIdentity, current_process, start_ticks
 from granular.store.paths import ProjectPaths
@@ -118,9 +119,10 @@ def stop_during_training(project: Path, prefect_api: str, sig: signal.Signals) -
 
 
 def mlflow_runs(project: Path, uri: str | None = None) -> tuple[list, list]:
-    """The parent runs and the child runs of the project's experiment."""
+    """The parent runs and the child runs of the project's experiment (its params.yaml's), in its
+    own store unless a server is named."""
     client = MlflowClient(uri or tracking.project_store_uri(ProjectPaths(project)))
-    experiment = client.get_experiment_by_name("granular")
+    experiment = client.get_experiment_by_name(load_config(ProjectPaths(project).params).tracking.experiment)
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     return parents, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
@@ -400,7 +402,7 @@ def test_a_tracking_server_back_within_the_retries_lets_the_run_finish(project: 
             run.kill()
     assert run.returncode == 0, output[-3000:]
     assert not (project / "mlruns.db").exists()  # all went to the server the environment names
-    [parent], children = mlflow_runs(root, uri)
+    [parent], children = mlflow_runs(project, uri)
     assert parent.info.status == "FINISHED"
     assert {child.info.status for child in children} == {"FINISHED"}
     assert parent.data.params["train.epochs"] == "20"
