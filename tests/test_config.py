@@ -473,8 +473,19 @@ def test_views_of_cotrained_and_transfers_shadow_shared_overrides_too(tmp_path):
     assert load_config(path, ["train.width=8", "cotrained.fine-7.train.width=8"]).train.width == 8
 
 
-def test_a_shadowed_override_is_a_configuration_error_of_the_command_line(tmp_path, capsys):
+def test_a_shared_epochs_override_of_the_default_run_changes_every_view_or_is_refused_naming_them(tmp_path, capsys):
+    """`--set train.epochs=2` on the shipped params.yaml: every view trains 2 epochs, or the
+    command stops (exit 2) naming each view whose own train.epochs would silently win."""
     from flows.cli import main as granular_cli
 
+    views = load_config(PARAMS).views
+    shadowing = [name for name, view in views.items() if "epochs" in view.train]
+    if not shadowing:
+        config = load_config(PARAMS, ["train.epochs=2"])
+        assert {config.train_config(view).epochs for view in config.views.values()} == {2}
+        return
     assert granular_cli(["run", "--root", str(tmp_path), "--params", str(PARAMS), "--set", "train.epochs=2"]) == 2
-    assert "--set train.epochs=2 changes nothing for view(s)" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"--set train.epochs=2 changes nothing for view(s) {', '.join(shadowing)}:" in error
+    for name in shadowing:
+        assert f"--set views.{name}.train.epochs=2" in error
