@@ -325,6 +325,18 @@ def measure_latency(
             f"batch_size={batch_size}, repeats={repeats}"
         )
     batches = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
+    seconds = statistics.median(time_passes(predict, batches, repeats, clock))
+    return {"ms_per_batch": 1000 * seconds / len(batches), "images_per_s": len(images) / seconds}
+
+
+def time_passes(
+    predict: Callable[[np.ndarray], object],
+    batches: list[np.ndarray],
+    repeats: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[float]:
+    """Seconds of each of `repeats` passes of `predict` over `batches`, after one untimed
+    warm-up call on the first batch. One batch of one image: the latency of each request."""
     predict(batches[0])
     passes = []
     for _ in range(repeats):
@@ -332,5 +344,4 @@ def measure_latency(
         for batch in batches:
             predict(batch)
         passes.append(clock() - started)
-    seconds = statistics.median(passes)
-    return {"ms_per_batch": 1000 * seconds / len(batches), "images_per_s": len(images) / seconds}
+    return passes

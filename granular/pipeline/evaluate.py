@@ -5,6 +5,7 @@ feature importance and inference latency (data/evaluation/)."""
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
     test; feature importance and inference latency."""
     taxonomy = project_taxonomy(config, paths)
     metrics = problem_for(config).evaluate(config, paths, taxonomy, ProjectReads(config, paths), _test_outputs(config, paths))
-    served = _served_models(config, paths)  # loaded once, for the importance and the latency
+    served = served_models(config, paths)  # loaded once, for the importance and the latency
     rows = modality_for(config).importance_rows(config, paths)
     if rows is not None:
         write_json(paths.importance, _feature_importance(config, taxonomy, served, *rows))
@@ -61,7 +62,7 @@ def _test_outputs(config: Config, paths: ProjectPaths) -> TestOutputs:
     )
 
 
-def _served_models(config: Config, paths: ProjectPaths) -> dict:
+def served_models(config: Config, paths: ProjectPaths) -> dict:
     """Every view's model and the fused model (and the student) as they serve, loaded from
     their files: `runtime`, `views` (name -> ViewModel), `fused`, `student` (or None)."""
     from granular.nn.device import select_runtime  # torch is imported only by the steps that need it
@@ -100,6 +101,15 @@ def _latency(config: Config, paths: ProjectPaths, served: dict) -> dict:
     """Inference speed of each view's model and of the fused model (and the student), as they
     serve, on the first test images at full size."""
     images = modality_for(config).raw_inputs(config, paths, ("test",), LATENCY_IMAGES)["test"]
+    latency = {"device": served["runtime"].name, "images": int(len(images)), "batch_size": LATENCY_BATCH}
+    for name, predict in served_predictors(config, served).items():
+        latency[name] = evaluate.measure_latency(predict, images, LATENCY_BATCH)
+    return latency
+
+
+def served_predictors(config: Config, served: dict) -> dict[str, Callable]:
+    """Each served model (of `served_models`) by name, as a function of a batch of raw inputs
+    that answers what the model serves: every view, `fused`, and the student when there is one."""
     runtime = served["runtime"]
     predictors = {
         name: (lambda batch, model=model: model.predict(batch, runtime)) for name, model in served["views"].items()
@@ -107,10 +117,7 @@ def _latency(config: Config, paths: ProjectPaths, served: dict) -> dict:
     predictors["fused"] = problem_for(config).fused_answers(served["fused"])
     if served["student"] is not None:
         predictors[STUDENT] = served["student"].predict_proba
-    latency = {"device": runtime.name, "images": int(len(images)), "batch_size": LATENCY_BATCH}
-    for name, predict in predictors.items():
-        latency[name] = evaluate.measure_latency(predict, images, LATENCY_BATCH)
-    return latency
+    return predictors
 
 
 def _training_seconds(config: Config, paths: ProjectPaths, baseline_figures: dict) -> dict[str, float]:
