@@ -10,6 +10,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,3 +129,45 @@ def test_the_one_network_of_the_views_passes_scales_each_stage_and_the_staged_on
     assert [(s.level, s.epochs, s.resolution) for s in coarse_first.stages] == [("coarse", 4, 14), ("fine", 10, 14)]
     plain, coarse = granularity.coarse_first(TrainConfig(epochs=12))
     assert coarse == 4 and [(s.level, s.epochs) for s in plain.stages] == [("coarse", 4)] and plain.epochs == 8
+
+
+def test_serving_rotates_the_models_round_by_round_and_reports_medians_of_rounds():
+    import serving  # benchmarks/serving.py
+
+    names = ["fine-28", "fused", "student"]
+    orders = [serving.round_order(names, r) for r in range(4)]
+    assert orders[:3] == [["fine-28", "fused", "student"], ["fused", "student", "fine-28"], ["student", "fine-28", "fused"]]
+    assert orders[3] == orders[0]
+    for position in range(3):  # over three rounds, every model is measured once in every position
+        assert {order[position] for order in orders[:3]} == set(names)
+
+    summary = serving.latency_summary([0.001 * k for k in range(1, 101)])  # 1..100 ms
+    assert summary["p50_ms"] == pytest.approx(50.5) and summary["p99_ms"] == pytest.approx(99.01)
+    with pytest.raises(ValueError, match="at least one request"):
+        serving.latency_summary([])
+
+    rounds = [{"a": {"p50_ms": 1.0, "images_per_s": 100.0}, "b": {"p50_ms": 9.0, "images_per_s": 5.0}},
+              {"a": {"p50_ms": 50.0, "images_per_s": 300.0}, "b": {"p50_ms": 7.0, "images_per_s": 6.0}},
+              {"b": {"p50_ms": 8.0, "images_per_s": 1.0}, "a": {"p50_ms": 2.0, "images_per_s": 200.0}}]
+    assert serving.medians_over_rounds(rounds) == {
+        "a": {"p50_ms": 2.0, "images_per_s": 200.0}, "b": {"p50_ms": 8.0, "images_per_s": 5.0},
+    }
+
+
+def test_serving_times_each_request_after_a_warm_up_in_the_order_of_the_round():
+    import serving  # benchmarks/serving.py
+
+    calls, now = [], [0.0]
+
+    def model(name: str, seconds_per_image: float):
+        def predict(batch):
+            calls.append((name, len(batch)))
+            now[0] += seconds_per_image * len(batch)
+        return predict
+
+    figures = serving.measure_round({"slow": model("slow", 0.01), "fast": model("fast", 0.001)},
+                                    np.zeros((512, 2, 2)), requests=3, round_index=1, clock=lambda: now[0])
+    assert [name for name, _ in calls] == ["fast"] * 7 + ["slow"] * 7  # round 1 starts with the second model
+    assert [size for _, size in calls[:7]] == [1, 1, 1, 1, 256, 256, 256]  # warm-up + 3 requests, warm-up + 2 batches
+    assert figures["slow"]["p50_ms"] == pytest.approx(10) and figures["fast"]["p99_ms"] == pytest.approx(1)
+    assert figures["slow"]["images_per_s"] == pytest.approx(100) and figures["fast"]["images_per_s"] == pytest.approx(1000)
