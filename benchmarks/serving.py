@@ -120,8 +120,9 @@ def http_predictor(url: str, deadline: float) -> Callable[[np.ndarray], object]:
     return predict
 
 
-def model_server(model_uri: str, tracking_uri: str, log: Path):
-    """`mlflow models serve` of `model_uri` with one worker on a free port of 127.0.0.1."""
+def model_server(model_uri: str, tracking_uri: str, scratch: Path):
+    """`mlflow models serve` of `model_uri` with one worker on a free port of 127.0.0.1; its log
+    and the model it downloads (it leaves that behind when stopped) go to `scratch`."""
     from flows.servers import Server, free_port
 
     port = free_port()
@@ -130,8 +131,9 @@ def model_server(model_uri: str, tracking_uri: str, log: Path):
         command=[sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
                  "--workers", "1", "-h", "127.0.0.1", "-p", str(port)],
         # the server runs `uvicorn` from PATH: the venv's bin, as in an activated venv
-        env={"MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
-        host="127.0.0.1", port=port, health_path="/ping", log=log,
+        env={"MLFLOW_TRACKING_URI": tracking_uri, "TMPDIR": str(scratch),
+             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+        host="127.0.0.1", port=port, health_path="/ping", log=scratch / "model-server.log",
     )
 
 
@@ -182,7 +184,7 @@ def main() -> None:
                 from flows.servers import start, wait_until_answering
 
                 tracking, model_uri = registered_model_uri(config, paths)
-                server = model_server(model_uri, tracking, Path(scratch) / "model-server.log")
+                server = model_server(model_uri, tracking, Path(scratch))
                 process = start(server, dict(os.environ), end_with_parent=True)
                 wait_until_answering([(server, process)])
                 key = ("fused", HTTP)
