@@ -95,13 +95,16 @@ def registered_model_uri(config, paths: ProjectPaths) -> tuple[str, str]:
     fused model (serving.model_name): the one the project's last run registered."""
     from mlflow.tracking import MlflowClient
 
+    from granular.runtime.redact import redact_uri
     from tasks.tracking import tracking_uri
 
     uri = tracking_uri(config, paths)
     name = config.serving.model_name
     versions = MlflowClient(uri).search_model_versions(f"name='{name}'")
     if not versions:
-        raise SystemExit(f"no version of the registered model {name!r} in {uri}: has `granular run` completed in {paths.root}?")
+        raise SystemExit(
+            f"no version of the registered model {name!r} in {redact_uri(uri)}: has `granular run` completed in {paths.root}?"
+        )
     return uri, f"models:/{name}/{max(int(v.version) for v in versions)}"
 
 
