@@ -51,7 +51,7 @@ from granular.nn.cotrain import Member, fit_together  # noqa: E402
 from granular.nn.device import select_runtime  # noqa: E402
 from granular.nn.inputs import Pixels  # noqa: E402
 from granular.nn.stages import fit_staged  # noqa: E402
-from granular.nn.train import predict_proba  # noqa: E402
+from granular.nn.predict import predict_proba  # noqa: E402
 
 FULL_VIEW = "fine-28"
 

@@ -40,7 +40,8 @@ from granular.modalities.images.views import build_view  # noqa: E402
 from granular.nn.device import select_runtime  # noqa: E402
 from granular.nn.inputs import Pixels  # noqa: E402
 from granular.nn.stages import fit_staged, level_heads_for  # noqa: E402
-from granular.nn.train import fit, predict_proba  # noqa: E402
+from granular.nn.predict import predict_proba  # noqa: E402
+from granular.nn.train import fit  # noqa: E402
 
 TARGETS = (0.92, 0.93, 0.94)
 

@@ -20,7 +20,8 @@ from granular.nn.compress import (
 from granular.nn.device import select_runtime
 from granular.nn.inputs import Pixels
 from granular.nn.models import MLPConfig, TabularMLP
-from granular.nn.train import fit, predict_proba
+from granular.nn.predict import predict_proba
+from granular.nn.train import fit
 from granular.nn.trained import load_checkpoint, save_checkpoint
 
 RUNTIME = select_runtime(threads=1, precision="fp32")  # the same numbers on every CPU

@@ -7,7 +7,8 @@ import torch
 from granular.config import TrainConfig
 from granular.nn.device import autocast_dtype, cpu_flags, select_runtime
 from granular.nn.inputs import Pixels
-from granular.nn.train import fit, predict_proba
+from granular.nn.predict import predict_proba
+from granular.nn.train import fit
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
 

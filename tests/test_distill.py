@@ -14,7 +14,8 @@ from granular.modalities.images.reader import ImageInput, ImageReader
 from granular.nn.device import select_runtime
 from granular.nn.distill import distill, mixed_targets, report_metrics, soften, student_config, teacher_targets
 from granular.nn.inputs import Pixels
-from granular.nn.train import fit, predict_proba
+from granular.nn.predict import predict_proba
+from granular.nn.train import fit
 from granular.pipeline.distill import distill_step
 from granular.serving.bundle import write_bundle
 from granular.serving.predict import FusedClassifier

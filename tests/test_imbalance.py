@@ -13,7 +13,8 @@ from granular.modalities.tables.trees import fit_trees
 from granular.nn.device import select_runtime
 from granular.nn.inputs import TableArrays
 from granular.nn.objective import Classes
-from granular.nn.train import fit, predict_proba
+from granular.nn.predict import predict_proba
+from granular.nn.train import fit
 
 TAXONOMY = parse_taxonomy({"levels": ["fine", "kind"], "classes": [
     {"fine": "no", "kind": "calm"}, {"fine": "yes", "kind": "event"}, {"fine": "maybe", "kind": "event"},

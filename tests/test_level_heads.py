@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from torch.nn import functional as F
 
 from granular.config import DistillConfig, TrainConfig
-from granular.nn import stages, train
+from granular.nn import predict, stages, train
 from granular.nn.distill import student_config
 from granular.nn.trained import load_checkpoint, save_checkpoint
 from test_stages import RUNTIME, SMALL, TAXONOMY, _data, _staged
@@ -35,7 +35,7 @@ def test_the_extra_head_learns_the_coarse_level_and_the_network_predicts_the_hea
 
     save_checkpoint(tmp_path / "model.pt", trained)
     loaded = load_checkpoint(tmp_path / "model.pt", RUNTIME)
-    np.testing.assert_allclose(train.predict_proba(loaded, x_val, RUNTIME), train.predict_proba(trained, x_val, RUNTIME),
+    np.testing.assert_allclose(predict.predict_proba(loaded, x_val, RUNTIME), predict.predict_proba(trained, x_val, RUNTIME),
                                rtol=1e-6)
 
 

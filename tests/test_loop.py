@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from granular.config import TrainConfig
-from granular.nn import hooks, loop, train
+from granular.nn import hooks, loop, predict, train
 from granular.nn.device import select_runtime
 from granular.nn.inputs import Pixels, TableArrays
 from granular.nn.objective import Classes, Values
@@ -116,7 +116,7 @@ def test_a_value_objective_learns_one_number_per_example_without_extra_heads():
     trained = train.fit(data.x_train, data.y_train, data.x_val, data.y_val, 1, CONFIG, RUNTIME, objective=Values())
     assert trained.target_scale == pytest.approx((data.y_train.mean(), data.y_train.std()))
     assert list(trained.history[-1])[:4] == ["epoch", "train_loss", "val_rmse", "val_loss"]
-    assert train.predict_proba(trained, data.x_val, RUNTIME).shape == (10, 1)
+    assert predict.predict_proba(trained, data.x_val, RUNTIME).shape == (10, 1)
 
 
 def test_class_weights_need_one_weight_per_class_and_targets_one_per_input():

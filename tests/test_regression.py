@@ -116,7 +116,7 @@ def test_regression_scores_and_their_intervals():
 
 
 def test_a_network_learns_a_quantity_in_its_own_units():
-    from granular.nn import train
+    from granular.nn import predict, train
     from granular.nn.device import select_runtime
     from granular.nn.inputs import TableArrays
     from granular.nn.objective import Values
@@ -130,7 +130,7 @@ def test_a_network_learns_a_quantity_in_its_own_units():
         "depth": 1, "stages": [], "heads": {}, "label_smoothing": 0.0, "dropout": 0.1,
     })
     network = train.fit(table[:1000], y[:1000], table[1000:], y[1000:], 1, config, select_runtime(1), objective=Values())
-    predicted = train.predict_proba(network, table[1000:], select_runtime(1))
+    predicted = predict.predict_proba(network, table[1000:], select_runtime(1))
     assert predicted.shape == (200, 1)
     rmse = float(np.sqrt(np.mean((predicted[:, 0] - y[1000:]) ** 2)))
     assert rmse < 0.25 * y.std()  # far below the spread (36): it learned the value, in its units

@@ -8,7 +8,8 @@ from granular.config import TrainConfig
 from granular.core.evaluate import log_loss
 from granular.nn.device import select_runtime
 from granular.nn.inputs import Pixels, _erase, _test_time_copies
-from granular.nn.train import fit, predict_proba
+from granular.nn.predict import predict_proba
+from granular.nn.train import fit
 from granular.nn.trained import load_checkpoint, save_checkpoint
 
 RUNTIME = select_runtime(threads=1, precision="fp32")  # the same numbers on every CPU

@@ -114,7 +114,7 @@ def predict_routed(
     """The outputs of each example from the network it is routed to (with its shifted test-time
     copies unless not `shifted`): class probabilities (float32), or a regressor's values (N, 1),
     which keep their precision (float64)."""
-    from granular.nn.train import predict_proba
+    from granular.nn.predict import predict_proba
 
     outputs = {}
     for number, network in enumerate(networks):

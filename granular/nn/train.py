@@ -4,8 +4,7 @@ its hooks to the end.
 
 One loop serves every kind of input (granular/nn/inputs.py): the inputs say which network reads
 them, how they are scaled (by statistics of the training split) and how a batch is augmented;
-and every kind of target (granular/nn/objective.py). Inference is `predict_proba`
-(granular/nn/predict.py), also importable from here with `fit`.
+and every kind of target (granular/nn/objective.py). Inference is granular/nn/predict.py's.
 """
 from __future__ import annotations
 
@@ -25,7 +24,6 @@ from granular.nn.hooks import EpochCallback, for_training
 from granular.nn.inputs import NetworkInputs
 from granular.nn.loop import Recipe, Run, TrainingData, run_to_end, training_steps
 from granular.nn.objective import Classes, Objective, Outputs
-from granular.nn.predict import predict_proba  # noqa: F401  (the front door of inference too)
 from granular.nn.trained import TrainedModel
 
 

@@ -75,7 +75,7 @@ def _write_student_bundle(
 ) -> None:
     """data/student/: a bundle that FusedClassifier loads (the served variant as the one view
     of an identity fusion), its val/test probabilities, and the report."""
-    from granular.nn import compress, train
+    from granular.nn import compress, predict
 
     served = variants[report["served"]]
     with atomic_dir(paths.student_dir) as staging:
@@ -88,7 +88,7 @@ def _write_student_bundle(
         compress.save_served(view_dir / network_file(0), variants)
         write_npz(
             staging / "predictions.npz",
-            val_proba=train.predict_proba(served, x["val"], runtime),
-            test_proba=train.predict_proba(served, x["test"], runtime),
+            val_proba=predict.predict_proba(served, x["val"], runtime),
+            test_proba=predict.predict_proba(served, x["test"], runtime),
         )
         write_json(staging / "report.json", report)
