@@ -295,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     predict.add_argument(
         "--model", required=True,
-        help="models:/NAME@ALIAS (e.g. models:/granular-fused@champion), runs:/RUN/fused_model, or a bundle "
-             "folder such as data/fused",
+        help="models:/NAME@ALIAS (e.g. models:/granular-fused@champion), models:/MODEL_ID (a run's logged "
+             "model), or a bundle folder such as data/fused",
     )
     predict.add_argument(
         "--input", required=True,

@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from granular.config import Config, PromotionConfig
 from granular.core.promotion import FUSED, decide
 from granular.problems import problem_of
-from tasks.tracking import RunRef
+from tasks.tracking import RunRef, using_tracking_uri
 
 CHAMPION = "champion"
 TAG_PREFIX = "granular."
@@ -97,9 +97,10 @@ def register_version(
     decision = decide(metrics, champion_metrics, config, problem_of(metrics), champion_name=f"the champion (version {champion})")
     version = None
     try:
-        version = client.create_model_version(
-            name, source=model_uri, run_id=run_id, tags=_version_tags(metrics, decision.promote, decision.reasons)
-        ).version
+        with using_tracking_uri(client.tracking_uri):  # where a SQL store looks models:/<model_id> up
+            version = client.create_model_version(
+                name, source=model_uri, run_id=run_id, tags=_version_tags(metrics, decision.promote, decision.reasons)
+            ).version
         if decision.promote:
             client.set_registered_model_alias(name, CHAMPION, version)
         run_tags = {

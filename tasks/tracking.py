@@ -9,10 +9,12 @@ import fcntl
 import os
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
+import mlflow
 import requests
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -71,6 +73,24 @@ def tracking_uri(config: Config, paths: ProjectPaths) -> str:
 
 def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
+
+
+@contextmanager
+def using_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's global tracking URI set to `uri` for the block, for the few MLflow calls that
+    take no client (logging a model; a SQL store resolving `models:/<model_id>`), then put back
+    as it was, with MLFLOW_TRACKING_URI, which MLflow sets along with it. It is one for the
+    whole process: the flow's other MLflow calls name their store, and are not affected."""
+    from mlflow.tracking._tracking_service import utils  # where MLflow keeps it: None when unset
+
+    before, environment = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # None also unsets MLFLOW_TRACKING_URI
+        if environment is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = environment
 
 
 def bound_http_retries() -> dict[str, str]:

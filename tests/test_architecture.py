@@ -125,5 +125,5 @@ def test_the_domain_package_needs_no_orchestration(outside):
         if (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == outside)
         or (isinstance(node, ast.Import) and any(a.name.split(".")[0] == outside for a in node.names))
     ]
-    allowed = {"mlflow": {"granular.serving.pyfunc"}}.get(outside, set())
+    allowed = {"mlflow": {"granular.serving.model_code"}}.get(outside, set())
     assert set(users) <= allowed, f"{sorted(set(users) - allowed)} import {outside}"

@@ -97,9 +97,12 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(small_run: SmallRun, tmp_path
     assert progress.type == "progress" and progress.data == pytest.approx(100.0)
     assert report.type == "markdown" and "| fused |" in report.data and parent.info.run_id in report.data
     assert report.description.startswith("test accuracy: fused ") and " champion: " in report.description  # the card says it
-    # The fused model is one pyfunc that rebuilds every view and the fusion from its own files.
+    # The fused model is one pyfunc that rebuilds every view and the fusion from its own files:
+    # the run's Logged Model.
+    [output] = client.get_run(parent.info.run_id).outputs.model_outputs
     served = mlflow.pyfunc.load_model(mlflow.artifacts.download_artifacts(
-        f"{parent.info.artifact_uri}/fused_model", dst_path=str(tmp_path), tracking_uri=small_run.tracking_uri
+        client.get_logged_model(output.model_id).artifact_location, dst_path=str(tmp_path),
+        tracking_uri=small_run.tracking_uri,
     ))
     fused_test = np.load(project / "data/fused/predictions.npz")["test_proba"]
     images = np.load(project / "data/processed/fine-28/test.npz")["x"][:5]

@@ -205,7 +205,7 @@ def test_a_real_regression_table_runs_end_to_end_and_serves_a_number(
     model_name = load_config(tmp_path / "params.yaml").serving.model_name  # what the run registered under
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
     version = client.get_model_version(model_name, "1")
-    served = mlflow.pyfunc.load_model(f"{client.get_run(version.run_id).info.artifact_uri}/fused_model")
+    served = mlflow.pyfunc.load_model(client.get_model_version_download_uri(model_name, "1"))  # its Logged Model's files
     answer = served.predict(rows)
     assert np.allclose(answer["prediction"], expected)
     assert set(answer["band"]) <= {"below 100", "100 to 200", "200 and above"}

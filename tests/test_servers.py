@@ -24,6 +24,7 @@ from small_project import REPO, VIEWS, SmallRun, default_project, free_port, gra
 
 from flows import servers
 from flows.cli import main as granular_cli
+from tasks.serving import MODEL_NAME
 
 
 def listening(port: int) -> bool:
@@ -64,7 +65,9 @@ def test_a_run_against_the_servers_shows_in_both_and_links_both_ways(small_run: 
     parent = client.get_run(run_id)
     assert parent.info.status == "FINISHED"
     assert "test.fused.accuracy" in parent.data.metrics
-    assert {a.path for a in client.list_artifacts(run_id)} >= {"fused_model", "evaluation", "config.json"}
+    assert {a.path for a in client.list_artifacts(run_id)} >= {"evaluation", "config.json"}
+    [output] = parent.outputs.model_outputs  # the run page's "Logged models"
+    assert client.get_logged_model(output.model_id).name == MODEL_NAME
     flow_run_id = parent.data.tags["prefect.flow_run_id"]
     prefect_ui = prefect_api.removesuffix("/api")
     # The UI's browser code asks /ui-settings where the API is: this server's own port, not 4200.

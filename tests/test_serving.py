@@ -4,6 +4,7 @@ FusedClassifier does, and `granular predict` on files."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -14,9 +15,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 from prefect.logging import disable_run_logger
 
@@ -175,12 +178,15 @@ def store(tmp_path) -> str:
 
 
 def _logged_stand_in(parent: RunRef, tmp_path: Path) -> str:
-    """A run's `fused_model` folder; the gate never opens it, so one file stands in for it."""
+    """A run's logged model, as log_served_model leaves it (`models:/<model_id>`); the gate never
+    opens it, so one file stands in for its artifacts."""
+    client = MlflowClient(parent.uri)
+    logged = client.create_logged_model(parent.experiment_id, name=serving.MODEL_NAME, source_run_id=parent.run_id)
     folder = tmp_path / f"model-{parent.run_id}"
     folder.mkdir()
-    (folder / "MLmodel").write_text("artifact_path: fused_model\n")
-    MlflowClient(parent.uri).log_artifacts(parent.run_id, str(folder), artifact_path=serving.MODEL_PATH)
-    return f"runs:/{parent.run_id}/{serving.MODEL_PATH}"
+    (folder / "MLmodel").write_text(f"model_id: {logged.model_id}\n")
+    client.log_model_artifacts(logged.model_id, str(folder))
+    return f"models:/{logged.model_id}"
 
 
 def _registration(store: str, tmp_path: Path, fused: float, config: Config = GATED) -> tuple[RunRef, dict]:
@@ -259,22 +265,67 @@ def test_a_failed_first_registration_leaves_no_registered_model(store, tmp_path,
 
 # --- the served model over HTTP -----------------------------------------------------------------
 
+class _Warnings(logging.Handler):
+    """MLflow's warnings: its loggers do not propagate to pytest's caplog."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
-def registered(bundle, test_images, threshold, tmp_path_factory) -> str:
-    """The tiny model logged with its back-off threshold, registered and made champion; the store's URI."""
+def logged(bundle, test_images, threshold, tmp_path_factory) -> tuple[RunRef, str, list[str]]:
+    """The tiny model logged with its back-off threshold into a run of its own store: the run,
+    the URI log_served_model returned, and the warnings MLflow logged meanwhile."""
     root = tmp_path_factory.mktemp("registry")
-    uri = f"sqlite:///{root / 'mlruns.db'}"
-    parent = _parent_run(uri, root, 0.85)
-    model_uri = serving.log_fused_model(parent, bundle, test_images[:3], backoff_threshold=threshold)
+    parent = _parent_run(f"sqlite:///{root / 'mlruns.db'}", root, 0.85)
+    warned = _Warnings()
+    logging.getLogger("mlflow").addHandler(warned)
+    try:
+        model_uri = serving.log_served_model(parent, bundle, test_images[:3], backoff_threshold=threshold)
+    finally:
+        logging.getLogger("mlflow").removeHandler(warned)
+    return parent, model_uri, warned.messages
+
+
+@pytest.fixture(scope="module")
+def registered(logged) -> str:
+    """The logged model registered and made champion; the store's URI."""
+    parent, model_uri, _ = logged
     assert _register(parent, model_uri, _metrics(0.85))["promoted"]
-    return uri
+    return parent.uri
+
+
+def test_the_served_model_is_the_runs_logged_model_logged_as_code_without_a_warning(logged):
+    parent, model_uri, warned = logged
+    client = MlflowClient(parent.uri)
+    [model] = client.search_logged_models(experiment_ids=[parent.experiment_id])
+    assert (model.name, model.source_run_id, model.status) == (serving.MODEL_NAME, parent.run_id, LoggedModelStatus.READY)
+    assert model_uri == f"models:/{model.model_id}"
+    # What the run's page lists under "Logged models"
+    assert [output.model_id for output in client.get_run(parent.run_id).outputs.model_outputs] == [model.model_id]
+    assert {a.path for a in client.list_logged_model_artifacts(model.model_id)} >= {"MLmodel", "model_code.py", "code"}
+    assert warned == []  # a pickled python_model is warned about: MLflow runs model_code.py instead
+
+
+def test_the_logged_model_loads_and_answers_as_the_bundle_does(logged, bundle, test_images, threshold):
+    parent, model_uri, _ = logged
+    with tracking.using_tracking_uri(parent.uri):  # where models:/<model_id> resolves
+        answer = mlflow.pyfunc.load_model(model_uri).predict(test_images)
+    expected = pd.DataFrame(FusedClassifier.load(bundle).predict(test_images, threshold))
+    pd.testing.assert_frame_equal(answer, expected)
+    assert set(answer["prediction_level"]) == {"fine", "coarse"}  # the threshold travelled with the model
 
 
 def test_the_served_model_ships_the_domain_package_alone(registered):
     client = MlflowClient(registered)
     [version] = client.search_model_versions(f"name='{NAME}'")
-    code = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(version.run_id, f"{serving.MODEL_PATH}/code")}
-    assert code == {"granular"}  # not tasks/ or flows/: the pyfunc class lives in granular.serving.pyfunc
+    model_id = version.source.removeprefix("models:/")
+    code = {a.path.rsplit("/", 1)[-1] for a in client.list_logged_model_artifacts(model_id, "code")}
+    assert code == {"granular"}  # not tasks/ or flows/: the pyfunc class lives in granular.serving.model_code
 
 
 def _free_port() -> int:

@@ -103,7 +103,7 @@ def test_a_real_table_runs_end_to_end_next_to_the_boosted_trees_baseline(
     model_name = load_config(iris_project / "params.yaml").serving.model_name  # what the run registered under
     client = MlflowClient(f"sqlite:///{iris_project / 'mlruns.db'}")
     version = client.get_model_version(model_name, "1")
-    served = mlflow.pyfunc.load_model(f"{client.get_run(version.run_id).info.artifact_uri}/fused_model")
+    served = mlflow.pyfunc.load_model(client.get_model_version_download_uri(model_name, "1"))  # its Logged Model's files
     answer = served.predict(rows)
     bundle = FusedClassifier.load(iris_project / "data/fused")
     assert answer["label"].tolist() == bundle.predict_proba(rows[bundle.inputs.columns]).argmax(1).tolist()

@@ -1,14 +1,16 @@
 """The MLflow store is created once, safely, even when several runs start at the same moment."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tasks.tracking import flatten
+from tasks.tracking import flatten, using_tracking_uri
 
 OPEN_AND_LOG = """
 import sys
@@ -74,3 +76,19 @@ def test_the_experiment_opens_as_model_training_and_a_kind_a_user_chose_stays(tm
     client.set_experiment_tag(experiment, "mlflow.experimentKind", "genai_development")
     open_experiment(uri, "granular", tmp_path / "artifacts")
     assert client.get_experiment(experiment).tags["mlflow.experimentKind"] == "genai_development"
+
+
+@pytest.mark.parametrize("environment", [None, "sqlite:///from-the-environment.db"])
+def test_the_tracking_uri_is_the_runs_for_the_block_and_as_it_was_after(environment, monkeypatch):
+    if environment is None:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", environment)
+    before = mlflow.get_tracking_uri()
+    with pytest.raises(RuntimeError, match="in the block"):
+        with using_tracking_uri("sqlite:///the-run.db"):
+            assert mlflow.get_tracking_uri() == "sqlite:///the-run.db"
+            raise RuntimeError("in the block")
+    assert mlflow.get_tracking_uri() == before
+    assert os.environ.get("MLFLOW_TRACKING_URI") == environment  # MLflow would have unset it
+
