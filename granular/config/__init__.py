@@ -3,6 +3,7 @@
 schema.py and training.py hold the sections, views.py the kinds of view and their names,
 rules.py the rules across sections, root.py the whole (Config), load.py the reading of
 params.yaml and `--set` overrides."""
+from granular.config.cascade import CascadeConfig, CascadeStage
 from granular.config.load import ConfigError, apply_override, load_config
 from granular.config.root import Config
 from granular.config.rules import config_paths
@@ -42,7 +43,7 @@ from granular.config.training import (
 from granular.config.views import VIEW_SECTIONS, ClusterSegments, ColumnSegments, ImageView, Learner, TableView, ViewConfig, path_safe
 
 __all__ = [
-    "ClassWeight", "CleanConfig", "ClusterSegments", "ColumnSegments", "Config", "ConfigError", "CotrainPair",
+    "CascadeConfig", "CascadeStage", "ClassWeight", "CleanConfig", "ClusterSegments", "ColumnSegments", "Config", "ConfigError", "CotrainPair",
     "DataConfig", "DistillConfig", "FusionConfig", "FusionStrategy", "GateMetric", "GatingConfig", "ImageView",
     "Learner", "MIN_PER_CLASS", "OrchestrationConfig", "Part", "PartConfig", "Precision", "PromotionConfig",
     "REGRESSION_METRICS", "SearchRange", "ServingConfig", "SourceConfig", "SplitConfig", "StackingConfig",

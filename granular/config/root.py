@@ -6,8 +6,9 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from granular.config.cascade import DEFAULT_STAGES, FUSED, STUDENT, CascadeConfig, CascadeStage
 from granular.config.rules import RULES
 from granular.config.schema import (
     CleanConfig,
@@ -24,6 +25,27 @@ from granular.config.schema import (
 )
 from granular.config.training import DistillConfig, TrainConfig, TreesConfig, TuneConfig
 from granular.config.views import VIEW_SECTIONS, ImageView, ViewConfig, _start_from
+
+
+def _without_an_unfit_default_cascade(data: dict[str, Any], views: dict[str, Any]) -> dict[str, Any]:
+    """The default cascade goes with the default views: where its stages are the default ones (left
+    out, or as params.yaml ships them) and a model they run is missing (other views, no student),
+    there is no cascade. Stages of the user's own that name a missing model are an error."""
+    cascade = data.get("cascade") or {}
+    if not isinstance(cascade, dict) or not _are_default_stages(cascade.get("stages", DEFAULT_STAGES)):
+        return data
+    distill = data.get("distill")
+    student = [STUDENT] if not isinstance(distill, dict) or distill.get("enabled", True) else []
+    if all(stage.model in {*views, *student, FUSED} for stage in DEFAULT_STAGES):
+        return data
+    return {**data, "cascade": {**cascade, "stages": []}}
+
+
+def _are_default_stages(stages: Any) -> bool:
+    try:
+        return [CascadeStage.model_validate(stage) for stage in stages] == DEFAULT_STAGES
+    except (TypeError, ValidationError):  # not stages at all: the section's validation says why
+        return False
 
 
 class Config(_Section):
@@ -59,6 +81,7 @@ class Config(_Section):
     trees: TreesConfig = TreesConfig()
     fusion: FusionConfig = FusionConfig()
     distill: DistillConfig = DistillConfig()
+    cascade: CascadeConfig = CascadeConfig()
     tune: TuneConfig = TuneConfig()
     tracking: TrackingConfig = TrackingConfig()
     promotion: PromotionConfig = PromotionConfig()
@@ -95,6 +118,7 @@ class Config(_Section):
                 if section == "transfers" and not starts:
                     raise ValueError(f"transfers.{key}.start_from: name the view whose trained network it starts from")
                 merged[key] = view
+        data = _without_an_unfit_default_cascade(data, merged)
         if len(merged) == len(sections["views"]):
             return data
         return {**data, "views": merged}

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
+from granular.config.cascade import FUSED, STUDENT
 from granular.config.schema import REGRESSION_METRICS
 from granular.config.views import TableView
 
@@ -163,6 +164,32 @@ def regression_settings(config: Config) -> None:
             raise ValueError(f"{key}: not for a regression target (data.table.task: regression): {why}")
 
 
+def cascade_stages_exist(config: Config) -> None:
+    """Each stage before the fused model is a view of every class, or the student; a
+    resolution is for images; a regression has no confidence to pass an example on by."""
+    stages = config.cascade.stages
+    if not stages:
+        return
+    table = config.data.table
+    if table is not None and table.task == "regression":
+        raise ValueError(
+            "cascade.stages: a cascade passes on the examples a model is unsure of; a regression target's "
+            "values have no such confidence: set cascade.stages: []"
+        )
+    for number, stage in enumerate(stages[:-1]):
+        where = f"cascade.stages.{number}"
+        if stage.model == STUDENT:
+            if not config.distill.enabled:
+                raise ValueError(f"{where}: the student is a stage, but distill.enabled is false")
+        elif stage.model not in config.views:
+            raise ValueError(f"{where}: no model named {stage.model!r}; a stage is one of the views {list(config.views)}, "
+                             f"{STUDENT!r} or {FUSED!r}")
+        elif config.views[stage.model].classes is not None:
+            raise ValueError(f"{where}: view {stage.model} learns some of the classes (classes:); a stage answers every class")
+        if stage.resolution is not None and config.data.modality != "images":
+            raise ValueError(f"{where}.resolution: for images; this source is a table")
+
+
 def one_way_to_decide(config: Config) -> None:
     if config.fusion.threshold_metric and config.serving.backoff_threshold is not None:
         raise ValueError(
@@ -186,6 +213,7 @@ RULES = (
     pairs_of_cotrained_views,
     transfers_fit_their_sources,
     regression_settings,
+    cascade_stages_exist,
     one_way_to_decide,
     relative_paths_stay_in_project,
 )
