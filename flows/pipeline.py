@@ -1,5 +1,5 @@
-"""The pipeline flow: import -> clean -> validate -> partition -> train per view -> fuse -> evaluate
--> register (champion only past the promotion gate)."""
+"""The pipeline flow: import -> clean -> validate -> partition -> train per view -> fuse -> distill
+-> cascade -> evaluate -> register (champion only past the promotion gate)."""
 from __future__ import annotations
 
 import time
@@ -16,9 +16,10 @@ from tasks.caching import cache_hits, log_cache_hits, results_in
 from tasks.data import prepare_data
 from tasks.evaluation import (
     distill_student,
+    fit_cascade,
     evaluate_models,
     fuse_views,
-    log_fused_model,
+    log_served_model,
     publish_report,
     record_evaluation,
 )
@@ -60,11 +61,13 @@ def granular_pipeline(root: str = ".", params: str | None = None, overrides: lis
                 fusion = fuse_views(config, paths)
                 progress.step("distill")
                 student = distill_student(config, paths, parent)  # when disabled, leaves data/student saying so
+                progress.step("cascade")
+                cascade = fit_cascade(config, paths)  # without stages, leaves data/cascade saying so
                 progress.step("evaluate")
                 metrics = evaluate_models(config, paths)
-            log_cache_hits(parent, cache_hits([*prepared.values(), *trained, fusion, student, metrics], since=started))
+            log_cache_hits(parent, cache_hits([*prepared.values(), *trained, fusion, student, cascade, metrics], since=started))
             record_evaluation(paths, parent, metrics, {t["view"]: t["mlflow_run_id"] for t in trained})
-            model_uri = log_fused_model(config, paths, parent)
+            model_uri = log_served_model(config, paths, parent)
             # Outputs match dvc.yaml only when params.yaml was used as it stands and every view trained.
             as_declared = not params and not overrides and not failed
             commit_data_versions(paths, outputs_as_declared=as_declared, parent=parent)

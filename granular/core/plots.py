@@ -106,3 +106,36 @@ def save_predicted_vs_actual_png(path: Path, actual: np.ndarray, predicted: np.n
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def save_cascade_curve_png(path: Path, record: dict) -> None:
+    """The cascade's accuracy against its cost (the fused model's = 1): every cheapest setting of
+    the thresholds on the validation split, the one chosen, and where it landed on the test split,
+    beside the fused model's own accuracy. `record`: data/cascade/cascade.json."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    full = record["stages"][-1]["seconds_per_example"]
+    validation, test = record["validation"], record["test"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    frontier = validation["frontier"]
+    ax.plot([p["seconds_per_example"] / full for p in frontier], [p["accuracy"] for p in frontier], ".-",
+            color="tab:blue", markersize=3, label="validation: cheapest thresholds of each accuracy")
+    chosen = validation["chosen"]
+    ax.plot(chosen["seconds_per_example"] / full, chosen["accuracy"], "o", color="tab:blue", label="chosen (validation)")
+    ax.plot(test["seconds_per_example"] / full, test["accuracy"], "s", color="tab:orange", label="chosen (test)")
+    ax.axhline(validation["fused_accuracy"], color="tab:blue", linestyle=":", label="fused model (validation)")
+    ax.axhline(test["fused_accuracy"], color="tab:orange", linestyle=":", label="fused model (test)")
+    lowest = min(p["accuracy"] for p in frontier if p["seconds_per_example"] >= chosen["seconds_per_example"] / 2)
+    ax.set_ylim(lowest - 0.002, max(validation["fused_accuracy"], test["fused_accuracy"], chosen["accuracy"]) + 0.003)
+    ax.set_xlim(0, 1.05)
+    ax.set_xlabel("cost per example (fused model = 1), as measured")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"cascade: {' -> '.join(stage['name'] for stage in record['stages'])}", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

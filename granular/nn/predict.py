@@ -21,20 +21,23 @@ def autocast(runtime: Runtime):
 
 @torch.no_grad()
 def predict_proba(
-    trained: TrainedModel, x: NetworkInputs, runtime: Runtime, batch_size: int = 1024, shifted: bool = True
+    trained: TrainedModel, x: NetworkInputs, runtime: Runtime, batch_size: int = 1024, shifted: bool = True,
+    augmented: bool = True,
 ) -> np.ndarray:
     """Class probabilities (N, classes); for an image model with test-time augmentation, the
     mean over the image and its shifted (unless not `shifted`) and mirrored copies (the inputs'
-    test_time_copies). A regressor's: its values (N, 1), in the target's units."""
+    test_time_copies); not `augmented`: of the image alone, one pass. A regressor's: its values
+    (N, 1), in the target's units."""
     model = trained.model.eval()
     runtime = runtime_for(model, runtime)
     objective = of_trained(trained)
     out = []
-    shift = trained.tta_shift if shifted else 0
+    mirror = trained.tta and augmented
+    shift = trained.tta_shift if shifted and augmented else 0
     for start in range(0, len(x), batch_size):
         rows = x[start : start + batch_size]
         # Copied before scaling, so the pixels a shift uncovers are black, as in training.
-        copies = rows.test_time_copies(rows.to_device(runtime.device), trained.tta, shift)
+        copies = rows.test_time_copies(rows.to_device(runtime.device), mirror, shift)
         with autocast(runtime):
             scaled = (rows.scaled(copy, trained.mean, trained.std) for copy in copies)
             outputs = (objective.activation(model(*inputs).float()) for inputs in scaled)

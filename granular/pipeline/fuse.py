@@ -25,7 +25,7 @@ def fuse_step(config: Config, paths: ProjectPaths) -> dict:
     served_outputs = {
         "val": {name: b.val_outputs for name, b in served.items()}, "test": {name: b.test_outputs for name, b in served.items()},
     }
-    choice, test_outputs = problem_for(config).fuse(config, classes, ProjectReads(config, paths), served_outputs)
+    choice, outputs = problem_for(config).fuse(config, classes, ProjectReads(config, paths), served_outputs)
     with atomic_dir(paths.fused_dir) as staging:
         write_bundle(
             staging, paths.taxonomy(config.taxonomy), choice, {name: paths.model_dir(name) for name in config.views},
@@ -34,7 +34,7 @@ def fuse_step(config: Config, paths: ProjectPaths) -> dict:
         for name, baseline in served.items():
             (staging / VIEWS_DIR / name).mkdir(parents=True)
             baseline.model.save(staging / VIEWS_DIR / name)
-        write_npz(staging / "predictions.npz", test_proba=test_outputs)
+        write_npz(staging / "predictions.npz", **outputs)
     with atomic_dir(paths.baselines_dir) as staging:
         write_npz(staging / BASELINE_PREDICTIONS, **{name: b.test_outputs for name, b in baselines.items()})
         write_json(staging / BASELINE_FIGURES, {name: b.figures for name, b in baselines.items()})

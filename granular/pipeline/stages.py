@@ -17,7 +17,8 @@ from granular.store.paths import ProjectPaths
 # Each DVC stage (dvc.yaml) and the module of granular/pipeline/ whose `<module>_step` it runs.
 STEPS = {
     "import-raw": "import_raw", "clean": "clean", "validate": "validate", "split": "split", "view": "view",
-    "train": "train", "cotrain": "cotrain", "fuse": "fuse", "distill": "distill", "evaluate": "evaluate",
+    "train": "train", "cotrain": "cotrain", "fuse": "fuse", "distill": "distill", "cascade": "cascade",
+    "evaluate": "evaluate",
 }
 
 VIEW_STEPS = ("view", "train")  # the steps that work on one view

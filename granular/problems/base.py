@@ -6,7 +6,7 @@ probabilities: a model's outputs are class probabilities for one, values for the
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -46,6 +46,9 @@ class TestOutputs:
     baselines: dict[str, np.ndarray]  # by baseline name
     student: dict[str, np.ndarray]  # the distilled student's, by its name; empty without one
     fusion: dict  # the fused model's record
+    # The cascade's (data/cascade/predictions.npz: test_proba, test_stage) and its stages' names
+    # (`stages`); empty without one.
+    cascade: dict = field(default_factory=dict)
 
 
 class Problem(ABC):
@@ -69,9 +72,11 @@ class Problem(ABC):
     @abstractmethod
     def fuse(
         self, config: Config, taxonomy: Taxonomy, reads: ProjectReads, served: dict[str, dict[str, np.ndarray]],
-    ) -> tuple[dict, np.ndarray]:
+    ) -> tuple[dict, dict[str, np.ndarray]]:
         """The fusion of the views (and the `served` baselines' outputs, split -> name -> outputs)
-        fitted on validation: its record, and the fused test outputs."""
+        fitted on validation: its record, and its outputs by key of data/fused/predictions.npz:
+        `test_proba` (the fused test outputs), and `val_proba` (cross-fitted) where the problem
+        has them."""
 
     @abstractmethod
     def evaluate(

@@ -52,7 +52,7 @@ class Values(Problem):
 
     def fuse(
         self, config: Config, taxonomy: Taxonomy, reads: ProjectReads, served: dict[str, dict[str, np.ndarray]],
-    ) -> tuple[dict, np.ndarray]:
+    ) -> tuple[dict, dict[str, np.ndarray]]:
         """The views (and the served baseline) stacked into one value (granular/core/value_fusion.py);
         its test values, (N, 1)."""
         classes = taxonomy
@@ -73,7 +73,7 @@ class Values(Problem):
             "bin_means": {name: bin_means[name] for name in record["weights"] if name in bin_means},
         }
         test_values = value_fusion.predict(record, value_fusion.input_values(outputs["test"], bin_means))
-        return record, test_values[:, None]
+        return record, {"test_proba": test_values[:, None]}
 
     def evaluate(
         self, config: Config, paths: ProjectPaths, taxonomy: Taxonomy, reads: ProjectReads, others: TestOutputs,

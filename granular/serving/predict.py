@@ -78,17 +78,23 @@ class FusedClassifier:
         return self.fuser.predict_proba(probas)
 
     def predict(self, inputs, backoff_threshold: float | None = None) -> dict[str, np.ndarray]:
-        """Fine label id (the most probable, or by the decision threshold of a target of two
-        classes), the class name at every level, the fused probability of the label, the answer
-        backed off to a coarser level where the fine one is unsure (see `back_off`), and the
-        fused probability of every fine class (`proba_<class>`)."""
-        proba = self.predict_proba(inputs)
-        label = apply_threshold(proba, self.threshold)
-        out = {"label": label, "confidence": proba[np.arange(len(label)), label]}
-        for level in self.taxonomy.levels:
-            out[level] = np.asarray(self.taxonomy.names[level])[self.taxonomy.map_labels(label, level)]
-        every_class = {f"proba_{name}": proba[:, k] for k, name in enumerate(self.taxonomy.names[self.taxonomy.fine])}
-        return {**out, **back_off(proba, self.taxonomy, backoff_threshold), **every_class}
+        """The answers of `class_answers` to the fused probabilities."""
+        return class_answers(self.predict_proba(inputs), self.taxonomy, self.threshold, backoff_threshold)
+
+
+def class_answers(
+    proba: np.ndarray, taxonomy: Taxonomy, threshold: dict | None, backoff_threshold: float | None
+) -> dict[str, np.ndarray]:
+    """Fine label id (the most probable, or by the decision `threshold` of a target of two
+    classes), the class name at every level, the probability of the label, the answer backed off
+    to a coarser level where the fine one is unsure (see `back_off`), and the probability of
+    every fine class (`proba_<class>`)."""
+    label = apply_threshold(proba, threshold)
+    out = {"label": label, "confidence": proba[np.arange(len(label)), label]}
+    for level in taxonomy.levels:
+        out[level] = np.asarray(taxonomy.names[level])[taxonomy.map_labels(label, level)]
+    every_class = {f"proba_{name}": proba[:, k] for k, name in enumerate(taxonomy.names[taxonomy.fine])}
+    return {**out, **back_off(proba, taxonomy, backoff_threshold), **every_class}
 
 
 def level_proba(proba: np.ndarray, taxonomy: Taxonomy, level: str) -> np.ndarray:

@@ -112,6 +112,12 @@ class ProjectPaths:
         return self.data / "student"
 
     @property
+    def cascade_dir(self) -> Path:
+        """The cascade as a servable folder (its record, the fused and student bundles it runs),
+        with its validation and test answers."""
+        return self.data / "cascade"
+
+    @property
     def evaluation(self) -> Path:
         return self.data / "evaluation"
 
