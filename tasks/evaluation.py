@@ -12,11 +12,14 @@ from prefect.artifacts import (
 
 from granular.config import Config
 from granular.core import report
+from granular.core.cascade import CASCADE
 from granular.modalities import modality_for
+from granular.pipeline.cascade import CURVE_FILE, cascade_step
 from granular.pipeline.distill import distill_step
 from granular.pipeline.evaluate import evaluate_step
 from granular.pipeline.fuse import fuse_step
 from granular.problems import problem_of
+from granular.serving.cascade import CASCADE_FILE
 from granular.store.paths import ProjectPaths
 from tasks import serving, tracking
 from tasks.caching import cached_task
@@ -75,6 +78,21 @@ def distill_student(config: Config, paths: ProjectPaths, parent: RunRef) -> dict
     return report
 
 
+# Cached: its thresholds and measured costs are those of the run that computed it.
+@cached_task("cascade", name="fit_cascade")
+def fit_cascade(config: Config, paths: ProjectPaths) -> dict:
+    """Measure each stage's cost, fit the thresholds on the validation split, write data/cascade/."""
+    record = cascade_step(config, paths)
+    if record["enabled"]:
+        chosen, held_out = record["validation"]["chosen"], record["validation"]["cross_fitted"]
+        get_run_logger().info(
+            "cascade: %s; validation accuracy %.4f (fused %.4f; cross-fitted %.4f), %.1fx the fused model's speed",
+            ", ".join(f"{stage['name']} answers {share:.1%}" for stage, share in zip(record["stages"], chosen["answered"])),
+            chosen["accuracy"], record["validation"]["fused_accuracy"], held_out["accuracy"], record["speedup"],
+        )
+    return record
+
+
 # Cached: a cache hit creates no test-metrics table artifact in this run.
 @cached_task("evaluate", name="evaluate_models")
 def evaluate_models(config: Config, paths: ProjectPaths) -> dict:
@@ -124,6 +142,9 @@ def record_evaluation(paths: ProjectPaths, parent: RunRef, metrics: dict, view_r
     for file in (paths.metrics, paths.per_class, paths.latency, paths.importance, paths.comparison):
         if file.is_file():  # importance: tables only
             client.log_artifact(parent.run_id, str(file), artifact_path="evaluation")
+    if CASCADE in metrics:  # its thresholds, measured stage costs and accuracy-cost curve
+        for name in (CASCADE_FILE, CURVE_FILE):
+            client.log_artifact(parent.run_id, str(paths.cascade_dir / name), artifact_path="evaluation/cascade")
 
 
 def _comparison_scores(metrics: dict) -> dict[str, float]:
@@ -137,6 +158,11 @@ def _comparison_scores(metrics: dict) -> dict[str, float]:
         scores["mcnemar_p_value"] = metrics["mcnemar"]["p_value"]
     if "paired_test" in metrics:  # a test of squared errors
         scores["paired_test_p_value"] = metrics["paired_test"]["p_value"]
+    if CASCADE in metrics:  # what the cascade gives up against the fused model, and who answered
+        cascade = metrics[CASCADE]
+        scores["cascade_accuracy_drop"] = cascade["accuracy_drop"]
+        scores["cascade_mcnemar_p_value"] = cascade["mcnemar"]["p_value"]
+        scores.update({f"cascade_answered.{stage}": share for stage, share in cascade["answered"].items()})
     return scores
 
 
@@ -155,10 +181,11 @@ def publish_report(parent: RunRef, metrics: dict, registry: dict | None) -> str:
         from tasks.registry import summary_line
 
         lines.append(summary_line(registry))
+    shown = [*problem.report_images, *([f"cascade/{CURVE_FILE}"] if CASCADE in metrics else [])]
     images = {
         path.removesuffix(".png").replace("/", ": "):
             report.artifact_link(parent.uri, parent.run_id, f"evaluation/{path}")
-        for path in problem.report_images
+        for path in shown
     }
     markdown = report.markdown_report(
         "granular: test-set comparison", problem.comparison_rows(metrics), lines,
@@ -174,11 +201,13 @@ def publish_report(parent: RunRef, metrics: dict, registry: dict | None) -> str:
     return markdown
 
 
-@task(name="log_fused_model", **TRANSIENT_RETRIES)  # to the tracking server, as above
-def log_fused_model(config: Config, paths: ProjectPaths, parent: RunRef) -> str:
-    """The fused model (every view, the fusion, the taxonomy, the back-off threshold it serves
-    with) as one MLflow pyfunc."""
+@task(name="log_served_model", **TRANSIENT_RETRIES)  # to the tracking server, as above
+def log_served_model(config: Config, paths: ProjectPaths, parent: RunRef) -> str:
+    """The model the run serves, as one MLflow pyfunc, the run's Logged Model: the cascade (its
+    stages and thresholds, the fused model it ends in) where the run has one, else the fused
+    model (every view, the fusion, the taxonomy); with the back-off threshold it serves with."""
     examples = modality_for(config).raw_inputs(config, paths, ("test",), count=3)["test"]
-    uri = serving.log_fused_model(parent, paths.fused_dir, examples, config.serving.backoff_threshold)
-    get_run_logger().info("fused model logged as %s", uri)
+    folder = paths.cascade_dir if config.cascade.enabled else paths.fused_dir
+    uri = serving.log_served_model(parent, folder, examples, config.serving.backoff_threshold)
+    get_run_logger().info("served model (%s) logged as %s", "the cascade" if config.cascade.enabled else "the fused model", uri)
     return uri

@@ -260,6 +260,9 @@ class PromotionConfig(_Section):
     min_hierarchical_f1: float | None = Field(default=None, ge=0, le=1)
     # level -> least accuracy at that coarser level implied by the fine predictions
     min_level_accuracy: dict[str, float] = Field(default_factory=dict)
+    # The served cascade's test accuracy may be at most this far below the fused model's, and
+    # (with significance: mcnemar) not significantly below it.
+    max_cascade_accuracy_drop: float = Field(default=0.001, ge=0, le=1)
 
     @model_validator(mode="after")
     def _significance_of_accuracy(self) -> "PromotionConfig":

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from granular.config import PromotionConfig
+from granular.core.cascade import CASCADE
 
 FUSED = "fused"
 # Accuracies are ratios of counts; float noise in a difference must not decide a tie.
@@ -72,6 +73,8 @@ def decide(
         checks.append(_at_least(fused, "hierarchical_f1", "hierarchical F1", config.min_hierarchical_f1))
     for level, least in config.min_level_accuracy.items():
         checks.append(_at_least(fused, f"{level}_accuracy", f"{level} accuracy", least))
+    if CASCADE in metrics:  # what is served answers through it
+        checks.append(_cascade_keeps_accuracy(metrics[CASCADE], config))
     failed = [check.sentence for check in checks if not check.passed]
     if failed:
         return Decision(promote=False, reasons=failed)
@@ -167,6 +170,20 @@ def _mistake_severity(fused: dict, most: float) -> Check:
     passed = severity <= most
     relation = "is within" if passed else "is above"
     return Check(passed, f"fused mistake severity {severity:.4f} {relation} the maximum {most:g}")
+
+
+def _cascade_keeps_accuracy(cascade: dict, config: PromotionConfig) -> Check:
+    """The served cascade gives up at most max_cascade_accuracy_drop of the fused model's test
+    accuracy, and with significance mcnemar, McNemar's test does not find it worse."""
+    drop, most = cascade["accuracy_drop"], config.max_cascade_accuracy_drop
+    test = cascade["mcnemar"]
+    p_value = p_value_text(test["p_value"])
+    counts = f"McNemar p = {p_value} ({test['b']} test examples only the cascade gets right, {test['c']} only the fused model)"
+    if drop - most > _TOLERANCE:
+        return Check(False, f"the cascade's test accuracy is {drop:.4f} below the fused model's, more than the maximum {most:g}; {counts}")
+    if config.significance == "mcnemar" and test["p_value"] < config.max_p_value and test["c"] > test["b"]:
+        return Check(False, f"the cascade is significantly less accurate than the fused model: {counts} < {config.max_p_value:g}")
+    return Check(True, f"the cascade keeps the fused model's accuracy: {drop:+.4f} below it (at most {most:g}); {counts}")
 
 
 def _at_least(fused: dict, key: str, label: str, least: float) -> Check:

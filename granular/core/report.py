@@ -144,10 +144,29 @@ def summary_lines(metrics: dict, gain_unit: str = "") -> list[str]:
         test = metrics["mcnemar"]
         lines.append(f"McNemar, fused vs {test['versus']}: fused alone right b={test['b']}, "
                      f"alone wrong c={test['c']}, p = {test['p_value']:.3g} ({test['method']})")
+    if "cascade" in metrics:
+        lines += _cascade_lines(metrics)
     if "paired_test" in metrics:
         test = metrics["paired_test"]
         lines.append(f"fused vs {test['versus']}: mean squared error {test['mse_gain']:+.4g} lower, p = {test['p_value']:.3g} "
                      f"({test['method']}); fused closer on {test['b']} rows, farther on {test['c']}")
+    return lines
+
+
+def _cascade_lines(metrics: dict) -> list[str]:
+    """Who answered in the cascade, what it gave up against the fused model, and its speed."""
+    cascade = metrics["cascade"]
+    shares = ", ".join(f"{stage} {share:.1%}" for stage, share in cascade["answered"].items())
+    test = cascade["mcnemar"]
+    lines = [
+        f"cascade answered: {shares}",
+        f"cascade - fused: {-cascade['accuracy_drop']:+.4f}; McNemar, cascade vs fused: cascade alone right "
+        f"b={test['b']}, alone wrong c={test['c']}, p = {test['p_value']:.3g} ({test['method']})",
+    ]
+    latency = metrics.get("latency", {})
+    speeds = [latency.get(name, {}).get("images_per_s") for name in ("cascade", "fused")]
+    if all(speeds):
+        lines.append(f"cascade speed: {speeds[0] / speeds[1]:.1f}x the fused model's ({speeds[0]:,.0f} against {speeds[1]:,.0f} per second)")
     return lines
 
 

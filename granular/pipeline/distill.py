@@ -6,6 +6,7 @@ import shutil
 import time
 
 from granular.config import Config
+from granular.config.cascade import STUDENT  # the distilled network's name: its view, its checkpoints
 from granular.core import fusion
 from granular.core.partition import SPLITS
 from granular.core.taxonomy import Taxonomy
@@ -16,7 +17,6 @@ from granular.serving.bundle import TAXONOMY_FILE, VIEWS_DIR, write_bundle
 from granular.store.atomic import atomic_dir, read_npz, write_json, write_npz
 from granular.store.paths import ProjectPaths
 
-STUDENT = "student"  # the distilled network's name: its view in the student bundle, its checkpoints
 
 
 def distill_step(config: Config, paths: ProjectPaths, on_epoch=None, warn=print) -> dict:

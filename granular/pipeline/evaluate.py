@@ -11,9 +11,11 @@ import numpy as np
 
 from granular.config import Config
 from granular.core import evaluate
+from granular.core.cascade import CASCADE
 from granular.core.importance import permutation_importance
 from granular.core.taxonomy import Taxonomy
 from granular.modalities import load_view_model, modality_for
+from granular.pipeline.cascade import PREDICTIONS
 from granular.pipeline.distill import STUDENT
 from granular.pipeline.fuse import BASELINE_FIGURES, BASELINE_PREDICTIONS
 from granular.pipeline.reads import ProjectReads, project_taxonomy
@@ -23,7 +25,7 @@ from granular.serving.bundle import FUSION_FILE
 from granular.store.atomic import read_npz, write_json
 from granular.store.paths import ProjectPaths
 
-LATENCY_IMAGES = 512  # test images timed per model: a few seconds in all, on a CPU too
+LATENCY_IMAGES = 1024  # test images timed per model: a few seconds in all, on a CPU too
 LATENCY_BATCH = 256
 IMPORTANCE_REPEATS = 3  # shuffles of each column
 
@@ -51,21 +53,26 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
 
 def _test_outputs(config: Config, paths: ProjectPaths) -> TestOutputs:
     """What the fuse step (and the distill step) wrote of the models beside the views."""
-    student = {}
+    student, cascade = {}, {}
     if config.distill.enabled:
         student[STUDENT] = read_npz(paths.student_dir / "predictions.npz")["test_proba"]
+    if config.cascade.enabled:
+        cascade = {**read_npz(paths.cascade_dir / PREDICTIONS), "stages": [stage.name for stage in config.cascade.stages]}
     return TestOutputs(
         fused=read_npz(paths.fused_dir / "predictions.npz")["test_proba"],
         baselines=read_npz(paths.baselines_dir / BASELINE_PREDICTIONS),
         student=student,
         fusion=json.loads((paths.fused_dir / FUSION_FILE).read_text()),
+        cascade=cascade,
     )
 
 
 def served_models(config: Config, paths: ProjectPaths) -> dict:
-    """Every view's model and the fused model (and the student) as they serve, loaded from
-    their files: `runtime`, `views` (name -> ViewModel), `fused`, `student` (or None)."""
+    """Every view's model and the fused model (and the student, and the cascade) as they serve,
+    loaded from their files: `runtime`, `views` (name -> ViewModel), `fused`, `student` and
+    `cascade` (or None)."""
     from granular.nn.device import select_runtime  # torch is imported only by the steps that need it
+    from granular.serving.cascade import load_cascade
     from granular.serving.predict import FusedClassifier, load_fused
 
     runtime = select_runtime(precision=config.train.precision)
@@ -74,6 +81,7 @@ def served_models(config: Config, paths: ProjectPaths) -> dict:
         "views": {name: load_view_model(paths.model_dir(name), runtime) for name in config.views},
         "fused": load_fused(paths.fused_dir),
         "student": FusedClassifier.load(paths.student_dir) if config.distill.enabled else None,
+        "cascade": load_cascade(paths.cascade_dir) if config.cascade.enabled else None,
     }
 
 
@@ -109,7 +117,8 @@ def _latency(config: Config, paths: ProjectPaths, served: dict) -> dict:
 
 def served_predictors(config: Config, served: dict) -> dict[str, Callable]:
     """Each served model (of `served_models`) by name, as a function of a batch of raw inputs
-    that answers what the model serves: every view, `fused`, and the student when there is one."""
+    that answers what the model serves: every view, `fused`, and the student and the cascade
+    when there are."""
     runtime = served["runtime"]
     predictors = {
         name: (lambda batch, model=model: model.predict(batch, runtime)) for name, model in served["views"].items()
@@ -117,6 +126,8 @@ def served_predictors(config: Config, served: dict) -> dict[str, Callable]:
     predictors["fused"] = problem_for(config).fused_answers(served["fused"])
     if served["student"] is not None:
         predictors[STUDENT] = served["student"].predict_proba
+    if served["cascade"] is not None:
+        predictors[CASCADE] = served["cascade"].predict_proba
     return predictors
 
 
@@ -124,7 +135,8 @@ def _training_seconds(config: Config, paths: ProjectPaths, baseline_figures: dic
     """What each model's training took on this machine, so that its accuracy can be weighed
     against its cost: a view's networks' epochs; the fused model's, every input's (its views and
     the baselines it fuses; fitting the fusion itself takes seconds); the student's, the
-    teacher's pass over the training examples and its own epochs."""
+    teacher's pass over the training examples and its own epochs; the cascade's, the fused
+    model's and the student's where it is a stage."""
     seconds = {
         view: sum(epoch["seconds"] for epoch in json.loads((paths.model_dir(view) / "history.json").read_text()))
         for view in config.views
@@ -133,4 +145,10 @@ def _training_seconds(config: Config, paths: ProjectPaths, baseline_figures: dic
     if config.distill.enabled:
         report = json.loads((paths.student_dir / "report.json").read_text())
         seconds[STUDENT] = report["teacher"]["seconds"] + report["student"]["train_seconds"]
+    if config.cascade.enabled:  # fitting its thresholds takes seconds
+        seconds[CASCADE] = seconds["fused"] + (seconds.get(STUDENT, 0.0) if _runs_student(config) else 0.0)
     return seconds
+
+
+def _runs_student(config: Config) -> bool:
+    return any(stage.model == STUDENT for stage in config.cascade.stages)

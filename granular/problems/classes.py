@@ -13,6 +13,7 @@ import pandas as pd
 
 from granular.config import Config, ViewConfig
 from granular.core import evaluate, fusion, report
+from granular.core.cascade import CASCADE
 from granular.core.importance import ImportanceScores
 from granular.core.promotion import Check, beats, p_value_text
 from granular.core.taxonomy import Taxonomy
@@ -46,8 +47,9 @@ class Classes(Problem):
 
     def fuse(
         self, config: Config, taxonomy: Taxonomy, reads: ProjectReads, served: dict[str, dict[str, np.ndarray]],
-    ) -> tuple[dict, np.ndarray]:
-        """The fusion of class probabilities (granular/core/fusion.py) and its test probabilities."""
+    ) -> tuple[dict, dict[str, np.ndarray]]:
+        """The fusion of class probabilities (granular/core/fusion.py); its test probabilities and
+        its cross-fitted validation ones (each fold's from a fusion fitted on the other folds)."""
         classes = taxonomy
         parents = {v.name: classes.parent[v.level] for v in config.views.values()}
         parents |= {name: classes.parent[classes.fine] for name in served["val"]}
@@ -57,14 +59,14 @@ class Classes(Problem):
         fuser, choice = fusion.choose_fusion(
             config.fusion, parents, val_probas, val["label"], folds=val["fold"], specialists=specialists,
         )
+        held_out = fusion.held_out_proba(
+            partial(fusion.build_fuser, choice["strategy"], parents, config.fusion, specialists), len(classes.fine_names),
+            val_probas, val["label"], val["fold"],
+        )
         if config.fusion.threshold_metric:
-            held_out = fusion.held_out_proba(
-                partial(fusion.build_fuser, choice["strategy"], parents, config.fusion, specialists), len(classes.fine_names),
-                val_probas, val["label"], val["fold"],
-            )
             choice["threshold"] = _threshold(config, reads, classes, held_out, val["label"])
         test_probas = reads.outputs("test") | served["test"]
-        return choice, fuser.predict_proba(test_probas)
+        return choice, {"test_proba": fuser.predict_proba(test_probas), "val_proba": held_out}
 
     def evaluate(
         self, config: Config, paths: ProjectPaths, taxonomy: Taxonomy, reads: ProjectReads, others: TestOutputs,
@@ -81,6 +83,9 @@ class Classes(Problem):
         # model's answers are then those, as served.
         decided = {"fused": others.fusion.get("threshold")}
         entries += [(name, taxonomy.fine, proba) for name, proba in others.student.items()]
+        if others.cascade:  # it answers as the fused model does, each answer from one of its stages
+            entries.append((CASCADE, taxonomy.fine, others.cascade["test_proba"]))
+            decided[CASCADE] = decided["fused"]
         baselines = others.baselines  # what the views and fusion must beat
         for name, proba in baselines.items():
             entries.append((name, taxonomy.fine, proba))
@@ -103,6 +108,8 @@ class Classes(Problem):
         if best:
             metrics["fused_minus_best_single"] = test["fused"]["accuracy"] - test[best]["accuracy"]
             metrics.update(_fused_versus_best(details["fused"]["correct"], details[best]["correct"], best, resamples))
+        if others.cascade:
+            metrics[CASCADE] = _cascade_versus_fused(others.cascade, details, test)
         for name in baselines:  # the boosted trees to beat, and the majority class as the floor
             metrics[MAJORITY if name == MAJORITY else "baseline"] = {"model": name}
         metrics["bootstrap"] = bootstrap_record(resamples)
@@ -184,6 +191,18 @@ def _fused_versus_best(
     return {
         "fused_minus_best_single_ci": {"low": low, "high": high},
         "mcnemar": {"versus": best, **evaluate.mcnemar(fused_correct, best_correct)},
+    }
+
+
+def _cascade_versus_fused(cascade: dict, details: dict, test: dict) -> dict:
+    """What the cascade gives up for its speed: its accuracy below the fused model's, McNemar's
+    test of the two, and the share of the test examples each stage answered."""
+    answered = np.bincount(cascade["test_stage"], minlength=len(cascade["stages"])) / len(cascade["test_stage"])
+    return {
+        "stages": list(cascade["stages"]),
+        "answered": {name: float(share) for name, share in zip(cascade["stages"], answered)},
+        "accuracy_drop": test["fused"]["accuracy"] - test[CASCADE]["accuracy"],
+        "mcnemar": {"versus": "fused", **evaluate.mcnemar(details[CASCADE]["correct"], details["fused"]["correct"])},
     }
 
 
