@@ -10,6 +10,7 @@ from __future__ import annotations
 from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.store.artifact.utils.models import _parse_model_id_if_present  # MLflow's own reading of models:/ URIs
 from mlflow.tracking import MlflowClient
 from prefect import get_run_logger, task
 
@@ -97,9 +98,12 @@ def register_version(
     decision = decide(metrics, champion_metrics, config, problem_of(metrics), champion_name=f"the champion (version {champion})")
     version = None
     try:
-        with using_tracking_uri(client.tracking_uri):  # where a SQL store looks models:/<model_id> up
+        # A SQL store looks models:/<model_id> up through MLflow's global tracking URI; a tracking
+        # server wants the id beside it.
+        with using_tracking_uri(client.tracking_uri):
             version = client.create_model_version(
-                name, source=model_uri, run_id=run_id, tags=_version_tags(metrics, decision.promote, decision.reasons)
+                name, source=model_uri, run_id=run_id, model_id=_parse_model_id_if_present(model_uri),
+                tags=_version_tags(metrics, decision.promote, decision.reasons),
             ).version
         if decision.promote:
             client.set_registered_model_alias(name, CHAMPION, version)
