@@ -130,17 +130,16 @@ def _tune(args: argparse.Namespace, config: Config) -> int:
 
 
 def _predictor(model: str, config: Config, root: Path) -> tuple[tuple[int, int], Callable]:
-    """The image shape a model takes and its predict function (images -> table): a bundle
-    folder (data/fused/) through FusedClassifier with serving.backoff_threshold, anything else
+    """The image shape a model takes and its predict function (images -> table): a model's folder
+    (data/cascade/, data/fused/) as it serves, with serving.backoff_threshold; anything else
     (models:/name@alias, runs:/..., an MLflow model folder) as an MLflow pyfunc, which carries
     its own threshold."""
-    from granular.serving.bundle import FUSION_FILE
-    from granular.serving.predict import FusedClassifier
+    from granular.serving.served import holds_a_model, load_served
 
-    if (Path(model) / FUSION_FILE).is_file():
+    if holds_a_model(Path(model)):
         import pandas as pd
 
-        classifier = FusedClassifier.load(Path(model))
+        classifier = load_served(Path(model))
         image_shape = getattr(classifier.inputs, "image_shape", None)
         if image_shape is None:
             raise ValueError(f"{model} is a model of a table's rows, not of images; give it a .csv or .parquet file")
@@ -167,8 +166,7 @@ def _predict_rows(args: argparse.Namespace, config: Config) -> int:
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    from granular.serving.bundle import FUSION_FILE
-    from granular.serving.predict import load_fused
+    from granular.serving.served import holds_a_model, load_served
     from granular.store.atomic import write_csv
 
     try:
@@ -177,8 +175,8 @@ def _predict_rows(args: argparse.Namespace, config: Config) -> int:
         print(f"granular: cannot read {args.input}: {error}", file=sys.stderr)
         return 2
     try:
-        if (Path(args.model) / FUSION_FILE).is_file():
-            classifier = load_fused(Path(args.model))
+        if holds_a_model(Path(args.model)):
+            classifier = load_served(Path(args.model))
             columns = getattr(classifier.inputs, "columns", None)
             if columns is None:
                 raise ValueError(f"{args.model} is a model of images, not of a table's rows")
@@ -296,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument(
         "--model", required=True,
         help="models:/NAME@ALIAS (e.g. models:/granular-fused@champion), models:/MODEL_ID (a run's logged "
-             "model), or a bundle folder such as data/fused",
+             "model), or a model folder: data/cascade (the served cascade), data/fused, data/student",
     )
     predict.add_argument(
         "--input", required=True,

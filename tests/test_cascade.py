@@ -233,4 +233,7 @@ def test_the_evaluation_scores_the_cascade_against_the_fused_model(project):
     assert sum(scored["answered"].values()) == pytest.approx(1.0)
     assert scored["accuracy_drop"] == pytest.approx(metrics["test"]["fused"]["accuracy"] - metrics["test"]["cascade"]["accuracy"])
     assert metrics["latency"]["cascade"]["images_per_s"] > 0
+    # The cheaper stage alone is a model of its own row: the view in one pass, trained as the view.
+    assert metrics["test"]["fine-16-no-tta"]["accuracy"] > 0 and metrics["latency"]["fine-16-no-tta"]["images_per_s"] > 0
+    assert metrics["latency"]["fine-16-no-tta"]["train_seconds"] == metrics["latency"]["fine-16"]["train_seconds"]
     assert json.loads((paths.cascade_dir / "cascade.json").read_text())["enabled"]

@@ -78,7 +78,10 @@ def cascade_step(config: Config, paths: ProjectPaths) -> dict:
         shutil.copytree(paths.fused_dir, staging / FUSED_DIR, ignore=shutil.ignore_patterns(PREDICTIONS))
         if uses_student:
             shutil.copytree(paths.student_dir, staging / STUDENT_DIR, ignore=shutil.ignore_patterns(PREDICTIONS))
-        write_npz(staging / PREDICTIONS, test_proba=cascade.routed_proba(probas["test"], test_stage), test_stage=test_stage)
+        write_npz(
+            staging / PREDICTIONS, test_proba=cascade.routed_proba(probas["test"], test_stage), test_stage=test_stage,
+            stages_test_proba=np.stack(probas["test"][:-1]),  # each cheaper stage's own answers, to score it alone
+        )
     return record
 
 

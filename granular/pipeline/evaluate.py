@@ -128,6 +128,8 @@ def served_predictors(config: Config, served: dict) -> dict[str, Callable]:
         predictors[STUDENT] = served["student"].predict_proba
     if served["cascade"] is not None:
         predictors[CASCADE] = served["cascade"].predict_proba
+        for stage in served["cascade"].stages[:-1]:  # alone, as the evaluation scores them
+            predictors.setdefault(stage.name, stage.answer)
     return predictors
 
 
@@ -147,6 +149,8 @@ def _training_seconds(config: Config, paths: ProjectPaths, baseline_figures: dic
         seconds[STUDENT] = report["teacher"]["seconds"] + report["student"]["train_seconds"]
     if config.cascade.enabled:  # fitting its thresholds takes seconds
         seconds[CASCADE] = seconds["fused"] + (seconds.get(STUDENT, 0.0) if _runs_student(config) else 0.0)
+        for stage in config.cascade.stages[:-1]:  # a stage alone: its model's training
+            seconds.setdefault(stage.name, seconds[stage.model])
     return seconds
 
 

@@ -46,8 +46,8 @@ class TestOutputs:
     baselines: dict[str, np.ndarray]  # by baseline name
     student: dict[str, np.ndarray]  # the distilled student's, by its name; empty without one
     fusion: dict  # the fused model's record
-    # The cascade's (data/cascade/predictions.npz: test_proba, test_stage) and its stages' names
-    # (`stages`); empty without one.
+    # The cascade's (data/cascade/predictions.npz: test_proba, test_stage, stages_test_proba) and
+    # its stages' names (`stages`); empty without one.
     cascade: dict = field(default_factory=dict)
 
 

@@ -86,6 +86,11 @@ class Classes(Problem):
         if others.cascade:  # it answers as the fused model does, each answer from one of its stages
             entries.append((CASCADE, taxonomy.fine, others.cascade["test_proba"]))
             decided[CASCADE] = decided["fused"]
+            # Each cheaper stage alone too (fine-28-no-tta, ...); a model run as it is has its row already.
+            for name, proba in zip(others.cascade["stages"][:-1], others.cascade["stages_test_proba"]):
+                if name not in {entry[0] for entry in entries}:
+                    entries.append((name, taxonomy.fine, proba))
+                    decided[name] = decided["fused"]
         baselines = others.baselines  # what the views and fusion must beat
         for name, proba in baselines.items():
             entries.append((name, taxonomy.fine, proba))
