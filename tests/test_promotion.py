@@ -20,7 +20,7 @@ def decide(metrics: dict, champion_metrics: dict | None, config: PromotionConfig
 GATE = {
     "metric": None, "min_gain_over_best_single": 0.0, "significance": "mcnemar", "max_p_value": 0.05,
     "min_gain_over_champion": 0.0, "min_metrics": {}, "max_mistake_severity": None,
-    "min_hierarchical_f1": None, "min_level_accuracy": {},
+    "min_hierarchical_f1": None, "min_level_accuracy": {}, "max_cascade_accuracy_drop": 0.001,
 }
 
 
@@ -331,3 +331,28 @@ def test_floors_on_any_metric_block_with_their_numbers():
 def test_significance_tests_accuracy_so_another_metric_needs_none():
     with pytest.raises(ValueError, match="metric roc_auc: significance mcnemar tests a gain in accuracy"):
         gate(metric="roc_auc")
+
+
+# --- the served cascade ---------------------------------------------------------------------------
+
+def _with_cascade(drop: float, b: int, c: int, p_value: float) -> dict:
+    metrics = _metrics(0.9433)
+    metrics["cascade"] = {"accuracy_drop": drop, "mcnemar": {"versus": "fused", "b": b, "c": c, "p_value": p_value}}
+    return metrics
+
+
+def test_a_cascade_that_keeps_the_fused_models_accuracy_is_promoted_with_it():
+    decision = decide(_with_cascade(0.0002, 3, 5, 0.73), None, gate())
+    assert decision.promote
+    assert any("the cascade keeps the fused model's accuracy: its test accuracy is 0.0002 below it" in reason for reason in decision.reasons)
+
+
+def test_a_cascade_that_loses_more_than_the_setting_is_not_promoted():
+    decision = decide(_with_cascade(0.0015, 2, 17, 0.0023), None, gate())
+    assert not decision.promote
+    assert decision.reasons == [
+        "the cascade's test accuracy is 0.0015 below the fused model's, more than the maximum 0.001; McNemar p = 0.0023 "
+        "(2 test examples only the cascade gets right, 17 only the fused model)"
+    ]
+    assert decide(_with_cascade(0.0015, 2, 17, 0.0023), None, gate(max_cascade_accuracy_drop=0.002)).promote is False  # significant
+    assert decide(_with_cascade(0.0015, 2, 17, 0.0023), None, gate(max_cascade_accuracy_drop=0.002, significance="none")).promote
