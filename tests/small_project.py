@@ -44,6 +44,7 @@ SMALL_RUN = [
     "train.batch_size=64",  # 540 training images: enough steps to learn in two epochs
     "train.lr=0.05",
     "train.dropout=0.1",
+    "distill.enabled=true",  # the student, off by default, is trained here too
     "distill.epochs=1",
     "distill.width=8",
     "validate.min_per_class=20",

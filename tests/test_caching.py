@@ -29,14 +29,14 @@ FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 VIEWS = ["fine-28", "fine-14", "coarse-28", "fine-14-clusters4"]
 # A small run (see tests/small_project.py) with one epoch everywhere.
 QUICK = [
-    "data.limit=600", "train.epochs=1", "train.width=8", "distill.epochs=1", "distill.width=8",
+    "data.limit=600", "train.epochs=1", "train.width=8", "distill.enabled=true", "distill.epochs=1", "distill.width=8",
     "validate.min_per_class=20",
     "views={fine-28: {level: fine, resolution: 28}, fine-14: {level: fine, resolution: 14},"
     " coarse-28: {level: coarse, resolution: 28},"
     " fine-14-clusters4: {level: fine, resolution: 14, segments: {by: clusters, count: 4, min_size: 40}}}",
 ]
 DATA_STEPS = ["import_raw", "clean_data", "validate_data", "partition_data"]
-EXPENSIVE = set(DATA_STEPS) | {f"train_view[{v}]" for v in VIEWS} | {"fuse_views", "distill_student", "evaluate_models"}
+EXPENSIVE = set(DATA_STEPS) | {f"train_view[{v}]" for v in VIEWS} | {"fuse_views", "distill_student", "fit_cascade", "evaluate_models"}
 
 
 pytestmark = [pytest.mark.usefixtures("prefect_test_server"), pytest.mark.slow]
@@ -114,7 +114,7 @@ def test_a_changed_view_retrains_that_view_and_what_depends_on_it(project: Path)
     changed = _run(project, QUICK + ["views.fine-14.train.epochs=2"])
     print(f"\nre-run with one view changed: {time.perf_counter() - started:.1f} s")
     recomputed = EXPENSIVE - changed["hits"]
-    assert recomputed == {"train_view[fine-14]", "fuse_views", "distill_student", "evaluate_models"}
+    assert recomputed == {"train_view[fine-14]", "fuse_views", "distill_student", "fit_cascade", "evaluate_models"}
 
 
 def test_an_unreadable_result_or_changed_outputs_are_recomputed_with_a_warning(

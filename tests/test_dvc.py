@@ -38,7 +38,7 @@ def repro_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
 def test_dvc_repro_builds_every_stage_then_has_nothing_to_do(repro_project):
     folder, _ = repro_project
     metrics = json.loads((folder / "data/evaluation/metrics.json").read_text())
-    assert set(metrics["test"]) == set(VIEWS) | {"fused", "student"}
+    assert set(metrics["test"]) == set(VIEWS) | {"fused", "student", "cascade", "fine-28-no-tta"}
     assert "up to date" in _dvc("status", cwd=folder)
     assert "fused" in _dvc("metrics", "show", cwd=folder)
     plots = json.loads(_dvc("plots", "show", "--json", cwd=folder))

@@ -361,7 +361,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[ProjectPaths, d
         "fine-16": {"level": "fine", "resolution": 16},
         "fine-8": {"level": "fine", "resolution": 8},
         "coarse-16": {"level": "coarse", "resolution": 16},
-    }, distill={"epochs": 1, "width": 4})
+    }, distill={"enabled": True, "epochs": 1, "width": 4})
     paths = ProjectPaths(root)
     _train_every_view(config, paths)
     fuse_step(config, paths)

@@ -48,7 +48,7 @@ def _runs(project: Path, tracking_uri: str | None = None):
 def test_cli_runs_the_whole_pipeline_and_tracks_it(small_run: SmallRun, tmp_path: Path):
     project = small_run.root
     metrics = json.loads((project / "data/evaluation/metrics.json").read_text())
-    assert set(metrics["test"]) == set(VIEWS) | {"fused", "student"}
+    assert set(metrics["test"]) == set(VIEWS) | {"fused", "student", "cascade", "fine-28-no-tta"}
     for scores in metrics["test"].values():
         assert 0.0 <= scores["macro_f1"] <= 1.0
         assert scores["n"] == 600  # the test subsample, never trained on
@@ -97,27 +97,30 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(small_run: SmallRun, tmp_path
     assert progress.type == "progress" and progress.data == pytest.approx(100.0)
     assert report.type == "markdown" and "| fused |" in report.data and parent.info.run_id in report.data
     assert report.description.startswith("test accuracy: fused ") and " champion: " in report.description  # the card says it
-    # The fused model is one pyfunc that rebuilds every view and the fusion from its own files:
-    # the run's Logged Model.
+    # The served model is the cascade, one pyfunc that rebuilds its stages, every view and the
+    # fusion from its own files: the run's Logged Model.
     [output] = client.get_run(parent.info.run_id).outputs.model_outputs
     served = mlflow.pyfunc.load_model(mlflow.artifacts.download_artifacts(
         client.get_logged_model(output.model_id).artifact_location, dst_path=str(tmp_path),
         tracking_uri=small_run.tracking_uri,
     ))
-    fused_test = np.load(project / "data/fused/predictions.npz")["test_proba"]
+    cascade = np.load(project / "data/cascade/predictions.npz")
+    stages = [stage["name"] for stage in json.loads((project / "data/cascade/cascade.json").read_text())["stages"]]
     images = np.load(project / "data/processed/fine-28/test.npz")["x"][:5]
     predicted = served.predict(images)  # routed to segment experts too, from full-size images
-    assert predicted["label"].tolist() == fused_test[:5].argmax(axis=1).tolist()
+    assert predicted["label"].tolist() == cascade["test_proba"][:5].argmax(axis=1).tolist()
+    assert predicted["stage"].tolist() == [stages[k] for k in cascade["test_stage"][:5]]
     classes = yaml.safe_load((project / "data/taxonomy.yaml").read_text())
     every_class = {f"proba_{entry['fine']}" for entry in classes["classes"]}
     assert set(predicted.columns) == {
-        "label", "confidence", "fine", "coarse", "prediction", "prediction_level", "prediction_confidence", *every_class
+        "label", "confidence", "fine", "coarse", "prediction", "prediction_level", "prediction_confidence", "stage",
+        *every_class,
     }
     assert predicted["confidence"].between(0, 1).all()
     np.testing.assert_allclose(predicted[sorted(every_class)].sum(axis=1), 1.0, rtol=1e-5)
     assert (project / "data/evaluation/confusion/fused.png").stat().st_size > 0
     predictions = pd.read_csv(project / "data/evaluation/test_predictions.csv")
-    assert list(predictions.columns) == ["actual", "actual_coarse"] + VIEWS + ["fused", "student"]
+    assert list(predictions.columns) == ["actual", "actual_coarse"] + VIEWS + ["fused", "student", "cascade", "fine-28-no-tta"]
     assert len(predictions) == 600
     assert (predictions["fused"] == predictions["actual"]).mean() == pytest.approx(metrics["test"]["fused"]["accuracy"])
     evaluation = {a.path for a in client.list_artifacts(parent.info.run_id, "evaluation")}

@@ -119,7 +119,7 @@ class DistillConfig(_Section):
     distillation) at full resolution, then compressed as asked; written to data/student/.
     Every other training setting comes from the shared `train` section."""
 
-    enabled: bool = True
+    enabled: bool = False  # retired from the default run: the cascade's first stage serves cheaper and better
     epochs: int = Field(default=2, ge=1)
     # The student's peak learning rate and dropout; None: the shared train section's.
     lr: float | None = Field(default=0.1, gt=0)
