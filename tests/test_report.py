@@ -9,7 +9,7 @@ def test_a_table_has_a_header_a_rule_and_rounded_floats():
 
 def test_a_server_run_is_linked_and_a_local_store_is_named():
     assert run_link("http://127.0.0.1:5000/", "3", "abc") == (
-        "[MLflow run abc](http://127.0.0.1:5000/#/experiments/3/runs/abc)"
+        "[MLflow run abc](http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning)"
     )
     assert "`sqlite:///x.db`" in run_link("sqlite:///x.db", "3", "abc")
 

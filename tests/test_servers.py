@@ -102,7 +102,7 @@ def test_a_run_against_the_servers_shows_in_both_and_links_both_ways(small_run: 
     # The other way: the Prefect report links the MLflow run in the MLflow UI, and shows its
     # images, which the MLflow server serves.
     report = by_key["granular-report"].data
-    assert f"({tracking_uri}/#/experiments/{parent.info.experiment_id}/runs/{run_id})" in report
+    assert f"({tracking_uri}/#/experiments/{parent.info.experiment_id}/runs/{run_id}?workflowType=machine_learning)" in report
     image = f"{tracking_uri}/get-artifact?path=evaluation/confusion/fused.png&run_uuid={run_id}"
     assert f"({image})" in report
     with urllib.request.urlopen(image, timeout=10) as response:

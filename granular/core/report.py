@@ -9,10 +9,13 @@ from granular.runtime.redact import redact_uri
 
 
 def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """A link to the run in the MLflow UI when the store is a server, else how to open it."""
+    """A link to the run in the MLflow UI when the store is a server, else how to open it. The
+    link asks for the model-training view: MLflow 3.17 otherwise opens a run in the view last
+    chosen in the browser, GenAI for a browser that never chose."""
     tracking_uri = redact_uri(tracking_uri)  # one from MLFLOW_TRACKING_URI may hold a password
     if tracking_uri.startswith(("http://", "https://")):
-        return f"[MLflow run {run_id}]({tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id})"
+        page = f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+        return f"[MLflow run {run_id}]({page})"
     return f"MLflow run `{run_id}` in `{tracking_uri}` (open with `mlflow ui --backend-store-uri {tracking_uri}`)"
 
 
