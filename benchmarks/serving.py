@@ -8,10 +8,12 @@
 For each model: the latency of one image (p50 and p99 of --requests requests of a batch of one)
 and the throughput of batches of 256 test images (images/s). The models are those the evaluate
 step times, loaded from the project's files as it loads them (every view, the fused model, the
-student): granular.pipeline.evaluate.served_predictors, so a model added there is measured here
-too. Beside them, the registered fused model (the newest version of serving.model_name) served
-by `mlflow models serve` on 127.0.0.1 and asked over HTTP as a client would (JSON encoding and
-decoding included); the server is stopped, with its workers, at the end.
+cascade and each of its cheaper stages alone, the student where there is one):
+granular.pipeline.evaluate.served_predictors, so a model added there is measured here too.
+Beside them, the registered model (the newest version of serving.model_name: the cascade, or
+the fused model in a run without one) served by `mlflow models serve` on 127.0.0.1 and asked
+over HTTP as a client would (JSON encoding and decoding included); the server is stopped, with
+its workers, at the end. `speedups`: each model's throughput over the fused model's.
 
 The machine is shared and noisy: each round measures every model once, in an order that rotates
 from round to round, and the figures are the medians over --rounds rounds. The models run on the
@@ -39,7 +41,8 @@ sys.path.insert(0, str(REPO))
 import record  # noqa: E402  (benchmarks/record.py)
 
 from granular.config import load_config  # noqa: E402
-from granular.core.evaluate import measure_latency, time_passes  # noqa: E402
+from granular.core.cascade import CASCADE  # noqa: E402
+from granular.core.evaluate import measure_latency  # noqa: E402
 from granular.modalities import modality_for  # noqa: E402
 from granular.pipeline.evaluate import LATENCY_BATCH, LATENCY_IMAGES, served_models, served_predictors  # noqa: E402
 from granular.store.paths import ProjectPaths  # noqa: E402
@@ -77,15 +80,28 @@ def medians_over_rounds(rounds: list[dict[str, dict[str, float]]]) -> dict[str, 
     }
 
 
+def request_seconds(predict: Callable, images: np.ndarray, requests: int, clock: Callable[[], float]) -> list[float]:
+    """Seconds of each of `requests` requests of one image, after one untimed warm-up request."""
+    predict(images[:1])
+    seconds = []
+    for number in range(requests):
+        one = images[number % len(images):][:1]
+        started = clock()
+        predict(one)
+        seconds.append(clock() - started)
+    return seconds
+
+
 def measure_round(
     predictors: dict, images: np.ndarray, requests: int, round_index: int, clock: Callable[[], float] = time.perf_counter
 ) -> dict:
-    """One round: each model's batch-1 latency over `requests` requests of one image, then its
+    """One round: each model's batch-1 latency over `requests` requests of one image each (the
+    test images in turn: a cascade answers some at its first stage, some at its last), then its
     throughput over `images` in batches of LATENCY_BATCH, the models in this round's order."""
     figures = {}
     for name in round_order(list(predictors), round_index):
         predict = predictors[name]
-        figures[name] = latency_summary(time_passes(predict, [images[:1]], requests, clock))
+        figures[name] = latency_summary(request_seconds(predict, images, requests, clock))
         figures[name]["images_per_s"] = measure_latency(predict, images, LATENCY_BATCH, 1, clock)["images_per_s"]
     return figures
 
@@ -158,6 +174,12 @@ def rows(medians: dict[str, dict[str, float]], served: dict[str, tuple[str, str]
     ]
 
 
+def speedups(medians: dict[tuple[str, str], dict[str, float]]) -> dict[str, float]:
+    """Each model's batch throughput over the in-process fused model's, measured in the same rounds."""
+    fused = medians[("fused", IN_PROCESS)]["images_per_s"]
+    return {f"{name} ({how})": round(figures["images_per_s"] / fused, 2) for (name, how), figures in medians.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="a project folder `granular run` completed in")
@@ -190,9 +212,10 @@ def main() -> None:
                 server = model_server(model_uri, tracking, Path(scratch))
                 process = start(server, dict(os.environ), end_with_parent=True)
                 wait_until_answering([(server, process)])
-                key = ("fused", HTTP)
+                registered = CASCADE if config.cascade.enabled else "fused"
+                key = (registered, HTTP)
                 predictors[key] = http_predictor(f"{server.url}/invocations", time.monotonic() + HTTP_BUDGET_S)
-                served[key] = ("fused", f"{HTTP} ({model_uri}, mlflow models serve)", device)
+                served[key] = (registered, f"{HTTP} ({model_uri}, mlflow models serve)", device)
             medians = measure(predictors, images, args.rounds, args.requests)
         finally:
             if process is not None:
@@ -202,7 +225,7 @@ def main() -> None:
 
     table = rows(medians, served)
     print(json.dumps({"machine": record.machine(), "rounds": args.rounds, "requests": args.requests,
-                      "throughput_batch": LATENCY_BATCH, "models": table}, indent=2))
+                      "throughput_batch": LATENCY_BATCH, "models": table, "speedups": speedups(medians)}, indent=2))
     if args.record:
         record.record(args.record, table)
 

@@ -157,17 +157,20 @@ def test_serving_rotates_the_models_round_by_round_and_reports_medians_of_rounds
 def test_serving_times_each_request_after_a_warm_up_in_the_order_of_the_round():
     import serving  # benchmarks/serving.py
 
-    calls, now = [], [0.0]
+    calls, firsts, now = [], [], [0.0]
 
     def model(name: str, seconds_per_image: float):
         def predict(batch):
             calls.append((name, len(batch)))
+            firsts.append(int(batch[0, 0, 0]))
             now[0] += seconds_per_image * len(batch)
         return predict
 
     figures = serving.measure_round({"slow": model("slow", 0.01), "fast": model("fast", 0.001)},
-                                    np.zeros((512, 2, 2)), requests=3, round_index=1, clock=lambda: now[0])
+                                    np.arange(512 * 4).reshape(512, 2, 2) // 4, requests=3, round_index=1,
+                                    clock=lambda: now[0])
     assert [name for name, _ in calls] == ["fast"] * 7 + ["slow"] * 7  # round 1 starts with the second model
     assert [size for _, size in calls[:7]] == [1, 1, 1, 1, 256, 256, 256]  # warm-up + 3 requests, warm-up + 2 batches
+    assert firsts[:4] == [0, 0, 1, 2]  # after the warm-up, each request is the next image
     assert figures["slow"]["p50_ms"] == pytest.approx(10) and figures["fast"]["p99_ms"] == pytest.approx(1)
     assert figures["slow"]["images_per_s"] == pytest.approx(100) and figures["fast"]["images_per_s"] == pytest.approx(1000)
