@@ -8,7 +8,9 @@ import shutil
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
 from granular.config import CascadeConfig, Config, ConfigError, load_config
 from granular.core import cascade
@@ -26,6 +28,10 @@ from granular.serving.predict import FusedClassifier
 from granular.serving.served import load_served
 from granular.store.atomic import read_npz, write_npz
 from granular.store.paths import ProjectPaths
+from tasks import serving, tracking
+from tasks.registry import CHAMPION, register_version
+from tasks.tracking import RunRef
+from test_serving import served_answer
 
 
 def _one_hot_ish(labels: np.ndarray, sure: np.ndarray, classes: int = 3) -> np.ndarray:
@@ -237,3 +243,22 @@ def test_the_evaluation_scores_the_cascade_against_the_fused_model(project):
     assert metrics["test"]["fine-16-no-tta"]["accuracy"] > 0 and metrics["latency"]["fine-16-no-tta"]["images_per_s"] > 0
     assert metrics["latency"]["fine-16-no-tta"]["train_seconds"] == metrics["latency"]["fine-16"]["train_seconds"]
     assert json.loads((paths.cascade_dir / "cascade.json").read_text())["enabled"]
+
+
+@pytest.mark.slow
+def test_the_registered_cascade_served_over_http_names_the_stage_of_each_answer(project, tmp_path):
+    config, paths, _ = project
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client, experiment_id = tracking.open_experiment(uri, "cascade-test", tmp_path / "mlartifacts")
+    parent = RunRef(uri=uri, experiment_id=experiment_id, run_id=client.create_run(experiment_id).info.run_id)
+    test_images = np.load(paths.clean)["images"][np.load(paths.splits)["split"] == 2]
+    model_uri = serving.log_served_model(parent, paths.cascade_dir, test_images[:3])
+    evaluated = {"best_single": None, "test": {"fused": {"accuracy": 0.9, "level": "fine"}}}
+    assert register_version(MlflowClient(uri), "cascade", model_uri, parent.run_id, evaluated, config.promotion)["promoted"]
+
+    answer = served_answer(f"models:/cascade@{CHAMPION}", uri, {"inputs": test_images.tolist()}, tmp_path / "server.log")
+    served = pd.DataFrame(answer["predictions"])
+    expected = load_served(paths.cascade_dir).predict(test_images)
+    assert served["stage"].tolist() == expected["stage"].tolist()
+    assert set(served["stage"]) == {"fine-16-no-tta", "fused"}  # both stages answered some
+    assert served["label"].tolist() == expected["label"].tolist()
