@@ -115,6 +115,9 @@ def test_the_cascade_ends_in_the_fused_model_and_names_models_that_exist(tmp_pat
     params.write_text("distill: {enabled: false}\ncascade: {stages: [{model: student}, {model: fused}]}\n")
     with pytest.raises(ConfigError, match="distill.enabled is false"):
         load_config(params)
+    params.write_text("fusion: {threshold_metric: f1}\n")
+    with pytest.raises(ConfigError, match="fusion.threshold_metric decides two classes by a fitted cut"):
+        load_config(params)
 
 
 def test_the_default_cascade_goes_with_the_default_views():

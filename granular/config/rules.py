@@ -176,6 +176,11 @@ def cascade_stages_exist(config: Config) -> None:
             "cascade.stages: a cascade passes on the examples a model is unsure of; a regression target's "
             "values have no such confidence: set cascade.stages: []"
         )
+    if config.fusion.threshold_metric:
+        raise ValueError(
+            "cascade.stages: each stage answers its most probable class, while fusion.threshold_metric decides "
+            "two classes by a fitted cut: set cascade.stages: [] or leave fusion.threshold_metric null"
+        )
     for number, stage in enumerate(stages[:-1]):
         where = f"cascade.stages.{number}"
         if stage.model == STUDENT:

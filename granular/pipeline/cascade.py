@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 
 from granular.config import Config
+from granular.config.cascade import STUDENT
 from granular.core import cascade, evaluate, plots
 from granular.modalities import modality_for
 from granular.pipeline.reads import split_rows
@@ -37,7 +38,7 @@ def cascade_step(config: Config, paths: ProjectPaths) -> dict:
             write_json(staging / CASCADE_FILE, record)
         return record
     fused = FusedClassifier.load(paths.fused_dir)
-    uses_student = any(spec.model == "student" for spec in settings.stages)
+    uses_student = any(spec.model == STUDENT for spec in settings.stages)
     student = FusedClassifier.load(paths.student_dir) if uses_student else None
     model = build_cascade(settings.stages, [cascade.NEVER] * (len(settings.stages) - 1), fused, student)
     raw = modality_for(config).raw_inputs(config, paths, ("val", "test"))
