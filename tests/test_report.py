@@ -1,5 +1,5 @@
 """The Markdown report: tables, links to the MLflow run and its images."""
-from granular.core.report import artifact_link, markdown_report, markdown_table, run_link
+from granular.core.report import artifact_link, markdown_report, markdown_table, run_link, summary_lines
 
 
 def test_a_table_has_a_header_a_rule_and_rounded_floats():
@@ -94,3 +94,17 @@ def test_numbers_for_people_have_four_decimals_wherever_they_nest():
 
     shown = for_people({"accuracy": 0.7563333333333333, "scores": {"stacking": [51.8449675746304, 3]}, "model": "fused"})
     assert shown == {"accuracy": 0.7563, "scores": {"stacking": [51.845, 3]}, "model": "fused"}
+
+
+def test_the_cascade_is_reported_with_who_answered_what_it_gave_up_and_its_speed():
+    metrics = {
+        "cascade": {"stages": ["fine-28-no-tta", "fused"], "answered": {"fine-28-no-tta": 0.8596, "fused": 0.1404},
+                    "accuracy_drop": 0.0002,
+                    "mcnemar": {"versus": "fused", "b": 3, "c": 5, "p_value": 0.727, "method": "exact"}},
+        "latency": {"cascade": {"images_per_s": 6800.0}, "fused": {"images_per_s": 1700.0}},
+    }
+    assert summary_lines(metrics) == [
+        "cascade answered: fine-28-no-tta 86.0%, fused 14.0%",
+        "cascade - fused: -0.0002; McNemar, cascade vs fused: cascade alone right b=3, alone wrong c=5, p = 0.727 (exact)",
+        "cascade speed: 4.0x the fused model's (6,800 against 1,700 per second)",
+    ]
