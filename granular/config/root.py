@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from granular.config.cascade import DEFAULT_STAGES, FUSED, STUDENT, CascadeConfig, CascadeStage
+from granular.config.cascade import DEFAULT_STAGES, FUSED, CascadeConfig, CascadeStage
 from granular.config.rules import RULES
 from granular.config.schema import (
     CleanConfig,
@@ -29,14 +29,12 @@ from granular.config.views import VIEW_SECTIONS, ImageView, ViewConfig, _start_f
 
 def _without_an_unfit_default_cascade(data: dict[str, Any], views: dict[str, Any]) -> dict[str, Any]:
     """The default cascade goes with the default views: where its stages are the default ones (left
-    out, or as params.yaml ships them) and a model they run is missing (other views, no student),
-    there is no cascade. Stages of the user's own that name a missing model are an error."""
+    out, or as params.yaml ships them) and a view they run is missing, there is no cascade.
+    Stages of the user's own that name a missing model are an error."""
     cascade = data.get("cascade") or {}
     if not isinstance(cascade, dict) or not _are_default_stages(cascade.get("stages", DEFAULT_STAGES)):
         return data
-    distill = data.get("distill")
-    student = [STUDENT] if not isinstance(distill, dict) or distill.get("enabled", True) else []
-    if all(stage.model in {*views, *student, FUSED} for stage in DEFAULT_STAGES):
+    if all(stage.model in {*views, FUSED} for stage in DEFAULT_STAGES):
         return data
     return {**data, "cascade": {**cascade, "stages": []}}
 
