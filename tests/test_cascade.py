@@ -233,6 +233,24 @@ def test_a_cascade_whose_first_stage_never_clears_equals_the_fused_model_bit_for
         np.testing.assert_array_equal(answers[column], values, err_msg=column)
 
 
+def test_the_fused_stage_does_not_run_again_the_pass_a_cheaper_stage_ran(project):
+    _, paths, _ = project
+    test_images = np.load(paths.clean)["images"][np.load(paths.splits)["split"] == 2]
+    served = load_cascade(paths.cascade_dir)
+    network = served.fused.views["fine-16"].networks[0].model
+    passes = []
+    hook = network.register_forward_hook(lambda module, inputs, output: passes.append(len(output)))
+    try:
+        proba, stage = served.answer(test_images)
+    finally:
+        hook.remove()
+    hard = stage == 1
+    assert 0 < hard.sum() < len(test_images)
+    # One pass over every image, then five test-time copies of the hard ones: not six.
+    assert passes == [len(test_images)] + [int(hard.sum())] * 5
+    np.testing.assert_allclose(proba[hard], FusedClassifier.load(paths.fused_dir).predict_proba(test_images[hard]), atol=1e-6)
+
+
 def test_the_evaluation_scores_the_cascade_against_the_fused_model(project):
     config, paths, _ = project
     metrics = evaluate_step(config, paths)

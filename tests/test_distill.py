@@ -133,7 +133,7 @@ def _tiny_project(root: Path) -> ProjectPaths:
 
 def test_the_distill_step_writes_a_student_bundle_that_serves(tmp_path):
     paths = _tiny_project(tmp_path)
-    settings = DistillConfig(epochs=1, width=4, temperature=2.0, alpha=0.5, quantize=True, prune_amount=0.3)
+    settings = DistillConfig(enabled=True, epochs=1, width=4, temperature=2.0, alpha=0.5, quantize=True, prune_amount=0.3)
     config = Config().model_copy(update={"distill": settings, "train": TINY_TRAIN.model_copy(update={"threads": 1})})
     epochs = []
     report = distill_step(config, paths, on_epoch=epochs.append)
@@ -177,7 +177,7 @@ def test_the_distill_task_logs_the_report_to_the_parent_run(tmp_path):
 
     paths = _tiny_project(tmp_path)
     config = Config().model_copy(update={
-        "distill": DistillConfig(epochs=1, width=4), "train": TINY_TRAIN.model_copy(update={"threads": 1}),
+        "distill": DistillConfig(enabled=True, epochs=1, width=4), "train": TINY_TRAIN.model_copy(update={"threads": 1}),
     })
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     client, experiment_id = open_experiment(uri, "granular", tmp_path / "mlartifacts")

@@ -110,9 +110,11 @@ def fit_experts(
 
 def predict_routed(
     networks: list, route: np.ndarray, x: NetworkInputs, runtime: Runtime, shifted: bool = True, augmented: bool = True,
+    first: np.ndarray | None = None,
 ) -> np.ndarray:
     """The outputs of each example from the network it is routed to (with its shifted test-time
-    copies unless not `shifted`, with none unless `augmented`): class probabilities (float32), or a regressor's values (N, 1),
+    copies unless not `shifted`, with none unless `augmented`; `first`: each example's class
+    probabilities of one pass, computed already, see predict_proba): class probabilities (float32), or a regressor's values (N, 1),
     which keep their precision (float64)."""
     from granular.nn.predict import predict_proba
 
@@ -122,7 +124,8 @@ def predict_routed(
         if not rows.any():
             continue
         if network.learner == "network":
-            outputs[number] = predict_proba(network, x[rows], runtime, shifted=shifted, augmented=augmented)
+            known = None if first is None else first[rows]
+            outputs[number] = predict_proba(network, x[rows], runtime, shifted=shifted, augmented=augmented, first=known)
         else:  # trees: on the CPU, with no test-time copies
             outputs[number] = network.outputs(x[rows])
     out = np.zeros((len(x), networks[0].num_classes), dtype=np.result_type(np.float32, *outputs.values()))
@@ -137,12 +140,17 @@ class ViewModel:
     reader: ViewReader
     networks: list  # granular.nn.trained.TrainedModel, network k answering route k
 
-    def predict(self, raw: Any, runtime: Runtime, shifted: bool = True, augmented: bool = True) -> np.ndarray:
+    def predict(
+        self, raw: Any, runtime: Runtime, shifted: bool = True, augmented: bool = True, first: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Raw inputs (images at full size, pixels 0..255; or a table's rows) -> its outputs: the
         probabilities of the classes of its level (N, classes), or a view of a value's values (N, 1).
-        Not `augmented`: one pass over each input, without test-time copies."""
+        Not `augmented`: one pass over each input, without test-time copies; `first`: the class
+        probabilities of that pass, computed already."""
         x = self.reader.network_inputs(raw)
-        return predict_routed(self.networks, self.reader.route(raw), x, runtime, shifted=shifted, augmented=augmented)
+        return predict_routed(
+            self.networks, self.reader.route(raw), x, runtime, shifted=shifted, augmented=augmented, first=first,
+        )
 
     def save(self, folder: Path) -> None:
         learner = self.networks[0].learner

@@ -22,12 +22,13 @@ def autocast(runtime: Runtime):
 @torch.no_grad()
 def predict_proba(
     trained: TrainedModel, x: NetworkInputs, runtime: Runtime, batch_size: int = 1024, shifted: bool = True,
-    augmented: bool = True,
+    augmented: bool = True, first: np.ndarray | None = None,
 ) -> np.ndarray:
     """Class probabilities (N, classes); for an image model with test-time augmentation, the
     mean over the image and its shifted (unless not `shifted`) and mirrored copies (the inputs'
-    test_time_copies); not `augmented`: of the image alone, one pass. A regressor's: its values
-    (N, 1), in the target's units."""
+    test_time_copies); not `augmented`: of the image alone, one pass. `first`: the class
+    probabilities of that one pass, computed already (by a cheaper stage of a cascade), which is
+    not run again. A regressor's: its values (N, 1), in the target's units."""
     model = trained.model.eval()
     runtime = runtime_for(model, runtime)
     objective = of_trained(trained)
@@ -38,9 +39,10 @@ def predict_proba(
         rows = x[start : start + batch_size]
         # Copied before scaling, so the pixels a shift uncovers are black, as in training.
         copies = rows.test_time_copies(rows.to_device(runtime.device), mirror, shift)
+        known = [] if first is None else [torch.from_numpy(first[start : start + batch_size]).to(runtime.device)]
         with autocast(runtime):
-            scaled = (rows.scaled(copy, trained.mean, trained.std) for copy in copies)
-            outputs = (objective.activation(model(*inputs).float()) for inputs in scaled)
+            scaled = (rows.scaled(copy, trained.mean, trained.std) for copy in copies[len(known):])
+            outputs = known + [objective.activation(model(*inputs).float()) for inputs in scaled]
             proba = sum(outputs) / len(copies)
         out.append(proba.cpu())
     if not out:

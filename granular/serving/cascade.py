@@ -25,8 +25,11 @@ STUDENT_DIR = "student"  # ... and the student's, where a stage is the student
 @dataclass(frozen=True)
 class Stage:
     name: str  # as CascadeStage.name: fine-28-no-tta, fused, ...
-    answer: Callable[[Any], np.ndarray]  # raw inputs -> (N, fine classes) probabilities
+    # raw inputs -> (N, fine classes) probabilities; the last stage's (the fused model's) also
+    # takes `first`, the one passes of its views the cheaper stages ran (FusedClassifier.predict_proba)
+    answer: Callable[..., np.ndarray]
     threshold: float = NEVER  # it answers where its confidence reaches this; the last answers all
+    one_pass_of: str | None = None  # the fused model's view whose one pass over the inputs it is
 
 
 def stage_answers(spec: CascadeStage, fused: FusedClassifier, student: FusedClassifier | None) -> Callable[[Any], np.ndarray]:
@@ -66,10 +69,18 @@ class Cascade:
         pending = np.arange(count)
         stage = np.full(count, last, dtype=np.int64)
         answered: list[tuple[np.ndarray, np.ndarray]] = []
+        one_passes: dict[str, np.ndarray] = {}  # view -> its one pass over every input it ran on
         for number, step in enumerate(self.stages):
             if (number < last and step.threshold == NEVER) or (answered and not len(pending)):
                 continue
-            proba = step.answer(inputs if len(pending) == count else _rows(inputs, pending))
+            some = inputs if len(pending) == count else _rows(inputs, pending)
+            if number < last:
+                proba = step.answer(some)
+            else:  # the fused model, which does not run again the passes it shares with earlier stages
+                proba = step.answer(some, first={view: passes[pending] for view, passes in one_passes.items()})
+            if step.one_pass_of is not None:
+                one_passes[step.one_pass_of] = np.empty((count, proba.shape[1]), dtype=proba.dtype)
+                one_passes[step.one_pass_of][pending] = proba
             sure = confidence(proba) >= step.threshold if number < last else np.ones(len(pending), dtype=bool)
             answered.append((pending[sure], proba[sure]))
             stage[pending[sure]] = number
@@ -93,10 +104,16 @@ class Cascade:
 def build_cascade(specs: list[CascadeStage], thresholds: list[float], fused: FusedClassifier, student: FusedClassifier | None) -> Cascade:
     """Stages of `specs` with the thresholds of all but the last."""
     stages = [
-        Stage(spec.name, stage_answers(spec, fused, student), threshold)
+        Stage(spec.name, stage_answers(spec, fused, student), threshold, _one_pass_of(spec, fused))
         for spec, threshold in zip(specs, [*thresholds, NEVER])
     ]
     return Cascade(stages, fused)
+
+
+def _one_pass_of(spec: CascadeStage, fused: FusedClassifier) -> str | None:
+    """The fused model's view whose one pass over the inputs `spec` runs, if it is one."""
+    one_pass = spec.model in fused.views and not spec.tta and spec.resolution is None
+    return spec.model if one_pass else None
 
 
 def load_cascade(folder: Path) -> Cascade:

@@ -70,11 +70,16 @@ class FusedClassifier:
             runtime=parts.runtime, threshold=parts.record.get("threshold"),
         )
 
-    def predict_proba(self, inputs, shifted: bool = True) -> np.ndarray:
+    def predict_proba(self, inputs, shifted: bool = True, first: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """(N, H, W) images with pixels in 0..255, or a DataFrame of a table's rows ->
         (N, fine classes) fused probabilities. Not `shifted`: the views skip their shifted
-        test-time copies (a third of the cost, for a pass over many images such as distillation's)."""
-        probas = {name: view.predict(inputs, self.runtime, shifted) for name, view in self.views.items()}
+        test-time copies (a third of the cost, for a pass over many images such as distillation's).
+        `first`: view -> its class probabilities of one pass over these inputs, computed already
+        (by a cheaper stage of a cascade), which the view does not run again."""
+        first = first or {}
+        probas = {
+            name: view.predict(inputs, self.runtime, shifted, first=first.get(name)) for name, view in self.views.items()
+        }
         return self.fuser.predict_proba(probas)
 
     def predict(self, inputs, backoff_threshold: float | None = None) -> dict[str, np.ndarray]:
