@@ -88,8 +88,10 @@ def using_tracking_uri(uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(before)  # None also unsets MLFLOW_TRACKING_URI
-        if environment is not None:
+        mlflow.set_tracking_uri(before)  # which sets MLFLOW_TRACKING_URI to it too (None: unsets it)
+        if environment is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
             os.environ["MLFLOW_TRACKING_URI"] = environment
 
 

@@ -92,3 +92,14 @@ def test_the_tracking_uri_is_the_runs_for_the_block_and_as_it_was_after(environm
     assert mlflow.get_tracking_uri() == before
     assert os.environ.get("MLFLOW_TRACKING_URI") == environment  # MLflow would have unset it
 
+
+def test_a_global_uri_set_before_comes_back_without_leaking_into_the_environment(monkeypatch):
+    from mlflow.tracking._tracking_service import utils
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(utils, "_tracking_uri", "sqlite:///set-before.db")  # as granular predict leaves it
+    with using_tracking_uri("sqlite:///the-run.db"):
+        pass
+    assert mlflow.get_tracking_uri() == "sqlite:///set-before.db"
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # mlflow.set_tracking_uri would have set it
+

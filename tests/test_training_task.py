@@ -144,10 +144,10 @@ def test_the_run_progress_says_the_step_the_views_trained_and_what_is_next(monke
     run.step("fuse")
     run.finished()
     assert shown == [
-        (0.0, "step 1 of 6: prepare data; next: train views"),
-        (10.0, "step 2 of 6: train views (0 of 4 view(s) trained); next: fuse"),
-        (26.25, "step 2 of 6: train views (1 of 4 view(s) trained); next: fuse"),
-        (42.5, "step 2 of 6: train views (2 of 4 view(s) trained); next: fuse"),
-        (75.0, "step 3 of 6: fuse; next: distill"),
+        (0.0, "step 1 of 7: prepare data; next: train views"),
+        (10.0, "step 2 of 7: train views (0 of 4 view(s) trained); next: fuse"),
+        (26.25, "step 2 of 7: train views (1 of 4 view(s) trained); next: fuse"),
+        (42.5, "step 2 of 7: train views (2 of 4 view(s) trained); next: fuse"),
+        (75.0, "step 3 of 7: fuse; next: distill"),
         (100.0, "run finished: views trained (2 of 4 done), fused, evaluated and registered"),
     ]
