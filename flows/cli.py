@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     print(f"\nmetrics:     {Path(args.root) / 'data/evaluation/metrics.json'}")
     print(project_summary_line(Path(args.root)))
     print(f"MLflow run:  {result['mlflow_run_id']} in {redact_uri(result['tracking_uri'])}")
-    print(f"fused model: {result['model_uri']}")
+    print(f"served:      {result['model_uri']}")
     from tasks.registry import summary_line
 
     print(summary_line(result["registry"]))
