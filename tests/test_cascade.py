@@ -62,12 +62,12 @@ def test_the_fitted_threshold_is_the_cheapest_that_keeps_the_accuracy():
     cheap = _one_hot_ish(np.where(sure >= 0.7, 0, 1), sure)
     last = _one_hot_ish(y, np.full(10, 0.9))
     seconds = np.array([1.0, 10.0])
-    fit = cascade.fit_thresholds([cheap, last], y, seconds, reference_accuracy=1.0, max_drop=0.0)
+    fit = cascade.fit_thresholds([cheap, last], y, seconds, max_drop=0.0)
     first_right = sure[sure >= 0.7].min()
     assert fit.chosen.thresholds == (pytest.approx(first_right),) and fit.chosen.accuracy == 1.0
     assert fit.chosen.seconds == pytest.approx(1.0 + 10.0 * (sure < 0.7).mean())
     # Allowed one mistake in ten, it answers one more example itself.
-    loose = cascade.fit_thresholds([cheap, last], y, seconds, reference_accuracy=1.0, max_drop=0.1)
+    loose = cascade.fit_thresholds([cheap, last], y, seconds, max_drop=0.1)
     assert loose.chosen.accuracy == pytest.approx(0.9) and loose.chosen.thresholds[0] < first_right
     costs = [point.seconds for point in fit.frontier]
     assert costs == sorted(costs) and [p.accuracy for p in fit.frontier] == sorted(p.accuracy for p in fit.frontier)
@@ -79,7 +79,7 @@ def test_a_stage_that_does_not_pay_for_itself_is_skipped():
     cheap = _one_hot_ish(np.array([0, 0, 0, 0, 1, 1, 1, 1]), np.array([0.9, 0.9, 0.9, 0.9, 0.5, 0.5, 0.5, 0.5]))
     useless = _one_hot_ish(np.ones(8, dtype=np.int64), np.full(8, 0.95))
     last = _one_hot_ish(y, np.full(8, 0.8))
-    fit = cascade.fit_thresholds([cheap, useless, last], y, np.array([1.0, 5.0, 10.0]), 1.0, 0.0)
+    fit = cascade.fit_thresholds([cheap, useless, last], y, np.array([1.0, 5.0, 10.0]), 0.0)
     assert fit.chosen.thresholds == (0.9, NEVER)
     assert fit.chosen.seconds == pytest.approx(1.0 + 0.5 * 10.0) and fit.chosen.answered == (0.5, 0.0, 0.5)
 
@@ -93,9 +93,22 @@ def test_the_cross_fitted_figure_routes_each_fold_by_thresholds_fitted_without_i
     cheap = _one_hot_ish(np.array([0, 0, 0, 0, 1, 1, 0, 0]), sure)
     last = _one_hot_ish(y, np.full(8, 0.8))
     seconds = np.array([1.0, 10.0])
-    held_out = cascade.cross_fitted([cheap, last], y, folds, seconds, 1.0, 0.0)
+    held_out = cascade.cross_fitted([cheap, last], y, folds, seconds, 0.0)
     assert held_out.accuracy == pytest.approx(6 / 8)  # fold 1's 0.6 and 0.7 pass under fold 0's threshold 0.6
-    assert cascade.fit_thresholds([cheap, last], y, seconds, 1.0, 0.0).chosen.accuracy == 1.0
+    assert cascade.fit_thresholds([cheap, last], y, seconds, 0.0).chosen.accuracy == 1.0
+
+
+def test_each_cross_fit_keeps_the_full_models_accuracy_on_its_own_folds():
+    """The full model is right on every example of fold 0 and on half of fold 1's; so is the
+    cheap stage, always 0.9 sure. Fitted on fold 1 alone, the cheap stage keeps fold 1's
+    accuracy (0.5), not the whole split's (0.75): it answers fold 0 too."""
+    y = np.zeros(8, dtype=np.int64)
+    folds = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    right = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    cheap = _one_hot_ish(right, np.full(8, 0.9))
+    last = _one_hot_ish(right, np.full(8, 0.6))
+    held_out = cascade.cross_fitted([cheap, last], y, folds, np.array([1.0, 10.0]), 0.0)
+    assert held_out.answered == (1.0, 0.0) and held_out.accuracy == 0.75
 
 
 # --- configuration -----------------------------------------------------------------------------

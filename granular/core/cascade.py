@@ -93,22 +93,19 @@ class Fit:
     frontier: list[Point]  # the cheapest point of every accuracy reached: the accuracy-cost curve
 
 
-def fit_thresholds(
-    probas: list[np.ndarray], y: np.ndarray, seconds: np.ndarray, reference_accuracy: float, max_drop: float,
-) -> Fit:
-    """The cheapest thresholds whose accuracy on these examples is at most `max_drop` below
-    `reference_accuracy` (ties: the more accurate, then the higher thresholds). Every
-    combination of each stage's candidates is tried. `probas`: each stage's probabilities of
-    the examples, cheapest first; `seconds`: each stage's cost per example."""
+def fit_thresholds(probas: list[np.ndarray], y: np.ndarray, seconds: np.ndarray, max_drop: float) -> Fit:
+    """The cheapest thresholds whose accuracy on these examples is at most `max_drop` below the
+    last stage's alone, the full model's (ties: the more accurate, then the higher thresholds).
+    Every combination of each stage's candidates is tried; the last stage alone is one of them.
+    `probas`: each stage's probabilities of the examples, cheapest first; `seconds`: each
+    stage's cost per example."""
     confidences = [confidence(proba) for proba in probas[:-1]]
     correct = [proba.argmax(axis=1) == y for proba in probas]
     per_stage = max(2, int(COMBINATIONS ** (1 / max(len(confidences), 1))))
     grids = [candidate_thresholds(values, per_stage) for values in confidences]
     points = [score(confidences, correct, thresholds, seconds) for thresholds in itertools.product(*grids)]
-    least = reference_accuracy - max_drop - _TOLERANCE
+    least = float(correct[-1].mean()) - max_drop - _TOLERANCE
     allowed = [point for point in points if point.accuracy >= least]
-    if not allowed:  # the last stage alone falls short of the reference: it is the best there is
-        allowed = [point for point in points if all(t == NEVER for t in point.thresholds)]
     chosen = min(allowed, key=lambda p: (p.seconds, -p.accuracy, [-t for t in p.thresholds]))
     return Fit(chosen=chosen, frontier=_frontier(points))
 
@@ -122,19 +119,17 @@ def _frontier(points: list[Point]) -> list[Point]:
     return out
 
 
-def cross_fitted(
-    probas: list[np.ndarray], y: np.ndarray, folds: np.ndarray, seconds: np.ndarray, reference_accuracy: float,
-    max_drop: float,
-) -> Point:
+def cross_fitted(probas: list[np.ndarray], y: np.ndarray, folds: np.ndarray, seconds: np.ndarray, max_drop: float) -> Point:
     """What fitting does on examples it has not seen: each fold routed by the thresholds fitted
-    on the other folds; accuracy, cost and shares over every fold's examples together."""
+    on the other folds (within `max_drop` of the full model's accuracy there); accuracy, cost
+    and shares over every fold's examples together."""
     stage = np.empty(len(y), dtype=np.int64)
     seconds_in_all = 0.0
     for fold in np.unique(folds):
         rest, held = folds != fold, folds == fold
-        thresholds = fit_thresholds([p[rest] for p in probas], y[rest], seconds, reference_accuracy, max_drop).chosen.thresholds
+        thresholds = fit_thresholds([p[rest] for p in probas], y[rest], seconds, max_drop).chosen.thresholds
         stage[held] = answering_stage([confidence(p[held]) for p in probas[:-1]], thresholds)
         seconds_in_all += cost(stage[held], thresholds, seconds) * held.sum()
     right = np.choose(stage, [proba.argmax(axis=1) == y for proba in probas])
     shares = np.bincount(stage, minlength=len(probas)) / len(y)
-    return Point((), float(right.mean()), seconds_in_all / len(y), tuple(float(s) for s in shares))
+    return Point((), float(right.mean()), float(seconds_in_all / len(y)), tuple(float(s) for s in shares))

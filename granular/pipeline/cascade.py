@@ -49,9 +49,8 @@ def cascade_step(config: Config, paths: ProjectPaths) -> dict:
         for split in ("val", "test")
     }
     seconds = _seconds_per_example([stage.answer for stage in model.stages], raw["val"])
-    reference = float((probas["val"][-1].argmax(axis=1) == val["label"]).mean())
-    fit = cascade.fit_thresholds(probas["val"], val["label"], seconds, reference, settings.max_accuracy_drop)
-    held_out = cascade.cross_fitted(probas["val"], val["label"], val["fold"], seconds, reference, settings.max_accuracy_drop)
+    fit = cascade.fit_thresholds(probas["val"], val["label"], seconds, settings.max_accuracy_drop)
+    held_out = cascade.cross_fitted(probas["val"], val["label"], val["fold"], seconds, settings.max_accuracy_drop)
     thresholds = fit.chosen.thresholds
     test_stage = cascade.answering_stage([cascade.confidence(p) for p in probas["test"][:-1]], thresholds)
     test_point = cascade.score(
@@ -67,7 +66,7 @@ def cascade_step(config: Config, paths: ProjectPaths) -> dict:
             for spec, t, s in zip(settings.stages, [*thresholds, cascade.NEVER], seconds)
         ],
         "validation": {
-            "fused_accuracy": reference, "chosen": fit.chosen.to_json(), "cross_fitted": held_out.to_json(),
+            "fused_accuracy": float((probas["val"][-1].argmax(axis=1) == val["label"]).mean()), "chosen": fit.chosen.to_json(), "cross_fitted": held_out.to_json(),
             "frontier": [point.to_json() for point in fit.frontier],
         },
         "test": {"fused_accuracy": float((probas["test"][-1].argmax(axis=1) == y_test).mean()), **test_point.to_json()},
