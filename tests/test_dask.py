@@ -75,7 +75,7 @@ def test_views_train_on_the_workers_of_a_dask_cluster_and_a_failed_one_stops_no_
     assert {task["worker"] for task in trainings} == set(local_cluster.scheduler_info["workers"])
 
     assert result["failed_views"] == {FAILING_VIEW: "RuntimeError: out of memory (simulated on a worker)"}
-    assert set(result["metrics"]["test"]) == {"fine-28", "coarse-28", "fused"}
+    assert set(result["metrics"]["test"]) == {"fine-28", "coarse-28", "fused", "cascade", "fine-28-no-tta"}
     metrics = json.loads((project / "data/evaluation/metrics.json").read_text())
     for view in ("fine-28", "coarse-28"):  # the workers' models, scored here on the whole test subsample
         assert (project / "data/models" / view / "network-0.pt").is_file()
