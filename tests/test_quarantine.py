@@ -217,3 +217,42 @@ def test_a_taxonomy_class_the_data_lacks_fails_validation_naming_it(tmp_path):
     clean_step(config, paths)
     with pytest.raises(ValidationFailed, match=r"(?s)class_counts.*origin=train label=2 class=Ankle boot: count=0"):
         validate_step(config, paths)
+
+
+def test_a_folder_of_pictures_of_any_size_runs_with_its_broken_files_set_aside_by_name(tmp_path):
+    import numpy as np
+    import pandas as pd
+    import yaml
+    from PIL import Image
+
+    from granular.config import Config
+    from granular.pipeline.clean import clean_step
+    from granular.pipeline.import_raw import import_raw_step
+    from granular.pipeline.validate import validate_step
+    from granular.store.atomic import read_npz
+    from granular.store.paths import ProjectPaths
+
+    rng = np.random.default_rng(0)
+    source = tmp_path / "pictures"
+    for origin in ("train", "test"):
+        for name in ("a", "b"):
+            (source / origin / name).mkdir(parents=True)
+            for number in range(12):
+                height, width = rng.integers(10, 40, size=2)
+                Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8), mode="L").save(
+                    source / origin / name / f"{number}.{'png' if number % 2 else 'jpg'}")
+    (source / "train" / "b" / "broken.jpg").write_bytes(b"\xff\xd8\xff not the rest of a JPEG")
+    (tmp_path / "taxonomy.yaml").write_text(yaml.safe_dump({"levels": ["fine"], "classes": [{"fine": "a"}, {"fine": "b"}]}))
+    config = Config.model_validate({
+        "data": {"source": {"format": "folder", "path": str(source)}},
+        "validate": {"image_shape": [16, 16], "min_per_class": 10}, "taxonomy": "taxonomy.yaml",
+        "views": {"fine-16": {"level": "fine", "resolution": 16}},
+    })
+    paths = ProjectPaths(tmp_path)
+    import_raw_step(config, paths)
+    report = clean_step(config, paths)
+    assert (report["examined"], report["kept"]) == (49, 48)
+    assert read_npz(paths.clean)["images"].shape == (48, 16, 16)
+    listing = pd.read_csv(paths.quarantine_csv)
+    assert listing[["file", "reason"]].values.tolist() == [["train/b/broken.jpg", "cannot be read as an image (UnidentifiedImageError)"]]
+    assert validate_step(config, paths)["success"]  # 1 of 49 set aside: under validate.max_quarantined_share

@@ -6,8 +6,12 @@ import pytest
 from PIL import Image
 
 from granular.core.partition import TEST, TRAIN
+from granular.modalities.images.clean import clean
+from granular.modalities.images.fit import ImageFit
 from granular.modalities.images.idx import write_idx
 from granular.modalities.images.sources import SourceError, import_raw, load_raw
+
+FIT = ImageFit((3, 2), min_side=1)  # what the folder tests bring pictures to: 3 rows of 2 pixels
 
 IDX_NAMES = [
     "train-images-idx3-ubyte.gz",
@@ -83,7 +87,7 @@ def test_idx_source_missing_one_file_is_named(tmp_path):
 
 def test_load_raw_idx_stacks_train_then_test_with_ids(tmp_path):
     import_raw("idx", _write_idx_source(tmp_path / "src", n_train=3, n_test=2), tmp_path / "raw")
-    data = load_raw("idx", tmp_path / "raw", ["a", "b"])
+    data = load_raw("idx", tmp_path / "raw", ["a", "b"], FIT)
     assert len(data) == 5
     assert data.images.shape == (5, 4, 4)
     np.testing.assert_array_equal(data.origin, [TRAIN, TRAIN, TRAIN, TEST, TEST])
@@ -96,7 +100,7 @@ def test_npz_source_is_imported_and_loaded(tmp_path):
     x = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     source = _write_npz(tmp_path / "data.npz", x_train=x, y_train=[1, 0], x_test=x[:1], y_test=[2])
     import_raw("npz", source, tmp_path / "raw")
-    data = load_raw("npz", tmp_path / "raw", ["a", "b", "c"])
+    data = load_raw("npz", tmp_path / "raw", ["a", "b", "c"], FIT)
     np.testing.assert_array_equal(data.images, np.concatenate([x, x[:1]]))
     np.testing.assert_array_equal(data.labels, [1, 0, 2])
     np.testing.assert_array_equal(data.origin, [TRAIN, TRAIN, TEST])
@@ -107,7 +111,7 @@ def test_npz_missing_arrays_are_named(tmp_path):
     source = _write_npz(tmp_path / "data.npz", x_train=x, y_train=[1, 0], x_test=x)
     import_raw("npz", source, tmp_path / "raw")
     with pytest.raises(SourceError, match=r"missing arrays \['y_test'\]"):
-        load_raw("npz", tmp_path / "raw", ["a", "b"])
+        load_raw("npz", tmp_path / "raw", ["a", "b"], FIT)
 
 
 def test_npz_images_must_be_three_dimensional_with_one_label_each(tmp_path):
@@ -115,7 +119,7 @@ def test_npz_images_must_be_three_dimensional_with_one_label_each(tmp_path):
     source = _write_npz(tmp_path / "data.npz", x_train=x, y_train=[1, 0, 1], x_test=x, y_test=[0, 0])
     import_raw("npz", source, tmp_path / "raw")
     with pytest.raises(SourceError, match=r"x_train must be \(N, H, W\) .* found shapes \(2, 3, 3\) and \(3,\)"):
-        load_raw("npz", tmp_path / "raw", ["a", "b"])
+        load_raw("npz", tmp_path / "raw", ["a", "b"], FIT)
 
 
 def test_npz_source_that_is_not_a_file_is_refused(tmp_path):
@@ -126,7 +130,7 @@ def test_npz_source_that_is_not_a_file_is_refused(tmp_path):
 
 def test_folder_layout_reads_class_folders_as_labels(tmp_path):
     import_raw("folder", _write_folder_source(tmp_path / "src"), tmp_path / "raw")
-    data = load_raw("folder", tmp_path / "raw", ["Coat", "Bag"])  # label = position in the taxonomy
+    data = load_raw("folder", tmp_path / "raw", ["Coat", "Bag"], FIT)  # label = position in the taxonomy
     assert data.images.shape == (8, 3, 2)
     np.testing.assert_array_equal(data.origin, [TRAIN] * 4 + [TEST] * 4)
     # sorted folders: Bag (label 1) before Coat (label 0)
@@ -134,10 +138,17 @@ def test_folder_layout_reads_class_folders_as_labels(tmp_path):
     np.testing.assert_array_equal(data.images[:4, 0, 0], [0, 1, 10, 11])
 
 
+def test_a_class_whose_name_no_folder_can_hold_is_read_from_its_path_safe_folder(tmp_path):
+    _write_png(tmp_path / "src" / "train" / "T-shirt_top" / "0.png", 1)
+    _write_png(tmp_path / "src" / "test" / "Bag" / "0.png", 2)
+    data = load_raw("folder", tmp_path / "src", ["T-shirt/top", "Bag"], FIT)
+    assert data.labels.tolist() == [0, 1]
+
+
 def test_folder_with_unknown_class_name_is_refused(tmp_path):
     source = _write_folder_source(tmp_path / "src", classes=("Bag", "Hat"))
     with pytest.raises(SourceError, match=r"Hat: folder name is not a class of the taxonomy \(Bag, Coat\)"):
-        load_raw("folder", source, ["Bag", "Coat"])
+        load_raw("folder", source, ["Bag", "Coat"], FIT)
 
 
 def test_folder_without_test_split_is_refused(tmp_path):
@@ -146,18 +157,45 @@ def test_folder_without_test_split_is_refused(tmp_path):
         import_raw("folder", tmp_path / "src", tmp_path / "raw")
 
 
-def test_folder_images_of_different_sizes_are_refused(tmp_path):
+def test_pictures_of_any_size_are_brought_to_the_one_size_by_the_policy(tmp_path):
+    source = tmp_path / "src"
+    wide = np.zeros((4, 8), dtype=np.uint8)
+    wide[:, 2:6] = 200  # a bright middle between dark margins
+    for origin in ("train", "test"):
+        _write_png(source / origin / "Bag" / "0.png", 7)
+        (source / origin / "Bag").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(wide, mode="L").save(source / origin / "Bag" / "wide.png")
+    cropped = load_raw("folder", source, ["Bag"], ImageFit((4, 4), "crop", min_side=1))
+    padded = load_raw("folder", source, ["Bag"], ImageFit((4, 4), "pad", min_side=1))
+    assert cropped.images.shape == padded.images.shape == (4, 4, 4)
+    assert cropped.images[1].min() > 100  # the middle 4x4 of the wide picture: bright
+    np.testing.assert_array_equal(padded.images[1][[0, 3]], 0)  # 2x4 after scaling, black rows above and below
+    assert padded.images[1][1:3].max() > 100
+    assert cropped.problems.tolist() == [""] * 4
+    assert cropped.files.tolist() == ["train/Bag/0.png", "train/Bag/wide.png", "test/Bag/0.png", "test/Bag/wide.png"]
+
+
+def test_a_broken_or_tiny_picture_is_set_aside_with_its_file_and_reason(tmp_path):
     source = _write_folder_source(tmp_path / "src")
-    _write_png(source / "test" / "Bag" / "big.png", 0, size=(5, 5))
-    with pytest.raises(SourceError, match=r"src/test: 1 image\(s\) differ from the size of the others \(3x2\): "
-                                          r"Bag/big\.png \(5x5\)"):
-        load_raw("folder", source, ["Bag", "Coat"])
+    (source / "train" / "Bag" / "broken.png").write_bytes(b"not a picture at all")
+    noise = np.random.default_rng(0).integers(0, 256, (30, 20), dtype=np.uint8)
+    Image.fromarray(noise, mode="L").save(tmp_path / "whole.png")
+    (source / "test" / "Coat" / "truncated.png").write_bytes((tmp_path / "whole.png").read_bytes()[:300])
+    _write_png(source / "test" / "Bag" / "tiny.png", 9, size=(1, 2))
+    data = load_raw("folder", source, ["Bag", "Coat"], ImageFit((3, 2), min_side=2))
+    result = clean(data, num_classes=2)
+    assert result.report()["examined"] == 11 and result.report()["kept"] == 8
+    set_aside = dict(zip(result.rejected.files.tolist(), result.reasons.tolist()))
+    assert set_aside == {
+        "train/Bag/broken.png": "cannot be read as an image (UnidentifiedImageError)",
+        "test/Bag/tiny.png": "smaller than clean.min_side (2 pixels)",
+        "test/Coat/truncated.png": "cannot be read as an image (OSError)",
+    }
 
 
 def test_official_splits_of_different_sizes_are_refused_naming_both(tmp_path):
-    """Every test image 5x5, every training image 3x2: no file is odd within its split."""
-    source = _write_folder_source(tmp_path / "src")
-    for file in (source / "test").rglob("*.png"):
-        _write_png(file, 0, size=(5, 5))
-    with pytest.raises(SourceError, match=r"src: the official splits' images differ in size: train 3x2, test 5x5"):
-        load_raw("folder", source, ["Bag", "Coat"])
+    source = _write_npz(tmp_path / "src.npz", x_train=np.zeros((2, 3, 2)), y_train=[0, 1], x_test=np.zeros((2, 5, 5)),
+                        y_test=[0, 1])
+    import_raw("npz", source, tmp_path / "raw")
+    with pytest.raises(SourceError, match=r"raw: the official splits' images differ in size: train 3x2, test 5x5"):
+        load_raw("npz", tmp_path / "raw", ["a", "b"], FIT)

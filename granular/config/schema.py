@@ -149,6 +149,11 @@ class DataConfig(_Section):
 
 class CleanConfig(_Section):
     max_pixel: int = Field(default=255, gt=0)
+    # A folder's pictures of another size than validate.image_shape: `crop` scales each to cover
+    # it and cuts the middle out, `pad` scales each to fit inside and fills the margins with black.
+    fit: Literal["crop", "pad"] = "crop"
+    # A picture whose shorter side has fewer pixels is set aside, with the file that held it.
+    min_side: int = Field(default=8, ge=1)
 
 
 # The least examples of a class by default: images, per official split; a table, in all (a class

@@ -46,7 +46,9 @@ def subsample(data: RawDataset, limit: int | None, seed: int) -> RawDataset:
 
 def take(data: RawDataset, rows: np.ndarray) -> RawDataset:
     return RawDataset(
-        images=data.images[rows], labels=data.labels[rows], origin=data.origin[rows], index=data.index[rows]
+        images=data.images[rows], labels=data.labels[rows], origin=data.origin[rows], index=data.index[rows],
+        files=None if data.files is None else data.files[rows],
+        problems=None if data.problems is None else data.problems[rows],
     )
 
 
@@ -66,11 +68,14 @@ def _conflicting_duplicates(images: np.ndarray, labels: np.ndarray) -> np.ndarra
 
 
 def clean(data: RawDataset, num_classes: int, max_pixel: int = 255) -> CleanResult:
-    """Reject non-finite or out-of-range pixels and unknown labels; rescale [0, max_pixel] to
-    0..255 and round to uint8; then reject identical images that carry conflicting labels."""
+    """Reject the files that are not pictures to train on (their problem), non-finite or
+    out-of-range pixels and unknown labels; rescale [0, max_pixel] to 0..255 and round to uint8;
+    then reject identical images that carry conflicting labels."""
     n = len(data)
     flat = data.images.reshape(n, int(np.prod(data.images.shape[1:]))).astype(np.float64, copy=False)
     reasons = np.full(n, "", dtype=object)
+    if data.problems is not None:
+        reasons[:] = data.problems
 
     def reject(mask: np.ndarray, reason: str) -> None:
         reasons[mask & (reasons == "")] = reason

@@ -21,6 +21,7 @@ from granular.modalities.base import Baseline, Examples, TrainingData
 from granular.modalities.experts import ExpertPlan, single_network
 from granular.modalities.images import segments, sources
 from granular.modalities.images.clean import clean, subsample
+from granular.modalities.images.fit import image_fit
 from granular.modalities.images.reader import MODALITY, ImageInput, ImageReader
 from granular.modalities.images.validate import validate
 from granular.modalities.images.views import build_view
@@ -46,19 +47,20 @@ class Images:
 
     def clean(self, config: Config, paths: ProjectPaths) -> dict:
         taxonomy = _taxonomy(config, paths)
-        raw = sources.load_raw(config.data.source.format, paths.raw, list(taxonomy.fine_names))
+        raw = sources.load_raw(config.data.source.format, paths.raw, list(taxonomy.fine_names), image_fit(config))
         raw = subsample(raw, config.data.limit, config.data.limit_seed)
         result = clean(raw, num_classes=len(taxonomy.fine_names), max_pixel=config.clean.max_pixel)
         with atomic_dir(paths.quarantine) as staging:
             rejected = result.rejected
+            files = {} if rejected.files is None else {"file": rejected.files}  # a folder's: the file of each
             write_npz(
                 staging / "rejected.npz",
                 images=rejected.images, labels=rejected.labels, origin=rejected.origin,
-                index=rejected.index, reason=result.reasons,
+                index=rejected.index, reason=result.reasons, **files,
             )
             listing = pd.DataFrame({  # csv quoting: a reason may hold a comma ("outside [0, 255]")
                 "origin": np.asarray(ORIGINS)[rejected.origin] if len(rejected) else np.array([], dtype=str),
-                "index": rejected.index, "label": rejected.labels, "reason": result.reasons,
+                "index": rejected.index, "label": rejected.labels, **files, "reason": result.reasons,
             })
             listing.to_csv(staging / paths.quarantine_csv.name, index=False)
         kept = result.kept

@@ -3,18 +3,21 @@
 Three layouts are understood:
 - idx: a folder with train-/t10k- images and labels in IDX files, gzipped or not (MNIST style);
 - npz: one .npz file holding x_train, y_train, x_test, y_test;
-- folder: <path>/train/<class name>/*.png and <path>/test/<class name>/*.png.
+- folder: <path>/train/<class name>/*.png and <path>/test/<class name>/*.png (JPEG, BMP and GIF
+  too), pictures of any size brought to one (granular/modalities/images/fit.py); a file that is
+  not a picture to train on is kept as an example with its problem, which cleaning sets aside.
 """
 from __future__ import annotations
 
 import shutil
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from granular.config import path_safe
 from granular.core.partition import ORIGINS
+from granular.modalities.images.fit import ImageFit, decode
 from granular.modalities.images.idx import read_images_and_labels
 from granular.store.atomic import atomic_dir
 
@@ -32,6 +35,10 @@ class RawDataset:
     labels: np.ndarray  # (N,) int64
     origin: np.ndarray  # (N,) int8: core.partition.TRAIN or TEST
     index: np.ndarray  # (N,) int64: position within its official split, a stable example id
+    # A folder's: each example's file, under the raw folder (train/Bag/0.png), and why it is not
+    # an image to train on ("" when it is); None for the array layouts.
+    files: np.ndarray | None = None
+    problems: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -96,6 +103,7 @@ def _stack(parts: list[tuple[np.ndarray, np.ndarray]], where: Path) -> RawDatase
     return RawDataset(images=images, labels=labels, origin=origin, index=index)
 
 
+
 def _load_npz(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     with np.load(path, allow_pickle=False) as archive:
         missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
@@ -111,28 +119,14 @@ def _load_npz(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return parts
 
 
-def _check_one_size(images: list[np.ndarray], files: list[Path], where: Path) -> None:
-    """Every image of a split the size most of them have; else the odd ones are named."""
-    sizes = Counter(image.shape for image in images)
-    if len(sizes) < 2:
-        return
-    usual = sizes.most_common(1)[0][0]
-    odd = [f"{file.relative_to(where)} ({'x'.join(map(str, image.shape))})"
-           for file, image in zip(files, images) if image.shape != usual]
-    raise SourceError(
-        f"{where}: {len(odd)} image(s) differ from the size of the others ({'x'.join(map(str, usual))}): "
-        + ", ".join(odd[:5]) + (" ..." if len(odd) > 5 else "")
-    )
-
-
-def _load_folder(path: Path, class_names: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-    from PIL import Image  # only this layout needs Pillow
-
-    label_of = {name: i for i, name in enumerate(class_names)}
-    parts = []
-    for origin in ORIGINS:
-        images, labels = [], []
-        files = []
+def _load_folder(path: Path, class_names: list[str], fit: ImageFit) -> RawDataset:
+    """Every picture of each split's class folders, brought to `fit`; a file that is not a
+    picture to train on stays an example, with its problem."""
+    # A folder is named after its class, or as a path can hold the name (T-shirt/top: T-shirt_top).
+    label_of = {path_safe(name): i for i, name in enumerate(class_names)} | {name: i for i, name in enumerate(class_names)}
+    images, labels, origins, index, files, problems = [], [], [], [], [], []
+    for number, origin in enumerate(ORIGINS):
+        count = 0
         for class_dir in sorted(p for p in (path / origin).iterdir() if p.is_dir()):
             if class_dir.name not in label_of:
                 raise SourceError(
@@ -140,18 +134,25 @@ def _load_folder(path: Path, class_names: list[str]) -> list[tuple[np.ndarray, n
                 )
             for file in sorted(class_dir.iterdir()):
                 if file.suffix.lower() in _IMAGE_SUFFIXES:
-                    images.append(np.asarray(Image.open(file).convert("L")))
+                    decoded = decode(file, fit)
+                    images.append(decoded.image)
+                    problems.append(decoded.problem)
                     labels.append(label_of[class_dir.name])
-                    files.append(file)
-        _check_one_size(images, files, path / origin)
-        if not images:
+                    files.append(file.relative_to(path).as_posix())
+                    origins.append(number)
+                    index.append(count)
+                    count += 1
+        if not count:
             raise SourceError(f"{path / origin}: no images found")
-        parts.append((np.stack(images), np.asarray(labels)))
-    return parts
+    return RawDataset(
+        images=np.stack(images), labels=np.asarray(labels, dtype=np.int64), origin=np.asarray(origins, dtype=np.int8),
+        index=np.asarray(index, dtype=np.int64), files=np.asarray(files), problems=np.asarray(problems),
+    )
 
 
-def load_raw(fmt: str, raw_dir: Path, class_names: list[str]) -> RawDataset:
-    """Read what import_raw copied into raw_dir."""
+def load_raw(fmt: str, raw_dir: Path, class_names: list[str], fit: ImageFit) -> RawDataset:
+    """Read what import_raw copied into raw_dir; a folder's pictures brought to `fit` (the array
+    layouts hold images of one size already)."""
     raw_dir = Path(raw_dir)
     if fmt == "idx":
         parts = [
@@ -167,5 +168,5 @@ def load_raw(fmt: str, raw_dir: Path, class_names: list[str]) -> RawDataset:
             raise SourceError(f"{raw_dir}: expected exactly one .npz file, found {len(files)}")
         parts = _load_npz(files[0])
     else:
-        parts = _load_folder(raw_dir, class_names)
+        return _load_folder(raw_dir, class_names, fit)
     return _stack(parts, raw_dir)

@@ -1,0 +1,69 @@
+"""Pictures of any size brought to the one size a run trains on (validate.image_shape), as the
+clean section says: `crop` scales the picture so that it covers the size and cuts the middle
+out; `pad` scales it so that it fits inside and fills the margins with black. A file that cannot
+be decoded, or a picture whose shorter side is under clean.min_side pixels, is not an image to
+train on: its reason says why, and cleaning sets it aside."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from granular.config import Config
+
+Policy = Literal["crop", "pad"]
+
+
+@dataclass(frozen=True)
+class ImageFit:
+    shape: tuple[int, int]  # (height, width) every picture is brought to
+    policy: Policy = "crop"
+    min_side: int = 8  # pixels: a smaller picture is set aside
+
+
+def image_fit(config: Config) -> ImageFit:
+    """What a run brings pictures to: validate.image_shape, by clean.fit, above clean.min_side."""
+    return ImageFit(tuple(config.validate_.image_shape), config.clean.fit, config.clean.min_side)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    image: np.ndarray  # (height, width) uint8 at the fitted size; zeros where `problem` is set
+    problem: str  # why the file is not an image to train on; "" when it is
+
+
+def decode(file: Path, fit: ImageFit) -> Decoded:
+    """The file's picture as grey pixels at `fit.shape`, or the reason it cannot be."""
+    from PIL import Image, UnidentifiedImageError  # only pictures need Pillow
+
+    blank = np.zeros(fit.shape, dtype=np.uint8)
+    try:
+        with Image.open(file) as picture:
+            picture.load()  # a truncated file fails here, not at open
+            grey = picture.convert("L")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:  # a reason a kind, to count
+        return Decoded(blank, f"cannot be read as an image ({type(error).__name__})")
+    if min(grey.size) < fit.min_side:
+        return Decoded(blank, f"smaller than clean.min_side ({fit.min_side} pixels)")
+    return Decoded(np.asarray(_fitted(grey, fit)), "")
+
+
+def _fitted(picture, fit: ImageFit):
+    """`picture` (a Pillow image) at `fit.shape`, by `fit.policy`."""
+    from PIL import Image
+
+    height, width = fit.shape
+    if picture.size == (width, height):
+        return picture
+    cover = fit.policy == "crop"
+    scale = (max if cover else min)(width / picture.size[0], height / picture.size[1])
+    scaled = (max(1, round(picture.size[0] * scale)), max(1, round(picture.size[1] * scale)))
+    resized = picture.resize(scaled, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    left, top = (scaled[0] - width) // 2, (scaled[1] - height) // 2
+    if cover:
+        return resized.crop((left, top, left + width, top + height))
+    canvas = Image.new("L", (width, height), 0)
+    canvas.paste(resized, (-left, -top))
+    return canvas
