@@ -200,12 +200,17 @@ def test_official_splits_of_different_sizes_are_refused_naming_both(tmp_path):
     with pytest.raises(SourceError, match=r"raw: the official splits' images differ in size: train 3x2, test 5x5"):
         load_raw("npz", tmp_path / "raw", ["a", "b"], FIT)
 
-def test_the_photos_demo_writes_fashion_mnist_as_a_messy_folder_the_pipeline_reads(tmp_path):
-    from granular.core.taxonomy import load_taxonomy
-    from granular.demo.photos import FASHION_MNIST, SIDES, export
+def test_the_messy_photos_script_writes_fashion_mnist_as_a_folder_the_pipeline_reads(tmp_path):
+    import importlib.util
 
-    taxonomy_file = Path(__file__).resolve().parents[1] / "data" / "taxonomy.yaml"
-    assert export(FASHION_MNIST, taxonomy_file, tmp_path / "photos", limit=300, seed=0) == {"train": 300, "test": 300}
+    from granular.core.taxonomy import load_taxonomy
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("messy_photos", repo / "scripts" / "messy_photos.py")
+    photos = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(photos)
+    taxonomy_file = repo / "data" / "taxonomy.yaml"
+    assert photos.export(photos.FASHION_MNIST, taxonomy_file, tmp_path / "photos", limit=300, seed=0) == {"train": 300, "test": 300}
     files = sorted(p for p in (tmp_path / "photos").rglob("*") if p.is_file())
     assert len(files) == 600 and {p.suffix for p in files} == {".jpg", ".png"}
     assert (tmp_path / "photos" / "train" / "T-shirt_top").is_dir()
@@ -219,6 +224,6 @@ def test_the_photos_demo_writes_fashion_mnist_as_a_messy_folder_the_pipeline_rea
         except (OSError, SyntaxError):
             broken.append(file.relative_to(tmp_path / "photos").as_posix())
     assert 1 <= len(broken) <= 15 and modes == {"RGB"}
-    assert SIDES[0] <= min(sizes) and max(sizes) <= SIDES[1] and len(sizes) > 20
+    assert photos.SIDES[0] <= min(sizes) and max(sizes) <= photos.SIDES[1] and len(sizes) > 20
     data = load_raw("folder", tmp_path / "photos", list(load_taxonomy(taxonomy_file).fine_names), ImageFit((28, 28)))
     assert sorted(data.files[data.problems != ""].tolist()) == sorted(broken)  # exactly the broken ones

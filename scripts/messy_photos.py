@@ -4,8 +4,8 @@ broken (cut short, or bytes that are no picture), in the folder layout the pipel
 <out>/train/<class>/NNNNN.jpg and <out>/test/<class>/NNNNN.png, each class's folder named as a
 path can hold its name (T-shirt/top: T-shirt_top). The same seed writes the same files.
 
-    python -m granular.demo.photos --out data/photos
-    python -m granular.demo.photos --out data/photos --limit 2000 --seed 1   # 2,000 a split
+    .venv/bin/python scripts/messy_photos.py --out data/photos
+    .venv/bin/python scripts/messy_photos.py --out data/photos --limit 2000 --seed 1   # 2,000 a split
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def export(source: Path, taxonomy_file: Path, out: Path, limit: int | None, seed
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m granular.demo.photos", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="scripts/messy_photos.py", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="the folder to write (replaced as a whole)")
     parser.add_argument("--source", type=Path, default=FASHION_MNIST, help="Fashion-MNIST's IDX files")
     parser.add_argument("--taxonomy", type=Path, default=Path("data/taxonomy.yaml"))
