@@ -453,19 +453,21 @@ def test_predict_reads_gzipped_idx_and_pictures(bundle, test_images, tmp_path):
     assert pd.read_csv(tmp_path / "png.csv")["label"].tolist() == labels[:3]
 
 
-def test_predict_refuses_a_picture_of_the_wrong_size_naming_it(bundle, tmp_path, capsys):
+def test_predict_brings_a_picture_of_another_size_to_the_models_and_refuses_a_tiny_one(bundle, tmp_path, capsys):
     from PIL import Image
 
-    params = _params(tmp_path, "{}\n")
+    params = _params(tmp_path, "clean: {min_side: 10}\n")
     pictures = tmp_path / "pictures"
     pictures.mkdir()
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(pictures / "fine.png")
-    Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(pictures / "too-big.png")
+    Image.fromarray(np.zeros((32, 48), dtype=np.uint8)).save(pictures / "bigger.jpg")
     output = tmp_path / "predictions.csv"
-    assert _predict_cli(params, str(bundle), pictures, output) == 2
-    error = capsys.readouterr().err
-    assert str(pictures / "too-big.png") in error and "(32, 32)" in error and "28x28" in error
-    assert not output.exists()
+    assert _predict_cli(params, str(bundle), pictures, output) == 0
+    assert len(pd.read_csv(output)) == 2
+    Image.fromarray(np.zeros((6, 30), dtype=np.uint8)).save(pictures / "sliver.png")
+    assert _predict_cli(params, str(bundle), pictures, tmp_path / "again.csv") == 2
+    assert f"{pictures / 'sliver.png'}: smaller than clean.min_side (10 pixels)" in capsys.readouterr().err
+    assert not (tmp_path / "again.csv").exists()
 
 
 def test_predict_refuses_pixels_outside_0_to_255(bundle, tmp_path, capsys):

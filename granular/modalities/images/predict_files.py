@@ -1,7 +1,9 @@
 """Predicting images read from files (`granular predict`): `.npy` arrays, IDX files (gzipped
 or not), PNG/JPEG images, or a folder of any of these. Each file gives a block of (N, H, W)
-uint8 images of the size the model takes; a wrong size or a pixel outside 0..255 is refused
-naming the file. The predictions come back as one table, a row per image."""
+uint8 images of the size the model takes: a picture of another size is brought to it as the
+project's pictures are (clean.fit); an array of another size, a picture that cannot be read or is
+too small, or a pixel outside 0..255 is refused naming the file. The predictions come back as
+one table, a row per image."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from granular.modalities.images.fit import ImageFit, decode
 from granular.modalities.images.idx import IdxError, read_idx
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -47,14 +50,11 @@ def input_files(path: Path) -> list[Path]:
     return files
 
 
-def _read_picture(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError  # only pictures need Pillow
-
-    try:
-        with Image.open(path) as picture:
-            return np.asarray(picture.convert("L"))[None]  # (1, H, W) grey
-    except (UnidentifiedImageError, OSError) as error:
-        raise InputFileError(f"{path}: cannot be read as an image: {error}") from None
+def _read_picture(path: Path, fit: ImageFit) -> np.ndarray:
+    decoded = decode(path, fit)
+    if decoded.problem:
+        raise InputFileError(f"{path}: {decoded.problem}")
+    return decoded.image[None]  # (1, H, W) grey
 
 
 def _read_array(path: Path) -> np.ndarray:
@@ -84,11 +84,11 @@ def _as_images(path: Path, array: np.ndarray, image_shape: tuple[int, int]) -> n
     return np.rint(array).astype(np.uint8)
 
 
-def read_image_file(path: Path, image_shape: tuple[int, int]) -> ImageBlock:
-    """One file's images, checked against the model's image shape."""
+def read_image_file(path: Path, fit: ImageFit) -> ImageBlock:
+    """One file's images at the model's image shape (`fit.shape`)."""
     path = Path(path)
     if path.suffix.lower() in PICTURE_SUFFIXES:
-        array = _read_picture(path)
+        array = _read_picture(path, fit)
     elif path.suffix.lower() == ARRAY_SUFFIX:
         array = _read_array(path)
     else:
@@ -96,12 +96,12 @@ def read_image_file(path: Path, image_shape: tuple[int, int]) -> ImageBlock:
             array = read_idx(path)
         except IdxError as error:  # its message names the file and the fault
             raise InputFileError(str(error)) from None
-    return ImageBlock(source=path, images=_as_images(path, array, image_shape))
+    return ImageBlock(source=path, images=_as_images(path, array, fit.shape))
 
 
-def read_images(path: Path, image_shape: tuple[int, int]) -> list[ImageBlock]:
-    """Every image under `path` (a file or a folder), file by file."""
-    return [read_image_file(file, image_shape) for file in input_files(path)]
+def read_images(path: Path, fit: ImageFit) -> list[ImageBlock]:
+    """Every image under `path` (a file or a folder), file by file, at `fit.shape`."""
+    return [read_image_file(file, fit) for file in input_files(path)]
 
 
 def predict_blocks(
