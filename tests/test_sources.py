@@ -167,7 +167,9 @@ def test_pictures_of_any_size_are_brought_to_the_one_size_by_the_policy(tmp_path
         Image.fromarray(wide, mode="L").save(source / origin / "Bag" / "wide.png")
     cropped = load_raw("folder", source, ["Bag"], ImageFit((4, 4), "crop", min_side=1))
     padded = load_raw("folder", source, ["Bag"], ImageFit((4, 4), "pad", min_side=1))
-    assert cropped.images.shape == padded.images.shape == (4, 4, 4)
+    stretched = load_raw("folder", source, ["Bag"], ImageFit((4, 4), "stretch", min_side=1))
+    assert cropped.images.shape == padded.images.shape == stretched.images.shape == (4, 4, 4)
+    assert stretched.images[1][:, [0, 3]].max() < 100 < stretched.images[1][:, 1:3].min()  # margins kept, narrowed
     assert cropped.images[1].min() > 100  # the middle 4x4 of the wide picture: bright
     np.testing.assert_array_equal(padded.images[1][[0, 3]], 0)  # 2x4 after scaling, black rows above and below
     assert padded.images[1][1:3].max() > 100

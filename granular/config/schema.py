@@ -150,8 +150,9 @@ class DataConfig(_Section):
 class CleanConfig(_Section):
     max_pixel: int = Field(default=255, gt=0)
     # A folder's pictures of another size than validate.image_shape: `crop` scales each to cover
-    # it and cuts the middle out, `pad` scales each to fit inside and fills the margins with black.
-    fit: Literal["crop", "pad"] = "crop"
+    # it and cuts the middle out, `pad` scales each to fit inside and fills the margins with black,
+    # `stretch` scales each side to it (the aspect ratio changes).
+    fit: Literal["crop", "pad", "stretch"] = "crop"
     # A picture whose shorter side has fewer pixels is set aside, with the file that held it.
     min_side: int = Field(default=8, ge=1)
 

@@ -1,6 +1,7 @@
 """Pictures of any size brought to the one size a run trains on (validate.image_shape), as the
 clean section says: `crop` scales the picture so that it covers the size and cuts the middle
-out; `pad` scales it so that it fits inside and fills the margins with black. A file that cannot
+out; `pad` scales it so that it fits inside and fills the margins with black; `stretch` scales
+each side to the size, the aspect ratio changing with it. A file that cannot
 be decoded, or a picture whose shorter side is under clean.min_side pixels, is not an image to
 train on: its reason says why, and cleaning sets it aside."""
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from granular.config import Config
 
-Policy = Literal["crop", "pad"]
+Policy = Literal["crop", "pad", "stretch"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ def _fitted(picture, fit: ImageFit):
     height, width = fit.shape
     if picture.size == (width, height):
         return picture
+    if fit.policy == "stretch":
+        return picture.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
     cover = fit.policy == "crop"
     scale = (max if cover else min)(width / picture.size[0], height / picture.size[1])
     scaled = (max(1, round(picture.size[0] * scale)), max(1, round(picture.size[1] * scale)))
