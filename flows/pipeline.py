@@ -65,7 +65,8 @@ def granular_pipeline(root: str = ".", params: str | None = None, overrides: lis
                 cascade = fit_cascade(config, paths)  # without stages, leaves data/cascade saying so
                 progress.step("evaluate")
                 metrics = evaluate_models(config, paths)
-            log_cache_hits(parent, cache_hits([*prepared.values(), *trained, fusion, student, cascade, metrics], since=started))
+            steps = [*prepared.values(), *trained, fusion, student, cascade, metrics]
+            log_cache_hits(parent, cache_hits(steps, since=started))
             record_evaluation(paths, parent, metrics, {t["view"]: t["mlflow_run_id"] for t in trained})
             model_uri = log_served_model(config, paths, parent)
             # Outputs match dvc.yaml only when params.yaml was used as it stands and every view trained.

@@ -43,7 +43,8 @@ from granular.config.training import (
 from granular.config.views import VIEW_SECTIONS, ClusterSegments, ColumnSegments, ImageView, Learner, TableView, ViewConfig, path_safe
 
 __all__ = [
-    "CascadeConfig", "CascadeStage", "ClassWeight", "CleanConfig", "ClusterSegments", "ColumnSegments", "Config", "ConfigError", "CotrainPair",
+    "CascadeConfig", "CascadeStage", "ClassWeight", "CleanConfig", "ClusterSegments", "ColumnSegments", "Config",
+    "ConfigError", "CotrainPair",
     "DataConfig", "DistillConfig", "FusionConfig", "FusionStrategy", "GateMetric", "GatingConfig", "ImageView",
     "Learner", "MIN_PER_CLASS", "OrchestrationConfig", "Part", "PartConfig", "Precision", "PromotionConfig",
     "REGRESSION_METRICS", "SearchRange", "ServingConfig", "SourceConfig", "SplitConfig", "StackingConfig",

@@ -187,10 +187,14 @@ def cascade_stages_exist(config: Config) -> None:
             if not config.distill.enabled:
                 raise ValueError(f"{where}: the student is a stage, but distill.enabled is false")
         elif stage.model not in config.views:
-            raise ValueError(f"{where}: no model named {stage.model!r}; a stage is one of the views {list(config.views)}, "
-                             f"{STUDENT!r} or {FUSED!r}")
+            raise ValueError(
+                f"{where}: no model named {stage.model!r}; a stage is one of the views {list(config.views)}, "
+                f"{STUDENT!r} or {FUSED!r}"
+            )
         elif config.views[stage.model].classes is not None:
-            raise ValueError(f"{where}: view {stage.model} learns some of the classes (classes:); a stage answers every class")
+            raise ValueError(
+                f"{where}: view {stage.model} learns some of the classes (classes:); a stage answers every class"
+            )
         if stage.resolution is not None and config.data.modality != "images":
             raise ValueError(f"{where}.resolution: for images; this source is a table")
 

@@ -25,7 +25,7 @@ def confidence(proba: np.ndarray) -> np.ndarray:
 def answering_stage(confidences: list[np.ndarray], thresholds: tuple[float, ...]) -> np.ndarray:
     """(N,) the stage that answers each example: the first whose confidence clears its threshold,
     else the last. `confidences`: one (N,) array for each stage before the last."""
-    stage = np.full(len(confidences[0]) if confidences else 0, len(confidences), dtype=np.int64)
+    stage = np.full(len(confidences[0]), len(confidences), dtype=np.int64)
     for number in reversed(range(len(confidences))):  # the earliest stage that clears wins
         stage[confidences[number] >= thresholds[number]] = number
     return stage
@@ -68,7 +68,9 @@ class Point:
         }
 
 
-def score(confidences: list[np.ndarray], correct: list[np.ndarray], thresholds: tuple[float, ...], seconds: np.ndarray) -> Point:
+def score(
+    confidences: list[np.ndarray], correct: list[np.ndarray], thresholds: tuple[float, ...], seconds: np.ndarray,
+) -> Point:
     """What `thresholds` give: `correct`, one (N,) bool array per stage, says whether each
     stage's answer to each example is right."""
     stage = answering_stage(confidences, thresholds)

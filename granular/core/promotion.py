@@ -178,12 +178,20 @@ def _cascade_keeps_accuracy(cascade: dict, config: PromotionConfig) -> Check:
     drop, most = cascade["accuracy_drop"], config.max_cascade_accuracy_drop
     test = cascade["mcnemar"]
     p_value = p_value_text(test["p_value"])
-    counts = f"McNemar p = {p_value} ({test['b']} test examples only the cascade gets right, {test['c']} only the fused model)"
+    counts = (
+        f"McNemar p = {p_value} ({test['b']} test examples only the cascade gets right, {test['c']} only the fused model)"
+    )
     if drop - most > _TOLERANCE:
-        return Check(False, f"the cascade's test accuracy is {drop:.4f} below the fused model's, more than the maximum {most:g}; {counts}")
+        return Check(False, (
+            f"the cascade's test accuracy is {drop:.4f} below the fused model's, more than the maximum {most:g}; {counts}"
+        ))
     if config.significance == "mcnemar" and test["p_value"] < config.max_p_value and test["c"] > test["b"]:
-        return Check(False, f"the cascade is significantly less accurate than the fused model: {counts} < {config.max_p_value:g}")
-    return Check(True, f"the cascade keeps the fused model's accuracy: its test accuracy is {drop:.4f} below it (at most {most:g}); {counts}")
+        return Check(False, (
+            f"the cascade is significantly less accurate than the fused model: {counts} < {config.max_p_value:g}"
+        ))
+    return Check(True, (
+        f"the cascade keeps the fused model's accuracy: its test accuracy is {drop:.4f} below it (at most {most:g}); {counts}"
+    ))
 
 
 def _at_least(fused: dict, key: str, label: str, least: float) -> Check:

@@ -169,7 +169,9 @@ def _cascade_lines(metrics: dict) -> list[str]:
     latency = metrics.get("latency", {})
     speeds = [latency.get(name, {}).get("images_per_s") for name in ("cascade", "fused")]
     if all(speeds):
-        lines.append(f"cascade speed: {speeds[0] / speeds[1]:.1f}x the fused model's ({speeds[0]:,.0f} against {speeds[1]:,.0f} per second)")
+        lines.append(
+            f"cascade speed: {speeds[0] / speeds[1]:.1f}x the fused model's ({speeds[0]:,.0f} against {speeds[1]:,.0f} per second)"
+        )
     return lines
 
 

@@ -114,7 +114,8 @@ def predict_routed(
 ) -> np.ndarray:
     """The outputs of each example from the network it is routed to (with its shifted test-time
     copies unless not `shifted`, with none unless `augmented`; `first`: each example's class
-    probabilities of one pass, computed already, see predict_proba): class probabilities (float32), or a regressor's values (N, 1),
+    probabilities of one pass, computed already, see predict_proba): class probabilities
+    (float32), or a regressor's values (N, 1),
     which keep their precision (float64)."""
     from granular.nn.predict import predict_proba
 

@@ -66,7 +66,8 @@ def cascade_step(config: Config, paths: ProjectPaths) -> dict:
             for spec, t, s in zip(settings.stages, [*thresholds, cascade.NEVER], seconds)
         ],
         "validation": {
-            "fused_accuracy": float((probas["val"][-1].argmax(axis=1) == val["label"]).mean()), "chosen": fit.chosen.to_json(), "cross_fitted": held_out.to_json(),
+            "fused_accuracy": float((probas["val"][-1].argmax(axis=1) == val["label"]).mean()),
+            "chosen": fit.chosen.to_json(), "cross_fitted": held_out.to_json(),
             "frontier": [point.to_json() for point in fit.frontier],
         },
         "test": {"fused_accuracy": float((probas["test"][-1].argmax(axis=1) == y_test).mean()), **test_point.to_json()},

@@ -32,7 +32,9 @@ class Stage:
     one_pass_of: str | None = None  # the fused model's view whose one pass over the inputs it is
 
 
-def stage_answers(spec: CascadeStage, fused: FusedClassifier, student: FusedClassifier | None) -> Callable[[Any], np.ndarray]:
+def stage_answers(
+    spec: CascadeStage, fused: FusedClassifier, student: FusedClassifier | None,
+) -> Callable[[Any], np.ndarray]:
     """What a stage runs: the fused model whole; or one view of it (or the student's network),
     at the stage's resolution, with its test-time copies or without."""
     if spec.model == FUSED:
@@ -101,7 +103,9 @@ class Cascade:
         return {**answers, "stage": np.asarray([step.name for step in self.stages])[stage]}
 
 
-def build_cascade(specs: list[CascadeStage], thresholds: list[float], fused: FusedClassifier, student: FusedClassifier | None) -> Cascade:
+def build_cascade(
+    specs: list[CascadeStage], thresholds: list[float], fused: FusedClassifier, student: FusedClassifier | None,
+) -> Cascade:
     """Stages of `specs` with the thresholds of all but the last."""
     stages = [
         Stage(spec.name, stage_answers(spec, fused, student), threshold, _one_pass_of(spec, fused))

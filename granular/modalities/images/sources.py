@@ -103,7 +103,6 @@ def _stack(parts: list[tuple[np.ndarray, np.ndarray]], where: Path) -> RawDatase
     return RawDataset(images=images, labels=labels, origin=origin, index=index)
 
 
-
 def _load_npz(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     with np.load(path, allow_pickle=False) as archive:
         missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
