@@ -17,6 +17,7 @@ from granular.core.evaluate import (
     macro_f1,
     mcnemar,
     measure_latency,
+    measure_side_by_side,
     per_class_metrics,
     percentile_interval,
     resample_counts,
@@ -299,6 +300,23 @@ def test_latency_is_the_median_pass_after_a_warm_up():
     assert model.batch_sizes == [256] + [256, 256, 88] * 3  # warm-up, then three passes
     assert latency["ms_per_batch"] == pytest.approx(600 / 3)  # 0.6 s per pass of 3 batches, hiccup ignored
     assert latency["images_per_s"] == pytest.approx(1000)
+
+
+def test_models_are_timed_in_turns_and_each_gets_its_median_pass():
+    now, calls = [0.0], []
+
+    def model(name: str, seconds_per_image: float):
+        def predict(batch):
+            calls.append(name)
+            now[0] += seconds_per_image * len(batch) + (1.0 if len(calls) == 5 else 0.0)  # one hiccup
+        return predict
+
+    latency = measure_side_by_side({"slow": model("slow", 0.01), "fast": model("fast", 0.001)}, np.zeros((512, 2, 2)),
+                                   batch_size=256, rounds=3, clock=lambda: now[0])
+    # a warm-up batch each, then rounds of two batches each, the order rotating
+    assert calls == ["slow", "fast"] + ["slow"] * 2 + ["fast"] * 2 + ["fast"] * 2 + ["slow"] * 2 + ["slow"] * 2 + ["fast"] * 2
+    assert latency["slow"]["images_per_s"] == pytest.approx(100) and latency["fast"]["images_per_s"] == pytest.approx(1000)
+    assert latency["fast"]["ms_per_batch"] == pytest.approx(256)
 
 
 def test_latency_refuses_no_images():

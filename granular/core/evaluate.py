@@ -329,6 +329,40 @@ def measure_latency(
     return {"ms_per_batch": 1000 * seconds / len(batches), "images_per_s": len(images) / seconds}
 
 
+def measure_side_by_side(
+    predicts: dict[str, Callable[[np.ndarray], object]],
+    images: np.ndarray,
+    batch_size: int = 256,
+    rounds: int = 3,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, dict]:
+    """measure_latency of several models in turns: one warm-up batch each, then `rounds` rounds
+    in which each model passes over `images` once, the order rotating from round to round; each
+    model's median pass. The machine's other work falls on every model alike, so their ratios
+    hold where a figure measured apart would drift."""
+    if len(images) == 0 or batch_size < 1 or rounds < 1:
+        raise ValueError(
+            f"latency needs images, batch_size >= 1 and rounds >= 1, got {len(images)} images, "
+            f"batch_size={batch_size}, rounds={rounds}"
+        )
+    batches = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
+    for predict in predicts.values():
+        predict(batches[0])
+    names = list(predicts)
+    passes: dict[str, list[float]] = {name: [] for name in names}
+    for number in range(rounds):
+        for name in names[number % len(names):] + names[: number % len(names)]:
+            started = clock()
+            for batch in batches:
+                predicts[name](batch)
+            passes[name].append(clock() - started)
+    return {
+        name: {"ms_per_batch": 1000 * statistics.median(seconds) / len(batches),
+               "images_per_s": len(images) / statistics.median(seconds)}
+        for name, seconds in passes.items()
+    }
+
+
 def time_passes(
     predict: Callable[[np.ndarray], object],
     batches: list[np.ndarray],

@@ -106,13 +106,11 @@ def _feature_importance(config: Config, taxonomy: Taxonomy, served: dict, raw, t
 
 
 def _latency(config: Config, paths: ProjectPaths, served: dict) -> dict:
-    """Inference speed of each view's model and of the fused model (and the student), as they
-    serve, on the first test images at full size."""
+    """Inference speed of each model as it serves, on the first test images at full size, the
+    models timed in turns (evaluate.measure_side_by_side)."""
     images = modality_for(config).raw_inputs(config, paths, ("test",), LATENCY_IMAGES)["test"]
     latency = {"device": served["runtime"].name, "images": int(len(images)), "batch_size": LATENCY_BATCH}
-    for name, predict in served_predictors(config, served).items():
-        latency[name] = evaluate.measure_latency(predict, images, LATENCY_BATCH)
-    return latency
+    return latency | evaluate.measure_side_by_side(served_predictors(config, served), images, LATENCY_BATCH)
 
 
 def served_predictors(config: Config, served: dict) -> dict[str, Callable]:
