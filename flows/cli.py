@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -206,7 +207,7 @@ def _predict_rows(args: argparse.Namespace, config: Config) -> int:
 def _predict(args: argparse.Namespace, config: Config) -> int:
     from mlflow.exceptions import MlflowException
 
-    from granular.modalities.images.fit import ImageFit
+    from granular.modalities.images.fit import image_fit
     from granular.modalities.images.predict_files import predict_blocks, read_images
     from granular.store.atomic import write_csv
 
@@ -219,7 +220,7 @@ def _predict(args: argparse.Namespace, config: Config) -> int:
         print(f"granular: cannot load the model {args.model}: {error}", file=sys.stderr)
         return 2
     try:
-        blocks = read_images(Path(args.input), ImageFit(tuple(image_shape), config.clean.fit, config.clean.min_side))
+        blocks = read_images(Path(args.input), replace(image_fit(config), shape=tuple(image_shape)))  # the model's size
         table = predict_blocks(blocks, predict, args.batch_size)
     except (ValueError, OSError, MlflowException) as error:
         print(f"granular: cannot predict: {error}", file=sys.stderr)

@@ -16,13 +16,8 @@ from granular.config import CascadeConfig, Config, ConfigError, load_config
 from granular.core import cascade
 from granular.core.cascade import NEVER
 from granular.pipeline.cascade import cascade_step
-from granular.pipeline.clean import clean_step
 from granular.pipeline.evaluate import evaluate_step
 from granular.pipeline.fuse import fuse_step
-from granular.pipeline.import_raw import import_raw_step
-from granular.pipeline.split import split_step
-from granular.pipeline.train import train_step
-from granular.pipeline.view import view_step
 from granular.serving.cascade import load_cascade
 from granular.serving.predict import FusedClassifier
 from granular.serving.served import load_served
@@ -31,6 +26,7 @@ from granular.store.paths import ProjectPaths
 from tasks import serving, tracking
 from tasks.registry import CHAMPION, register_version
 from tasks.tracking import RunRef
+from test_evaluate import TINY_TAXONOMY, _train_every_view
 from test_serving import served_answer
 
 
@@ -141,14 +137,6 @@ def test_the_default_cascade_goes_with_the_default_views():
 
 # --- the step and the served cascade, on a tiny project ----------------------------------------
 
-TAXONOMY = """levels: [fine, coarse]
-classes:
-  - {fine: a, coarse: x}
-  - {fine: b, coarse: x}
-  - {fine: c, coarse: y}
-"""
-
-
 def _images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """16x16 noise with a bright band whose row tells the class apart, faint for some images."""
     images = rng.integers(0, 60, size=(len(labels), 16, 16))
@@ -162,7 +150,7 @@ def _project(root, stages: list[dict]) -> tuple[Config, ProjectPaths]:
     y_train, y_test = np.arange(600) % 3, np.arange(150) % 3
     source = root / "source.npz"
     np.savez(source, x_train=_images(y_train, rng), y_train=y_train, x_test=_images(y_test, rng), y_test=y_test)
-    (root / "taxonomy.yaml").write_text(TAXONOMY)
+    (root / "taxonomy.yaml").write_text(TINY_TAXONOMY)
     config = Config.model_validate({
         "data": {"source": {"format": "npz", "path": str(source)}},
         "validate": {"image_shape": [16, 16], "min_per_class": 1},
@@ -174,11 +162,7 @@ def _project(root, stages: list[dict]) -> tuple[Config, ProjectPaths]:
         "cascade": {"stages": stages},
     })
     paths = ProjectPaths(root)
-    for step in (import_raw_step, clean_step, split_step):
-        step(config, paths)
-    for view in config.views:
-        view_step(config, paths, view)
-        train_step(config, paths, view, warn=lambda message: None)
+    _train_every_view(config, paths)
     fuse_step(config, paths)
     return config, paths
 
