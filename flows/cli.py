@@ -16,7 +16,6 @@ import argparse
 import os
 import sys
 import traceback
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -130,8 +129,8 @@ def _tune(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _predictor(model: str, config: Config, root: Path) -> tuple[tuple[int, int], Callable]:
-    """The image shape a model takes and its predict function (images -> table): a model's folder
+def _predictor(model: str, config: Config, root: Path) -> tuple[tuple[int, ...], Callable]:
+    """The shape of an image a model takes ((H, W) grey, (H, W, C) colour) and its predict function (images -> table): a model's folder
     (data/cascade/, data/fused/) as it serves, with serving.backoff_threshold; anything else
     (models:/name@alias, runs:/..., an MLflow model folder) as an MLflow pyfunc, which carries
     its own threshold."""
@@ -141,11 +140,11 @@ def _predictor(model: str, config: Config, root: Path) -> tuple[tuple[int, int],
         import pandas as pd
 
         classifier = load_served(Path(model))
-        image_shape = getattr(classifier.inputs, "image_shape", None)
-        if image_shape is None:
+        pixels = getattr(classifier.inputs, "pixels", None)
+        if pixels is None:
             raise ValueError(f"{model} is a model of a table's rows, not of images; give it a .csv or .parquet file")
         threshold = config.serving.backoff_threshold
-        return image_shape, lambda images: pd.DataFrame(classifier.predict(images, threshold))
+        return pixels, lambda images: pd.DataFrame(classifier.predict(images, threshold))
     import mlflow.pyfunc
 
     from tasks.tracking import tracking_uri
@@ -154,7 +153,7 @@ def _predictor(model: str, config: Config, root: Path) -> tuple[tuple[int, int],
     served = mlflow.pyfunc.load_model(model)
     schema = served.metadata.get_input_schema()
     if schema is None or not schema.is_tensor_spec():
-        raise ValueError(f"{model} has no image input signature (an (N, H, W) tensor)")
+        raise ValueError(f"{model} has no image input signature (an (N, H, W) or (N, H, W, C) tensor)")
     return tuple(schema.inputs[0].shape[1:]), served.predict
 
 
@@ -207,7 +206,7 @@ def _predict_rows(args: argparse.Namespace, config: Config) -> int:
 def _predict(args: argparse.Namespace, config: Config) -> int:
     from mlflow.exceptions import MlflowException
 
-    from granular.modalities.images.fit import image_fit
+    from granular.modalities.images.fit import fit_to, image_fit
     from granular.modalities.images.predict_files import predict_blocks, read_images
     from granular.store.atomic import write_csv
 
@@ -215,12 +214,12 @@ def _predict(args: argparse.Namespace, config: Config) -> int:
         return _predict_rows(args, config)
 
     try:
-        image_shape, predict = _predictor(args.model, config, Path(args.root))
+        pixels, predict = _predictor(args.model, config, Path(args.root))
     except (ValueError, OSError, MlflowException) as error:
         print(f"granular: cannot load the model {args.model}: {error}", file=sys.stderr)
         return 2
     try:
-        blocks = read_images(Path(args.input), replace(image_fit(config), shape=tuple(image_shape)))  # the model's size
+        blocks = read_images(Path(args.input), fit_to(image_fit(config), pixels))  # the model's size and colour
         table = predict_blocks(blocks, predict, args.batch_size)
     except (ValueError, OSError, MlflowException) as error:
         print(f"granular: cannot predict: {error}", file=sys.stderr)

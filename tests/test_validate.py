@@ -59,10 +59,10 @@ def test_clean_tiny_dataset_passes():
     validation.raise_if_failed()
     assert validation.report["success"] is True
     assert validation.report["failed"] == []
-    assert validation.report["evaluated"] == 10  # every expectation of both tables ran
+    assert validation.report["evaluated"] == 11  # every expectation of both tables ran
     assert validation.report["rows"] == {"examples": 12, "class_counts": 6}
     assert sorted(validation.results) == ["granular_class_counts", "granular_examples"]
-    assert validation.results["granular_examples"]["statistics"]["successful_expectations"] == 9
+    assert validation.results["granular_examples"]["statistics"]["successful_expectations"] == 10
 
 
 def test_a_failure_names_the_file_column_expectation_and_example_rows():
@@ -161,7 +161,7 @@ def test_markdown_report_lists_every_expectation_with_pass_or_fail():
     assert "## Data validation FAILED" in markdown and "`clean.npz`" in markdown
     assert "| examples | label | `expect_column_values_to_be_in_set` | fail | value_set=0, 1, 2: 1 of 12 rows fail; e.g. train/2: label=9 |" in markdown
     assert "| examples | origin | `expect_column_values_to_be_in_set` | pass |" in markdown
-    assert markdown.count("| pass |") == 9 and markdown.count("| fail |") == 1
+    assert markdown.count("| pass |") == 10 and markdown.count("| fail |") == 1
 
 
 def _project(tmp_path: Path, data: RawDataset) -> tuple:
@@ -220,7 +220,7 @@ def test_class_count_table_shows_a_missing_class_as_zero():
 def test_example_table_has_one_row_per_example_with_pixel_range():
     data = _dataset()
     table = example_table(data)
-    assert list(table.columns) == ["origin", "index", "label", "height", "width", "pixel_min", "pixel_max"]
+    assert list(table.columns) == ["origin", "index", "label", "height", "width", "channels", "pixel_min", "pixel_max"]
     assert len(table) == 12
     assert table["origin"].tolist() == ["train"] * 6 + ["test"] * 6
     assert table["pixel_max"].tolist() == data.images.reshape(12, -1).max(axis=1).tolist()

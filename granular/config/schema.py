@@ -21,6 +21,9 @@ class SourceConfig(_Section):
     # Where the raw files come from; they are copied into data/raw/ and tracked there. For csv
     # and parquet: one file, or a folder whose *.csv / *.parquet files share their columns.
     path: Path = Path("/usr/share/datasets/fashion-mnist")
+    # The images' colour (folder and npz): grey pictures are read as luminance, one channel;
+    # rgb keeps three channels, (N, H, W, 3) in an npz. IDX files hold grey images.
+    color: Literal["grey", "rgb"] = "grey"
 
 
 TABLE_FORMATS = ("csv", "parquet")
@@ -139,6 +142,8 @@ class DataConfig(_Section):
         fmt = self.source.format
         if fmt in TABLE_FORMATS and self.table is None:
             raise ValueError(f"source.format {fmt} reads a table: set data.table (at least data.table.target)")
+        if self.source.color == "rgb" and fmt not in ("folder", "npz"):
+            raise ValueError(f"source.color rgb is for folder and npz images; {fmt} holds grey ones")
         if fmt not in TABLE_FORMATS and self.table is not None:
             raise ValueError(
                 f"data.table is set but source.format is {fmt}, an image format; "

@@ -1,5 +1,5 @@
 """The kinds of view (images at a resolution, a table's feature group) and their names,
-LEVEL-RESOLUTION[-clustersK][-CLASS...] or LEVEL-FEATURES[-hgb][-COLUMN][-CLASS...], as they
+LEVEL-RESOLUTION[-grey][-clustersK][-CLASS...] or LEVEL-FEATURES[-hgb][-COLUMN][-CLASS...], as they
 appear in paths, DVC stage names and MLflow keys."""
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ class _View(_Section):
 
     @property
     def name(self) -> str:
-        """LEVEL-RESOLUTION[-clustersK][-CLASSES] or LEVEL-FEATURES[-hgb][-COLUMN][-CLASSES]:
+        """LEVEL-RESOLUTION[-grey][-clustersK][-CLASSES] or LEVEL-FEATURES[-hgb][-COLUMN][-CLASSES]:
         valid in paths, DVC stage names and MLflow keys."""
         suffix = f"-{self.segments.suffix}" if self.segments else ""
         suffix += "".join(f"-{path_safe(name)}" for name in self.classes or ())
@@ -97,14 +97,19 @@ class ImageView(_View):
 
     modality: ClassVar[str] = "images"
     resolution: int = Field(gt=0)
+    # grey: the view sees the luminance of colour images alone (a colour granularity); None: the
+    # images as data.source.color reads them.
+    color: Literal["grey"] | None = None
     segments: ClusterSegments | None = None
 
     @property
     def global_name(self) -> str:
         """The unsegmented view of the same level and input: a segmented view's global model."""
-        return f"{self.level}-{self.resolution}"
+        return f"{self.level}-{self.resolution}" + ("-grey" if self.color else "")
 
     def check(self, config: "Config") -> None:
+        if self.color and config.data.source.color == "grey":
+            raise ValueError(f"view {self.name}: color grey is for colour images; data.source.color is grey already")
         height, width = config.validate_.image_shape
         resolutions = {"resolution": self.resolution}
         if self.segments:

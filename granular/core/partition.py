@@ -19,14 +19,14 @@ class PartitionError(ValueError):
 
 
 def pool(images: np.ndarray, resolution: int) -> np.ndarray:
-    """Average-pool (N, H, W) images down to (N, resolution, resolution)."""
-    n, height, width = images.shape
+    """Average-pool (N, H, W) images, or (N, H, W, C) colour ones, down to resolution x resolution."""
+    n, height, width = images.shape[:3]
     fy, fx = height // resolution, width // resolution
     if fy * resolution != height or fx * resolution != width:
         raise PartitionError(f"resolution {resolution} does not divide images of {height}x{width}")
     if fy == fx == 1:
         return images
-    blocks = images.reshape(n, resolution, fy, resolution, fx)
+    blocks = images.reshape(n, resolution, fy, resolution, fx, *images.shape[3:])
     return blocks.mean(axis=(2, 4), dtype=np.float32)
 
 

@@ -1,4 +1,4 @@
-"""What a network reads: grey images for the CNN, a table's encoded columns for the MLP.
+"""What a network reads: grey or colour images for the CNN, a table's encoded columns for the MLP.
 
 Each kind of input knows its tensors, how they are scaled, which network reads them and how a
 training batch is augmented, so the training loop (granular/nn/train.py) asks nothing else of it.
@@ -57,8 +57,9 @@ class NetworkInputs(Protocol):
 
 @dataclass(frozen=True)
 class Pixels:
-    """(N, H, W) grey images, pixels 0..255 (float after pooling). Trained with random
-    translation, flips and erasing; scaled by one mean and deviation of all pixels."""
+    """(N, H, W) grey images or (N, H, W, C) colour ones, pixels 0..255 (float after pooling).
+    Trained with random translation, flips and erasing; scaled by the mean and deviation of all
+    pixels of each channel."""
 
     images: np.ndarray
     spatial_tta = True
@@ -70,18 +71,27 @@ class Pixels:
         return Pixels(self.images[rows])
 
     def to_device(self, device: torch.device) -> tuple[torch.Tensor, ...]:
-        return (torch.as_tensor(self.images, dtype=torch.float32).unsqueeze(1).to(device),)  # (N, 1, H, W)
+        tensor = torch.as_tensor(self.images, dtype=torch.float32)
+        tensor = tensor.unsqueeze(1) if tensor.ndim == 3 else tensor.permute(0, 3, 1, 2)
+        return (tensor.to(device),)  # (N, C, H, W)
 
     def statistics(self, device: torch.device) -> tuple[Statistic, Statistic]:
-        return float(np.mean(self.images, dtype=np.float64)), float(np.std(self.images, dtype=np.float64)) or 1.0
+        if self.images.ndim == 3:
+            return float(np.mean(self.images, dtype=np.float64)), float(np.std(self.images, dtype=np.float64)) or 1.0
+        mean = self.images.mean(axis=(0, 1, 2), dtype=np.float64)
+        std = self.images.std(axis=(0, 1, 2), dtype=np.float64)
+        std[std == 0] = 1.0  # a constant channel stays constant (at zero)
+        as_channels = (1, -1, 1, 1)  # broadcast over (N, C, H, W)
+        return (torch.as_tensor(mean, dtype=torch.float32, device=device).reshape(as_channels),
+                torch.as_tensor(std, dtype=torch.float32, device=device).reshape(as_channels))
 
     def scaled(self, tensors, mean, std):
         return (((tensors[0] - mean) / std).contiguous(memory_format=torch.channels_last),)
 
     def network(self, num_classes: int, config: TrainConfig, level_heads: LevelHeads | None = None) -> nn.Module:
         return ResidualCNN(CNNConfig(
-            in_channels=1, num_classes=num_classes, width=config.width, depth=config.depth, dropout=config.dropout,
-            stem_pool=stem_pool_for(self.images.shape[1]), level_heads=level_heads or {},
+            in_channels=1 if self.images.ndim == 3 else self.images.shape[3], num_classes=num_classes, width=config.width, depth=config.depth,
+            dropout=config.dropout, stem_pool=stem_pool_for(self.images.shape[1]), level_heads=level_heads or {},
         ))
 
     def augment(self, batch, config, generator):

@@ -1,9 +1,9 @@
 """Images (IDX, .npz or a folder of picture files) through the pipeline: the `Modality` of
 granular/modalities/base.py.
 
-clean.npz holds every kept image (uint8, N x H x W) with its fine label, official split of
-origin and index there; a view's folder holds its images pooled to the view's resolution per
-split, and, for a segmented view, the cluster of each image and the segmenter that finds it.
+clean.npz holds every kept image (uint8, N x H x W, or N x H x W x 3 in colour) with its fine
+label, official split of origin and index there; a view's folder holds its images in the view's
+colour pooled to its resolution per split, and, for a segmented view, the cluster of each image and the segmenter that finds it.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from granular.modalities.base import Baseline, Examples, TrainingData
 from granular.modalities.experts import ExpertPlan, single_network
 from granular.modalities.images import segments, sources
 from granular.modalities.images.clean import clean, subsample
+from granular.modalities.images.color import as_seen
 from granular.modalities.images.fit import image_fit
 from granular.modalities.images.reader import MODALITY, ImageInput, ImageReader
 from granular.modalities.images.validate import validate
@@ -32,6 +33,10 @@ from granular.store.paths import ProjectPaths
 def load_clean(paths: ProjectPaths) -> sources.RawDataset:
     arrays = read_npz(paths.clean)
     return sources.RawDataset(images=arrays["images"], labels=arrays["labels"], origin=arrays["origin"], index=arrays["index"])
+
+
+def _channels(config: Config) -> int:
+    return 3 if config.data.source.color == "rgb" else 1
 
 
 def _taxonomy(config: Config, paths: ProjectPaths) -> Taxonomy:
@@ -77,7 +82,7 @@ class Images:
         names = _taxonomy(config, paths).fine_names
         return validate(
             load_clean(paths), config.validate_, num_classes=len(names), source=source, docs_dir=docs_dir,
-            class_names=names,
+            class_names=names, channels=_channels(config),
             clean_report=json.loads(paths.clean_report.read_text()) if paths.clean_report.is_file() else None,
         )
 
@@ -95,8 +100,9 @@ class Images:
         split = read_npz(paths.splits)["split"]
         arrays_by_split = build_view(data, split, taxonomy, view)
         if view.segments:
-            segmenter = segments.fit_segmenter(data.images[split == TRAIN_SPLIT], view.segments, seed=config.split.seed)
-            segment = segmenter.assign(data.images)
+            seen = as_seen(data.images, view.color)
+            segmenter = segments.fit_segmenter(seen[split == TRAIN_SPLIT], view.segments, seed=config.split.seed)
+            segment = segmenter.assign(seen)
             segments.check_segment_sizes(segment, split, segmenter.count, view.segments.min_size, f"view {view.name}")
             for code, split_name in enumerate(SPLITS):
                 arrays_by_split[split_name]["segment"] = segment[split == code]
@@ -118,7 +124,7 @@ class Images:
             plan, segmenter = single_network({s: len(a["y"]) for s, a in splits.items()}), None
         return TrainingData(
             x={s: Pixels(a["x"]) for s, a in splits.items()}, y={s: a["y"] for s, a in splits.items()},
-            plan=plan, reader=ImageReader(resolution=view.resolution, segmenter=segmenter),
+            plan=plan, reader=ImageReader(resolution=view.resolution, segmenter=segmenter, color=view.color),
         )
 
     def student_reader(self, config: Config, paths: ProjectPaths) -> ImageReader:
@@ -132,10 +138,10 @@ class Images:
         return {name: images[split == SPLITS.index(name)][:count] for name in splits}
 
     def input_spec(self, config: Config, paths: ProjectPaths) -> ImageInput:
-        return ImageInput(image_shape=tuple(config.validate_.image_shape))
+        return ImageInput(image_shape=tuple(config.validate_.image_shape), channels=_channels(config))
 
     def load_input_spec(self, spec: dict[str, Any]) -> ImageInput:
-        return ImageInput(image_shape=tuple(spec["image_shape"]))
+        return ImageInput(image_shape=tuple(spec["image_shape"]), channels=spec.get("channels", 1))
 
     def load_reader(self, folder: Path, spec: dict[str, Any]) -> ImageReader:
         return ImageReader.load(folder, spec)

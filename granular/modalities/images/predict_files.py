@@ -1,7 +1,7 @@
 """Predicting images read from files (`granular predict`): `.npy` arrays, IDX files (gzipped
 or not), PNG/JPEG images, or a folder of any of these. Each file gives a block of (N, H, W)
-uint8 images of the size the model takes: a picture of another size is brought to it as the
-project's pictures are (clean.fit); an array of another size, a picture that cannot be read or is
+uint8 images, (N, H, W, C) for a colour model, of the size the model takes: a picture of another
+size is brought to it as the project's pictures are (clean.fit), in the model's colour; an array of another size, a picture that cannot be read or is
 too small, or a pixel outside 0..255 is refused naming the file. The predictions come back as
 one table, a row per image."""
 from __future__ import annotations
@@ -27,7 +27,7 @@ class InputFileError(ValueError):
 @dataclass(frozen=True)
 class ImageBlock:
     source: Path  # the file the images came from
-    images: np.ndarray  # (N, H, W) uint8
+    images: np.ndarray  # (N, H, W) or (N, H, W, C) uint8
 
 
 def _is_idx(path: Path) -> bool:
@@ -54,7 +54,7 @@ def _read_picture(path: Path, fit: ImageFit) -> np.ndarray:
     decoded = decode(path, fit)
     if decoded.problem:
         raise InputFileError(f"{path}: {decoded.problem}")
-    return decoded.image[None]  # (1, H, W) grey
+    return decoded.image[None]  # one image
 
 
 def _read_array(path: Path) -> np.ndarray:
@@ -64,16 +64,17 @@ def _read_array(path: Path) -> np.ndarray:
         raise InputFileError(f"{path}: cannot be read as a .npy array: {error}") from None
 
 
-def _as_images(path: Path, array: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
-    """(N, H, W) or (N, H*W) of any numeric type -> (N, H, W) uint8, refusing what does not fit."""
-    height, width = image_shape
-    if array.ndim == 2 and array.shape[1] == height * width:
-        array = array.reshape(-1, height, width)
-    if array.ndim != 3 or array.shape[1:] != (height, width):
+def _as_images(path: Path, array: np.ndarray, pixels: tuple[int, ...]) -> np.ndarray:
+    """(N, *pixels) or (N, H*W*C) of any numeric type -> (N, *pixels) uint8, refusing what does not fit."""
+    size = int(np.prod(pixels))
+    if array.ndim == 2 and array.shape[1] == size:
+        array = array.reshape(-1, *pixels)
+    if array.shape[1:] != tuple(pixels):
+        shape = ", ".join(map(str, pixels))
         raise InputFileError(
-            f"{path}: images of shape {array.shape[1:] if array.ndim == 3 else array.shape} "
-            f"(array {array.shape}); the model takes {height}x{width} pixels, as (N, {height}, {width}) "
-            f"or (N, {height * width})"
+            f"{path}: images of shape {array.shape[1:]} (array {array.shape}); the model takes "
+            f"{'x'.join(map(str, pixels[:2]))} pixels{' in colour' if len(pixels) == 3 else ''}, "
+            f"as (N, {shape}) or (N, {size})"
         )
     if array.dtype == np.uint8:
         return array
@@ -96,7 +97,7 @@ def read_image_file(path: Path, fit: ImageFit) -> ImageBlock:
             array = read_idx(path)
         except IdxError as error:  # its message names the file and the fault
             raise InputFileError(str(error)) from None
-    return ImageBlock(source=path, images=_as_images(path, array, fit.shape))
+    return ImageBlock(source=path, images=_as_images(path, array, fit.pixels))
 
 
 def read_images(path: Path, fit: ImageFit) -> list[ImageBlock]:

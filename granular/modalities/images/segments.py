@@ -24,7 +24,7 @@ def segment_features(images: np.ndarray, resolution: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ClusterSegmenter:
-    centroids: np.ndarray  # (segments, feature_resolution**2), pixels scaled to 0..1
+    centroids: np.ndarray  # (segments, feature_resolution**2 x channels), pixels scaled to 0..1
     feature_resolution: int
 
     @property
@@ -32,7 +32,7 @@ class ClusterSegmenter:
         return len(self.centroids)
 
     def assign(self, images: np.ndarray) -> np.ndarray:
-        """The segment of each (N, H, W) image: its nearest centroid."""
+        """The segment of each (N, H, W) or (N, H, W, C) image: its nearest centroid."""
         x = segment_features(images, self.feature_resolution)
         distances = (x**2).sum(1)[:, None] - 2 * x @ self.centroids.T + (self.centroids**2).sum(1)[None, :]
         return distances.argmin(axis=1).astype(np.int64)

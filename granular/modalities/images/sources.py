@@ -2,10 +2,12 @@
 
 Three layouts are understood:
 - idx: a folder with train-/t10k- images and labels in IDX files, gzipped or not (MNIST style);
-- npz: one .npz file holding x_train, y_train, x_test, y_test;
+- npz: one .npz file holding x_train, y_train, x_test, y_test (x: (N, H, W) grey images, or
+  (N, H, W, 3) with data.source.color rgb);
 - folder: <path>/train/<class name>/*.png and <path>/test/<class name>/*.png (JPEG, BMP and GIF
-  too), pictures of any size brought to one (granular/modalities/images/fit.py); a file that is
-  not a picture to train on is kept as an example with its problem, which cleaning sets aside.
+  too), pictures of any size brought to one size and colour (granular/modalities/images/fit.py);
+  a file that is not a picture to train on is kept as an example with its problem, which
+  cleaning sets aside.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ class SourceError(ValueError):
 
 @dataclass(frozen=True)
 class RawDataset:
-    images: np.ndarray  # (N, H, W), any numeric dtype; cleaning decides what is valid
+    images: np.ndarray  # (N, H, W) grey or (N, H, W, 3) rgb, any numeric dtype; cleaning decides what is valid
     labels: np.ndarray  # (N,) int64
     origin: np.ndarray  # (N,) int8: core.partition.TRAIN or TEST
     index: np.ndarray  # (N,) int64: position within its official split, a stable example id
@@ -103,17 +105,19 @@ def _stack(parts: list[tuple[np.ndarray, np.ndarray]], where: Path) -> RawDatase
     return RawDataset(images=images, labels=labels, origin=origin, index=index)
 
 
-def _load_npz(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+def _load_npz(path: Path, color: str) -> list[tuple[np.ndarray, np.ndarray]]:
     with np.load(path, allow_pickle=False) as archive:
         missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
         if missing:
             raise SourceError(f"{path}: missing arrays {sorted(missing)}")
         parts = [(archive[f"x_{o}"], archive[f"y_{o}"]) for o in ORIGINS]
+    shape = "(N, H, W)" if color == "grey" else "(N, H, W, 3)"
     for origin, (x, y) in zip(ORIGINS, parts):
-        if x.ndim != 3 or len(x) != len(y):
+        fits = x.ndim == 3 if color == "grey" else x.ndim == 4 and x.shape[3] == 3
+        if not fits or len(x) != len(y):
             raise SourceError(
-                f"{path}: x_{origin} must be (N, H, W) with one y_{origin} label per image; "
-                f"found shapes {x.shape} and {y.shape}"
+                f"{path}: x_{origin} must be {shape} (data.source.color {color}) with one y_{origin} label "
+                f"per image; found shapes {x.shape} and {y.shape}"
             )
     return parts
 
@@ -151,7 +155,7 @@ def _load_folder(path: Path, class_names: list[str], fit: ImageFit) -> RawDatase
 
 def load_raw(fmt: str, raw_dir: Path, class_names: list[str], fit: ImageFit) -> RawDataset:
     """Read what import_raw copied into raw_dir; a folder's pictures brought to `fit` (the array
-    layouts hold images of one size already)."""
+    layouts hold images of one size already, in `fit.color`)."""
     raw_dir = Path(raw_dir)
     if fmt == "idx":
         parts = [
@@ -165,7 +169,7 @@ def load_raw(fmt: str, raw_dir: Path, class_names: list[str], fit: ImageFit) -> 
         files = sorted(raw_dir.glob("*.npz"))
         if len(files) != 1:
             raise SourceError(f"{raw_dir}: expected exactly one .npz file, found {len(files)}")
-        parts = _load_npz(files[0])
+        parts = _load_npz(files[0], fit.color)
     else:
         return _load_folder(raw_dir, class_names, fit)
     return _stack(parts, raw_dir)

@@ -1,5 +1,5 @@
-"""The expectations on clean images: one row per example (label, origin, shape, pixel range) and
-the count of each class in each official split."""
+"""The expectations on clean images: one row per example (label, origin, shape, channels, pixel
+range of each channel) and the count of each class in each official split."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,16 +13,26 @@ from granular.core.quarantine import QUARANTINE_ROW_IDS, quarantine_checks
 from granular.core.validation import Validation, validate_tables
 from granular.modalities.images.sources import RawDataset
 
-EXAMPLE_COLUMNS = ["origin", "index", "label", "height", "width", "pixel_min", "pixel_max"]
+EXAMPLE_COLUMNS = ["origin", "index", "label", "height", "width", "channels"]
+CHANNEL_NAMES = {1: [""], 3: ["_red", "_green", "_blue"]}  # suffixes of each channel's pixel range
 # The columns that name a row of each table in a failure: an image is origin/index.
 ROW_IDS = {"examples": ("origin", "index"), "class_counts": ("origin", "label", "class")}
+
+
+def _range_columns(channels: int) -> list[str]:
+    return [f"pixel_{end}{name}" for name in CHANNEL_NAMES[channels] for end in ("min", "max")]
 
 
 def example_table(data: RawDataset) -> pd.DataFrame:
     """One row per example: what the expectations look at."""
     n = len(data)
-    flat = data.images.reshape(n, -1) if n else np.zeros((0, 1))
-    height, width = data.images.shape[1:3] if data.images.ndim == 3 else (0, 0)
+    height, width = data.images.shape[1:3] if data.images.ndim in (3, 4) else (0, 0)
+    channels = 1 if data.images.ndim == 3 else data.images.shape[-1]
+    per_channel = data.images.reshape(n, -1, channels) if n else np.zeros((0, 1, channels))
+    ranges = {}
+    for channel, name in enumerate(CHANNEL_NAMES[channels]):
+        ranges[f"pixel_min{name}"] = per_channel[:, :, channel].min(axis=1) if n else np.array([])
+        ranges[f"pixel_max{name}"] = per_channel[:, :, channel].max(axis=1) if n else np.array([])
     return pd.DataFrame(
         {
             "origin": np.asarray(ORIGINS)[data.origin] if n else np.array([], dtype=str),
@@ -30,8 +40,8 @@ def example_table(data: RawDataset) -> pd.DataFrame:
             "label": data.labels,
             "height": np.full(n, height),
             "width": np.full(n, width),
-            "pixel_min": flat.min(axis=1) if n else np.array([]),
-            "pixel_max": flat.max(axis=1) if n else np.array([]),
+            "channels": np.full(n, channels),
+            **ranges,
         }
     )
 
@@ -50,22 +60,23 @@ def class_count_table(data: RawDataset, num_classes: int, class_names: tuple[str
     return table
 
 
-def expectations(config: ValidateConfig, num_classes: int) -> dict[str, list]:
-    """The GX expectations of each table, by table name."""
+def expectations(config: ValidateConfig, num_classes: int, channels: int = 1) -> dict[str, list]:
+    """The GX expectations of each table, by table name, for images of `channels` (1 grey, 3 rgb)."""
     import great_expectations.expectations as gxe  # ~6 s to import: only when validating
 
     height, width = config.image_shape
     return {
         "examples": [
             gxe.ExpectTableRowCountToBeBetween(min_value=1),
-            gxe.ExpectTableColumnsToMatchSet(column_set=EXAMPLE_COLUMNS, exact_match=True),
+            gxe.ExpectTableColumnsToMatchSet(column_set=EXAMPLE_COLUMNS + _range_columns(channels), exact_match=True),
             gxe.ExpectColumnValuesToNotBeNull(column="label"),
             gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(range(num_classes))),
             gxe.ExpectColumnValuesToBeInSet(column="origin", value_set=list(ORIGINS)),
             gxe.ExpectColumnValuesToBeInSet(column="height", value_set=[height]),
             gxe.ExpectColumnValuesToBeInSet(column="width", value_set=[width]),
-            gxe.ExpectColumnValuesToBeBetween(column="pixel_min", min_value=0, max_value=255),
-            gxe.ExpectColumnValuesToBeBetween(column="pixel_max", min_value=0, max_value=255),
+            gxe.ExpectColumnValuesToBeInSet(column="channels", value_set=[channels]),
+            *(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0, max_value=255)
+              for column in _range_columns(channels)),
         ],
         "class_counts": [gxe.ExpectColumnValuesToBeBetween(column="count", min_value=config.least_per_class("images"))],
     }
@@ -73,13 +84,13 @@ def expectations(config: ValidateConfig, num_classes: int) -> dict[str, list]:
 
 def validate(
     data: RawDataset, config: ValidateConfig, num_classes: int, source: str = "", docs_dir: Path | None = None,
-    clean_report: dict | None = None, class_names: tuple[str, ...] | None = None,
+    clean_report: dict | None = None, class_names: tuple[str, ...] | None = None, channels: int = 1,
 ) -> Validation:
     """Check the cleaned examples and their counts per class and split, and with the clean
     report what cleaning set aside (granular/core/quarantine.py). `source` names the file
     validated, for the messages; Data Docs are built into `docs_dir` when given."""
     tables = {"examples": example_table(data), "class_counts": class_count_table(data, num_classes, class_names)}
-    checks = expectations(config, num_classes)
+    checks = expectations(config, num_classes, channels)
     if clean_report is not None:
         more_tables, more_checks = quarantine_checks(clean_report, config.least_per_class("images"), config.max_quarantined_share)
         tables, checks = tables | more_tables, checks | more_checks
