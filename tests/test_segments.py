@@ -73,7 +73,7 @@ def test_a_segment_may_be_missing_from_the_test_split():
 
 def _constant_expert(predicts: int, num_classes: int = 3) -> TrainedModel:
     """A network whose output ignores its input and always favours one class."""
-    model = ResidualCNN(CNNConfig(in_channels=1, num_classes=num_classes, width=4, stem_pool=False))
+    model = ResidualCNN(CNNConfig(in_channels=1, num_classes=num_classes, width=4, stem_pool=1))
     linear = model.head[-1]
     with torch.no_grad():
         linear.weight.zero_()

@@ -158,15 +158,22 @@ def test_pooling_before_the_norm_computes_what_the_older_layout_did_and_older_ch
         torch.testing.assert_close(reloaded(x), older(x))
 
 
-@pytest.mark.parametrize("side, maps", [(28, 14), (14, 7), (8, 8)])
-def test_from_14x14_up_the_stem_halves_the_input_so_a_view_costs_what_its_resolution_is(side, maps):
-    network = Pixels(np.zeros((2, side, side), np.float32)).network(3, CONFIG)
-    after_stem = network.features[:2](torch.zeros(2, 1, side, side))
+@pytest.mark.parametrize("side, maps", [(28, 14), (14, 7), (8, 8), (32, 16), (64, 16), (96, 12), (128, 16)])
+def test_the_stem_pools_an_image_to_16x16_or_under_so_a_large_photo_costs_about_what_a_small_one_does(side, maps):
+    network = Pixels(np.zeros((2, side, side, 3), np.float32)).network(3, CONFIG)
+    after_stem = network.features[:2](torch.zeros(2, 3, side, side))
     assert after_stem.shape[-2:] == (maps, maps)
-    # With the stem pooling or without, the weights are named alike: a resolution stage hands
-    # them over between input sizes.
-    full = Pixels(np.zeros((2, 28, 28), np.float32)).network(3, CONFIG)
+    # However much the stem pools, the weights are named alike: a resolution stage hands them
+    # over between input sizes.
+    full = Pixels(np.zeros((2, 28, 28, 3), np.float32)).network(3, CONFIG)
     network.load_state_dict(full.state_dict())
+
+
+def test_checkpoints_that_say_the_stem_pools_or_not_still_load():
+    from granular.nn.models import CNNConfig
+
+    assert CNNConfig(in_channels=1, num_classes=2, stem_pool=True).stem_pool == 2
+    assert CNNConfig(in_channels=1, num_classes=2, stem_pool=False).stem_pool == 1
 
 
 def _table(n: int, seed: int = 0):

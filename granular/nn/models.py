@@ -1,5 +1,6 @@
-"""One network per modality, each rebuilt from its own config: a small residual CNN for grey
-images of any size the pooling factors allow, and an MLP with categorical embeddings for tables."""
+"""One network per modality, each rebuilt from its own config: a small residual CNN for grey or
+colour images of any size, its stem pooling large ones down so that a network's cost grows little
+with the image's size, and an MLP with categorical embeddings for tables."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -20,10 +21,11 @@ class CNNConfig:
     width: int = 32
     depth: int = 1  # residual blocks per stage
     dropout: float = 0.1
-    # Halve the input in the stem? Yes from 14x14 up: the residual stages then work on a
-    # quarter of the input's pixels, so a view costs what its resolution is (a 14x14 view about
-    # a quarter of a 28x28 one). Smaller inputs keep their pixels.
-    stem_pool: bool = True
+    # How much the stem max-pools each side (stem_pool_for): 2 from 14x14 up, so that the residual
+    # stages work on a quarter of the input's pixels and a 14x14 view costs about a quarter of a
+    # 28x28 one; more for images over 32 pixels, whose stages then see at most 16x16; 1 (none)
+    # below 14. Checkpoints written before say True (2) or False (1).
+    stem_pool: int = 2
     # Pool before the norm (conv -> max-pool -> BatchNorm -> ReLU, as airbench does): the norm and
     # the activation run on a quarter of the pixels; a training step at 28x28 in bf16 ran ~18%
     # faster. With a positive BatchNorm scale the two orders compute the same function. False is
@@ -31,6 +33,10 @@ class CNNConfig:
     pool_first: bool = True
     # Extra heads on the trunk, each reading the features after the second residual stage.
     level_heads: LevelHeads = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stem_pool, bool):
+            object.__setattr__(self, "stem_pool", 2 if self.stem_pool else 1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,19 +48,22 @@ def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-def _conv_pool_bn(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
+def _pooling(factor: int) -> nn.Module:
     # An Identity where nothing pools keeps the parameter names of every input size alike, so
     # weights move between a small input's network and a large one's (resolution stages).
+    return nn.MaxPool2d(factor) if factor > 1 else nn.Identity()
+
+
+def _conv_pool_bn(c_in: int, c_out: int, factor: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.MaxPool2d(2) if pool else nn.Identity(),
-        nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), _pooling(factor), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
     )
 
 
-def _downsampling(c_in: int, c_out: int, pool: bool, pool_first: bool) -> list[nn.Module]:
+def _downsampling(c_in: int, c_out: int, factor: int, pool_first: bool) -> list[nn.Module]:
     if pool_first:
-        return [_conv_pool_bn(c_in, c_out, pool)]
-    return [_conv_bn(c_in, c_out), nn.MaxPool2d(2) if pool else nn.Identity()]
+        return [_conv_pool_bn(c_in, c_out, factor)]
+    return [_conv_bn(c_in, c_out), _pooling(factor)]
 
 
 class Residual(nn.Module):
@@ -66,8 +75,18 @@ class Residual(nn.Module):
         return x + self.body(x)
 
 
-def stem_pool_for(height: int) -> bool:
-    return height >= 14
+STAGE_SIDE = 16  # pixels a side the residual stages see at most, from 32x32 inputs up
+
+
+def stem_pool_for(height: int) -> int:
+    """How much the stem pools an input of `height` pixels: 1 below 14, else the least power of
+    two from 2 up that brings it to STAGE_SIDE or under (28 -> 14, 64 -> 16, 128 -> 16)."""
+    if height < 14:
+        return 1
+    factor = 2
+    while height / factor > STAGE_SIDE:
+        factor *= 2
+    return factor
 
 
 class ResidualCNN(nn.Module):
@@ -80,10 +99,10 @@ class ResidualCNN(nn.Module):
         self.config = config
         w = config.width
         self.features = nn.Sequential(
-            # (B, w, S, S), S = H/2 with stem_pool, else H
+            # (B, w, S, S), S = H / stem_pool
             *_downsampling(config.in_channels, w, config.stem_pool, config.pool_first),
             nn.Sequential(*(Residual(w) for _ in range(config.depth))),
-            *_downsampling(w, 2 * w, True, config.pool_first),  # (B, 2w, S/2, S/2)
+            *_downsampling(w, 2 * w, 2, config.pool_first),  # (B, 2w, S/2, S/2)
             nn.Sequential(*(Residual(2 * w) for _ in range(config.depth))),
             _conv_bn(2 * w, 4 * w),
             nn.AdaptiveMaxPool2d(1),  # (B, 4w, 1, 1)
