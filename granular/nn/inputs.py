@@ -95,7 +95,7 @@ class Pixels:
         ))
 
     def augment(self, batch, config, generator):
-        pad = max(1, self.images.shape[-1] // 14)  # 2 pixels at 28x28, 1 at 14x14
+        pad = max(1, self.images.shape[2] // 14)  # 2 pixels at 28x28, 1 at 14x14
         return (_augment(batch[0], pad, config, generator),)
 
     def test_time_copies(self, tensors, mirror, shift):
