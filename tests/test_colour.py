@@ -198,3 +198,17 @@ def test_colour_images_are_validated_channel_by_channel():
     # Read as grey where colour came: the channel count fails, and the per-channel columns.
     expected_grey = validate(data, config, num_classes=2, channels=1).report["failed"]
     assert {"channels", "pixel_min", "pixel_max"} <= {f["column"] for f in expected_grey}
+
+
+def test_colour_images_are_augmented_as_their_grey_copies_are():
+    torch = pytest.importorskip("torch")
+    from granular.config import TrainConfig
+    from granular.nn.inputs import Pixels
+
+    grey = np.random.default_rng(0).uniform(0, 255, (16, 28, 28)).astype(np.float32)
+    config = TrainConfig(random_erasing=0.5)
+    (grey_batch,) = Pixels(grey).augment(Pixels(grey).to_device(torch.device("cpu")), config, torch.Generator().manual_seed(3))
+    colour = np.repeat(grey[..., None], 3, axis=3)
+    (colour_batch,) = Pixels(colour).augment(Pixels(colour).to_device(torch.device("cpu")), config, torch.Generator().manual_seed(3))
+    for channel in range(3):  # the same shifts (up to 2 pixels at 28x28), flips and erasing
+        torch.testing.assert_close(colour_batch[:, channel], grey_batch[:, 0])
