@@ -37,7 +37,7 @@ from granular.core.taxonomy import Taxonomy, load_taxonomy  # noqa: E402
 from granular.modalities.images.clean import clean, subsample  # noqa: E402
 from granular.modalities.images.fit import image_fit  # noqa: E402
 from granular.modalities.images.sources import load_raw  # noqa: E402
-from granular.modalities.images.views import build_view  # noqa: E402
+from granular.modalities.images.views import build_view, seen  # noqa: E402
 from granular.nn.device import select_runtime  # noqa: E402
 from granular.nn.inputs import Pixels  # noqa: E402
 from granular.nn.stages import fit_staged, level_heads_for  # noqa: E402
@@ -48,12 +48,15 @@ TARGETS = (0.92, 0.93, 0.94)
 
 
 def load_arrays(config, view, limit: int | None) -> tuple[dict, Taxonomy, str]:
-    """The view's train/val/test arrays, the taxonomy and the view's level."""
+    """The view's train/val/test arrays (x: the images as it sees them), the taxonomy and the view's level."""
     taxonomy = load_taxonomy(REPO / config.taxonomy)
     raw = load_raw(config.data.source.format, config.data.source.path, list(taxonomy.fine_names), image_fit(config))
     data = clean(subsample(raw, limit, 0), len(taxonomy.fine_names), config.clean.max_pixel).kept
     split = partition.assign_splits(data.labels, data.origin, config.split.val_fraction, config.split.seed)
-    return build_view(data, split, taxonomy, view), taxonomy, view.level
+    arrays = build_view(data, split, taxonomy, view)
+    for split_arrays in arrays.values():  # the images as the view sees them, in memory
+        split_arrays["x"] = seen(data.images[split_arrays["rows"]], view.color, view.resolution)
+    return arrays, taxonomy, view.level
 
 
 def train_once(train_config, arrays: dict, taxonomy: Taxonomy, level: str) -> dict:

@@ -12,6 +12,7 @@ from granular.core.partition import pool
 from granular.demo import colours
 from granular.modalities.images.color import as_seen
 from granular.modalities.images.fit import ImageFit, decode, fit_to
+from granular.modalities.images.modality import IMAGES
 from granular.modalities.images.predict_files import InputFileError, read_image_file
 from granular.modalities.images.reader import ImageInput
 from granular.modalities.images.sources import SourceError, load_raw
@@ -56,10 +57,11 @@ def _test_accuracy(paths: ProjectPaths, view: str, level_of=lambda label: label)
 
 
 def test_colour_tells_apart_classes_that_luminance_cannot(project):
-    _, paths = project
+    config, paths = project
     assert read_npz(paths.clean)["images"].shape[1:] == (SIZE, SIZE, 3)
-    assert read_npz(paths.view_split(f"fine-{SIZE}", "test"))["x"].shape[1:] == (SIZE, SIZE, 3)
-    assert read_npz(paths.view_split(f"fine-{SIZE}-grey", "test"))["x"].shape[1:] == (SIZE, SIZE)
+    for view, pixels in ((f"fine-{SIZE}", (SIZE, SIZE, 3)), (f"fine-{SIZE}-grey", (SIZE, SIZE))):
+        data = IMAGES.training_data(config, paths, config.view(view), None, warn=print)
+        assert data.x["test"].images.shape[1:] == pixels
     assert _test_accuracy(paths, f"fine-{SIZE}") >= 0.95
     # The luminance view finds the bar's direction (the coarse class) but guesses among its
     # three colours: near a third of the fine classes.

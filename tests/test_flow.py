@@ -106,7 +106,8 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(small_run: SmallRun, tmp_path
     ))
     cascade = np.load(project / "data/cascade/predictions.npz")
     stages = [stage["name"] for stage in json.loads((project / "data/cascade/cascade.json").read_text())["stages"]]
-    images = np.load(project / "data/processed/fine-28/test.npz")["x"][:5]
+    rows = np.load(project / "data/processed/fine-28/test.npz")["rows"][:5]
+    images = np.load(project / "data/interim/clean.npz")["images"][rows]
     predicted = served.predict(images)  # routed to segment experts too, from full-size images
     assert predicted["label"].tolist() == cascade["test_proba"][:5].argmax(axis=1).tolist()
     assert predicted["stage"].tolist() == [stages[k] for k in cascade["test_stage"][:5]]

@@ -78,6 +78,9 @@ class TrainConfig(_Section):
     seed: int = 0
     # CPU threads for torch; None = every core this process may use.
     threads: int | None = Field(default=None, ge=1)
+    # A split of images that takes more than this many GiB as the network reads them (float32)
+    # stays on disk and is read a batch at a time; a smaller one is read into memory once (faster).
+    in_memory_gib: float = Field(default=2.0, ge=0)
     # How much each class's examples count in the loss: None = alike; balanced = inversely to
     # the class's training count; or {class name: weight} (granular/core/class_weights.py).
     class_weight: ClassWeight = None

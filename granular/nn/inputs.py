@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -32,6 +32,10 @@ class NetworkInputs(Protocol):
 
     def to_device(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         """The unscaled inputs of the network's forward, on `device`."""
+
+    def resident(self, device: torch.device) -> tuple[Any, ...]:
+        """The training inputs as the loop takes its batches from them: indexed by a batch's
+        rows (a tensor), each gives that batch's unscaled tensor on `device`."""
 
     def statistics(self, device: torch.device) -> tuple[Statistic, Statistic]:
         """Mean and deviation that scale the inputs, measured on these (the training) rows."""
@@ -75,6 +79,9 @@ class Pixels:
         tensor = tensor.unsqueeze(1) if tensor.ndim == 3 else tensor.permute(0, 3, 1, 2)
         return (tensor.to(device),)  # (N, C, H, W)
 
+    def resident(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        return self.to_device(device)
+
     def statistics(self, device: torch.device) -> tuple[Statistic, Statistic]:
         if self.images.ndim == 3:
             return float(np.mean(self.images, dtype=np.float64)), float(np.std(self.images, dtype=np.float64)) or 1.0
@@ -86,7 +93,7 @@ class Pixels:
                 torch.as_tensor(std, dtype=torch.float32, device=device).reshape(as_channels))
 
     def scaled(self, tensors, mean, std):
-        return (((tensors[0] - mean) / std).contiguous(memory_format=torch.channels_last),)
+        return _scaled_images(tensors, mean, std)
 
     def network(self, num_classes: int, config: TrainConfig, level_heads: LevelHeads | None = None) -> nn.Module:
         return ResidualCNN(CNNConfig(
@@ -103,6 +110,81 @@ class Pixels:
 
     def arrays(self) -> list[np.ndarray]:
         return [self.images]
+
+
+@dataclass(frozen=True)
+class PixelsOnDisk:
+    """Images that stay on disk (a set larger than memory): rows of `source`, an ImageFile of
+    the clean images, brought to what the network reads by `transform` (the view's colour and
+    resolution) as each batch is read. Trained, scaled and predicted as Pixels are; the
+    statistics are summed a block of rows at a time."""
+
+    source: Any  # granular.store.image_file.ImageFile
+    rows: np.ndarray  # int64: this input's images in `source`
+    transform: Callable[[np.ndarray], np.ndarray]
+    spatial_tta = True
+    _BLOCK = 4096  # rows read at a time for the statistics
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, rows) -> "PixelsOnDisk":
+        return PixelsOnDisk(self.source, self.rows[rows], self.transform)
+
+    def read(self, rows=slice(None)) -> Pixels:
+        return Pixels(self.transform(self.source.read(self.rows[rows])))
+
+    def to_device(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        return self.read().to_device(device)
+
+    def resident(self, device: torch.device) -> tuple["_BatchesFromDisk", ...]:
+        return (_BatchesFromDisk(self, device),)
+
+    def statistics(self, device: torch.device) -> tuple[Statistic, Statistic]:
+        first = self.read(slice(0, 1)).images
+        channels = 1 if first.ndim == 3 else first.shape[3]
+        total, squares = np.zeros(channels), np.zeros(channels)
+        for start in range(0, len(self), self._BLOCK):
+            pixels = self.read(slice(start, start + self._BLOCK)).images.reshape(-1, channels).astype(np.float64)
+            total, squares = total + pixels.sum(axis=0), squares + (pixels**2).sum(axis=0)
+        count = len(self) * first.shape[1] * first.shape[2]
+        mean = total / count
+        std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+        std[std == 0] = 1.0  # a constant channel stays constant (at zero)
+        if first.ndim == 3:
+            return float(mean[0]), float(std[0])
+        as_channels = (1, -1, 1, 1)
+        return (torch.as_tensor(mean, dtype=torch.float32, device=device).reshape(as_channels),
+                torch.as_tensor(std, dtype=torch.float32, device=device).reshape(as_channels))
+
+    def scaled(self, tensors, mean, std):
+        return _scaled_images(tensors, mean, std)
+
+    def network(self, num_classes: int, config: TrainConfig, level_heads: LevelHeads | None = None) -> nn.Module:
+        return self.read(slice(0, 1)).network(num_classes, config, level_heads)
+
+    def augment(self, batch, config, generator):
+        return self.read(slice(0, 1)).augment(batch, config, generator)
+
+    def test_time_copies(self, tensors, mirror, shift):
+        return [(copy,) for copy in _test_time_copies(tensors[0], mirror, shift)]
+
+    def arrays(self) -> list[np.ndarray]:
+        # The rows and a sample of their images, not all of them: reading the set to tell one
+        # training from another would cost an epoch.
+        sample = np.unique(np.linspace(0, len(self) - 1, num=min(len(self), 256)).astype(np.int64))
+        return [self.rows, np.asarray(self.source.shape), self.source.read(self.rows[sample])]
+
+
+@dataclass(frozen=True)
+class _BatchesFromDisk:
+    """A training's inputs on disk, indexed by a batch's rows: that batch, read and on the device."""
+
+    inputs: PixelsOnDisk
+    device: torch.device
+
+    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.inputs[rows.cpu().numpy()].to_device(self.device)[0]
 
 
 @dataclass(frozen=True)
@@ -141,6 +223,9 @@ class TableArrays:
         numeric = torch.as_tensor(self.numeric, dtype=torch.float32, device=device)
         return numeric, torch.as_tensor(self.codes, dtype=torch.long, device=device)
 
+    def resident(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        return self.to_device(device)
+
     def statistics(self, device: torch.device) -> tuple[Statistic, Statistic]:
         mean = self.numeric.mean(axis=0, dtype=np.float64)
         std = self.numeric.std(axis=0, dtype=np.float64)
@@ -167,6 +252,10 @@ class TableArrays:
 
     def arrays(self) -> list[np.ndarray]:
         return [self.numeric, self.codes, np.asarray(self.cardinalities)]
+
+
+def _scaled_images(tensors: tuple[torch.Tensor, ...], mean: Statistic, std: Statistic) -> tuple[torch.Tensor, ...]:
+    return (((tensors[0] - mean) / std).contiguous(memory_format=torch.channels_last),)
 
 
 def _augment(x: torch.Tensor, pad: int, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:

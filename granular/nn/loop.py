@@ -60,7 +60,7 @@ class Run:
     loss: StepLoss  # the objective's loss of a step, with the training targets on the device
     trained: TrainedModel  # the network in training, its input scaling, history and validation outputs
     forward: Callable[..., Outputs]  # a step's forward pass, compiled where the config says
-    xs: tuple[torch.Tensor, ...]  # the training inputs on the device
+    xs: tuple  # the training inputs on the device, or read from disk a batch at a time (NetworkInputs.resident)
     frozen: list[nn.Module]  # the modules of frozen parts
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LRScheduler

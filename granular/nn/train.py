@@ -113,7 +113,7 @@ def start(data: TrainingData, recipe: Recipe, objective: Objective) -> Run:
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     mean, std = data.x_train.statistics(device)
-    xs = data.x_train.to_device(device)
+    xs = data.x_train.resident(device)
     loss = objective.step_loss(data.y_train, recipe)
     model = data.x_train.network(recipe.num_classes, config, recipe.level_heads)
     if recipe.initial is not None:

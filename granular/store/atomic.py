@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
+from granular.store.image_file import ImageFile
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -46,20 +48,30 @@ def write_csv(target: Path, frame: pd.DataFrame) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def write_npz(target: Path, **arrays: np.ndarray) -> None:
+def write_npz(target: Path, **arrays: np.ndarray | ImageFile) -> None:
     """Like np.savez, but byte-for-byte reproducible: np.savez stamps each member with the
-    current time, so equal arrays would get different content hashes (and DVC versions)."""
+    current time, so equal arrays would get different content hashes (and DVC versions). Members
+    are stored uncompressed, so that an array can be read from its place in the file
+    (ImageFile.npz_member); an ImageFile is copied in a block of rows at a time."""
     with atomic_path(target) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
             for name, array in arrays.items():
                 member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
                 with archive.open(member, "w", force_zip64=True) as handle:
-                    np.lib.format.write_array(handle, np.asanyarray(array), allow_pickle=False)
+                    if isinstance(array, ImageFile):
+                        header = {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
+                                  "shape": array.shape}
+                        np.lib.format.write_array_header_2_0(handle, header)
+                        for _, block in array.blocks():
+                            handle.write(np.ascontiguousarray(block).tobytes())
+                    else:
+                        np.lib.format.write_array(handle, np.asanyarray(array), allow_pickle=False)
 
 
-def read_npz(source: Path) -> dict[str, np.ndarray]:
+def read_npz(source: Path, *names: str) -> dict[str, np.ndarray]:
+    """The arrays of an .npz: those of `names`, or all."""
     with np.load(source, allow_pickle=False) as archive:
-        return {key: archive[key] for key in archive.files}
+        return {key: archive[key] for key in names or archive.files}
 
 
 @contextmanager

@@ -97,6 +97,11 @@ class ProjectPaths:
         return self.root / ".granular"
 
     @property
+    def scratch(self) -> Path:
+        """Where a step keeps what it needs while it runs alone (a folder's decoded pictures)."""
+        return self.state / "scratch"
+
+    @property
     def fused_dir(self) -> Path:
         return self.data / "fused"
 

@@ -1,13 +1,16 @@
 """Images (IDX, .npz or a folder of picture files) through the pipeline: the `Modality` of
 granular/modalities/base.py.
 
-clean.npz holds every kept image (uint8, N x H x W, or N x H x W x 3 in colour) with its fine
-label, official split of origin and index there; a view's folder holds its images in the view's
-colour pooled to its resolution per split, and, for a segmented view, the cluster of each image and the segmenter that finds it.
+clean.npz holds every kept image (uint8, N x H x W, or N x H x W x 3 in colour; read from its
+place in the file a batch of rows at a time) with its fine label, official split of origin and
+index there; a view's folder holds, per split, the rows of the clean images it sees (in its
+colour, pooled to its resolution as they are read), and, for a segmented view, the cluster of
+each image and the segmenter that finds it.
 """
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +28,17 @@ from granular.modalities.images.color import as_seen
 from granular.modalities.images.fit import image_fit
 from granular.modalities.images.reader import MODALITY, ImageInput, ImageReader
 from granular.modalities.images.validate import validate
-from granular.modalities.images.views import build_view
+from granular.modalities.images.views import build_view, view_inputs
 from granular.store.atomic import atomic_dir, read_npz, write_json, write_npz
+from granular.store.image_file import ImageFile, blocks_of
 from granular.store.paths import ProjectPaths
 
 
 def load_clean(paths: ProjectPaths) -> sources.RawDataset:
-    arrays = read_npz(paths.clean)
-    return sources.RawDataset(images=arrays["images"], labels=arrays["labels"], origin=arrays["origin"], index=arrays["index"])
+    """The clean examples, their images left on disk (read a batch of rows at a time)."""
+    arrays = read_npz(paths.clean, "labels", "origin", "index")
+    images = ImageFile.npz_member(paths.clean, "images")
+    return sources.RawDataset(images=images, labels=arrays["labels"], origin=arrays["origin"], index=arrays["index"])
 
 
 def _channels(config: Config) -> int:
@@ -52,9 +58,15 @@ class Images:
 
     def clean(self, config: Config, paths: ProjectPaths) -> dict:
         taxonomy = _taxonomy(config, paths)
-        raw = sources.load_raw(config.data.source.format, paths.raw, list(taxonomy.fine_names), image_fit(config))
+        paths.scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="clean-", dir=paths.scratch) as scratch:
+            return self._clean(config, paths, taxonomy, Path(scratch))
+
+    def _clean(self, config: Config, paths: ProjectPaths, taxonomy: Taxonomy, scratch: Path) -> dict:
+        """Clean with a folder's pictures decoded into `scratch`, a block at a time."""
+        raw = sources.load_raw(config.data.source.format, paths.raw, list(taxonomy.fine_names), image_fit(config), scratch)
         raw = subsample(raw, config.data.limit, config.data.limit_seed)
-        result = clean(raw, num_classes=len(taxonomy.fine_names), max_pixel=config.clean.max_pixel)
+        result = clean(raw, num_classes=len(taxonomy.fine_names), max_pixel=config.clean.max_pixel, scratch=scratch)
         with atomic_dir(paths.quarantine) as staging:
             rejected = result.rejected
             files = {} if rejected.files is None else {"file": rejected.files}  # a folder's: the file of each
@@ -93,16 +105,18 @@ class Images:
     def view_arrays(
         self, config: Config, paths: ProjectPaths, view: ImageView, taxonomy: Taxonomy, staging: Path
     ) -> dict[str, dict[str, np.ndarray]]:
-        """x (images pooled to the view's resolution), y, the example ids, and for a segmented
+        """The rows of the clean images in each split, y, the example ids, and for a segmented
         view the cluster of each image, by the segmenter learned on the training split (saved
         into `staging`)."""
         data = load_clean(paths)
         split = read_npz(paths.splits)["split"]
         arrays_by_split = build_view(data, split, taxonomy, view)
         if view.segments:
-            seen = as_seen(data.images, view.color)
-            segmenter = segments.fit_segmenter(seen[split == TRAIN_SPLIT], view.segments, seed=config.split.seed)
-            segment = segmenter.assign(seen)
+            training = as_seen(data.images[np.flatnonzero(split == TRAIN_SPLIT)], view.color)
+            segmenter = segments.fit_segmenter(training, view.segments, seed=config.split.seed)
+            segment = np.concatenate(
+                [segmenter.assign(as_seen(block, view.color)) for _, block in blocks_of(data.images)]
+            )
             segments.check_segment_sizes(segment, split, segmenter.count, view.segments.min_size, f"view {view.name}")
             for code, split_name in enumerate(SPLITS):
                 arrays_by_split[split_name]["segment"] = segment[split == code]
@@ -113,9 +127,8 @@ class Images:
         return view.segments.count if view.segments else 1
 
     def training_data(self, config: Config, paths: ProjectPaths, view: ImageView, taxonomy: Taxonomy, warn) -> TrainingData:
-        from granular.nn.inputs import Pixels  # torch loads only where a network trains
-
         splits = {s: read_npz(paths.view_split(view.name, s)) for s in SPLITS}
+        images, in_memory = load_clean(paths).images, config.train_config(view).in_memory_gib
         if view.segments:  # network k: the expert of cluster k
             plan = ExpertPlan(route={s: a["segment"] for s, a in splits.items()},
                               tags=[{"segment": k} for k in range(view.segments.count)])
@@ -123,7 +136,8 @@ class Images:
         else:
             plan, segmenter = single_network({s: len(a["y"]) for s, a in splits.items()}), None
         return TrainingData(
-            x={s: Pixels(a["x"]) for s, a in splits.items()}, y={s: a["y"] for s, a in splits.items()},
+            x={s: view_inputs(images, a["rows"], view, in_memory) for s, a in splits.items()},
+            y={s: a["y"] for s, a in splits.items()},
             plan=plan, reader=ImageReader(resolution=view.resolution, segmenter=segmenter, color=view.color),
         )
 
@@ -135,7 +149,7 @@ class Images:
     ) -> dict[str, np.ndarray]:
         split = read_npz(paths.splits)["split"]  # one row per clean example
         images = load_clean(paths).images
-        return {name: images[split == SPLITS.index(name)][:count] for name in splits}
+        return {name: images[np.flatnonzero(split == SPLITS.index(name))[:count]] for name in splits}
 
     def input_spec(self, config: Config, paths: ProjectPaths) -> ImageInput:
         return ImageInput(image_shape=tuple(config.validate_.image_shape), channels=_channels(config))

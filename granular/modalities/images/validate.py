@@ -12,6 +12,7 @@ from granular.core.partition import ORIGINS
 from granular.core.quarantine import QUARANTINE_ROW_IDS, quarantine_checks
 from granular.core.validation import Validation, validate_tables
 from granular.modalities.images.sources import RawDataset
+from granular.store.image_file import blocks_of
 
 EXAMPLE_COLUMNS = ["origin", "index", "label", "height", "width", "channels"]
 CHANNEL_NAMES = {1: [""], 3: ["_red", "_green", "_blue"]}  # suffixes of each channel's pixel range
@@ -28,11 +29,14 @@ def example_table(data: RawDataset) -> pd.DataFrame:
     n = len(data)
     height, width = data.images.shape[1:3] if data.images.ndim in (3, 4) else (0, 0)
     channels = 1 if data.images.ndim == 3 else data.images.shape[-1]
-    per_channel = data.images.reshape(n, -1, channels) if n else np.zeros((0, 1, channels))
+    lowest, highest = np.zeros((n, channels)), np.zeros((n, channels))
+    for start, block in blocks_of(data.images):  # a set on disk, a block of rows at a time
+        per_channel = block.reshape(len(block), -1, channels)
+        lowest[start : start + len(block)] = per_channel.min(axis=1)
+        highest[start : start + len(block)] = per_channel.max(axis=1)
     ranges = {}
     for channel, name in enumerate(CHANNEL_NAMES[channels]):
-        ranges[f"pixel_min{name}"] = per_channel[:, :, channel].min(axis=1) if n else np.array([])
-        ranges[f"pixel_max{name}"] = per_channel[:, :, channel].max(axis=1) if n else np.array([])
+        ranges[f"pixel_min{name}"], ranges[f"pixel_max{name}"] = lowest[:, channel], highest[:, channel]
     return pd.DataFrame(
         {
             "origin": np.asarray(ORIGINS)[data.origin] if n else np.array([], dtype=str),
