@@ -10,11 +10,12 @@ of the fine classes within it at best.
 Written as the folder layout a run reads (train/ and test/, a folder per fine class, PNG files)
 with its taxonomy.yaml:
 
-    python -m granular.demo.colours --out data/colours [--per-class 300] [--size 32] [--seed 0]
+    python -m granular.demo.colours --out data/colours [--per-class 300] [--size 32] [--format png|jpg]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -52,20 +53,36 @@ def picture(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-def generate(out: Path, per_class: int = 300, size: int = 32, seed: int = 0, test_share: float = 0.25) -> Path:
-    """Write the set under `out` (replaced as a whole): `per_class` pictures of each fine class,
-    `test_share` of them under test/, and taxonomy.yaml."""
+def _write_class(out: Path, label: int, per_class: int, size: int, seed: int, test_count: int, suffix: str) -> None:
     from PIL import Image
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, label])  # a class's pictures are the same whoever writes them
+    fine = fine_classes()[label][0]
+    for split in ("train", "test"):
+        (out / split / fine).mkdir(parents=True, exist_ok=True)
+    for number in range(per_class):
+        split = "test" if number < test_count else "train"
+        Image.fromarray(picture(label, size, rng)).save(out / split / fine / f"{number:06d}{suffix}")
+
+
+def generate(
+    out: Path, per_class: int = 300, size: int = 32, seed: int = 0, test_share: float = 0.25, suffix: str = ".png",
+    workers: int = 1,
+) -> Path:
+    """Write the set under `out` (replaced as a whole): `per_class` pictures of each fine class
+    (PNG, or JPEG with suffix .jpg), `test_share` of them under test/, and taxonomy.yaml; the
+    classes written by `workers` processes."""
+    from concurrent.futures import ProcessPoolExecutor
+
     test_count = round(per_class * test_share)
     with atomic_dir(Path(out)) as staging:
-        for label, (fine, _) in enumerate(fine_classes()):
-            for number in range(per_class):
-                split = "test" if number < test_count else "train"
-                folder = staging / split / fine
-                folder.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(picture(label, size, rng)).save(folder / f"{number}.png")
+        jobs = [(staging, label, per_class, size, seed, test_count, suffix) for label in range(len(fine_classes()))]
+        if workers > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                list(pool.map(_write_class, *zip(*jobs)))
+        else:
+            for job in jobs:
+                _write_class(*job)
         (staging / "taxonomy.yaml").write_text(taxonomy_text())
     return Path(out)
 
@@ -76,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, default=300, help="pictures per fine class (default 300)")
     parser.add_argument("--size", type=int, default=32, help="pixels a side (default 32)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--format", choices=("png", "jpg"), default="png")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes writing (default: every core)")
     args = parser.parse_args(argv)
-    out = generate(args.out, args.per_class, args.size, args.seed)
+    out = generate(args.out, args.per_class, args.size, args.seed, suffix=f".{args.format}", workers=args.workers)
     print(f"{len(fine_classes()) * args.per_class} pictures of {len(fine_classes())} classes written to {out}")
     return 0
 

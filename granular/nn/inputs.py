@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from granular.config import TrainConfig
 from granular.nn.models import CNNConfig, LevelHeads, MLPConfig, ResidualCNN, TabularMLP, stem_pool_for
+from granular.store.image_file import CHUNK_BYTES
 
 UNKNOWN = -1  # the code of a category not seen in the training split
 
@@ -123,7 +124,6 @@ class PixelsOnDisk:
     rows: np.ndarray  # int64: this input's images in `source`
     transform: Callable[[np.ndarray], np.ndarray]
     spatial_tta = True
-    _BLOCK = 4096  # rows read at a time for the statistics
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -143,9 +143,10 @@ class PixelsOnDisk:
     def statistics(self, device: torch.device) -> tuple[Statistic, Statistic]:
         first = self.read(slice(0, 1)).images
         channels = 1 if first.ndim == 3 else first.shape[3]
+        block = max(1, CHUNK_BYTES // (8 * first.size))  # rows whose pixels take CHUNK_BYTES as float64
         total, squares = np.zeros(channels), np.zeros(channels)
-        for start in range(0, len(self), self._BLOCK):
-            pixels = self.read(slice(start, start + self._BLOCK)).images.reshape(-1, channels).astype(np.float64)
+        for start in range(0, len(self), block):
+            pixels = self.read(slice(start, start + block)).images.reshape(-1, channels).astype(np.float64)
             total, squares = total + pixels.sum(axis=0), squares + (pixels**2).sum(axis=0)
         count = len(self) * first.shape[1] * first.shape[2]
         mean = total / count

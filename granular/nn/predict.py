@@ -13,6 +13,11 @@ from granular.nn.quantize import runtime_for
 from granular.nn.trained import TrainedModel
 
 
+# Input values a prediction's batch holds at most: 1024 images of 28x28 (800 thousand values) fit
+# many times over, 128x128 colour ones go 170 at a time.
+BATCH_VALUES = 1 << 23
+
+
 def autocast(runtime: Runtime):
     if runtime.autocast_dtype is None:
         return nullcontext()
@@ -32,6 +37,8 @@ def predict_proba(
     model = trained.model.eval()
     runtime = runtime_for(model, runtime)
     objective = of_trained(trained)
+    if len(x):  # large images go in fewer at a time: a batch's activations grow with its pixels
+        batch_size = max(1, min(batch_size, BATCH_VALUES // max(1, x[:1].to_device(runtime.device)[0].numel())))
     out = []
     mirror = trained.tta and augmented
     shift = trained.tta_shift if shifted and augmented else 0
