@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,10 +75,15 @@ def _conflicting_duplicates(keys: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (lowest != highest)[group]
 
 
+def _on_scale_already(block: np.ndarray, max_pixel: int) -> bool:
+    """Whole numbers in 0..255 by their type: decoded pictures, IDX files."""
+    return block.dtype == np.uint8 and max_pixel == 255
+
+
 def _on_scale(block: np.ndarray, max_pixel: int) -> tuple[np.ndarray, np.ndarray]:
     """A block's pixels rescaled from [0, max_pixel] to 0..255 and rounded (uint8), and whether
     each image had a pixel off the whole numbers."""
-    if block.dtype == np.uint8 and max_pixel == 255:  # decoded pictures, IDX files: nothing to do
+    if _on_scale_already(block, max_pixel):
         return block, np.zeros(len(block), dtype=bool)
     flat = block.reshape(len(block), -1).astype(np.float64, copy=False)
     on_scale = flat * (255.0 / max_pixel)
@@ -109,7 +115,7 @@ def clean(data: RawDataset, num_classes: int, max_pixel: int = 255, scratch: Pat
     fractional = np.zeros(n, dtype=bool)
     for start, block in blocks_of(data.images, _block_rows(data.images)):
         at = np.arange(start, start + len(block))
-        if not (block.dtype == np.uint8 and max_pixel == 255):
+        if not _on_scale_already(block, max_pixel):
             flat = block.reshape(len(block), -1).astype(np.float64, copy=False)
             non_finite[at] = ~np.isfinite(flat).all(axis=1)
             with np.errstate(invalid="ignore"):
@@ -147,15 +153,16 @@ def clean(data: RawDataset, num_classes: int, max_pixel: int = 255, scratch: Pat
 def _kept_images(images: np.ndarray | ImageFile, kept_rows: np.ndarray, max_pixel: int, scratch: Path | None):
     """The kept rows' images on the 0..255 scale, as uint8: in memory, or in a file in `scratch`."""
     shape = (len(kept_rows), *images.shape[1:])
-    if scratch is None:
-        out = np.empty(shape, dtype=np.uint8)
+    writer = None if scratch is None else ImageWriter(Path(scratch) / "kept.npy", shape)
+    kept = np.empty(shape, dtype=np.uint8) if writer is None else None
+    with writer or nullcontext():
+        done = 0
         for start, block in blocks_of(images, _block_rows(images)):
             chosen = kept_rows[(kept_rows >= start) & (kept_rows < start + len(block))]
-            first = np.searchsorted(kept_rows, start)
-            out[first : first + len(chosen)] = _on_scale(block[chosen - start], max_pixel)[0]
-        return out
-    with ImageWriter(Path(scratch) / "kept.npy", shape) as writer:
-        for start, block in blocks_of(images, _block_rows(images)):
-            chosen = kept_rows[(kept_rows >= start) & (kept_rows < start + len(block))]
-            writer.write(_on_scale(block[chosen - start], max_pixel)[0])
-        return writer.close()
+            scaled = _on_scale(block[chosen - start], max_pixel)[0]
+            if writer is None:
+                kept[done : done + len(chosen)] = scaled
+            else:
+                writer.write(scaled)
+            done += len(chosen)
+        return kept if writer is None else writer.close()
