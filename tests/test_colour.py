@@ -85,7 +85,7 @@ def test_the_fused_model_takes_colour_images_and_says_so(project):
 def test_colour_images_served_over_http_answer_as_the_model_does(project, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from granular.core.promotion import CHAMPION, register_version
+    from tasks.registry import CHAMPION, register_version
     from tasks import serving, tracking
     from tasks.tracking import RunRef
     from tests.test_serving import served_answer
