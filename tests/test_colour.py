@@ -81,6 +81,36 @@ def test_the_fused_model_takes_colour_images_and_says_so(project):
     assert pd.DataFrame(served.predict(images))["label"].between(0, 5).all()
 
 
+def test_granular_predict_answers_colour_pictures_as_the_model_does(project, tmp_path):
+    from flows.cli import main
+
+    _, paths = project
+    images = read_npz(paths.clean)["images"][:3]
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for number, image in enumerate(images):
+        Image.fromarray(image).save(pictures / f"{number}.png")
+    (tmp_path / "params.yaml").write_text("{}\n")
+    assert main(["predict", "--params", str(tmp_path / "params.yaml"), "--model", str(paths.fused_dir),
+                 "--input", str(pictures), "--output", str(tmp_path / "predictions.csv")]) == 0
+    expected = pd.DataFrame(load_served(paths.fused_dir).predict(images))
+    assert pd.read_csv(tmp_path / "predictions.csv")["label"].tolist() == expected["label"].tolist()
+
+
+def test_a_student_distils_the_colour_ensemble_in_colour(project):
+    from granular.pipeline.distill import distill_step
+
+    config, paths = project
+    with_student = Config.model_validate(
+        {**config.model_dump(by_alias=True, exclude_unset=True), "distill": {"enabled": True, "epochs": 4, "width": 8}}
+    )
+    report = distill_step(with_student, paths, warn=lambda message: None)
+    student = load_served(paths.student_dir)
+    assert student.inputs == ImageInput(image_shape=(SIZE, SIZE), channels=3)
+    # Colour carried through: a student of the luminance alone would get a third of the classes.
+    assert report["variants"][report["served"]]["accuracy"] >= 0.6
+
+
 @pytest.mark.slow
 def test_colour_images_served_over_http_answer_as_the_model_does(project, tmp_path):
     from mlflow.tracking import MlflowClient
