@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from granular.config import Config, ConfigError, ImageView, apply_override, load_config
+from granular.store.paths import ProjectPaths
 from small_project import EVERY_KIND
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -350,6 +351,48 @@ def test_a_missing_data_source_or_a_bad_taxonomy_is_a_configuration_error_before
     assert granular_cli(["run", "--root", str(tmp_path), "--params", str(PARAMS), "--set", setting]) == 2
     assert time.perf_counter() - started < 5  # no server was started (one takes 10 s and more)
     assert re.search(message, capsys.readouterr().err)
+
+
+FASHION_TAXONOMY = (Path(__file__).parents[1] / "data" / "taxonomy.yaml").read_text()
+
+
+@pytest.mark.parametrize(("taxonomy_text", "message"), [
+    # Sandal left out: every class after it would take the next one's images, and label 9 has none.
+    (FASHION_TAXONOMY.replace("  - {fine: Sandal, coarse: footwear}\n", ""),
+     r"taxonomy data/taxonomy\.yaml does not fit the classes of /usr/share/datasets/fashion-mnist: "
+     r"label 9 \(7000 examples\) has no class in it \(it has 9, ids 0\.\.8\)$"),
+    (FASHION_TAXONOMY + "  - {fine: Hat, coarse: footwear}\n",
+     r"taxonomy data/taxonomy\.yaml does not fit the classes of /usr/share/datasets/fashion-mnist: "
+     r"class 10 \(Hat\) has no examples in the train split; class 10 \(Hat\) has no examples in the test split$"),
+])
+def test_a_taxonomy_that_does_not_fit_the_data_s_labels_is_a_configuration_error(tmp_path, capsys, taxonomy_text, message):
+    import time
+
+    from flows.cli import main as granular_cli
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "taxonomy.yaml").write_text(taxonomy_text)
+    started = time.perf_counter()
+    assert granular_cli(["run", "--root", str(tmp_path), "--params", str(PARAMS)]) == 2
+    assert time.perf_counter() - started < 5  # the label files read, no server started
+    assert re.search(r"configuration error: " + message, capsys.readouterr().err.strip())
+
+
+def test_class_folders_are_checked_against_the_taxonomy_by_name(tmp_path):
+    from granular.pipeline.preflight import check_inputs
+
+    for folder in ("train/a", "train/b_c", "train/stray", "test/a"):
+        (tmp_path / "pictures" / folder).mkdir(parents=True)
+    (tmp_path / "taxonomy.yaml").write_text(
+        "levels: [fine, coarse]\nclasses:\n  - {fine: a, coarse: x}\n  - {fine: b/c, coarse: x}\n"
+    )
+    config = Config.model_validate({"data": {"source": {"format": "folder", "path": "pictures"}}, "taxonomy": "taxonomy.yaml",
+                                    "views": {"fine-28": {"level": "fine", "resolution": 28}}})
+    with pytest.raises(ConfigError, match=re.escape(
+        "taxonomy taxonomy.yaml does not fit the classes of pictures: folder train/stray is no class of it; "
+        "class 1 (b/c) has no folder in test/"
+    )):
+        check_inputs(config, ProjectPaths(tmp_path))
 
 
 @pytest.mark.parametrize(("name", "spec", "message"), [

@@ -1,13 +1,22 @@
 """What a run reads first, checked before any server or step starts: the data source (a
-table's header holds every column the settings name) and the taxonomy file, with the classes
-each specialist view names in it. A mistake in any is a configuration error, said in a
-fraction of a second, not after a Prefect server has started and the import step has failed."""
+table's header holds every column the settings name), the taxonomy file, with the classes
+each specialist view names in it, and, where the labels read cheaply (an image set's label
+files, arrays or class folders), that the taxonomy's classes are the data's. A mistake in any
+is a configuration error, said in a fraction of a second, not after a Prefect server has
+started and a step has failed."""
 from __future__ import annotations
 
-from granular.config import Config, ConfigError
+from pathlib import Path
+
+import numpy as np
+
+from granular.config import Config, ConfigError, path_safe
+from granular.core.partition import ORIGINS
 from granular.core.taxonomy import TaxonomyError, load_taxonomy
 from granular.pipeline.reads import specialist_class_ids
 from granular.store.paths import ProjectPaths
+
+_IDX_LABELS = {"train": "train-labels-idx1-ubyte", "test": "t10k-labels-idx1-ubyte"}
 
 
 def check_inputs(config: Config, paths: ProjectPaths) -> None:
@@ -26,6 +35,73 @@ def check_inputs(config: Config, paths: ProjectPaths) -> None:
     except (TaxonomyError, ValueError, OSError) as error:
         raise ConfigError(f"taxonomy: {error}") from None
     specialist_class_ids(config, classes)  # each specialist names classes of it
+    misfits = _classes_against_labels(config, source, list(classes.fine_names))
+    if misfits:
+        raise ConfigError(
+            f"taxonomy {config.taxonomy} does not fit the classes of {config.data.source.path}: " + "; ".join(misfits)
+        )
+
+
+def _classes_against_labels(config: Config, source: Path, names: list[str]) -> list[str]:
+    """What does not fit between the taxonomy's fine classes (a class's position is its label
+    id) and the labels of an image set; a table's labels are checked when it is cleaned."""
+    fmt = config.data.source.format
+    if fmt == "folder":
+        return _against_folders(source, names)
+    if fmt not in ("idx", "npz"):
+        return []
+    labels = _idx_labels(source) if fmt == "idx" else _npz_labels(source)
+    if labels is None:  # not where the layout says: the import step names what is missing
+        return []
+    least = config.validate_.least_per_class("images")
+    misfits = []
+    every = np.concatenate(list(labels.values()))
+    for label, count in zip(*np.unique(every[every >= len(names)], return_counts=True)):
+        if count >= least:  # a class the taxonomy lacks; fewer examples are stray labels, set aside
+            misfits.append(f"label {label} ({count} examples) has no class in it (it has {len(names)}, ids 0..{len(names) - 1})")
+    for origin, values in labels.items():
+        for label in sorted(set(range(len(names))) - set(values.tolist())):
+            misfits.append(f"class {label} ({names[label]}) has no examples in the {origin} split")
+    return misfits
+
+
+def _idx_labels(source: Path) -> dict[str, np.ndarray] | None:
+    from granular.modalities.images.idx import IdxError, read_idx
+
+    labels = {}
+    for origin, stem in _IDX_LABELS.items():
+        found = [source / name for name in (f"{stem}.gz", stem) if (source / name).is_file()]
+        if not found:
+            return None
+        try:
+            labels[origin] = read_idx(found[0], dimensions=1).astype(np.int64)
+        except IdxError:  # the import step says what is wrong with the file
+            return None
+    return labels
+
+
+def _npz_labels(source: Path) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(source, allow_pickle=False) as archive:
+            return {origin: np.asarray(archive[f"y_{origin}"]).astype(np.int64).reshape(-1) for origin in ORIGINS}
+    except (KeyError, ValueError, OSError):  # the import step says what is wrong with the file
+        return None
+
+
+def _against_folders(source: Path, names: list[str]) -> list[str]:
+    """Each split's class folders against the taxonomy's classes (a folder is named after its
+    class, or as a path can hold the name: T-shirt/top as T-shirt_top)."""
+    label_of = {path_safe(name): label for label, name in enumerate(names)} | {name: label for label, name in enumerate(names)}
+    misfits = []
+    for origin in ORIGINS:
+        if not (source / origin).is_dir():
+            return []  # not the layout: the import step names what is missing
+        folders = sorted(p.name for p in (source / origin).iterdir() if p.is_dir())
+        misfits += [f"folder {origin}/{folder} is no class of it" for folder in folders if folder not in label_of]
+        present = {label_of[folder] for folder in folders if folder in label_of}
+        misfits += [f"class {label} ({names[label]}) has no folder in {origin}/"
+                    for label in range(len(names)) if label not in present]
+    return misfits
 
 
 def _check_table_columns(config: Config, source) -> None:
