@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from flows.terminal import error_lines, hide_tracebacks
+from flows.terminal import error_lines, hide_tracebacks, quiet_third_parties
 from granular.config import Config, ConfigError, load_config
 from granular.pipeline.preflight import check_inputs
 from granular.runtime.redact import redact_uri
@@ -335,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"granular: configuration error: {error}", file=sys.stderr)
         return 2
+    quiet_third_parties()
     if getattr(args, "runs_flows", False):
         hide_tracebacks()
     try:
