@@ -7,8 +7,8 @@ luminance of a picture says nothing of its colour: a view that sees colour tells
 classes apart, a view of the luminance alone (`color: grey`) only the bar's direction, a third
 of the fine classes within it at best.
 
-Written as the folder layout a run reads (train/ and test/, a folder per fine class, PNG files)
-with its taxonomy.yaml:
+Written as the folder layout a run reads (train/ and test/, a folder per fine class, PNG or JPEG
+files) with its taxonomy.yaml:
 
     python -m granular.demo.colours --out data/colours [--per-class 300] [--size 32] [--format png|jpg]
 """
