@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -348,9 +349,15 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exception(error)
         print(error_lines(error, args.debug), file=sys.stderr)
         return 1
+    except BaseException as error:  # Prefect's TerminationSignal: SIGTERM, recorded as Ctrl-C is
+        if getattr(error, "signal", None) != signal.SIGTERM:
+            raise
+        print("granular: stopped (SIGTERM)", file=sys.stderr)
+        return TERMINATED
 
 
 INTERRUPTED = 130  # the exit status of a command a terminal's Ctrl-C stopped (128 + SIGINT)
+TERMINATED = 143  # of one stopped by SIGTERM (128 + 15): a cancelled job, docker stop, systemd
 
 
 if __name__ == "__main__":

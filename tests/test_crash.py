@@ -531,6 +531,30 @@ def test_ctrl_c_to_the_process_group_ends_the_run_in_seconds_with_true_records(p
 
 
 @pytest.mark.slow
+def test_sigterm_to_the_process_group_ends_the_run_as_ctrl_c_does_with_exit_143(project: Path):
+    run = start_run_in_a_terminal(project, *LONG_TRAINING)
+    try:
+        wait_until_training(project, run)
+        sent = time.monotonic()
+        os.killpg(run.pid, signal.SIGTERM)  # as docker stop, systemd or a cancelled job sends it
+        returncode = run.wait(timeout=RUN_TIMEOUT_S)
+        seconds = time.monotonic() - sent
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    output = run.log.read_text()
+    assert returncode == 143, output[-3000:]
+    assert seconds < 30, f"the run took {seconds:.0f} s to stop:\n{output[-3000:]}"
+    assert output.rstrip().endswith("granular: stopped (SIGTERM)"), output[-3000:]
+    assert "Traceback" not in output and output.count("granular:") == 1, output[-3000:]
+    [parent], _ = mlflow_runs(project)
+    assert parent.info.status == "KILLED" and parent.data.tags[crashes.STOP_REASON_TAG] == "stopped by SIGTERM"
+    assert flow_run_state(project, parent.data.tags["prefect.flow_run_id"]) == "CRASHED"
+    assert list((project / "data" / "checkpoints").glob("**/epoch-*.pt"))  # a rerun resumes it
+
+
+@pytest.mark.slow
 def test_a_run_killed_outright_takes_its_temporary_server_with_it(project: Path):
     run = start_run_in_a_terminal(project, *LONG_TRAINING)
     try:
