@@ -1,9 +1,9 @@
 """Predicting images read from files (`granular predict`): `.npy` arrays, IDX files (gzipped
 or not), PNG/JPEG images, or a folder of any of these. Each file gives a block of (N, H, W)
 uint8 images, (N, H, W, C) for a colour model, of the size the model takes: a picture of another
-size is brought to it as the project's pictures are (clean.fit), in the model's colour; an array of another size, a picture that cannot be read or is
-too small, or a pixel outside 0..255 is refused naming the file. The predictions come back as
-one table, a row per image."""
+size is brought to it as the project's pictures are (clean.fit), in the model's colour; an
+array of another size, a picture that cannot be read or is too small, or a pixel outside 0..255
+is refused naming the file. The predictions come back as one table, a row per image."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from granular.core.partition import pool
 from granular.modalities.images.color import as_seen
 from granular.modalities.images.segments import SEGMENTER_FILE, ClusterSegmenter
+from granular.modalities.images.views import seen
 
 MODALITY = "images"
 
@@ -28,7 +28,7 @@ class ImageReader:
     def network_inputs(self, raw: np.ndarray):
         from granular.nn.inputs import Pixels  # torch loads only where a network runs
 
-        return Pixels(pool(as_seen(raw, self.color), self.resolution))
+        return Pixels(seen(raw, self.color, self.resolution))
 
     def columns_read(self) -> list[str]:
         return []  # pixels
