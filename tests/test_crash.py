@@ -498,6 +498,20 @@ def flow_run_state(project: Path, flow_run_id: str) -> str:
     return state
 
 
+def signal_the_group(run: subprocess.Popen, signum: int) -> tuple[int, float]:
+    """Send `signum` to the run's whole process group; its exit status and the seconds it took."""
+    sent = time.monotonic()
+    os.killpg(run.pid, signum)
+    return run.wait(timeout=RUN_TIMEOUT_S), time.monotonic() - sent
+
+
+def kill_the_group(run: subprocess.Popen) -> None:
+    """What a test leaves: no run still going."""
+    if run.poll() is None:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+
+
 @pytest.mark.parametrize("moment", ["during a training", "between two view trainings"])
 @pytest.mark.slow
 def test_ctrl_c_to_the_process_group_ends_the_run_in_seconds_with_true_records(project: Path, moment: str):
@@ -508,14 +522,9 @@ def test_ctrl_c_to_the_process_group_ends_the_run_in_seconds_with_true_records(p
         else:
             wait_for_line(run, "Task run 'train-fine-14' - Finished in state Completed()")
         server = temporary_server(run)
-        sent = time.monotonic()
-        os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
-        returncode = run.wait(timeout=RUN_TIMEOUT_S)
-        seconds = time.monotonic() - sent
+        returncode, seconds = signal_the_group(run, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
     finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
+        kill_the_group(run)
     output = run.log.read_text()
     assert returncode == 130, output[-3000:]
     assert seconds < 30, f"the run took {seconds:.0f} s to stop:\n{output[-3000:]}"
@@ -535,14 +544,9 @@ def test_sigterm_to_the_process_group_ends_the_run_as_ctrl_c_does_with_exit_143(
     run = start_run_in_a_terminal(project, *LONG_TRAINING)
     try:
         wait_until_training(project, run)
-        sent = time.monotonic()
-        os.killpg(run.pid, signal.SIGTERM)  # as docker stop, systemd or a cancelled job sends it
-        returncode = run.wait(timeout=RUN_TIMEOUT_S)
-        seconds = time.monotonic() - sent
+        returncode, seconds = signal_the_group(run, signal.SIGTERM)  # as docker stop, systemd or a cancelled job
     finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
+        kill_the_group(run)
     output = run.log.read_text()
     assert returncode == 143, output[-3000:]
     assert seconds < 30, f"the run took {seconds:.0f} s to stop:\n{output[-3000:]}"

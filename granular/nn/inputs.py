@@ -103,8 +103,7 @@ class Pixels:
         ))
 
     def augment(self, batch, config, generator):
-        pad = max(1, self.images.shape[2] // 14)  # 2 pixels at 28x28, 1 at 14x14
-        return (_augment(batch[0], pad, config, generator),)
+        return _augmented_images(batch, config, generator)
 
     def test_time_copies(self, tensors, mirror, shift):
         return [(copy,) for copy in _test_time_copies(tensors[0], mirror, shift)]
@@ -165,7 +164,7 @@ class PixelsOnDisk:
         return self.read(slice(0, 1)).network(num_classes, config, level_heads)
 
     def augment(self, batch, config, generator):
-        return self.read(slice(0, 1)).augment(batch, config, generator)
+        return _augmented_images(batch, config, generator)
 
     def test_time_copies(self, tensors, mirror, shift):
         return [(copy,) for copy in _test_time_copies(tensors[0], mirror, shift)]
@@ -253,6 +252,11 @@ class TableArrays:
 
     def arrays(self) -> list[np.ndarray]:
         return [self.numeric, self.codes, np.asarray(self.cardinalities)]
+
+
+def _augmented_images(batch: tuple[torch.Tensor, ...], config: TrainConfig, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    pad = max(1, batch[0].shape[-1] // 14)  # 2 pixels at 28x28, 1 at 14x14
+    return (_augment(batch[0], pad, config, generator),)
 
 
 def _scaled_images(tensors: tuple[torch.Tensor, ...], mean: Statistic, std: Statistic) -> tuple[torch.Tensor, ...]:

@@ -77,23 +77,22 @@ class ImageFile:
         breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
         with open(self.path, "rb") as handle:
             for run in np.split(np.arange(len(ordered)), breaks):
-                first = int(ordered[run[0]])
-                out[order[run]] = self._read_run(first, len(run), handle)
+                out[order[run]] = self._read_run(int(ordered[run[0]]), len(run), handle)
         return out
 
     def __getitem__(self, rows) -> np.ndarray:
         return self.read(rows)
 
     def _read_run(self, first: int, count: int, handle=None) -> np.ndarray:
-        size = count * self.row_bytes
+        """Rows first..first+count-1, read straight into the array returned."""
         if handle is None:
             with open(self.path, "rb") as handle:
-                data = os.pread(handle.fileno(), size, self.offset + first * self.row_bytes)
-        else:
-            data = os.pread(handle.fileno(), size, self.offset + first * self.row_bytes)
-        if len(data) != size:
-            raise OSError(f"{self.path}: cut short ({len(data)} of {size} bytes at row {first})")
-        return np.frombuffer(data, dtype=self.dtype).reshape((count, *self.shape[1:])).copy()
+                return self._read_run(first, count, handle)
+        out = np.empty((count, *self.shape[1:]), dtype=self.dtype)
+        size = os.preadv(handle.fileno(), [memoryview(out).cast("B")], self.offset + first * self.row_bytes)
+        if size != out.nbytes:
+            raise OSError(f"{self.path}: cut short ({size} of {out.nbytes} bytes at row {first})")
+        return out
 
     def blocks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, images) a block at a time, in order."""
