@@ -9,6 +9,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from granular.config.feature_groups import entry_columns
 from granular.runtime.redact import has_password, redact_uri
 
 
@@ -43,7 +44,8 @@ class TableConfig(_Section):
     # Taxonomy level -> the column holding that level's label, finer levels first (e.g.
     # {coarse: category}); builds the taxonomy when no taxonomy file is given.
     ancestors: dict[str, str] = Field(default_factory=dict)
-    # Named feature subsets, e.g. {coarse: [price, region]}: a view's `features` names one.
+    # Named feature subsets, e.g. {coarse: [price, region], mfcc: ["mfcc_*"]}: a view's `features`
+    # names one. Each entry is a feature column or a glob of them (granular/config/feature_groups.py).
     feature_groups: dict[str, list[str]] = Field(default_factory=dict)
     test_fraction: float = Field(default=0.2, gt=0, lt=1)  # a table has no official test split
     # A column that gives each row's split: train, val (or validation) or test, in any case.
@@ -95,7 +97,7 @@ class TableConfig(_Section):
         for name, group in self.feature_groups.items():
             if not group:
                 raise ValueError(f"feature_groups.{name} is empty")
-            unknown = [column for column in group if self.features is not None and column not in self.features]
+            unknown = [entry for entry in group if self.features is not None and not entry_columns(entry, self.features)]
             if unknown:
                 raise ValueError(f"feature_groups.{name}: {unknown} are not among the features {self.features}")
         return self
@@ -181,8 +183,14 @@ class ValidateConfig(_Section):
 class SplitConfig(_Section):
     val_fraction: float = Field(default=0.1, gt=0, lt=1)
     seed: int = 0
-    # Stratified folds of the validation split, over which the fusion is cross-fitted.
+    # Stratified folds of the validation split, over which the fusion is cross-fitted; of the
+    # training and validation rows together where a table fuses out of fold.
     folds: int = Field(default=5, ge=2)
+    # A table of at most this many training and validation rows fuses out of fold: each view is
+    # also trained `folds` times, on all but one fold, and the fusion (its strategy, weights and
+    # decision threshold) is fitted on every row's answers from the models that did not learn
+    # it. Larger tables, and images, fuse on the validation split alone. 0 = never.
+    out_of_fold_rows: int = Field(default=10_000, ge=0)
 
 
 # The fusion strategies (granular/core/fusion.py), each a class there.
@@ -291,6 +299,14 @@ class ServingConfig(_Section):
     # Below this fine-label confidence the served answer backs off to the first coarser level
     # whose best class reaches it (or the coarsest); None = always answer the fine label.
     backoff_threshold: float | None = Field(default=None, gt=0, le=1)
+
+
+class ImportanceConfig(_Section):
+    """The evaluate step's permutation feature importance of a table's models."""
+
+    # Columns scored per model (each view, the fused model): one that reads more has a random
+    # sample of this many scored, drawn from split.seed; 0 = no importance measured.
+    max_columns: int = Field(default=1000, ge=0)
 
 
 class OrchestrationConfig(_Section):

@@ -49,17 +49,37 @@ def assign_splits(
     return split
 
 
-def assign_folds(labels: np.ndarray, split: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """Fold 0..folds-1 of each validation example, stratified by label (-1 outside validation):
-    the fusion is fitted on some folds and scored on the others."""
+def assign_folds(
+    labels: np.ndarray, split: np.ndarray, folds: int, seed: int, among: tuple[int, ...] = (VAL_SPLIT,)
+) -> np.ndarray:
+    """Fold 0..folds-1 of each example of the splits `among` (the validation split; or training
+    and validation, out of fold), stratified by label (-1 elsewhere): the fusion is fitted on some
+    folds and scored on the others."""
     fold = np.full(len(labels), -1, dtype=np.int8)
     rng = np.random.default_rng([seed, folds])  # its own stream: adding folds leaves the split as it was
     offset = 0
     for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero((labels == label) & (split == VAL_SPLIT)))
+        members = rng.permutation(np.flatnonzero((labels == label) & np.isin(split, among)))
         fold[members] = (np.arange(len(members)) + offset) % folds
         offset += len(members)  # continue the round-robin so small classes do not all start at fold 0
     return fold
+
+
+def out_of_fold_splits(split: np.ndarray, max_rows: int) -> tuple[int, ...]:
+    """The splits a table's fusion is fitted on: training and validation together, out of fold,
+    when they hold at most `max_rows` rows (each row's answers then come from models that did not
+    learn it); else the validation split alone, which is large enough and spares the fold models."""
+    fitting = int(np.isin(split, (TRAIN_SPLIT, VAL_SPLIT)).sum())
+    return (TRAIN_SPLIT, VAL_SPLIT) if 0 < fitting <= max_rows else (VAL_SPLIT,)
+
+
+def fusion_rows(split: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """The rows (of splits.npz) the fusion is fitted on, in the order their outputs are kept: the
+    training rows then the validation rows where the training rows have folds (out of fold), else
+    the validation rows."""
+    train = np.flatnonzero(split == TRAIN_SPLIT)
+    val = np.flatnonzero(split == VAL_SPLIT)
+    return np.concatenate([train, val]) if (fold[train] >= 0).any() else val
 
 
 def check_every_class_in_every_split(fine_labels: np.ndarray, split: np.ndarray, taxonomy: Taxonomy) -> None:

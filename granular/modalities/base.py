@@ -5,7 +5,8 @@ one they have. granular/modalities/__init__.py picks the implementation, once, f
 What a modality does, step by step:
 - import_raw, clean, validate: its own files, faults and expectations;
 - examples: every clean example's fine label, official split of origin and id, which the
-  modality-free split step turns into train/val/test and folds;
+  modality-free split step turns into train/val/test and folds (`fuses_out_of_fold`: folds of
+  a small set's training and validation rows, for the fusion to be fitted on them all);
 - view_arrays: one view's arrays per split (what the view step writes and hashes);
 - training_data: a view's network inputs, labels and expert plan, and the `ViewReader` that
   turns raw inputs into network inputs and routes them to an expert when the model serves;
@@ -36,12 +37,13 @@ if TYPE_CHECKING:  # torch loads only where a network runs
 
 @dataclass(frozen=True)
 class Baseline:
-    """A model outside the pipeline's views, fitted on the same splits: its validation and test
-    outputs (probabilities of the fine classes, or a regression target's values, (N, 1)), figures
-    of this machine (its train_seconds), and the model itself where it can serve. Its problem's
-    floor (granular/problems/: the majority class, the mean value) is one."""
+    """A model outside the pipeline's views, fitted on the same splits: its outputs on the rows the
+    fusion is fitted on (out of fold where the views' are) and on the test split (probabilities of
+    the fine classes, or a regression target's values, (N, 1)), figures of this machine (its
+    train_seconds), and the model itself where it can serve. Its problem's floor
+    (granular/problems/: the majority class, the mean value) is one."""
 
-    val_outputs: np.ndarray
+    fusion_outputs: np.ndarray
     test_outputs: np.ndarray
     figures: dict = field(default_factory=dict)
     model: ViewModel | None = None
@@ -84,6 +86,9 @@ class InputSpec(Protocol):
 
 class Modality(Protocol):
     name: str
+    # A small set of this kind fuses out of fold (split.out_of_fold_rows): its views are cheap to
+    # train again on folds, and its validation split too small to fit a fusion on (tables).
+    fuses_out_of_fold: bool
 
     def import_raw(self, config: Config, paths: ProjectPaths) -> list[Path]: ...
 

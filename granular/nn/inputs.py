@@ -219,6 +219,14 @@ class TableArrays:
     def __getitem__(self, rows) -> "TableArrays":
         return TableArrays(self.numeric[rows], self.codes[rows], self.cardinalities)
 
+    def followed_by(self, other: "TableArrays") -> "TableArrays":
+        """These rows, then `other`'s (encoded alike): a table's training and validation rows
+        together, dealt into folds when it fuses out of fold."""
+        if other.cardinalities != self.cardinalities:
+            raise ValueError(f"tables encoded differently: cardinalities {self.cardinalities} and {other.cardinalities}")
+        return TableArrays(np.concatenate([self.numeric, other.numeric]), np.concatenate([self.codes, other.codes]),
+                           self.cardinalities)
+
     def to_device(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         numeric = torch.as_tensor(self.numeric, dtype=torch.float32, device=device)
         return numeric, torch.as_tensor(self.codes, dtype=torch.long, device=device)

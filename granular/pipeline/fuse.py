@@ -23,7 +23,7 @@ def fuse_step(config: Config, paths: ProjectPaths) -> dict:
     baselines = modality.baselines(config, paths)
     served = {name: baseline for name, baseline in baselines.items() if baseline.model is not None}
     served_outputs = {
-        "val": {name: b.val_outputs for name, b in served.items()}, "test": {name: b.test_outputs for name, b in served.items()},
+        "fusion": {name: b.fusion_outputs for name, b in served.items()}, "test": {name: b.test_outputs for name, b in served.items()},
     }
     choice, outputs = problem_for(config).fuse(config, classes, ProjectReads(config, paths), served_outputs)
     with atomic_dir(paths.fused_dir) as staging:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from granular.config import Config, ConfigError, ViewConfig
-from granular.core.partition import SPLITS
+from granular.core.partition import SPLITS, TRAIN_SPLIT, fusion_rows
 from granular.core.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
 from granular.modalities.experts import read_view_spec
 from granular.store.atomic import read_npz
@@ -56,6 +56,33 @@ def split_values(paths: ProjectPaths, split_name: str) -> np.ndarray:
     return read_npz(paths.clean)[TARGET][read_npz(paths.splits)["split"] == SPLITS.index(split_name)]
 
 
+def fitting_rows(paths: ProjectPaths) -> dict[str, np.ndarray]:
+    """Every column of splits.npz (label, split, fold, ...) for the rows the fusion is fitted on
+    (partition.fusion_rows: training then validation rows out of fold, else validation rows)."""
+    splits = read_npz(paths.splits)
+    rows = fusion_rows(splits["split"], splits["fold"])
+    return {column: values[rows] for column, values in splits.items()}
+
+
+def out_of_fold(paths: ProjectPaths) -> bool:
+    """Whether the split step dealt the training rows into folds: the views are then also trained
+    on them, and the fusion fitted on their out-of-fold outputs."""
+    splits = read_npz(paths.splits)
+    return bool((splits["fold"][splits["split"] == TRAIN_SPLIT] >= 0).any())
+
+
+# A view's predictions.npz: its outputs on the validation and test splits (`val_proba`,
+# `test_proba`), and out of fold (OUT_OF_FOLD: on the training then validation rows, each from
+# the fold model that did not learn it; FOLDS_TEST: the fold models' mean on the test split).
+OUT_OF_FOLD, FOLDS_TEST = "out_of_fold_proba", "folds_test_proba"
+
+
+def view_fitting_outputs(config: Config, paths: ProjectPaths) -> dict[str, np.ndarray]:
+    """Each view's outputs on the rows the fusion is fitted on (fitting_rows)."""
+    key = OUT_OF_FOLD if out_of_fold(paths) else "val_proba"
+    return {name: read_npz(paths.model_dir(name) / "predictions.npz")[key] for name in config.views}
+
+
 def view_outputs(config: Config, paths: ProjectPaths, split: str) -> dict[str, np.ndarray]:
     """Each view's outputs on the `split` (val, test), as its train step wrote them (its file
     keeps them as `val_proba`, `test_proba`)."""
@@ -74,6 +101,19 @@ class ProjectReads:
 
     def values(self, split: str) -> np.ndarray:
         return split_values(self.paths, split)
+
+    def fitting_rows(self) -> dict[str, np.ndarray]:
+        return fitting_rows(self.paths)
+
+    def fitting_values(self) -> np.ndarray:
+        """A regression target's values of the rows the fusion is fitted on."""
+        from granular.modalities.tables.clean_file import TARGET
+
+        splits = read_npz(self.paths.splits)
+        return read_npz(self.paths.clean)[TARGET][fusion_rows(splits["split"], splits["fold"])]
+
+    def fitting_outputs(self) -> dict[str, np.ndarray]:
+        return view_fitting_outputs(self.config, self.paths)
 
     def outputs(self, split: str) -> dict[str, np.ndarray]:
         return view_outputs(self.config, self.paths, split)

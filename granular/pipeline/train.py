@@ -1,9 +1,12 @@
 """Step train: one view's networks (one, or an expert per segment), its model, history and
-val/test probabilities (data/models/<view>/)."""
+val/test probabilities (data/models/<view>/); a small table's view is also trained on folds, for
+the fusion to be fitted out of fold."""
 from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -14,11 +17,15 @@ from granular.core import plots
 from granular.modalities import modality_for
 from granular.modalities.base import TrainingData
 from granular.modalities.experts import FitNetwork, ViewModel, fit_experts, network_file, predict_routed
-from granular.pipeline.reads import project_taxonomy, specialist_classes
+from granular.pipeline.out_of_fold import FoldOutputs, train_out_of_fold
+from granular.pipeline.reads import FOLDS_TEST, OUT_OF_FOLD, fitting_rows, out_of_fold, project_taxonomy, specialist_classes
 from granular.problems import CLASSES, VALUES, problem_for
 from granular.problems.base import Problem
 from granular.store.atomic import atomic_dir, write_json, write_npz
 from granular.store.paths import ProjectPaths
+
+
+FOLDS_FILE = "folds.json"  # in a view's folder: what each fold model learned and took
 
 
 def networks_in_view(config: Config, paths: ProjectPaths, view_name: str) -> int:
@@ -46,10 +53,13 @@ def view_training_data(config: Config, paths: ProjectPaths, view, classes, warn)
     return replace(data, plan=replace(data.plan, learnable={split: np.isin(y, known) for split, y in data.y.items()}))
 
 
-def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=None, warn=print, gpu: int = 0) -> dict:
+def train_step(
+    config: Config, paths: ProjectPaths, view_name: str, on_epoch=None, warn=print, gpu: int = 0, on_fold=None,
+) -> dict:
     """Train one view (a transfer from its source view's trained network); each val/test example
-    is predicted by the network it is routed to. A training that was killed resumes from its last
-    checkpoint."""
+    is predicted by the network it is routed to. Where the table fuses out of fold, the view is
+    trained again on each fold (granular/pipeline/out_of_fold.py; `on_fold` hears of each). A
+    training that was killed resumes from its last checkpoint."""
     from granular.nn.device import select_runtime  # torch is imported only by the steps that need it
 
     view = config.view(view_name)
@@ -59,15 +69,22 @@ def train_step(config: Config, paths: ProjectPaths, view_name: str, on_epoch=Non
     data = view_training_data(config, paths, view, classes, warn)
     problem = problem_for(config).view_problem(config, view)
     fitters = FITTERS[problem]
-    fitter = fitters.networks if view.trains_networks else fitters.trees
-    fit_network = fitter(config, paths, view, classes, runtime, warn)
-    networks, history, seconds = fit_experts(data.x, data.y, data.plan, fit_network, on_epoch=on_epoch)
-    summary = save_view(paths, view, data, networks, history, runtime, problem)
+    fitter = partial(fitters.networks if view.trains_networks else fitters.trees, config, paths, view, classes, runtime, warn)
+    networks, history, seconds = fit_experts(
+        data.x, data.y, data.plan, fitter(paths.checkpoints(view.name)), on_epoch=on_epoch,
+    )
+    folds = None
+    if out_of_fold(paths):
+        folds = train_out_of_fold(
+            data, fitting_rows(paths)["fold"], lambda f: fitter(paths.checkpoints(view.name) / f"fold-{f}"), runtime,
+            on_fold=on_fold,
+        )
+    summary = save_view(paths, view, data, networks, history, runtime, problem, folds)
     shutil.rmtree(paths.checkpoints(view.name), ignore_errors=True)  # the model is saved: not needed
-    return {**summary, "train_seconds": seconds}
+    return {**summary, "train_seconds": seconds + sum(record["seconds"] for record in summary.get("folds", []))}
 
 
-def _network_fitter(config: Config, paths: ProjectPaths, view, classes, runtime, warn) -> FitNetwork:
+def _network_fitter(config: Config, paths: ProjectPaths, view, classes, runtime, warn, checkpoints: Path) -> FitNetwork:
     """Network k of the view trains with seed train.seed + k, through its stages, from the
     source view's network for a transfer; killed, it resumes from its checkpoint."""
     from granular.nn import stages
@@ -80,7 +97,7 @@ def _network_fitter(config: Config, paths: ProjectPaths, view, classes, runtime,
         network_config = train_config.model_copy(update={"seed": train_config.seed + number})
         network = stages.fit_staged(
             x_train, y_train, x_val, y_val, classes, view.level, network_config, runtime,
-            on_epoch=record_epoch, checkpoint_dir=paths.checkpoints(view.name) / f"network-{number}", warn=warn,
+            on_epoch=record_epoch, checkpoint_dir=checkpoints / f"network-{number}", warn=warn,
             initial=initial, initial_level=initial_level,
         )
         network.meta = {
@@ -92,7 +109,7 @@ def _network_fitter(config: Config, paths: ProjectPaths, view, classes, runtime,
     return fit
 
 
-def _trees_fitter(config: Config, paths: ProjectPaths, view, classes, runtime, warn) -> FitNetwork:
+def _trees_fitter(config: Config, paths: ProjectPaths, view, classes, runtime, warn, checkpoints: Path) -> FitNetwork:
     """Trees k of the view (`learner: hgb`) fit with seed train.seed + k, early stopping on
     the validation rows routed to them; one record each, as one epoch."""
     from granular.modalities.tables.trees import fit_trees
@@ -110,7 +127,7 @@ def _trees_fitter(config: Config, paths: ProjectPaths, view, classes, runtime, w
     return fit
 
 
-def _value_network_fitter(config: Config, paths: ProjectPaths, view, classes, runtime, warn) -> FitNetwork:
+def _value_network_fitter(config: Config, paths: ProjectPaths, view, classes, runtime, warn, checkpoints: Path) -> FitNetwork:
     """Network k of a view of a regression target's value: one stage, the squared error of the
     standardised value, seed train.seed + k; killed, it resumes from its checkpoint."""
     from granular.nn import train
@@ -122,7 +139,7 @@ def _value_network_fitter(config: Config, paths: ProjectPaths, view, classes, ru
         network_config = train_config.model_copy(update={"seed": train_config.seed + number})
         network = train.fit(
             x_train, y_train, x_val, y_val, 1, network_config, runtime, on_epoch=record_epoch,
-            checkpoint_dir=paths.checkpoints(view.name) / f"network-{number}", warn=warn, objective=Values(),
+            checkpoint_dir=checkpoints / f"network-{number}", warn=warn, objective=Values(),
         )
         network.meta = {"view": view.model_dump(), "train_config": network_config.model_dump(),
                         "target": config.data.table.target, **tag}
@@ -131,7 +148,7 @@ def _value_network_fitter(config: Config, paths: ProjectPaths, view, classes, ru
     return fit
 
 
-def _value_trees_fitter(config: Config, paths: ProjectPaths, view, classes, runtime, warn) -> FitNetwork:
+def _value_trees_fitter(config: Config, paths: ProjectPaths, view, classes, runtime, warn, checkpoints: Path) -> FitNetwork:
     """Regression trees k of a view of the target's value, as `_trees_fitter`."""
     from granular.modalities.tables.trees import fit_regression_trees
 
@@ -148,7 +165,8 @@ def _value_trees_fitter(config: Config, paths: ProjectPaths, view, classes, runt
 @dataclass(frozen=True)
 class ViewFitters:
     """How a view of one problem fits each of its networks, or its trees (`learner: hgb`); each
-    takes (config, paths, view, classes, runtime, warn) and uses what it needs."""
+    takes (config, paths, view, classes, runtime, warn, checkpoints) and uses what it needs
+    (`checkpoints`: the folder a killed training resumes from)."""
 
     networks: Callable[..., FitNetwork]
     trees: Callable[..., FitNetwork]
@@ -163,22 +181,27 @@ FITTERS = {
 
 def save_view(
     paths: ProjectPaths, view, data: TrainingData, networks: list, history: list[dict], runtime,
-    problem: Problem = CLASSES,
+    problem: Problem = CLASSES, folds: FoldOutputs | None = None,
 ) -> dict:
     """Write a trained view's model, its val/test outputs (class probabilities, or a view of a
     value's values, (N, 1); each example predicted by the network it is routed to), history and
-    learning curves; return what its training summary says, its validation score as its
-    `problem` scores it."""
+    learning curves, and its fold models' outputs (and records, FOLDS_FILE) where it was trained
+    out of fold; return what its training summary says, its validation score as its `problem`
+    scores it."""
     outputs = {s: predict_routed(networks, data.plan.route[s], data.x[s], runtime) for s in ("val", "test")}
     score, score_label = problem.epoch_score
+    out_of_fold = {} if folds is None else {OUT_OF_FOLD: folds.fitting, FOLDS_TEST: folds.test}
     with atomic_dir(paths.model_dir(view.name)) as staging:
         ViewModel(level=view.level, reader=data.reader, networks=networks).save(staging)
-        write_npz(staging / "predictions.npz", val_proba=outputs["val"], test_proba=outputs["test"])
+        write_npz(staging / "predictions.npz", val_proba=outputs["val"], test_proba=outputs["test"], **out_of_fold)
         write_json(staging / "history.json", history)
+        if folds is not None:
+            write_json(staging / FOLDS_FILE, folds.records)
         plots.save_learning_curves_png(staging / "learning_curves.png", history, view.name, score, score_label)
     return {
         "view": view.name,
         "device": runtime.name,
         "history": history,
+        **({} if folds is None else {"folds": folds.records}),
         **problem.validation_score(outputs["val"], data.y["val"]),
     }

@@ -13,6 +13,7 @@ import numpy as np
 
 from granular.config import Config, ViewConfig
 from granular.core.importance import ImportanceScores
+from granular.core.partition import TRAIN_SPLIT
 from granular.core.promotion import Check
 from granular.core.taxonomy import Taxonomy
 from granular.store.paths import ProjectPaths
@@ -30,12 +31,29 @@ class ProjectReads(Protocol):
     def outputs(self, split: str) -> dict[str, np.ndarray]:
         """Each view's outputs on one split (val, test), as its train step wrote them."""
 
+    def fitting_rows(self) -> dict[str, np.ndarray]:
+        """Every column of splits.npz for the rows the fusion is fitted on: the validation split,
+        or the training and validation rows of a table that fuses out of fold."""
+
+    def fitting_values(self) -> np.ndarray:
+        """A table's target values of those rows."""
+
+    def fitting_outputs(self) -> dict[str, np.ndarray]:
+        """Each view's outputs on those rows (out of fold where the rows are)."""
+
     def specialists(self, taxonomy: Taxonomy) -> dict[str, np.ndarray]:
         """Each specialist view's fine class ids, by name."""
 
     def test_segments(self, view: ViewConfig) -> tuple[np.ndarray, Any]:
         """A segmented view's segment of each test example, and the segment values its experts
         answer (None: every one)."""
+
+
+def fitted_on(rows: dict[str, np.ndarray]) -> dict:
+    """What the fusion record says of the rows it was fitted on (ProjectReads.fitting_rows): how
+    many, in how many folds, and whether out of fold (training rows among them)."""
+    return {"rows": int(len(rows["label"])), "folds": int(rows["fold"].max()) + 1,
+            "out_of_fold": bool((rows["split"] == TRAIN_SPLIT).any())}
 
 
 @dataclass(frozen=True)

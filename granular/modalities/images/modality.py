@@ -51,6 +51,7 @@ def _taxonomy(config: Config, paths: ProjectPaths) -> Taxonomy:
 
 class Images:
     name = MODALITY
+    fuses_out_of_fold = False  # a network per fold would cost an image set several trainings
 
     def import_raw(self, config: Config, paths: ProjectPaths) -> list[Path]:
         source = paths.resolve(config.data.source.path, "data.source.path")
