@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from granular.config import TableConfig
+from granular.config.feature_groups import expand_group
 
 FILES = "files"  # the key of frame.attrs that lists [file name, row count] per file
 _SUFFIXES = {"csv": ".csv", "parquet": ".parquet"}
@@ -76,12 +77,18 @@ def read_table(path: Path, fmt: str, config: TableConfig, columns: list[str] | N
 
 def check_columns(path: Path, fmt: str, config: TableConfig, also: dict[str, str] | None = None) -> None:
     """Every column the settings name (and `also`: column -> its role, such as a view's segment
-    column) is in the table: read from its files' headers alone, so a mistake is found before
-    anything runs."""
+    column) is in the table, and each entry of a feature group names or matches a feature column:
+    read from its files' headers alone, so a mistake is found before anything runs."""
     files = table_files(path, fmt)
     header = _columns_of(files, fmt, config)
     also = also or {}
     _require_columns(files[0], header, [*_needed_columns(header, config), *config.exclude, *also], config, also)
+    features = feature_columns(header, config)
+    for name, entries in config.feature_groups.items():
+        try:
+            expand_group(name, entries, features)
+        except ValueError as error:
+            raise TableSourceError(f"{files[0]}: {error}") from None
 
 
 def row_origins(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -100,8 +107,9 @@ def row_origins(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _needed_columns(header: list[str], config: TableConfig) -> list[str]:
-    grouped = [c for group in config.feature_groups.values() for c in group]
-    needed = [*label_columns(config), *feature_columns(header, config), *config.types, *grouped]
+    """The label and feature columns, and those typed; a feature group's columns are among the
+    features (check_columns checks each group against them)."""
+    needed = [*label_columns(config), *feature_columns(header, config), *config.types]
     return list(dict.fromkeys(needed))  # each once, in a stable order
 
 
