@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 from granular.config import Config, TableView
+from granular.config.feature_groups import expand_group
 from granular.core.bins import bins_taxonomy, fine_bins
 from granular.core.class_weights import class_weights
 from granular.core.partition import SPLITS, TEST, TRAIN, require_every_class
@@ -102,7 +103,10 @@ def _as_read(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def view_columns(config: Config, view: TableView, schema: dict) -> list[str]:
-    return feature_columns(schema) if view.features == "all" else list(config.data.table.feature_groups[view.features])
+    """Every feature column, or the view's group expanded against them (names and globs)."""
+    if view.features == "all":
+        return feature_columns(schema)
+    return expand_group(view.features, config.data.table.feature_groups[view.features], feature_columns(schema))
 
 
 COLUMNS_FILE = "columns.json"
