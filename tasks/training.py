@@ -276,6 +276,14 @@ class ViewRun:
             ),
         )
 
+    def on_fold(self, record: dict) -> None:
+        """A fold model trained for the out-of-fold fusion: a line, and its seconds in the view's run."""
+        self.logger.info(
+            "%s fold %d/%d: learned %d rows, answered %d (%.1f s)", self.view_name, record["fold"] + 1, record["folds"],
+            record["learned"], record["answered"], record["seconds"],
+        )
+        tracking.log_metrics(self.client, self.run_id, {"fold_seconds": record["seconds"]}, step=record["fold"])
+
     def finished(self, summary: dict) -> dict:
         """The training's summary, with the run's id, once its model is logged."""
         self.client.set_tag(self.run_id, "granular.device", summary["device"])
@@ -307,7 +315,9 @@ class ViewRun:
 def train_view(config: Config, paths: ProjectPaths, view_name: str, parent: tracking.RunRef, gpu: int = 0) -> dict:
     run = ViewRun(config, paths, view_name, parent, tags={})
     try:
-        summary = step.train_step(config, paths, view_name, on_epoch=run.on_epoch, warn=run.logger.warning, gpu=gpu)
+        summary = step.train_step(
+            config, paths, view_name, on_epoch=run.on_epoch, warn=run.logger.warning, gpu=gpu, on_fold=run.on_fold,
+        )
         return run.finished(summary)
     except BaseException as error:
         run.stopped(error)
