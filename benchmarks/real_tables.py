@@ -172,6 +172,8 @@ def run(name: str, frame: pd.DataFrame, target: str, regression: bool, root: Pat
     if done.returncode != 0:
         raise SystemExit(f"{name}: granular run failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     metrics = json.loads((root / "data/evaluation/metrics.json").read_text())
+    if metrics.get("metric") != metric:
+        raise SystemExit(f"{name}: metrics.json names its metric {metrics.get('metric')!r}, the benchmark judges it in {metric}")
     answers = pd.read_csv(root / "data/evaluation/test_predictions.csv")
     figures = {"table": name, "rows": len(frame), "features": frame.shape[1] - 1, "test_rows": len(answers),
                "rarest_share": None if regression else round(rarest_share(frame[target]), 4), "metric": metric}
@@ -181,8 +183,6 @@ def run(name: str, frame: pd.DataFrame, target: str, regression: bool, root: Pat
 def compare(metrics: dict, answers: pd.DataFrame, metric: str) -> dict:
     """The fused model, the best single view and `hgb` in `metric`, their differences and the
     two conditions (see the module's docstring)."""
-    if metrics["metric"] != metric:
-        raise SystemExit(f"the run judged in {metrics['metric']}, the benchmark in {metric}")
     best = metrics["best_single"]
     fused, top, trees = (_score(metrics["test"][model], metric) for model in ("fused", best, "hgb"))
     half_width = (fused["ci"][1] - fused["ci"][0]) / 2
