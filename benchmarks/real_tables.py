@@ -119,11 +119,7 @@ TABLES = {
 
 def load(table: Table) -> pd.DataFrame:
     """The table, its column names made plain (letters, digits and underscores)."""
-    try:
-        frame = table.read()
-    except ImportError as missing:
-        raise SystemExit(f"reading needs {missing.name}, from the package {table.package}: {INSTALL}") from None
-    return frame.rename(columns=lambda c: "".join(ch if ch.isalnum() else "_" for ch in str(c)).strip("_"))
+    return table.read().rename(columns=lambda c: "".join(ch if ch.isalnum() else "_" for ch in str(c)).strip("_"))
 
 
 def rarest_share(target: pd.Series) -> float:
