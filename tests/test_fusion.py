@@ -412,6 +412,29 @@ def test_auto_does_not_trade_accuracy_for_calibration():
     assert _selection(scores, folds=5)["left_out"] == []
 
 
+def test_auto_guards_the_promotion_metric_not_accuracy():
+    # An imbalanced target judged in balanced accuracy: stacking is the more accurate (it answers
+    # the common class more) but finds fewer of the rare class than the best view alone.
+    scores = {
+        "best_view": {"accuracy": 0.90, "balanced_accuracy": 0.71, "log_loss": 0.30},
+        "stacking": {"accuracy": 0.92, "balanced_accuracy": 0.64, "log_loss": 0.25},
+    }
+    assert _selection(scores, folds=5)["winner"] == "stacking"
+    selection = _selection(scores, folds=5, metric="balanced_accuracy")
+    assert (selection["winner"], selection["left_out"], selection["metric"]) == ("best_view", ["stacking"], "balanced_accuracy")
+    assert "left out, lower in balanced_accuracy than best_view (0.7100): stacking (0.6400)" in selection["reason"]
+
+
+def test_auto_scores_each_candidate_in_the_promotion_metric():
+    rng = np.random.default_rng(0)
+    y = (rng.random(300) < 0.2).astype(np.int64)
+    probas = {name: _softmax(2 * _one_hot(y, 2) + rng.normal(0, noise, (300, 2))) for name, noise in (("a", 1.0), ("b", 2.0))}
+    parents = {name: np.arange(2) for name in probas}
+    _, record = choose_fusion(_fusion(), parents, probas, y, _folds(len(y)), metric="roc_auc")
+    assert record["selection"]["metric"] == "roc_auc"
+    assert all(0.5 < scores["roc_auc"] <= 1.0 for scores in record["selection"]["scores"].values())
+
+
 def test_auto_compares_only_the_listed_candidates():
     y, probas = _synthetic()
     _, record = choose_fusion(_fusion(candidates=["convex", "product"]), PARENTS, probas, y, _folds(len(y)))

@@ -32,7 +32,7 @@ from scipy.optimize import minimize, minimize_scalar
 from threadpoolctl import threadpool_limits
 
 from granular.config import FusionConfig
-from granular.core.evaluate import log_loss
+from granular.core.evaluate import classification_metrics, log_loss, ranking_metrics
 
 _EPS = 1e-12
 # The learned meta-models read log-probabilities floored here: below it the differences are noise,
@@ -557,42 +557,55 @@ def held_out_proba(
 
 def cross_fitted_scores(
     make_fuser: Callable[[], Fuser], num_fine: int, probas_by_view: dict[str, np.ndarray], y: np.ndarray,
-    folds: np.ndarray,
+    folds: np.ndarray, metric: str = "accuracy",
 ) -> dict[str, float]:
-    """Log-loss and accuracy of the out-of-fold predictions (held_out_proba)."""
+    """Log-loss and accuracy of the out-of-fold predictions (held_out_proba), and `metric`."""
     held_out = held_out_proba(make_fuser, num_fine, probas_by_view, y, folds)
-    return {"log_loss": log_loss(held_out, y), "accuracy": float((held_out.argmax(axis=1) == y).mean())}
+    scores = {"log_loss": log_loss(held_out, y), "accuracy": float((held_out.argmax(axis=1) == y).mean())}
+    if metric != "accuracy":
+        scores[metric] = _metric(metric, held_out, y)
+    return scores
 
 
-def _selection(scores: dict[str, dict[str, float]], folds: int) -> dict:
-    """The winner by cross-fitted log-loss among the candidates at least as accurate (cross-fitted)
-    as `best_view` where it is one, the runner-up among those, and the margin between them. The
-    guard keeps a combination that is better calibrated but less accurate than the best view
-    alone from being picked: log-loss rewards calibration, a user reads accuracy."""
-    floor = scores["best_view"]["accuracy"] if "best_view" in scores else None
-    left_out = sorted(name for name in scores if floor is not None and scores[name]["accuracy"] < floor)
+def _metric(metric: str, proba: np.ndarray, y: np.ndarray) -> float:
+    """A class metric of promotion.metric (balanced_accuracy, macro_f1, roc_auc, pr_auc) of
+    probabilities, their most probable class taken as the answer."""
+    if metric in ("roc_auc", "pr_auc"):
+        return ranking_metrics(y, proba)[metric]
+    return classification_metrics(y, proba)[metric]
+
+
+def _selection(scores: dict[str, dict[str, float]], folds: int, metric: str = "accuracy") -> dict:
+    """The winner by cross-fitted log-loss among the candidates at least as good (cross-fitted) in
+    `metric` (promotion.metric: the one a user reads) as `best_view` where it is one, the
+    runner-up among those, and the margin between them. The guard keeps a combination that is
+    better calibrated but worse in that metric than the best view alone from being picked:
+    log-loss rewards calibration, a user reads the metric."""
+    floor = scores["best_view"][metric] if "best_view" in scores else None
+    left_out = sorted(name for name in scores if floor is not None and scores[name][metric] < floor)
     ranked = sorted((name for name in scores if name not in left_out), key=lambda name: scores[name]["log_loss"])
     winner, runner_up = ranked[0], (ranked[1] if len(ranked) > 1 else None)
     margin = scores[runner_up]["log_loss"] - scores[winner]["log_loss"] if runner_up else None
     reason = f"{winner}: cross-fitted validation log-loss {scores[winner]['log_loss']:.4f} over {folds} folds"
     reason += f", {margin:.4f} below {runner_up}" if runner_up else " (the only candidate left)"
+    worse = "less accurate than" if metric == "accuracy" else f"lower in {metric} than"
     if left_out:
-        reason += f"; left out, less accurate than best_view ({floor:.4f}): " + ", ".join(
-            f"{name} ({scores[name]['accuracy']:.4f})" for name in left_out
+        reason += f"; left out, {worse} best_view ({floor:.4f}): " + ", ".join(
+            f"{name} ({scores[name][metric]:.4f})" for name in left_out
         )
     return {
-        "rule": "lowest cross-fitted validation log-loss among the candidates at least as accurate as best_view",
-        "folds": folds, "scores": scores, "left_out": left_out,
+        "rule": f"lowest cross-fitted validation log-loss among the candidates at least as good in {metric} as best_view",
+        "folds": folds, "metric": metric, "scores": scores, "left_out": left_out,
         "winner": winner, "runner_up": runner_up, "margin": margin, "reason": reason,
     }
 
 
 def choose_fusion(
     settings: FusionConfig, parents: dict[str, np.ndarray], probas_by_view: dict[str, np.ndarray], y: np.ndarray,
-    folds: np.ndarray, specialists: dict[str, np.ndarray] | None = None,
+    folds: np.ndarray, specialists: dict[str, np.ndarray] | None = None, metric: str = "accuracy",
 ) -> tuple[Fuser, dict]:
     """Fit `settings.strategy`, or with 'auto' the candidate whose cross-fitted validation log-loss
-    is lowest among those at least as accurate as the best view alone (see _selection), each
+    is lowest among those at least as good in `metric` as the best view alone (see _selection), each
     refined by the `specialists` where there are any. Return the fuser, fitted on every fold,
     and its record (fusion.json): the strategy, a readable summary, the fitted state, and every
     candidate's scores with the reason for the pick."""
@@ -601,11 +614,12 @@ def choose_fusion(
         raise ValueError(f"cross-fitting needs a fold for each of the {len(y)} examples, and two folds or more")
     scores = {
         name: cross_fitted_scores(
-            partial(build_fuser, name, parents, settings, specialists), _num_fine(parents), probas_by_view, y, folds
+            partial(build_fuser, name, parents, settings, specialists), _num_fine(parents), probas_by_view, y, folds,
+            metric,
         )
         for name in candidates
     }
-    selection = _selection(scores, folds=len(np.unique(folds)))
+    selection = _selection(scores, folds=len(np.unique(folds)), metric=metric)
     fuser = build_fuser(selection["winner"], parents, settings, specialists).fit(probas_by_view, y)
     record = {"strategy": fuser.name, "summary": fuser.summary(), "fuser": fuser.to_record(), "selection": selection}
     return fuser, record
