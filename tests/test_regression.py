@@ -175,7 +175,7 @@ def test_a_real_regression_table_runs_end_to_end_and_serves_a_number(
 
     metrics = json.loads((tmp_path / "data/evaluation/metrics.json").read_text())
     assert metrics["task"] == "regression"
-    views = ["fine-all", "fine-all-hgb", "fine-person", "fine-serum", "band-all", "fine-all-sex"]
+    views = ["fine-all", "fine-serum-hgb", "fine-person", "fine-serum", "band-all", "fine-all-sex"]
     assert set(metrics["test"]) == {*views, "fused", "hgb", "mean"}
     assert sorted(metrics["fine_views"]) == sorted(view for view in views if view.startswith("fine-"))
     fused, mean = metrics["test"]["fused"], metrics["test"]["mean"]

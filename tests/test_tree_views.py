@@ -121,23 +121,47 @@ def test_alone_the_baseline_can_be_the_fused_model(table: Path, tmp_path: Path):
 
 
 @pytest.mark.parametrize(("views", "message"), [
-    ({"fine-all-hgb": {"level": "fine", "features": "all", "learner": "hgb", "train": {"epochs": 3}}},
+    ({"fine-numeric-hgb": {"level": "fine", "features": "numeric", "learner": "hgb", "train": {"epochs": 3}}},
      "train: sets a network's training, but the view learns hgb trees"),
-    ({"fine-all": {"level": "fine", "features": "all", "learner": "hgb"}}, "must be named 'fine-all-hgb'"),
+    ({"fine-numeric": {"level": "fine", "features": "numeric", "learner": "hgb"}}, "must be named 'fine-numeric-hgb'"),
 ])
 def test_a_tree_view_refuses_network_settings_and_is_named_after_its_learner(views, message):
     with pytest.raises(ValueError, match=message):
         Config.model_validate({**SETTINGS, "views": views})
 
 
-def test_trees_neither_transfer_nor_cotrain():
+def test_a_tree_view_that_is_the_baseline_is_refused_and_one_that_adds_something_is_not():
+    """Every table run fits and fuses boosted trees on every feature at the fine level (`hgb`):
+    a view of the same model would be the fusion's same input twice."""
     hgb = {"level": "fine", "features": "all", "learner": "hgb"}
-    with pytest.raises(ValueError, match="fine-all-hgb learns hgb trees: a transfer hands over a network"):
-        Config.model_validate({**SETTINGS, "views": {"fine-all-hgb": hgb},
-                               "transfers": {"fine-all": {"level": "fine", "features": "all", "start_from": "fine-all-hgb"}}})
+    with pytest.raises(ValueError, match=(
+        r"view fine-all-hgb: the `hgb` baseline is this model \(boosted trees on every feature at level fine\), "
+        r"fitted and fused in every table run already; declare a view that adds something: a network "
+        r"\(learner: mlp\), a feature group, a coarser level or segments"
+    )):
+        Config.model_validate({**SETTINGS, "views": {"fine-all-hgb": hgb, **SETTINGS["views"]}})
+    region = {"by": "column", "column": "region", "min_size": 200}
+    adding = {
+        "fine-numeric-hgb": {**hgb, "features": "numeric"},  # a feature group
+        "coarse-all-hgb": {**hgb, "level": "coarse"},  # a coarser level
+        "fine-all-hgb-region": {**hgb, "segments": region},  # segments
+        "fine-all": {"level": "fine", "features": "all"},  # a network
+    }
+    assert set(Config.model_validate({**SETTINGS, "views": adding}).views) == set(adding)
+    # The global model of fine-all-hgb-region is the baseline; a coarser level's must be declared.
+    with pytest.raises(ValueError, match="its global model, view 'coarse-all-hgb', must be declared too"):
+        Config.model_validate({**SETTINGS, "views": {"coarse-all-hgb-region": {**hgb, "level": "coarse", "segments": region}}})
+
+
+def test_trees_neither_transfer_nor_cotrain():
+    hgb = {"level": "fine", "features": "numeric", "learner": "hgb"}
+    with pytest.raises(ValueError, match="fine-numeric-hgb learns hgb trees: a transfer hands over a network"):
+        Config.model_validate({**SETTINGS, "views": {"fine-numeric-hgb": hgb}, "transfers": {
+            "fine-numeric": {"level": "fine", "features": "numeric", "start_from": "fine-numeric-hgb"}}})
     with pytest.raises(ValueError, match="a co-trained view trains a network, not hgb trees"):
-        Config.model_validate({**SETTINGS, "views": {}, "cotrained": {"fine-all-hgb": hgb, "fine-all": {"level": "fine", "features": "all"}},
-                               "cotrain": {"pair": {"first": "fine-all-hgb", "second": "fine-all", "weight": 0.5}}})
+        Config.model_validate({**SETTINGS, "views": {}, "cotrained": {
+            "fine-numeric-hgb": hgb, "fine-numeric": {"level": "fine", "features": "numeric"}},
+            "cotrain": {"pair": {"first": "fine-numeric-hgb", "second": "fine-numeric", "weight": 0.5}}})
 
 
 def test_a_rare_class_gets_a_decision_threshold_that_the_evaluation_and_the_served_model_both_use(tmp_path: Path):
@@ -151,9 +175,10 @@ def test_a_rare_class_gets_a_decision_threshold_that_the_evaluation_and_the_serv
     })
     frame.to_csv(tmp_path / "table.csv", index=False)
     settings = {
-        "data": {"source": {"format": "csv", "path": "table.csv"}, "table": {"target": "label", "id": "id"}},
+        "data": {"source": {"format": "csv", "path": "table.csv"},
+                 "table": {"target": "label", "id": "id", "feature_groups": {"signal": ["a", "b"]}}},
         "taxonomy": None, "validate": {"min_per_class": 5}, "split": {"val_fraction": 0.3, "folds": 3},
-        "views": {"fine-all-hgb": {"level": "fine", "features": "all", "learner": "hgb"}},
+        "views": {"fine-signal-hgb": {"level": "fine", "features": "signal", "learner": "hgb"}},
         "trees": {"max_iter": 40}, "train": {"threads": 1},
         "fusion": {"strategy": "stacking", "threshold_metric": "balanced_accuracy"}, "distill": {"enabled": False},
     }

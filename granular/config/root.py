@@ -131,7 +131,7 @@ class Config(_Section):
                 raise ValueError(f"view {key!r} must be named {view.name!r} after its spec")
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", key):  # names become paths, stage names, metric keys
                 raise ValueError(f"view {key!r}: use letters, digits, '_', '.' and '-' only")
-            if view.segments and view.global_name not in views:
+            if view.segments and view.global_name not in views and not view.global_is_the_baseline:
                 raise ValueError(
                     f"view {key!r} trains one expert per segment; its global model, view "
                     f"{view.global_name!r}, must be declared too"

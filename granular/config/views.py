@@ -85,6 +85,12 @@ class _View(_Section):
         suffix += "".join(f"-{path_safe(name)}" for name in self.classes or ())
         return f"{self.global_name}{suffix}"
 
+    @property
+    def global_is_the_baseline(self) -> bool:
+        """Whether the global model of this segmented view is a baseline the run fits anyway
+        (a table's `hgb`), rather than a declared view."""
+        return False
+
     @model_validator(mode="after")
     def _a_specialist_is_one_network(self) -> "_View":
         if self.classes is not None and self.segments is not None:
@@ -144,6 +150,20 @@ class TableView(_View):
     def global_name(self) -> str:
         return f"{self.level}-{self.features}" + ("" if self.trains_networks else f"-{self.learner}")
 
+    @property
+    def is_the_baseline(self) -> bool:
+        """The very model of the boosted-trees baseline (`hgb`) every table run fits and fuses:
+        trees on every feature at level fine (the finest of a table's taxonomy, derived from its
+        columns or bins), one model of every class."""
+        return (self.learner == "hgb" and self.level == "fine" and self.features == "all"
+                and self.segments is None and self.classes is None)
+
+    @property
+    def global_is_the_baseline(self) -> bool:
+        """A segmented view whose global model would be the `hgb` baseline, which every table run
+        fits anyway: that global view is not declared (it would be refused as the baseline)."""
+        return self.segments is not None and self.model_copy(update={"segments": None}).is_the_baseline
+
     def check(self, config: "Config") -> None:
         groups = config.data.table.feature_groups
         if self.features != "all" and self.features not in groups:
@@ -156,6 +176,12 @@ class TableView(_View):
                 raise ValueError(
                     f"view {self.name}: train: sets a network's training, but the view learns {self.learner} "
                     "trees: their settings are the shared `trees` section"
+                )
+            if self.is_the_baseline:  # the fusion would take the same input twice
+                raise ValueError(
+                    f"view {self.name}: the `hgb` baseline is this model (boosted trees on every feature at "
+                    "level fine), fitted and fused in every table run already; declare a view that adds "
+                    "something: a network (learner: mlp), a feature group, a coarser level or segments"
                 )
             return
         train = config.train_config(self)
