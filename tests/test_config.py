@@ -416,7 +416,13 @@ def test_a_specialist_of_no_fine_classes_of_the_taxonomy_is_refused_before_anyth
 
 @pytest.mark.parametrize(("setting", "message"), [
     ("data.table={target: species, feature_groups: {petal: [petal_length_cm, petal_width_mm]}}",
-     r"'petal_width_mm' \(feature\) not in the file"),
+     r"feature_groups\.petal: 'petal_width_mm' names no feature column \(did you mean 'petal_width_cm'"),
+    ("data.table={target: species, feature_groups: {petal: [\"petals_*\"]}}",
+     r"feature_groups\.petal: pattern 'petals_\*' matches no feature column \(did you mean 'petal_length_cm', "
+     r"'petal_width_cm'\?\)"),
+    ("data.table={target: species, feature_groups: {labels: [\"spec*\"]}}",  # the target is no feature
+     r"feature_groups\.labels: pattern 'spec\*' matches no feature column; the feature columns are id, "
+     r"sepal_length_cm, sepal_width_cm, petal_length_cm, petal_width_cm, series"),
     ("data.table={target: kind}", r"'kind' \(target\) not in the file"),
     ("views={fine-all: {level: fine, features: all}, "
      "fine-all-colour: {level: fine, features: all, segments: {by: column, column: colour}}}",
@@ -436,7 +442,8 @@ def test_a_column_the_table_lacks_is_a_configuration_error_before_anything_start
         argument for override in [*table, setting] for argument in ("--set", override)
     )]) == 2
     assert time.perf_counter() - started < 5  # read from the header: no server, no step
-    assert re.search(r"configuration error: data\.table: .*iris\.csv: configured column\(s\) " + message, capsys.readouterr().err)
+    assert re.search(r"configuration error: data\.table: .*iris\.csv: (configured column\(s\) )?" + message,
+                     capsys.readouterr().err)
 
 
 def test_a_parameters_file_that_is_not_utf8_is_refused_by_name(tmp_path):
@@ -532,3 +539,21 @@ def test_a_shared_epochs_override_of_the_default_run_changes_every_view_or_is_re
     assert f"--set train.epochs=2 changes nothing for view(s) {', '.join(shadowing)}:" in error
     for name in shadowing:
         assert f"--set views.{name}.train.epochs=2" in error
+
+
+def test_a_view_that_is_the_hgb_baseline_is_a_configuration_error(tmp_path, capsys):
+    """Every table run fits and fuses boosted trees on every feature (`hgb`): a view of the same
+    model is refused before anything starts, with views that add something named."""
+    from flows.cli import main as granular_cli
+    from granular.demo.examples import export_example
+
+    export_example("iris", tmp_path / "data" / "iris.csv")
+    table = ["data.source={format: csv, path: data/iris.csv}", "taxonomy=null", "distill.enabled=false",
+             "data.table={target: species}", "views={fine-all-hgb: {level: fine, features: all, learner: hgb}}"]
+    assert granular_cli(["run", "--root", str(tmp_path), "--params", str(PARAMS),
+                         *(argument for override in table for argument in ("--set", override))]) == 2
+    assert re.search(
+        r"configuration error: .*view fine-all-hgb: the `hgb` baseline is this model \(boosted trees on every feature "
+        r"at level fine\), fitted and fused in every table run already; declare a view that adds something: a network "
+        r"\(learner: mlp\), a feature group, a coarser level or segments", capsys.readouterr().err,
+    )

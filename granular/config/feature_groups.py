@@ -5,6 +5,7 @@ a group, so both see the same columns."""
 from __future__ import annotations
 
 import difflib
+import re
 from fnmatch import fnmatchcase
 
 _GLOB = "*?["  # fnmatch's special characters: an entry with one of them may be a pattern
@@ -40,9 +41,19 @@ def expand_group(name: str, entries: list[str], columns: list[str]) -> list[str]
 def unmatched_entry(name: str, entry: str, columns: list[str]) -> str:
     what = f"pattern {entry!r} matches" if is_pattern(entry) else f"{entry!r} names"
     message = f"feature_groups.{name}: {what} no feature column"
-    like = difflib.get_close_matches(entry, columns, n=3, cutoff=0.6)
+    like = _columns_like(entry, columns)
     if like:
         return f"{message} (did you mean {', '.join(repr(column) for column in like)}?)"
     shown = ", ".join(columns[:_SHOWN_COLUMNS])
     more = f" and {len(columns) - _SHOWN_COLUMNS:,} more" if len(columns) > _SHOWN_COLUMNS else ""
     return f"{message}; the feature columns are {shown}{more}"
+
+
+def _columns_like(entry: str, columns: list[str]) -> list[str]:
+    """Up to three columns close to a name; for a glob, those whose start is close to the text
+    before its first wildcard (`petals_*` finds petal_length_cm), in the order of `columns`."""
+    stem = re.split(r"[*?\[]", entry)[0]
+    if not is_pattern(entry) or not stem:
+        return difflib.get_close_matches(entry, columns, n=3, cutoff=0.6)
+    starts = set(difflib.get_close_matches(stem, {column[:len(stem)] for column in columns}, n=3, cutoff=0.75))
+    return [column for column in columns if column[:len(stem)] in starts][:3]
