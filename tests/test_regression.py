@@ -193,7 +193,7 @@ def test_a_real_regression_table_runs_end_to_end_and_serves_a_number(
     by_sex = metrics["segments"]["fine-all-sex"]
     assert sum(scores["n"] for scores in by_sex.values()) == len(predictions)
     assert all(scores["expert"] and scores["rmse"] > 0 and scores["global_rmse"] > 0 for scores in by_sex.values())
-    assert "rmse_rise" in json.loads((tmp_path / "data/evaluation/importance.json").read_text())["fused"][0]
+    assert "rmse_rise" in json.loads((tmp_path / "data/evaluation/importance.json").read_text())["models"]["fused"]["scores"][0]
     printed = capsys.readouterr().out
     assert "R²" in printed and "(paired t on squared errors)" in printed
 

@@ -15,6 +15,7 @@ from granular.config.schema import (
     CotrainPair,
     DataConfig,
     FusionConfig,
+    ImportanceConfig,
     OrchestrationConfig,
     PromotionConfig,
     ServingConfig,
@@ -84,6 +85,7 @@ class Config(_Section):
     tracking: TrackingConfig = TrackingConfig()
     promotion: PromotionConfig = PromotionConfig()
     serving: ServingConfig = ServingConfig()
+    importance: ImportanceConfig = ImportanceConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -5,6 +5,8 @@ feature importance and inference latency (data/evaluation/)."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 from typing import Callable
 
 import numpy as np
@@ -12,7 +14,7 @@ import numpy as np
 from granular.config import Config
 from granular.core import evaluate
 from granular.core.cascade import CASCADE
-from granular.core.importance import permutation_importance
+from granular.core.importance import Progress, columns_to_score, permutation_importance
 from granular.core.taxonomy import Taxonomy
 from granular.modalities import load_view_model, modality_for
 from granular.pipeline.cascade import PREDICTIONS
@@ -28,6 +30,9 @@ from granular.store.paths import ProjectPaths
 LATENCY_IMAGES = 1024  # test images timed per model: a few seconds in all, on a CPU too
 LATENCY_BATCH = 256
 IMPORTANCE_REPEATS = 3  # shuffles of each column
+PROGRESS_SECONDS = 5.0  # at most one progress line of a model's importance this often
+
+logger = logging.getLogger(__name__)
 
 
 def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
@@ -37,9 +42,11 @@ def evaluate_step(config: Config, paths: ProjectPaths) -> dict:
     taxonomy = project_taxonomy(config, paths)
     metrics = problem_for(config).evaluate(config, paths, taxonomy, ProjectReads(config, paths), _test_outputs(config, paths))
     served = served_models(config, paths)  # loaded once, for the importance and the latency
-    rows = modality_for(config).importance_rows(config, paths)
+    rows = modality_for(config).importance_rows(config, paths) if config.importance.max_columns else None
     if rows is not None:
         write_json(paths.importance, _feature_importance(config, taxonomy, served, *rows))
+    else:  # none measured: an earlier run's would say otherwise
+        paths.importance.unlink(missing_ok=True)
     write_json(paths.metrics, metrics)
     # Figures of this machine, beside the metrics, so that metrics.json is the same for the same
     # data, settings and code, and `dvc metrics diff` shows model quality alone.
@@ -88,21 +95,45 @@ def served_models(config: Config, paths: ProjectPaths) -> dict:
 def _feature_importance(config: Config, taxonomy: Taxonomy, served: dict, raw, truth: np.ndarray) -> dict:
     """Permutation importance on the raw test examples: of each view's columns (a segment
     column too, which routes rows to experts) for the view, and of every input column for the
-    fused model, as it serves; scored as the problem scores its answers."""
+    fused model, as it serves; scored as the problem scores its answers. A model that reads more
+    than importance.max_columns columns has a random sample of that many scored (drawn from
+    split.seed: the same columns of every model that reads the same ones)."""
     problem = problem_for(config)
-    runtime, scores = served["runtime"], {}
+    runtime = served["runtime"]
+    models = {}  # name -> (its predict, its targets, the columns it reads)
     for name, y in problem.importance_targets(config, taxonomy, truth).items():
-        model = served["views"][name]
-        scores[name] = permutation_importance(
-            lambda inputs, model=model: model.predict(inputs, runtime), raw, y,
-            model.reader.columns_read(), problem.importance, repeats=IMPORTANCE_REPEATS, seed=config.split.seed,
-        )
-    fused = served["fused"]
-    scores["fused"] = permutation_importance(
-        problem.fused_answers(fused), raw, truth, list(fused.inputs.columns), problem.importance,
-        repeats=IMPORTANCE_REPEATS, seed=config.split.seed,
-    )
-    return scores
+        view = served["views"][name]
+        models[name] = (lambda inputs, view=view: view.predict(inputs, runtime), y, view.reader.columns_read())
+    models["fused"] = (problem.fused_answers(served["fused"]), truth, list(served["fused"].inputs.columns))
+    measured = {}
+    for name, (predict, y, columns) in models.items():
+        scored = columns_to_score(columns, config.importance.max_columns, config.split.seed)
+        if len(scored) < len(columns):
+            logger.info("importance: %s reads %d columns; scoring a random sample of %d (importance.max_columns)",
+                        name, len(columns), len(scored))
+        measured[name] = {
+            "columns_read": len(columns), "columns_scored": len(scored), "capped": len(scored) < len(columns),
+            "scores": permutation_importance(
+                predict, raw, y, scored, problem.importance, repeats=IMPORTANCE_REPEATS, seed=config.split.seed,
+                progress=_progress_lines(name),
+            ),
+        }
+    return {"rows": int(len(raw)), "repeats": IMPORTANCE_REPEATS, "max_columns": config.importance.max_columns,
+            "models": measured}
+
+
+def _progress_lines(model: str) -> Progress:
+    """A progress line of `model`'s importance at most every PROGRESS_SECONDS, and at its end."""
+    started = last = time.perf_counter()
+
+    def report(done: int, total: int) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        if done == total or now - last >= PROGRESS_SECONDS:
+            last = now
+            logger.info("importance: %s %d/%d columns, %.1f s", model, done, total, now - started)
+
+    return report
 
 
 def _latency(config: Config, paths: ProjectPaths, served: dict) -> dict:
