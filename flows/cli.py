@@ -36,7 +36,10 @@ def format_table(metrics: dict) -> str:
     problem = problem_of(metrics)
     rows = problem.comparison_rows(metrics)
     columns = list(rows[0]) if rows else []
-    widths = {"model": max([20, *(len(row["model"]) for row in rows)]), "level": 8, "95% CI": 17}
+    # Each column as wide as its widest cell (at least 8; the model's at least 20), so that
+    # intervals and large figures stay in line.
+    widths = {column: max([8, len(column), *(len(row[column]) for row in rows)]) for column in columns}
+    widths["model"] = max(20, widths.get("model", 0))
     left = ("model", "level")
 
     def line(cells) -> str:

@@ -524,10 +524,16 @@ def test_the_run_table_shows_intervals_calibration_hierarchy_and_the_significanc
         "latency": {"device": "cpu", "fine-28": {"ms_per_batch": 207.4, "images_per_s": 1234.4}},
     }
     lines = format_table(metrics).splitlines()
-    assert lines[0].split() == ["model", "level", "accuracy", "95%", "CI", "macro_f1", "ECE", "hF1", "severity", "img/s"]
-    assert lines[1].split() == ["fine-28", "fine", "0.9300", "[0.9250,", "0.9350]", "0.9290", "0.0120", "0.9600", "1.30",
-                                "1234", "<-", "best", "single", "view"]
-    assert lines[2].split() == ["coarse-28", "coarse", "0.9800", "-", "0.9700", "-", "-", "-", "-"]  # none of these
+    assert lines[0].split() == ["model", "level", "accuracy", "95%", "CI", "macro_f1", "macro_f1", "95%", "CI", "ECE", "hF1",
+                                "severity", "img/s"]
+    assert lines[1].split() == ["fine-28", "fine", "0.9300", "[0.9250,", "0.9350]", "0.9290", "-", "0.0120", "0.9600", "1.30",
+                                "1,234", "<-", "best", "single", "view"]
+    assert lines[2].split() == ["coarse-28", "coarse", "0.9800", "-", "0.9700", "-", "-", "-", "-", "-"]  # none of these
+    # Each figure ends where its header does, however wide the column's cells.
+    def end(line: str, text: str) -> int:
+        return line.index(text) + len(text)
+
+    assert end(lines[1], "0.9350]") == end(lines[0], "95% CI") and end(lines[1], "0.0120") == end(lines[0], "ECE")
     assert lines[4] == "fused - best single view: +0.0018  95% CI [-0.0010, +0.0045]"
     assert lines[5] == "McNemar, fused vs fine-28: fused alone right b=62, alone wrong c=53, p = 0.456 (chi2)"
 

@@ -44,12 +44,12 @@ def test_each_floor_blocks_a_fused_model_no_better_than_it():
     classes = {"majority": {"model": "majority"}, "test": {
         "fused": {"accuracy": 0.9, "balanced_accuracy": 0.5}, "majority": {"accuracy": 0.9, "balanced_accuracy": 0.5},
     }}
-    assert [check.passed for check in CLASSES.floor_checks(classes)] == [False]
+    assert [check.passed for check in CLASSES.floor_checks(classes, "accuracy")] == [False]
     values = {"mean": {"model": "mean"}, "test": {"fused": {"r2": 0.3}, "mean": {"r2": -0.01}}}
-    assert [check.passed for check in VALUES.floor_checks(values)] == [True]
+    assert [check.passed for check in VALUES.floor_checks(values, "r2")] == [True]
     values["test"]["fused"]["r2"] = -0.02
-    assert [check.passed for check in VALUES.floor_checks(values)] == [False]
-    assert CLASSES.floor_checks({"test": {}}) == [] == VALUES.floor_checks({"test": {}})  # no floor evaluated
+    assert [check.passed for check in VALUES.floor_checks(values, "r2")] == [False]
+    assert CLASSES.floor_checks({"test": {}}, "accuracy") == [] == VALUES.floor_checks({"test": {}}, "r2")  # no floor evaluated
 
 
 def test_a_classifier_is_tested_by_mcnemar_and_a_regression_by_its_paired_test_of_squared_errors():
@@ -62,6 +62,16 @@ def test_a_classifier_is_tested_by_mcnemar_and_a_regression_by_its_paired_test_o
     paired = VALUES.significance_check(metrics, "fine", 0.05)  # the same record: its own test says worse
     assert not paired.passed and "significantly worse" in paired.sentence
     assert not CLASSES.significance_check({}, "fine", 0.05).passed  # a test the evaluation lacks fails
+    bootstrap = {"metric": "macro_f1", "significance": {
+        "test": "paired_bootstrap", "versus": "fine", "difference": 0.02, "p_value": 0.003, "resamples": 1000,
+    }}
+    paired = CLASSES.significance_check(bootstrap, "fine", 0.05)  # another metric: the paired bootstrap's
+    assert paired.passed and paired.sentence == (
+        "the gain over fine is significant: the paired bootstrap's p = 0.0030 < 0.05 "
+        "(fused macro f1 +0.0200 against fine, 1000 paired resamples)"
+    )
+    bootstrap["significance"]["p_value"] = 0.3
+    assert "not significant: the paired bootstrap's p = 0.3000" in CLASSES.significance_check(bootstrap, "fine", 0.05).sentence
 
 
 def test_each_problem_headlines_its_own_metric():

@@ -328,9 +328,33 @@ def test_floors_on_any_metric_block_with_their_numbers():
     assert decision.reasons == ["fused pr auc 0.4100 is below the minimum 0.5"]
 
 
-def test_significance_tests_accuracy_so_another_metric_needs_none():
-    with pytest.raises(ValueError, match="metric roc_auc: significance mcnemar tests a gain in accuracy"):
-        gate(metric="roc_auc")
+def _bootstrapped(metric: str, difference: float, p_value: float) -> dict:
+    """An evaluation in `metric`: fine-28 the best view in it, the paired bootstrap's test of the gain."""
+    metrics = _metrics(0.93, mcnemar=None, roc_auc=0.95)
+    metrics["metric"] = metric
+    metrics["test"]["fine-28"][metric] = 0.95 - difference
+    metrics["significance"] = {"test": "paired_bootstrap", "versus": "fine-28", "difference": difference,
+                               "p_value": p_value, "resamples": 1000}
+    return metrics
+
+
+def test_significance_of_another_metric_is_its_paired_bootstrap_test():
+    decision = decide(_bootstrapped("roc_auc", 0.02, 0.004), None, gate(metric="roc_auc"))
+    assert decision.promote
+    assert ("the gain over fine-28 is significant: the paired bootstrap's p = 0.0040 < 0.05 "
+            "(fused roc auc +0.0200 against fine-28, 1000 paired resamples)") in decision.reasons
+    decision = decide(_bootstrapped("roc_auc", 0.02, 0.08), None, gate(metric="roc_auc"))
+    assert decision.reasons == [
+        "the gain over fine-28 is not significant: the paired bootstrap's p = 0.0800 is not below 0.05 "
+        "(fused roc auc +0.0200 against fine-28, 1000 paired resamples)"
+    ]
+
+
+def test_an_evaluation_in_another_metric_cannot_say_a_gain_is_significant():
+    decision = decide(_bootstrapped("roc_auc", 0.02, 0.004), None, gate(metric="pr_auc", min_metrics={}))
+    assert not decision.promote
+    assert ("significance is mcnemar, but the evaluation tested the gain over fine-28 in roc auc, not in pr auc: "
+            "evaluate again with promotion.metric pr_auc") in decision.reasons
 
 
 # --- the served cascade ---------------------------------------------------------------------------

@@ -243,8 +243,8 @@ def test_the_gate_measures_a_regression_in_r2_above_the_mean():
     noise = decide(metrics(0.52, 2.0, 0.76), None, PromotionConfig(**GATE))
     assert not noise.promote
     assert noise.reasons == [
-        "the gain over fine-all is not significant: the paired test's p = 0.7600 is not below 0.05 "
-        "(mean squared error +2 lower than fine-all's)"
+        "the gain in R² over fine-all is not significant: the paired test's p = 0.7600 is not below 0.05 "
+        "(mean squared error +2.000 lower than fine-all's)"
     ]
     margin_alone = PromotionConfig(**(GATE | {"significance": "none", "min_gain_over_best_single": -1}))
     floor = decide(metrics(-0.02, -5.0, 0.04), None, margin_alone)

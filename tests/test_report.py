@@ -1,5 +1,5 @@
 """The Markdown report: tables, links to the MLflow run and its images."""
-from granular.core.report import artifact_link, markdown_report, markdown_table, run_link, summary_lines
+from granular.core.report import artifact_link, markdown_report, markdown_table, run_link, summary_lines, value_rows
 
 
 def test_a_table_has_a_header_a_rule_and_rounded_floats():
@@ -39,10 +39,11 @@ def test_a_tables_comparison_counts_rows_and_shows_hierarchy_scores_only_where_t
 
     comparison_rows = CLASSES.comparison_rows
     images = comparison_rows(_metrics("images", hierarchy=True))
-    assert list(images[0])[-3:] == ["hF1", "severity", "img/s"] and images[1]["img/s"] == "1234"
+    assert list(images[0])[-3:] == ["hF1", "severity", "img/s"] and images[1]["img/s"] == "1,234"
     table = comparison_rows(_metrics("tables", hierarchy=False))
     assert list(table[0]) == [
-        "model", "level", "accuracy", "95% CI", "bal_acc", "macro_f1", "ROC-AUC", "PR-AUC", "ECE", "rows/s",
+        "model", "level", "accuracy", "95% CI", "bal_acc", "bal_acc 95% CI", "macro_f1", "macro_f1 95% CI",
+        "ROC-AUC", "ROC-AUC 95% CI", "PR-AUC", "PR-AUC 95% CI", "ECE", "rows/s",
     ]
     assert "ROC-AUC" not in images[0] and "bal_acc" not in images[0]  # images: every class is common
 
@@ -107,4 +108,57 @@ def test_the_cascade_is_reported_with_who_answered_what_it_gave_up_and_its_speed
         "cascade answered: fine-28-no-tta 86.0%, fused 14.0%",
         "cascade - fused: -0.0002; McNemar, cascade vs fused: cascade alone right b=3, alone wrong c=5, p = 0.727 (exact)",
         "cascade speed: 4.0x the fused model's (6,800 against 1,700 per second)",
+    ]
+
+
+def test_a_large_rmse_is_in_fixed_notation_with_thousands_separators_and_its_columns_aligned():
+    from flows.cli import format_table
+
+    def model(rmse: float, r2: float) -> dict:
+        return {"level": "fine", "rmse": rmse, "rmse_ci_low": rmse * 0.9, "rmse_ci_high": rmse * 1.1,
+                "mae": rmse * 0.7, "mae_ci_low": rmse * 0.6, "mae_ci_high": rmse * 0.8, "r2": r2, "r2_ci_low": r2 - 0.05,
+                "r2_ci_high": r2 + 0.05}
+
+    metrics = {"task": "regression", "metric": "r2", "best_single": "fine-all", "test": {
+        "fine-all": model(45_123.46, 0.81), "fused": model(41_234.5, 0.84), "mean": model(123_456.7, -0.01)}}
+    rows = {row["model"]: row for row in value_rows(metrics)}
+    assert rows["fused"]["RMSE"] == "41,234.5" and rows["mean"]["RMSE"] == "123,456.7"
+    assert rows["fused"]["RMSE 95% CI"] == "[37,111.1, 45,358.0]" and rows["fused"]["R²"] == "0.8400"
+    assert rows["fused"]["MAE 95% CI"] == "[24,740.7, 32,987.6]"
+    printed = format_table(metrics).splitlines()
+    assert not any("e+" in line for line in printed)
+    ends = {line.index("0.8") + 6 for line in printed[1:3]} | {printed[3].index("-0.0100") + 7}
+    assert ends == {printed[0].index("R²") + 2}  # R² right-aligned under its header in every row
+
+
+def test_a_small_rmse_keeps_its_digits():
+    rows = value_rows({"test": {"fine-all": {"level": "fine", "rmse": 0.012345, "mae": 55.123, "r2": 0.5}}})
+    assert (rows[0]["RMSE"], rows[0]["MAE"]) == ("0.01235", "55.12")  # four significant digits
+
+
+def test_a_model_compared_with_itself_is_said_to_answer_as_it_does():
+    metrics = {"task": "regression", "metric": "r2", "fused_minus_best_single": 0.0,
+               "fused_minus_best_single_ci": {"low": 0.0, "high": 0.0},
+               "paired_test": {"versus": "fine-all", "b": 0, "c": 0, "mse_gain": 0.0, "p_value": 1.0,
+                               "method": "paired t on squared errors"},
+               "significance": {"test": "paired_t", "versus": "fine-all", "p_value": 1.0, "b": 0, "c": 0, "identical": True}}
+    assert summary_lines(metrics, " (R²)") == ["the fused model answers as fine-all does (identical on every test row)"]
+    metrics["significance"]["identical"] = False
+    metrics["paired_test"] |= {"b": 120, "c": 80, "mse_gain": 1_234_567.8, "p_value": 0.02}
+    metrics["fused_minus_best_single"] = 0.012
+    assert summary_lines(metrics, " (R²)") == [
+        "fused - best single view (R²): +0.0120  95% CI [+0.0000, +0.0000]",
+        "fused vs fine-all: mean squared error +1,234,567.8 lower, p = 0.02 (paired t on squared errors); "
+        "fused closer on 120 rows, farther on 80",
+    ]
+
+
+def test_the_gain_is_named_in_the_runs_metric_with_its_paired_bootstrap():
+    metrics = {"metric": "balanced_accuracy", "fused_minus_best_single": 0.031,
+               "fused_minus_best_single_ci": {"low": 0.012, "high": 0.05},
+               "significance": {"test": "paired_bootstrap", "versus": "fine-all", "difference": 0.031, "p_value": 0.002,
+                                "resamples": 1000, "identical": False}}
+    assert summary_lines(metrics) == [
+        "fused - best single view (balanced accuracy): +0.0310  95% CI [+0.0120, +0.0500]",
+        "paired bootstrap, fused vs fine-all in balanced accuracy: p = 0.002 (1,000 resamples)",
     ]

@@ -260,14 +260,16 @@ class PromotionConfig(_Section):
     keeps the current champion; by default the gain over the best single view must be significant
     too, so that a test-set fluke does not move the champion."""
 
-    # The test metric the gains below are measured in (the best single view is the best in it);
-    # None = accuracy, or r2 for a regression target.
+    # The one test metric of the run: the best single view is the best in it, the fused model's
+    # gain over it, its interval and its test are in it, and so is the floor the fused model must
+    # beat (the majority class, a regression's mean); None = accuracy, or r2 for a regression.
     metric: GateMetric | None = None
     # fused test `metric` - the best single fine view's must exceed this
     min_gain_over_best_single: float = Field(default=0.0, ge=-1, le=1)
-    # ... and that gain must be significant: mcnemar = McNemar's test of the two on the test set
-    # gives p < max_p_value, interval = the low end of the paired bootstrap interval of the gain
-    # exceeds min_gain_over_best_single, none = not checked.
+    # ... and that gain must be significant: mcnemar = the paired test of `metric` on the test set
+    # gives p < max_p_value (McNemar's test for accuracy, a paired bootstrap test for another
+    # class score, a paired t-test of squared errors for r2), interval = the low end of the paired
+    # bootstrap interval of the gain exceeds min_gain_over_best_single, none = not checked.
     significance: Literal["mcnemar", "interval", "none"] = "mcnemar"
     max_p_value: float = Field(default=0.05, gt=0, le=1)
     # fused test `metric` - the current champion's must exceed this (no champion: passes)
@@ -282,15 +284,6 @@ class PromotionConfig(_Section):
     # The served cascade's test accuracy may be at most this far below the fused model's, and
     # (with significance: mcnemar) not significantly below it.
     max_cascade_accuracy_drop: float = Field(default=0.001, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _significance_of_accuracy(self) -> "PromotionConfig":
-        if self.metric not in (None, "accuracy", "r2") and self.significance != "none":
-            raise ValueError(
-                f"metric {self.metric}: significance {self.significance} tests a gain in accuracy (McNemar's test, "
-                "the paired interval), or in R² for a regression; set significance: none to gate on another metric"
-            )
-        return self
 
 
 class ServingConfig(_Section):

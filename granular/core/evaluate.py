@@ -1,14 +1,16 @@
 """Test-set metrics for each view and the fused model.
 
-Point estimates (accuracy, per-class and macro F1, calibration, hierarchical scores; a
-regression's RMSE, MAE and R²), their bootstrap confidence intervals, McNemar's test of two models
-(a paired test of squared errors for a regression's), and inference latency. Pure numpy
+Point estimates (accuracy, balanced accuracy, per-class and macro F1, ROC- and PR-AUC,
+calibration, hierarchical scores; a regression's RMSE, MAE and R²), their bootstrap confidence
+intervals, McNemar's test of two models' accuracies (a paired test of squared errors for a
+regression's, a paired bootstrap test of any other score), and inference latency. Pure numpy
 (scipy for the test's distributions): each function takes arrays and returns numbers.
 """
 from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -237,11 +239,124 @@ def resampled_macro_f1(resamples: Resamples, y_true: np.ndarray, y_pred: np.ndar
     return f1.mean(axis=1)
 
 
+def resampled_balanced_accuracy(resamples: Resamples, y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """(resamples,) balanced accuracy of each resample: the mean recall of the classes it holds."""
+    classes = np.arange(num_classes)
+    true_onehot = (y_true[:, None] == classes).astype(np.float32)  # (N, K)
+    found = resamples.sums(true_onehot * (y_pred[:, None] == classes))  # (resamples, K)
+    actual = resamples.sums(true_onehot)
+    recall = np.divide(found, actual, out=np.full_like(found, np.nan), where=actual > 0)
+    return np.nanmean(recall, axis=1)
+
+
+# Resamples weighed at once by the ranking scores: (N, chunk) float32 stays about 80 MB.
+_RANKING_CHUNK_CELLS = 20_000_000
+
+
+def resampled_ranking(resamples: Resamples, y_true: np.ndarray, proba: np.ndarray) -> dict[str, np.ndarray]:
+    """(resamples,) ROC-AUC and PR-AUC of each resample, as `ranking_metrics` defines them (the
+    same classes; a class a resample does not hold is left out of its macro mean, nan where none
+    is left). Each class's scores are sorted once; a resample is the weight it gives each
+    example (how often it draws it), so its AUCs are weighted cumulative sums over that order."""
+    present = np.unique(y_true)
+    if len(present) < 2:
+        nan = np.full(resamples.resamples, np.nan)
+        return {"roc_auc": nan, "pr_auc": nan}
+    truth = y_true[:, None] == present[None, :]
+    if proba.shape[1] == 2:  # the rarer class in the whole test split, as the point estimate
+        ranked = [int(np.argmin(truth.sum(axis=0)))]
+    else:
+        ranked = range(len(present))
+    by_example = np.ascontiguousarray(resamples.counts.T)  # (draws, resamples): an example's weights in a row
+    roc, pr = zip(*(
+        _weighted_aucs(by_example, resamples.group, truth[:, k], proba[:, present[k]].astype(np.float64)) for k in ranked
+    ))
+    with warnings.catch_warnings():  # a resample holding one class only: nan, without a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {"roc_auc": np.nanmean(np.stack(roc), axis=0), "pr_auc": np.nanmean(np.stack(pr), axis=0)}
+
+
+def _weighted_aucs(
+    by_example: np.ndarray, group: np.ndarray | None, positive: np.ndarray, score: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(resamples,) ROC-AUC and average precision of one class's `score` against the rest, each
+    resample weighing an example by how often it draws it (`by_example`: (draws, resamples), the
+    row of example i is `group[i]`, or i without groups); sklearn's with that sample_weight.
+
+    Every sum is over the positives, each with the weight of the examples scored below it (a
+    cumulative sum over the negatives sorted once): ROC-AUC counts the negatives under each
+    positive, a tied one as half; average precision is each positive's share of the positives
+    times the precision of the cut at its score."""
+    row = np.arange(len(score)) if group is None else group
+    pos_score, neg_score = np.sort(score[positive]), np.sort(score[~positive])
+    pos_rows = row[positive][np.argsort(score[positive], kind="stable")]
+    neg_rows = row[~positive][np.argsort(score[~positive], kind="stable")]
+    # For each positive: how many negatives (and positives) score strictly below it, and how many tie it.
+    neg_under = np.searchsorted(neg_score, pos_score, side="left")
+    neg_tied = np.searchsorted(neg_score, pos_score, side="right") - neg_under
+    pos_under = np.searchsorted(pos_score, pos_score, side="left")
+    chunk = max(1, _RANKING_CHUNK_CELLS // len(score))
+    roc, pr = [], []
+    for first in range(0, by_example.shape[1], chunk):
+        columns = slice(first, first + chunk)
+        # Exclusive cumulative weights (a zero row first): integer sums, exact in float32.
+        neg_cum = _exclusive_cumsum(by_example[neg_rows, columns])  # (negatives + 1, chunk)
+        pos_weight = by_example[pos_rows, columns].astype(np.float64)  # (positives, chunk)
+        pos_cum = _exclusive_cumsum(by_example[pos_rows, columns])
+        neg_below = neg_cum[neg_under].astype(np.float64)
+        neg_at = neg_cum[neg_under + neg_tied].astype(np.float64) - neg_below
+        pos_below = pos_cum[pos_under].astype(np.float64)
+        pos_total, neg_total = pos_cum[-1].astype(np.float64), neg_cum[-1].astype(np.float64)
+        true_above = pos_total - pos_below  # what a cut at the positive's score finds, and calls positive
+        called = true_above + neg_total - neg_below
+        with np.errstate(divide="ignore", invalid="ignore"):
+            roc.append(np.einsum("pr,pr->r", pos_weight, neg_below + neg_at / 2) / (pos_total * neg_total))
+            precision = np.divide(true_above, called, out=np.zeros_like(called), where=called > 0)
+            pr.append(np.einsum("pr,pr->r", pos_weight, precision) / pos_total)
+    return np.concatenate(roc), np.concatenate(pr)
+
+
+def _exclusive_cumsum(rows: np.ndarray) -> np.ndarray:
+    """(M + 1, K) the sums of the first 0, 1, ..., M rows of `rows` (M, K)."""
+    out = np.zeros((len(rows) + 1, rows.shape[1]), dtype=rows.dtype)
+    if rows.shape[1] < _ROW_AT_A_TIME_FROM:
+        np.cumsum(rows, axis=0, out=out[1:])
+        return out
+    for i, row in enumerate(rows):  # one vector add a row: ~5x numpy's cumsum down a wide axis 0
+        np.add(out[i], row, out=out[i + 1])
+    return out
+
+
+# Rows at least this wide are summed a row at a time; narrower ones (a huge test split's chunks
+# of few resamples) by numpy, where the loop's cost per row would dominate.
+_ROW_AT_A_TIME_FROM = 128
+
+
 def percentile_interval(samples: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """The central `confidence` interval of bootstrap samples (percentile method)."""
+    """The central `confidence` interval of bootstrap samples (percentile method); samples of an
+    undefined score (nan: a resample without a class an AUC needs) are left out."""
+    samples = np.asarray(samples)[~np.isnan(samples)]
+    if len(samples) == 0:
+        return float("nan"), float("nan")
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(samples, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def paired_bootstrap_test(difference: np.ndarray, observed: float) -> dict:
+    """Is a difference of two models' scores (A minus B, `observed` on the whole test split; its
+    resampled values from the resamples both were scored on) more than chance? Two-sided: twice
+    the share of the resampled differences on the other side of 0 from the observed one (0
+    counts as the other side), at most 1 and at least 1/(resamples + 1), the least a bootstrap
+    of that many resamples can tell. Resamples whose score is undefined (nan) are left out."""
+    difference = np.asarray(difference, dtype=np.float64)
+    difference = difference[~np.isnan(difference)]
+    if observed == 0 or len(difference) == 0:
+        p_value = 1.0
+    else:
+        other_side = np.mean(difference <= 0) if observed > 0 else np.mean(difference >= 0)
+        p_value = float(min(1.0, max(2 * other_side, 1 / (len(difference) + 1))))
+    return {"difference": float(observed), "p_value": p_value, "resamples": int(len(difference))}
 
 
 def regression_metrics(y_true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:

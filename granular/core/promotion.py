@@ -3,13 +3,16 @@
 A pure function of the new evaluation (the shape of data/evaluation/metrics.json), the current
 champion's (or None) and the `promotion:` section. Every margin is strict: the fused model must
 beat by MORE than the margin, so the default 0.0 asks for strictly better and a tie keeps the
-current champion (no churn from a retrain that changed nothing). By default the gain over the
-best single view must also be significant (McNemar's test, or the paired bootstrap interval above
-the margin), so a gain the test set cannot tell from noise keeps the champion too. A regression
-target's gains are in R² (for `mcnemar`, a paired t-test of the two models' squared errors), and
-its floor is the mean value, as a classifier's is the majority class: the problem the model
-solves (granular/problems/) gives its headline metric, its floor and its test. A condition on
-a metric the evaluation lacks fails: a gate that cannot check must not promote.
+current champion (no churn from a retrain that changed nothing). Every comparison is in one
+metric, promotion.metric (None: the problem's headline, accuracy or a regression's R²): the best
+single view is the best in it, and the floor (the majority class, a regression's mean value) is
+beaten in it. By default the gain over the best single view must also be significant
+(`mcnemar`: the paired test of that metric, McNemar's for accuracy, a paired bootstrap test for
+another class score, a paired t-test of squared errors for R²; `interval`: the paired bootstrap
+interval above the margin), so a gain the test set cannot tell from noise keeps the champion too.
+The problem the model solves (granular/problems/) gives its headline metric, its floor and its
+test. A condition on a metric the evaluation lacks fails: a gate that cannot check must not
+promote.
 """
 from __future__ import annotations
 
@@ -44,11 +47,13 @@ class Rules(Protocol):
 
     headline: str  # the metric a model is compared on unless promotion.metric names another
 
-    def floor_checks(self, metrics: dict) -> list[Check]:
-        """The fused model against the baseline every model must beat, where the evaluation has it."""
+    def floor_checks(self, metrics: dict, metric: str) -> list[Check]:
+        """The fused model against the baseline every model must beat, in `metric`, where the
+        evaluation has it."""
 
     def significance_check(self, metrics: dict, best: str, max_p_value: float) -> Check:
-        """The evaluation's paired test of the fused model against `best` (significance: mcnemar)."""
+        """The evaluation's paired test of the fused model against `best` in its metric
+        (significance: mcnemar)."""
 
 
 def decide(
@@ -61,12 +66,12 @@ def decide(
     fused = metrics["test"][FUSED]
     metric = config.metric or rules.headline
     checks = [_gain_over_best_single(metrics, metric, rules.headline, config.min_gain_over_best_single)]
-    checks += rules.floor_checks(metrics)  # a model no better than the floor is never promoted
+    checks += rules.floor_checks(metrics, metric)  # a model no better than the floor is never promoted
     if config.significance != "none":
-        checks.append(_significant_gain(metrics, config, rules))
+        checks.append(_significant_gain(metrics, metric, config, rules))
     checks.append(_gain_over_champion(fused, champion_metrics, metric, config.min_gain_over_champion, champion_name))
     for metric, least in config.min_metrics.items():
-        checks.append(_at_least(fused, metric, _label(metric), least))
+        checks.append(_at_least(fused, metric, metric_label(metric), least))
     if config.max_mistake_severity is not None:
         checks.append(_mistake_severity(fused, config.max_mistake_severity))
     if config.min_hierarchical_f1 is not None:
@@ -81,7 +86,7 @@ def decide(
     return Decision(promote=True, reasons=[check.sentence for check in checks])
 
 
-def _label(metric: str) -> str:
+def metric_label(metric: str) -> str:
     """A metric's name for people: 'balanced accuracy', 'R²'."""
     return "R²" if metric == "r2" else metric.replace("_", " ")
 
@@ -91,10 +96,11 @@ def beats(accuracy: float, other: float, margin: float) -> bool:
 
 
 def _best_single(metrics: dict, metric: str, headline: str) -> str | None:
-    """The best single fine view in `metric`: the evaluation's best_single for the problem's
-    `headline` metric (accuracy, a regression's R²)."""
+    """The best single fine view in `metric`: the evaluation's best_single where it compared the
+    views in `metric` (its "metric"; an evaluation without one compared them in the problem's
+    `headline`: accuracy, a regression's R²)."""
     views = metrics.get("fine_views")
-    if metric == headline or not views:
+    if metric == metrics.get("metric", headline) or not views:
         return metrics.get("best_single")
     return max(views, key=lambda view: metrics["test"][view].get(metric, float("-inf")))
 
@@ -109,18 +115,57 @@ def _gain_over_best_single(metrics: dict, metric: str, headline: str, margin: fl
     passed = beats(score, other, margin)
     verb = "beats" if passed else "does not beat"
     return Check(passed, (
-        f"fused {_label(metric)} {score:.4f} {verb} the best single view {best} ({other:.4f}) "
+        f"fused {metric_label(metric)} {score:.4f} {verb} the best single view {best} ({other:.4f}) "
         f"by more than the margin {margin:g} (gain {score - other:+.4f})"
     ))
 
 
-def _significant_gain(metrics: dict, config: PromotionConfig, rules: Rules) -> Check:
+def _significant_gain(metrics: dict, metric: str, config: PromotionConfig, rules: Rules) -> Check:
     best = metrics.get("best_single")
     if best is None:
         return Check(True, "no single view predicts fine labels, so there is no gain over a best single view to test")
+    tested = metrics.get("metric", rules.headline)
+    if tested != metric:  # the paired test and interval are of the evaluation's metric
+        return Check(False, (
+            f"significance is {config.significance}, but the evaluation tested the gain over {best} in {metric_label(tested)}, "
+            f"not in {metric_label(metric)}: evaluate again with promotion.metric {metric}"
+        ))
     if config.significance == "mcnemar":
         return rules.significance_check(metrics, best, config.max_p_value)
     return _interval_gain(metrics, best, config.min_gain_over_best_single)
+
+
+def above_floor(fused: dict, floor: dict, metric: str, name: str) -> Check:
+    """Better in `metric` than the baseline `name` that answers alike for every example."""
+    label = metric_label(metric)
+    score, other = fused.get(metric), floor.get(metric)
+    if score is None or other is None:
+        return Check(False, f"the promotion metric is {metric}, but the evaluation has no {metric} of the fused model and {name}")
+    if not beats(score, other, 0.0):
+        return Check(False, f"the fused model does no better than {name}: {label} {score:.4f} against {other:.4f}")
+    return Check(True, f"the fused model does better than {name} ({label} {score:.4f} against {other:.4f})")
+
+
+def bootstrap_gain(test: dict, best: str, metric: str, max_p_value: float) -> Check:
+    """The evaluation's paired bootstrap test of the fused model against `best` in `metric`
+    (granular/core/evaluate.py: paired_bootstrap_test): significant, and a gain."""
+    label = metric_label(metric)
+    if not {"versus", "p_value", "difference"} <= test.keys() or test["versus"] != best:
+        return Check(False, (
+            f"significance is mcnemar, but the evaluation has no paired bootstrap test (significance.p_value) "
+            f"of the fused model against the best single view {best} in {label}"
+        ))
+    p_value = p_value_text(test["p_value"])
+    figures = f"(fused {label} {test['difference']:+.4f} against {best}, {test['resamples']} paired resamples)"
+    if test["p_value"] >= max_p_value:
+        return Check(False, (
+            f"the gain over {best} is not significant: the paired bootstrap's p = {p_value} is not below {max_p_value:g} {figures}"
+        ))
+    if test["difference"] <= 0:
+        return Check(False, (
+            f"the fused model is significantly worse than {best}, not better: p = {p_value} < {max_p_value:g} {figures}"
+        ))
+    return Check(True, f"the gain over {best} is significant: the paired bootstrap's p = {p_value} < {max_p_value:g} {figures}")
 
 
 def p_value_text(p: float) -> str:
@@ -149,7 +194,7 @@ def _gain_over_champion(fused: dict, champion_metrics: dict | None, metric: str,
     if champion_metrics is None:
         return Check(True, "there is no champion yet, so there is none to beat")
     other = champion_metrics.get("test", {}).get(FUSED, {}).get(metric)
-    label = _label(metric)
+    label = metric_label(metric)
     if other is None:
         return Check(False, f"{name} has no recorded fused test {label} to compare with")
     score = fused[metric]

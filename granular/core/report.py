@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from urllib.parse import quote
 
+from granular.core.promotion import metric_label
 from granular.runtime.redact import redact_uri
 
 
@@ -29,13 +30,19 @@ def artifact_link(tracking_uri: str, run_id: str, artifact_path: str) -> str | N
 
 SPEED = "img/s"
 COST = "train s"  # seconds of training on this machine: a fused model's are its inputs'
-COLUMNS = (
-    "model", "level", "accuracy", "95% CI", "bal_acc", "macro_f1", "ROC-AUC", "PR-AUC", "ECE", "hF1", "severity", SPEED,
-    COST,
-)
+# Each class score's column, for people, and the score it shows; its interval follows it.
+CLASS_COLUMNS = {
+    "accuracy": "accuracy", "bal_acc": "balanced_accuracy", "macro_f1": "macro_f1", "ROC-AUC": "roc_auc",
+    "PR-AUC": "pr_auc",
+}
 HIERARCHY = ("hF1", "severity")  # scores of a taxonomy of two levels or more
 # Shown for tables, where a class is often rare (metrics.json and comparison.csv have them always).
 IMBALANCE = ("bal_acc", "ROC-AUC", "PR-AUC")
+
+
+def interval_column(column: str) -> str:
+    """The column of a score's 95% interval: accuracy's is "95% CI", the others' name their score."""
+    return "95% CI" if column == "accuracy" else f"{column} 95% CI"
 
 
 def for_people(value):
@@ -48,65 +55,89 @@ def for_people(value):
     return round(value, 4) if isinstance(value, float) else value
 
 
-def _number(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def decimals_for(values, significant: int = 4) -> int:
+    """Decimals that show the largest of `values` to about `significant` digits in fixed
+    notation: 0.1234, 55.12, 1,234.5 (at least 1, at most 6); 4 where there is no number."""
+    sizes = [abs(v) for v in values if v is not None and math.isfinite(v) and v != 0]
+    if not sizes:
+        return 4
+    return min(6, max(1, significant - 1 - math.floor(math.log10(max(sizes)))))
 
 
-def _interval(low: float | None, high: float | None, spec: str) -> str:
-    return "-" if low is None or high is None else f"[{format(low, spec)}, {format(high, spec)}]"
+def number(value: float | None, decimals: int = 4) -> str:
+    """A figure in fixed notation, with thousands separators (1,234.5, never 1.2e+03); "-" where
+    there is none (None, or nan: an undefined score)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{decimals}f}"
 
 
-VALUE_COLUMNS = ("model", "level", "RMSE", "95% CI", "MAE", "R²", "R² 95% CI", "accuracy", "rows/s", COST)
+def interval(low: float | None, high: float | None, decimals: int = 4) -> str:
+    """A 95% interval as [low, high], each as `number` shows it; "-" without both ends."""
+    if number(low) == "-" or number(high) == "-":
+        return "-"
+    return f"[{number(low, decimals)}, {number(high, decimals)}]"
+
+
+def _scores_with_intervals(scores: dict, columns: dict[str, str], decimals: dict[str, int]) -> dict[str, str]:
+    """Each column's score and, after it, its interval (`<score>_ci_low`, `<score>_ci_high`)."""
+    cells = {}
+    for column, key in columns.items():
+        cells[column] = number(scores.get(key), decimals.get(key, 4))
+        cells[interval_column(column)] = interval(
+            scores.get(f"{key}_ci_low"), scores.get(f"{key}_ci_high"), decimals.get(key, 4),
+        )
+    return cells
+
+
+def _machine(latency: dict, name: str, speed: str) -> dict[str, str]:
+    """What a model's answers and its training cost on this machine."""
+    figures = latency.get(name, {})
+    return {speed: number(figures.get("images_per_s"), 0), COST: number(figures.get("train_seconds"), 0)}
+
+
+VALUE_SCORES = {"RMSE": "rmse", "MAE": "mae", "R²": "r2", "accuracy": "accuracy"}
 
 
 def value_rows(metrics: dict) -> list[dict[str, str]]:
-    """A regression's table: RMSE, MAE and R² of each model of the value, with intervals; a
+    """A regression's table: RMSE, MAE and R² of each model of the value, each with its interval
+    (RMSE and MAE in the target's units: fixed notation, the decimals of the column's largest); a
     binned view's accuracy (its bins are classes). Each row ends with what the model's training
     took, where it was recorded."""
     latency = metrics.get("latency", {})
-    rows = [dict(zip(VALUE_COLUMNS, (
-        name,
-        scores.get("level", "-"),
-        _number(scores.get("rmse"), ".4g"),
-        _interval(scores.get("rmse_ci_low"), scores.get("rmse_ci_high"), ".4g"),
-        _number(scores.get("mae"), ".4g"),
-        _number(scores.get("r2"), ".4f"),
-        _interval(scores.get("r2_ci_low"), scores.get("r2_ci_high"), ".4f"),
-        _number(scores.get("accuracy"), ".4f"),
-        _number(latency.get(name, {}).get("images_per_s"), ".0f"),
-        _number(latency.get(name, {}).get("train_seconds"), ".0f"),
-    ))) for name, scores in metrics["test"].items()]
-    return _without_empty(rows, (COST,))
+    test = metrics["test"]
+    decimals = {key: decimals_for([scores.get(key) for scores in test.values()]) for key in ("rmse", "mae")}
+    rows = [
+        {"model": name, "level": scores.get("level", "-"), **_scores_with_intervals(scores, VALUE_SCORES, decimals),
+         **_machine(latency, name, "rows/s")}
+        for name, scores in test.items()
+    ]
+    return _without_empty(rows, (COST, interval_column("accuracy")))
 
 
 def class_rows(metrics: dict) -> list[dict[str, str]]:
     """One row of display strings per model of classes: the table the terminal and the report
-    show. A metric a model lacks (hierarchy scores of a coarse view) shows as "-"; the hierarchy
-    columns show only where a model has them (a taxonomy of one level has none); a table's rows
-    show the scores that tell a rare class apart, and its speed in rows/s. Each row ends with
-    what the model's training took, where it was recorded."""
+    show, each score followed by its 95% interval. A metric a model lacks (hierarchy scores of a
+    coarse view) shows as "-"; the hierarchy columns show only where a model has them (a
+    taxonomy of one level has none); a table's rows show the scores that tell a rare class
+    apart, and its speed in rows/s. Each row ends with what the model's training took, where it
+    was recorded."""
     latency = metrics.get("latency", {})
-    speed = "rows/s" if metrics.get("modality") == "tables" else SPEED
+    tables = metrics.get("modality") == "tables"
+    speed = "rows/s" if tables else SPEED
+    shown = {column: key for column, key in CLASS_COLUMNS.items() if tables or column not in IMBALANCE}
     rows = []
     for name, scores in metrics["test"].items():
-        rows.append(dict(zip(COLUMNS, (
-            f"{name} (on its classes)" if name in metrics.get("specialists", {}) else name,
-            scores.get("level", "-"),
-            _number(scores.get("accuracy"), ".4f"),
-            _interval(scores.get("accuracy_ci_low"), scores.get("accuracy_ci_high"), ".4f"),
-            _number(scores.get("balanced_accuracy"), ".4f"),
-            _number(scores.get("macro_f1"), ".4f"),
-            _number(scores.get("roc_auc"), ".4f"),
-            _number(scores.get("pr_auc"), ".4f"),
-            _number(scores.get("ece"), ".4f"),
-            _number(scores.get("hierarchical_f1"), ".4f"),
-            _number(scores.get("mistake_severity"), ".2f"),
-            _number(latency.get(name, {}).get("images_per_s"), ".0f"),
-            _number(latency.get(name, {}).get("train_seconds"), ".0f"),
-        ))))
-    rows = _without_empty(rows, (*HIERARCHY, COST))
-    hidden = [] if metrics.get("modality") == "tables" else IMBALANCE
-    return [{(speed if c == SPEED else c): v for c, v in row.items() if c not in hidden} for row in rows]
+        rows.append({
+            "model": f"{name} (on its classes)" if name in metrics.get("specialists", {}) else name,
+            "level": scores.get("level", "-"),
+            **_scores_with_intervals(scores, shown, {}),
+            "ECE": number(scores.get("ece")),
+            "hF1": number(scores.get("hierarchical_f1")),
+            "severity": number(scores.get("mistake_severity"), 2),
+            **_machine(latency, name, speed),
+        })
+    return _without_empty(rows, (*HIERARCHY, COST))
 
 
 def _without_empty(rows: list[dict[str, str]], columns: tuple[str, ...]) -> list[dict[str, str]]:
@@ -117,9 +148,13 @@ def _without_empty(rows: list[dict[str, str]], columns: tuple[str, ...]) -> list
 
 def headline(metrics: dict, metric: str, label: str, registry: dict | None = None) -> str:
     """The run in one line, for a card that is read before it is opened: the fused model's test
-    `metric` (its problem's headline: accuracy, R²; `label` for people) against the best single
-    view's (and the boosted trees', where there are), and the registry's verdict. `registry`:
-    what registering the model returned, if it was."""
+    score in the run's metric (metrics.json's "metric"; where it names none, `metric`, the
+    problem's headline, with `label` for people) against the best single view's (and the boosted
+    trees', where there are), and the registry's verdict. `registry`: what registering the model
+    returned, if it was."""
+    if metrics.get("metric", metric) != metric:
+        metric = metrics["metric"]
+        label = metric_label(metric)
     test = metrics["test"]
     parts = [f"fused {test['fused'][metric]:.4f}"]
     best = metrics.get("best_single")
@@ -135,24 +170,37 @@ def headline(metrics: dict, metric: str, label: str, registry: dict | None = Non
 
 
 def summary_lines(metrics: dict, gain_unit: str = "") -> list[str]:
-    """The fusion against the best single view: the gain (in `gain_unit`, where it is not
-    accuracy: " (R²)") with its paired interval, and McNemar (a regression's paired test of
-    squared errors)."""
+    """The fusion against the best single view in the run's metric: the gain (in that metric,
+    named where it is not accuracy; `gain_unit` names it for an evaluation that does not say)
+    with its paired interval, and its paired test: McNemar's, the paired bootstrap or a
+    regression's paired test of squared errors. A fused model that answers as the best view does
+    on every test row is said to, in place of a test of no difference."""
     lines = []
-    if "fused_minus_best_single" in metrics:
+    metric = metrics.get("metric")
+    unit = f" ({metric_label(metric)})" if metric not in (None, "accuracy") else gain_unit
+    test = metrics.get("significance", {})
+    identical = test.get("identical", False)
+    if identical:
+        lines.append(f"the fused model answers as {test['versus']} does (identical on every test row)")
+    if "fused_minus_best_single" in metrics and not (identical and metrics["fused_minus_best_single"] == 0):
         ci = metrics.get("fused_minus_best_single_ci")
-        interval = f"  95% CI {_interval(ci['low'], ci['high'], '+.4f')}" if ci else ""
-        lines.append(f"fused - best single view{gain_unit}: {metrics['fused_minus_best_single']:+.4f}{interval}")
-    if "mcnemar" in metrics:
-        test = metrics["mcnemar"]
-        lines.append(f"McNemar, fused vs {test['versus']}: fused alone right b={test['b']}, "
-                     f"alone wrong c={test['c']}, p = {test['p_value']:.3g} ({test['method']})")
+        shown = f"  95% CI [{ci['low']:+.4f}, {ci['high']:+.4f}]" if ci else ""
+        lines.append(f"fused - best single view{unit}: {metrics['fused_minus_best_single']:+.4f}{shown}")
+    if "mcnemar" in metrics and not identical:
+        mcnemar = metrics["mcnemar"]
+        lines.append(f"McNemar, fused vs {mcnemar['versus']}: fused alone right b={mcnemar['b']}, "
+                     f"alone wrong c={mcnemar['c']}, p = {mcnemar['p_value']:.3g} ({mcnemar['method']})")
+    if test.get("test") == "paired_bootstrap":
+        lines.append(f"paired bootstrap, fused vs {test['versus']} in {metric_label(metric)}: p = {test['p_value']:.3g} "
+                     f"({test['resamples']:,} resamples)")
     if "cascade" in metrics:
         lines += _cascade_lines(metrics)
-    if "paired_test" in metrics:
-        test = metrics["paired_test"]
-        lines.append(f"fused vs {test['versus']}: mean squared error {test['mse_gain']:+.4g} lower, p = {test['p_value']:.3g} "
-                     f"({test['method']}); fused closer on {test['b']} rows, farther on {test['c']}")
+    if "paired_test" in metrics and not identical:
+        paired = metrics["paired_test"]
+        gain = number(paired["mse_gain"], decimals_for([paired["mse_gain"]]))
+        lines.append(f"fused vs {paired['versus']}: mean squared error {'+' if paired['mse_gain'] >= 0 else ''}{gain} lower, "
+                     f"p = {paired['p_value']:.3g} ({paired['method']}); fused closer on {paired['b']:,} rows, "
+                     f"farther on {paired['c']:,}")
     return lines
 
 

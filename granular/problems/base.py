@@ -100,7 +100,8 @@ class Problem(ABC):
     def evaluate(
         self, config: Config, paths: ProjectPaths, taxonomy: Taxonomy, reads: ProjectReads, others: TestOutputs,
     ) -> dict:
-        """Every model's test scores, the fusion against the best single view and its paired test,
+        """Every model's test scores with their intervals, the fusion against the best single view
+        in the run's one metric (promotion.metric, else the headline) and its paired test,
         written to data/evaluation/ (the images, predictions, per-class scores and the models
         compared); returns metrics.json's content."""
 
@@ -109,12 +110,12 @@ class Problem(ABC):
         """The floor baseline's outputs of `sizes[split]` examples each, from the training split's targets."""
 
     @abstractmethod
-    def floor_checks(self, metrics: dict) -> list[Check]:
-        """The fused model against the floor, where the evaluation has it (the promotion gate)."""
+    def floor_checks(self, metrics: dict, metric: str) -> list[Check]:
+        """The fused model against the floor in `metric`, where the evaluation has it (the promotion gate)."""
 
     @abstractmethod
     def significance_check(self, metrics: dict, best: str, max_p_value: float) -> Check:
-        """The evaluation's paired test of the fused model against `best` (the promotion gate)."""
+        """The evaluation's paired test of the fused model against `best` in its metric (the promotion gate)."""
 
     @abstractmethod
     def comparison_rows(self, metrics: dict) -> list[dict[str, str]]:

@@ -2,7 +2,8 @@
 fusions (granular/core/fusion.py), scored by accuracy and its family (balanced accuracy,
 macro-F1, ROC- and PR-AUC, calibration, hierarchical scores), with per-class reports and
 confusion images; the floor is the training split's majority class, and the fusion's gain over
-the best single view is tested by McNemar's test."""
+the best single view (in promotion.metric, accuracy by default) is tested by McNemar's test in
+accuracy, by a paired bootstrap test in any other metric."""
 from __future__ import annotations
 
 from functools import partial
@@ -15,11 +16,13 @@ from granular.config import Config, ViewConfig
 from granular.core import evaluate, fusion, report
 from granular.core.cascade import CASCADE
 from granular.core.importance import ImportanceScores
-from granular.core.promotion import Check, beats, p_value_text
+from granular.core.promotion import Check, above_floor, beats, bootstrap_gain, p_value_text
 from granular.core.taxonomy import Taxonomy
 from granular.core.threshold import choose_threshold
 from granular.problems.base import Problem, ProjectReads, TestOutputs
-from granular.problems.scoring import COMPARISON_COLUMNS, bootstrap_record, score_model, scores_by_segment, write_class_details
+from granular.problems.scoring import (
+    COMPARISON_COLUMNS, best_in, bootstrap_record, score_model, scores_by_segment, write_class_details,
+)
 from granular.store.atomic import write_csv
 from granular.store.paths import ProjectPaths
 
@@ -71,10 +74,11 @@ class Classes(Problem):
     def evaluate(
         self, config: Config, paths: ProjectPaths, taxonomy: Taxonomy, reads: ProjectReads, others: TestOutputs,
     ) -> dict:
-        """Accuracy and macro-F1 with bootstrap 95% intervals (the same resamples for every model),
-        per-class scores, calibration, and for fine models the hierarchical scores and the accuracy
-        they imply at coarser levels; the fusion against the best single fine view (paired
-        interval, McNemar's test)."""
+        """Accuracy, balanced accuracy, macro-F1, ROC- and PR-AUC with bootstrap 95% intervals (the
+        same resamples for every model), per-class scores, calibration, and for fine models the
+        hierarchical scores and the accuracy they imply at coarser levels; the fusion against the
+        best single fine view in the run's one metric (promotion.metric, else accuracy): a paired
+        interval and a paired test (McNemar's for accuracy, else the paired bootstrap)."""
         y_fine = reads.rows("test")["label"]
         test_probas = reads.outputs("test")
         entries = [(v.name, v.level, test_probas[v.name]) for v in config.views.values()]
@@ -103,16 +107,20 @@ class Classes(Problem):
             else:
                 test[name], details[name] = score_model(taxonomy, level, y_fine, proba, resamples, decided.get(name))
         fine_views = [v.name for v in config.views.values() if v.level == taxonomy.fine and v.name not in specialists]
-        best = max(fine_views, key=lambda n: test[n]["accuracy"]) if fine_views else None
-        metrics = {"modality": config.data.modality, "test": test, "best_single": best, "fine_views": fine_views}
+        metric = config.promotion.metric or self.headline
+        best = best_in(fine_views, test, metric)
+        metrics = {"modality": config.data.modality, "metric": metric, "test": test, "best_single": best,
+                   "fine_views": fine_views}
         if specialists:  # scored on their classes' examples alone
             metrics["specialists"] = {name: [taxonomy.fine_names[k] for k in ids] for name, ids in specialists.items()}
         by_segment = _accuracy_by_segment(config, reads, taxonomy, y_fine, test_probas)
         if by_segment:
             metrics["segments"] = by_segment
         if best:
-            metrics["fused_minus_best_single"] = test["fused"]["accuracy"] - test[best]["accuracy"]
-            metrics.update(_fused_versus_best(details["fused"]["correct"], details[best]["correct"], best, resamples))
+            metrics["fused_minus_best_single"] = test["fused"][metric] - test[best][metric]
+            metrics.update(_fused_versus_best(
+                details["fused"], details[best], best, metric, metrics["fused_minus_best_single"], resamples,
+            ))
         if others.cascade:
             metrics[CASCADE] = _cascade_versus_fused(others.cascade, details, test)
         for name in baselines:  # the boosted trees to beat, and the majority class as the floor
@@ -126,13 +134,21 @@ class Classes(Problem):
         shares = np.bincount(train_targets, minlength=num_classes) / len(train_targets)
         return {split: np.tile(shares, (size, 1)) for split, size in sizes.items()}
 
-    def floor_checks(self, metrics: dict) -> list[Check]:
+    def floor_checks(self, metrics: dict, metric: str) -> list[Check]:
         if MAJORITY not in metrics:
             return []
-        return [_above_majority(metrics["test"]["fused"], metrics["test"][metrics[MAJORITY]["model"]])]
+        fused, majority = metrics["test"]["fused"], metrics["test"][metrics[MAJORITY]["model"]]
+        if metric == "accuracy":
+            return [_above_majority(fused, majority)]
+        return [above_floor(fused, majority, metric, "the majority class")]
 
     def significance_check(self, metrics: dict, best: str, max_p_value: float) -> Check:
-        return _mcnemar_gain(metrics.get("mcnemar") or {}, best, max_p_value)
+        """McNemar's test where the evaluation compared in accuracy (metrics.json's "mcnemar",
+        written before "significance" was), else its paired bootstrap test."""
+        test = metrics.get("significance") or {"test": "mcnemar"}
+        if test["test"] == "mcnemar":
+            return _mcnemar_gain(metrics.get("mcnemar") or {}, best, max_p_value)
+        return bootstrap_gain(test, best, metrics.get("metric", self.headline), max_p_value)
 
     def comparison_rows(self, metrics: dict) -> list[dict[str, str]]:
         return report.class_rows(metrics)
@@ -186,17 +202,24 @@ def _score_specialist(taxonomy: Taxonomy, y_fine: np.ndarray, proba: np.ndarray,
     return scores, details
 
 
-def _fused_versus_best(
-    fused_correct: np.ndarray, best_correct: np.ndarray, best: str, resamples: evaluate.Resamples
-) -> dict:
-    """Is the fusion's gain over the best single view more than chance? A paired bootstrap
-    interval of the accuracy difference, and McNemar's test on the examples they disagree on."""
-    difference = evaluate.resampled_means(resamples, fused_correct.astype(np.float32) - best_correct)
+def _fused_versus_best(fused: dict, best_detail: dict, best: str, metric: str, gain: float, resamples: evaluate.Resamples) -> dict:
+    """Is the fusion's gain over the best single view in `metric` (`gain` on the whole test
+    split) more than chance? A paired bootstrap interval of the difference, and a paired test:
+    McNemar's on the examples they disagree on for accuracy, else the paired bootstrap test of
+    the same resamples. `identical`: the two answer alike on every test example."""
+    identical = bool(np.array_equal(fused["predicted"], best_detail["predicted"]))
+    if metric == "accuracy":
+        difference = evaluate.resampled_means(resamples, fused["correct"].astype(np.float32) - best_detail["correct"])
+        mcnemar = {"versus": best, **evaluate.mcnemar(fused["correct"], best_detail["correct"])}
+        test = {"test": "mcnemar", "versus": best, "p_value": mcnemar["p_value"], "b": mcnemar["b"], "c": mcnemar["c"]}
+        extra = {"mcnemar": mcnemar}
+    else:
+        difference = fused["samples"][metric] - best_detail["samples"][metric]
+        test = {"test": "paired_bootstrap", "versus": best, **evaluate.paired_bootstrap_test(difference, gain)}
+        extra = {}
     low, high = evaluate.percentile_interval(difference)
-    return {
-        "fused_minus_best_single_ci": {"low": low, "high": high},
-        "mcnemar": {"versus": best, **evaluate.mcnemar(fused_correct, best_correct)},
-    }
+    return {"fused_minus_best_single_ci": {"low": low, "high": high}, **extra,
+            "significance": {**test, "identical": identical}}
 
 
 def _cascade_versus_fused(cascade: dict, details: dict, test: dict) -> dict:
@@ -252,7 +275,8 @@ def _accuracy_by_segment(
 
 def _above_majority(fused: dict, majority: dict) -> Check:
     """Better than answering the majority class for every example, in accuracy and in balanced
-    accuracy (on a 5%-positive table the first alone lets a model that never finds one through)."""
+    accuracy (on a 5%-positive table the first alone lets a model that never finds one through).
+    Compared in another metric, the floor is that metric alone (above_floor)."""
     short = [
         f"{name} {fused[key]:.4f} against {majority[key]:.4f}"
         for key, name in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"))

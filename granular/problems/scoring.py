@@ -16,9 +16,16 @@ from granular.problems.base import ProjectReads
 from granular.store.atomic import atomic_dir, write_json
 from granular.store.paths import ProjectPaths
 
+
+def interval_columns(scores: tuple[str, ...]) -> tuple[str, ...]:
+    """Each score followed by its bootstrap interval: `<score>`, `<score>_ci_low`, `<score>_ci_high`."""
+    return tuple(column for score in scores for column in (score, f"{score}_ci_low", f"{score}_ci_high"))
+
+
+# The class scores, each with a bootstrap interval.
+CLASS_SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "pr_auc")
 COMPARISON_COLUMNS = (  # model quality only: latency is a figure of the machine
-    "accuracy", "accuracy_ci_low", "accuracy_ci_high", "balanced_accuracy", "macro_f1", "macro_f1_ci_low",
-    "macro_f1_ci_high", "roc_auc", "pr_auc", "ece", "hierarchical_f1", "mistake_severity",
+    *interval_columns(CLASS_SCORES), "ece", "hierarchical_f1", "mistake_severity",
 )
 
 
@@ -36,12 +43,9 @@ def score_model(
     if threshold is not None:
         scores["threshold"] = threshold["value"]
     correct = predicted == y
-    intervals = {
-        "accuracy": evaluate.resampled_means(resamples, correct),
-        "macro_f1": evaluate.resampled_macro_f1(resamples, y, predicted, proba.shape[1]),
-    }
-    for metric, samples in intervals.items():
-        scores[f"{metric}_ci_low"], scores[f"{metric}_ci_high"] = evaluate.percentile_interval(samples)
+    samples = resampled_class_scores(resamples, y, proba, predicted)
+    for metric, resampled in samples.items():
+        scores[f"{metric}_ci_low"], scores[f"{metric}_ci_high"] = evaluate.percentile_interval(resampled)
     calibration = evaluate.calibration(proba, y)
     scores["ece"] = calibration["ece"]
     scores["level"] = level
@@ -57,6 +61,7 @@ def score_model(
         "confusion": matrix,
         "predicted": predicted,
         "correct": correct,
+        "samples": samples,
         "per_class": [
             {"class": name, **{key: values[i].item() for key, values in per_class.items()}}
             for i, name in enumerate(taxonomy.names[level])
@@ -64,6 +69,20 @@ def score_model(
         "reliability": calibration["bins"],
     }
     return scores, details
+
+
+def resampled_class_scores(
+    resamples: evaluate.Resamples, y: np.ndarray, proba: np.ndarray, predicted: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Each class score of a model on every resample (what its interval is cut from, and what a
+    paired difference of two models is drawn from)."""
+    classes = proba.shape[1]
+    return {
+        "accuracy": evaluate.resampled_means(resamples, predicted == y),
+        "balanced_accuracy": evaluate.resampled_balanced_accuracy(resamples, y, predicted, classes),
+        "macro_f1": evaluate.resampled_macro_f1(resamples, y, predicted, classes),
+        **evaluate.resampled_ranking(resamples, y, proba),
+    }
 
 
 def write_class_details(
@@ -112,6 +131,16 @@ def scores_by_segment(
             for value in np.unique(segment)
         }
     return out
+
+
+def best_in(models: list[str], test: dict, metric: str) -> str | None:
+    """The model of `models` with the highest test `metric` (the first of a tie; an undefined
+    score, nan, ranks last); None without models."""
+    def score(name: str) -> float:
+        value = test[name].get(metric, float("nan"))
+        return float("-inf") if value != value else value
+
+    return max(models, key=score) if models else None
 
 
 def bootstrap_record(resamples: evaluate.Resamples) -> dict:

@@ -2,7 +2,8 @@
 probabilities of its bins, a classifier's (granular/problems/classes.py). Fused by stacking the
 values or taking the best view's (granular/core/value_fusion.py), scored by RMSE, MAE and R²
 with predicted against actual images; the floor is the training split's mean value, and the
-fusion's gain over the best view of the value is tested by a paired t-test of squared errors."""
+fusion's gain over the best view of the value (in promotion.metric, R² by default) is tested by
+a paired t-test of squared errors."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,17 +16,19 @@ from granular.config import Config, ViewConfig
 from granular.core import evaluate, plots, report, value_fusion
 from granular.core.bins import FINE
 from granular.core.importance import ImportanceScores
-from granular.core.promotion import Check, beats, p_value_text
+from granular.core.promotion import Check, above_floor, p_value_text
 from granular.core.taxonomy import Taxonomy
 from granular.problems.base import Problem, ProjectReads, TestOutputs
 from granular.problems.classes import CLASSES
-from granular.problems.scoring import COMPARISON_COLUMNS, bootstrap_record, score_model, scores_by_segment, write_class_details
+from granular.problems.scoring import (
+    CLASS_SCORES, best_in, bootstrap_record, interval_columns, score_model, scores_by_segment, write_class_details,
+)
 from granular.store.atomic import write_csv
 from granular.store.paths import ProjectPaths
 
 # The baseline that answers the training split's mean value for every example: the floor.
 MEAN = "mean"
-VALUE_COLUMNS = ("level", "rmse", "rmse_ci_low", "rmse_ci_high", "mae", "mae_ci_low", "mae_ci_high", "r2", "r2_ci_low", "r2_ci_high")
+VALUE_COLUMNS = ("level", *interval_columns(("rmse", "mae", "r2")))
 
 
 def value_scores(values: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -41,7 +44,7 @@ class Values(Problem):
     gain_unit = " (R²)"
     floor = MEAN
     epoch_score = ("val_rmse", "validation RMSE")
-    segment_score = ("rmse", "RMSE", ".4g")
+    segment_score = ("rmse", "RMSE", ",.4f")  # fixed notation: a price's RMSE is never 1.2e+04
     report_images = ("reliability/fused.png",)  # its predicted against actual values
     importance = ImportanceScores(value_scores, "r2_drop", "rmse_rise")
     numeric_target = True
@@ -97,19 +100,24 @@ class Values(Problem):
                 level = config.view(name).level
                 test[name], details[name] = score_model(taxonomy, level, y_fine, outputs[name], resamples)
         value_views = [name for name in config.views if name in values]
-        best = max(value_views, key=lambda n: test[n]["r2"]) if value_views else None
-        metrics = {"modality": config.data.modality, "task": self.name, "test": test, "best_single": best,
-                   "fine_views": value_views}
+        metric = config.promotion.metric or self.headline
+        best = best_in(value_views, test, metric)
+        metrics = {"modality": config.data.modality, "task": self.name, "metric": metric, "test": test,
+                   "best_single": best, "fine_views": value_views}
         by_segment = _rmse_by_segment(config, reads, y, values)
         if by_segment:
             metrics["segments"] = by_segment
         if best:
-            gain = samples["fused"]["r2"] - samples[best]["r2"]
-            low, high = evaluate.percentile_interval(gain)
+            low, high = evaluate.percentile_interval(samples["fused"][metric] - samples[best][metric])
+            paired = evaluate.paired_squared_error_test(values["fused"] - y, values[best] - y)
             metrics |= {
-                "fused_minus_best_single": test["fused"]["r2"] - test[best]["r2"],
+                "fused_minus_best_single": test["fused"][metric] - test[best][metric],
                 "fused_minus_best_single_ci": {"low": low, "high": high},
-                "paired_test": {"versus": best, **evaluate.paired_squared_error_test(values["fused"] - y, values[best] - y)},
+                "paired_test": {"versus": best, **paired},
+                "significance": {
+                    "test": "paired_t", "versus": best, "p_value": paired["p_value"], "b": paired["b"], "c": paired["c"],
+                    "identical": bool(np.array_equal(values["fused"], values[best])),
+                },
             }
         for name in baselines:  # the boosted trees to beat, and the mean as the floor
             metrics[MEAN if name == MEAN else "baseline"] = {"model": name}
@@ -122,10 +130,10 @@ class Values(Problem):
         mean = float(train_targets.mean())
         return {split: np.full((size, 1), mean) for split, size in sizes.items()}
 
-    def floor_checks(self, metrics: dict) -> list[Check]:
+    def floor_checks(self, metrics: dict, metric: str) -> list[Check]:
         if MEAN not in metrics:
             return []
-        return [_above_mean(metrics["test"]["fused"], metrics["test"][metrics[MEAN]["model"]])]
+        return [above_floor(metrics["test"]["fused"], metrics["test"][metrics[MEAN]["model"]], metric, "the mean value")]
 
     def significance_check(self, metrics: dict, best: str, max_p_value: float) -> Check:
         return _squared_error_gain(metrics.get("paired_test") or {}, best, max_p_value)
@@ -175,7 +183,7 @@ def _write_value_evaluation(
     predicted_bins = {name: np.asarray(d["classes"])[d["predicted"]] for name, d in details.items()}
     write_csv(paths.test_predictions, pd.DataFrame({**truth, **values, **predicted_bins}))
     write_csv(paths.comparison, pd.DataFrame([
-        {"model": name, **{column: scores.get(column) for column in (*VALUE_COLUMNS, *COMPARISON_COLUMNS[:6])}}
+        {"model": name, **{column: scores.get(column) for column in (*VALUE_COLUMNS, *interval_columns(CLASS_SCORES))}}
         for name, scores in test.items()
     ]).dropna(axis=1, how="all"))
 
@@ -194,13 +202,6 @@ def _rmse_by_segment(config: Config, reads: ProjectReads, y: np.ndarray, values:
     return scores_by_segment(config, reads, errors, lambda error: float(np.sqrt(np.mean(error ** 2))))
 
 
-def _above_mean(fused: dict, mean: dict) -> Check:
-    """Better in R² than predicting the training rows' mean value for every row."""
-    if not beats(fused["r2"], mean["r2"], 0.0):
-        return Check(False, f"the fused model does no better than the mean value: R² {fused['r2']:.4f} against {mean['r2']:.4f}")
-    return Check(True, f"the fused model does better than the mean value (R² {fused['r2']:.4f} against {mean['r2']:.4f})")
-
-
 def _squared_error_gain(test: dict, best: str, max_p_value: float) -> Check:
     """A regression's significance: the paired t-test of the fused model's and `best`'s squared
     errors on the test rows (granular/core/evaluate.py: paired_squared_error_test)."""
@@ -210,9 +211,10 @@ def _squared_error_gain(test: dict, best: str, max_p_value: float) -> Check:
             f"of the fused model against the best single view {best}"
         ))
     p_value = p_value_text(test["p_value"])
-    gain = f"(mean squared error {test['mse_gain']:+.4g} lower than {best}'s)"
+    mse_gain = test["mse_gain"]
+    gain = f"(mean squared error {'+' if mse_gain >= 0 else ''}{report.number(mse_gain, report.decimals_for([mse_gain]))} lower than {best}'s)"
     if test["p_value"] >= max_p_value:
-        return Check(False, f"the gain over {best} is not significant: the paired test's p = {p_value} is not below {max_p_value:g} {gain}")
-    if test["mse_gain"] <= 0:
+        return Check(False, f"the gain in R² over {best} is not significant: the paired test's p = {p_value} is not below {max_p_value:g} {gain}")
+    if mse_gain <= 0:
         return Check(False, f"the fused model is significantly worse than {best}, not better: p = {p_value} < {max_p_value:g} {gain}")
-    return Check(True, f"the gain over {best} is significant: the paired test's p = {p_value} < {max_p_value:g} {gain}")
+    return Check(True, f"the gain in R² over {best} is significant: the paired test's p = {p_value} < {max_p_value:g} {gain}")
