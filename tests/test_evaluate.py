@@ -552,3 +552,42 @@ def test_balanced_accuracy_is_the_mean_recall_of_the_classes_present():
     assert balanced_accuracy(always_zero) == pytest.approx(0.5)  # accuracy 0.95, no positive found
     found = confusion_matrix(y, np.array([0] * 95 + [1, 1, 1, 0, 0]), 3)
     assert balanced_accuracy(found) == pytest.approx((1 + 0.6) / 2)
+
+
+def test_resampled_aucs_are_sklearns_with_each_resamples_counts_as_weights():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300)
+    proba = rng.dirichlet(np.ones(3), 300)
+    proba[:60] = np.round(proba[:60], 1)  # ties, which count half
+    resamples = resample_counts(300, resamples=12)
+    resampled = evaluate.resampled_ranking(resamples, y, proba)
+    for r, weights in enumerate(resamples.counts):
+        roc = np.mean([roc_auc_score(y == k, proba[:, k], sample_weight=weights) for k in range(3)])
+        pr = np.mean([average_precision_score(y == k, proba[:, k], sample_weight=weights) for k in range(3)])
+        assert resampled["roc_auc"][r] == pytest.approx(roc, abs=1e-12)
+        assert resampled["pr_auc"][r] == pytest.approx(pr, abs=1e-12)
+    # Two classes: the rarer one's, as the point estimate.
+    rare = (rng.random(300) < 0.1).astype(int)
+    two = np.c_[1 - proba[:, 0], proba[:, 0]]
+    resampled = evaluate.resampled_ranking(resamples, rare, two)
+    weights = resamples.counts[0]
+    assert resampled["roc_auc"][0] == pytest.approx(roc_auc_score(rare, two[:, 1], sample_weight=weights), abs=1e-12)
+    assert resampled["pr_auc"][0] == pytest.approx(average_precision_score(rare, two[:, 1], sample_weight=weights), abs=1e-12)
+
+
+def test_grouped_resamples_weigh_each_example_by_its_groups_count(monkeypatch):
+    from sklearn.metrics import roc_auc_score
+
+    monkeypatch.setattr(evaluate, "MAX_BOOTSTRAP_DRAWS", 50)
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 400)
+    proba = np.c_[1 - rng.random(400), rng.random(400)]
+    resamples = resample_counts(400, resamples=5)
+    assert resamples.group is not None
+    resampled = evaluate.resampled_ranking(resamples, y, proba)
+    for r in range(5):
+        weights = resamples.counts[r][resamples.group]
+        rarer = int(np.argmin(np.bincount(y)))
+        assert resampled["roc_auc"][r] == pytest.approx(roc_auc_score(y == rarer, proba[:, rarer], sample_weight=weights), abs=1e-12)
