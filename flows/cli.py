@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from flows.logfile import log_to_file
 from flows.terminal import error_lines, hide_tracebacks, quiet_third_parties
 from granular.config import Config, ConfigError, load_config
 from granular.pipeline.preflight import check_inputs
@@ -71,6 +72,7 @@ TOOL_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "granular",  # granular's own lines in the Prefect UI too
 }
 
 
@@ -342,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_third_parties()
     if getattr(args, "runs_flows", False):
         hide_tracebacks()
+        print(f"log: {log_to_file(Path(args.root).resolve(), args.command)}", file=sys.stderr, flush=True)
     try:
         return args.handler(args, config)
     except KeyboardInterrupt:  # the run has recorded its stop (tasks/crashes.py): say so once

@@ -6,6 +6,7 @@ signal (Preemption). A hook defines the points it acts at; `Hooks` calls them in
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 EpochCallback = Callable[[dict], None]
 Warn = Callable[[str], None]
+logger = logging.getLogger(__name__)
 # The code that trains, part of what makes two trainings the same one.
 _TRAINING_CODE = ("train.py", "loop.py", "objective.py", "hooks.py", "predict.py", "models.py", "inputs.py")
 
@@ -106,7 +108,7 @@ def for_training(
     caller defers the stop signals around all of its trainings (co-training)."""
     checkpoint = Checkpoint(checkpoint_dir, warn) if checkpoint_dir else None
     patience = config.early_stopping_patience
-    return Hooks(checkpoint, Progress(on_epoch), EarlyStopping(patience, warn) if patience else None,
+    return Hooks(checkpoint, Progress(on_epoch), EarlyStopping(patience, checkpoint_dir) if patience else None,
                  Preemption(checkpoint, defer_signals))
 
 
@@ -226,10 +228,12 @@ def _fingerprint(run: Run) -> str:
 
 class EarlyStopping(Hook):
     """Stops once the validation loss has not improved for `patience` epochs, and ends with the
-    best epoch's weights and validation outputs."""
+    best epoch's weights and validation outputs. Says so as news, not as a warning: stopping is
+    what it is asked to do."""
 
-    def __init__(self, patience: int, warn: Warn):
-        self.patience, self.warn = patience, warn
+    def __init__(self, patience: int, folder: Path | None = None):
+        self.patience = patience
+        self.where = f" ({folder})" if folder else ""  # the training's checkpoints: which one stopped
 
     def on_start(self, run: Run) -> None:
         history = run.trained.history  # resumed: had it stopped already?
@@ -243,7 +247,8 @@ class EarlyStopping(Hook):
 
     def on_epoch_end(self, run: Run, record: dict) -> None:
         if run.epoch - run.best["epoch"] >= self.patience:
-            self.warn(f"early stop after epoch {run.epoch}: no better validation loss since epoch {run.best['epoch']}")
+            logger.info("early stop after epoch %d: no better validation loss since epoch %d%s",
+                        run.epoch, run.best["epoch"], self.where)
             run.stopped = True
 
     def on_end(self, run: Run) -> None:
