@@ -162,3 +162,13 @@ def test_the_gain_is_named_in_the_runs_metric_with_its_paired_bootstrap():
         "fused - best single view (balanced accuracy): +0.0310  95% CI [+0.0120, +0.0500]",
         "paired bootstrap, fused vs fine-all in balanced accuracy: p = 0.002 (1,000 resamples)",
     ]
+
+
+def test_the_report_card_headlines_the_runs_metric():
+    from granular.core.report import headline
+
+    metrics = _metrics("tables", hierarchy=False)
+    metrics["metric"] = "balanced_accuracy"
+    metrics["test"]["fused"] = {**metrics["test"]["fused"], "balanced_accuracy": 0.8312}
+    metrics["test"]["fine-all"] = {**metrics["test"]["fine-all"], "balanced_accuracy": 0.7901}
+    assert headline(metrics, "accuracy", "accuracy") == "test balanced accuracy: fused 0.8312, best view fine-all 0.7901"

@@ -41,8 +41,14 @@ IMBALANCE = ("bal_acc", "ROC-AUC", "PR-AUC")
 
 
 def interval_column(column: str) -> str:
-    """The column of a score's 95% interval: accuracy's is "95% CI", the others' name their score."""
+    """The column of a score's 95% interval in a table of classes: accuracy's is "95% CI", the
+    others' name their score."""
     return "95% CI" if column == "accuracy" else f"{column} 95% CI"
+
+
+def named_interval_column(column: str) -> str:
+    """The column of a score's 95% interval, named after it (a regression's table)."""
+    return f"{column} 95% CI"
 
 
 def for_people(value):
@@ -79,12 +85,15 @@ def interval(low: float | None, high: float | None, decimals: int = 4) -> str:
     return f"[{number(low, decimals)}, {number(high, decimals)}]"
 
 
-def _scores_with_intervals(scores: dict, columns: dict[str, str], decimals: dict[str, int]) -> dict[str, str]:
-    """Each column's score and, after it, its interval (`<score>_ci_low`, `<score>_ci_high`)."""
+def _scores_with_intervals(
+    scores: dict, columns: dict[str, str], decimals: dict[str, int], interval_named=interval_column,
+) -> dict[str, str]:
+    """Each column's score and, after it, its interval (`<score>_ci_low`, `<score>_ci_high`) in
+    the column `interval_named` names."""
     cells = {}
     for column, key in columns.items():
         cells[column] = number(scores.get(key), decimals.get(key, 4))
-        cells[interval_column(column)] = interval(
+        cells[interval_named(column)] = interval(
             scores.get(f"{key}_ci_low"), scores.get(f"{key}_ci_high"), decimals.get(key, 4),
         )
     return cells
@@ -108,11 +117,11 @@ def value_rows(metrics: dict) -> list[dict[str, str]]:
     test = metrics["test"]
     decimals = {key: decimals_for([scores.get(key) for scores in test.values()]) for key in ("rmse", "mae")}
     rows = [
-        {"model": name, "level": scores.get("level", "-"), **_scores_with_intervals(scores, VALUE_SCORES, decimals),
-         **_machine(latency, name, "rows/s")}
+        {"model": name, "level": scores.get("level", "-"),
+         **_scores_with_intervals(scores, VALUE_SCORES, decimals, named_interval_column), **_machine(latency, name, "rows/s")}
         for name, scores in test.items()
     ]
-    return _without_empty(rows, (COST, interval_column("accuracy")))
+    return _without_empty(rows, (COST, named_interval_column("accuracy")))
 
 
 def class_rows(metrics: dict) -> list[dict[str, str]]:
