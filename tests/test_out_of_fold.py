@@ -19,9 +19,9 @@ from granular.pipeline.clean import clean_step
 from granular.pipeline.fuse import fuse_step
 from granular.pipeline.import_raw import import_raw_step
 from granular.pipeline.out_of_fold import train_out_of_fold
-from granular.pipeline.reads import OUT_OF_FOLD
+from granular.pipeline.reads import FOLDS_FILE, OUT_OF_FOLD
 from granular.pipeline.split import split_step
-from granular.pipeline.train import FOLDS_FILE, train_step
+from granular.pipeline.train import train_step
 from granular.pipeline.view import view_step
 from granular.serving.bundle import FUSION_FILE
 from granular.store.atomic import read_npz, write_npz

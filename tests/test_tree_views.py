@@ -102,8 +102,9 @@ def test_tree_views_train_per_segment_save_and_fuse_with_the_baseline(table: Pat
         frame.iloc[test_rows], bundle.runtime), atol=1e-6)
     assert {"hgb", "majority", "fused", *config.views} == set(metrics["test"])
     assert json.loads((paths.baselines_dir / "figures.json").read_text())["hgb"]["train_seconds"] > 0
-    # The fused model's training cost is its inputs': the views' (trees too) and the baseline's.
-    views = sum(r["seconds"] for view in config.views for r in trained[view]["history"])
+    # The fused model's training cost is its inputs': the views' (trees too, and the fold models
+    # this small table fuses out of fold with) and the baseline's.
+    views = sum(r["seconds"] for view in config.views for r in trained[view]["history"] + trained[view]["folds"])
     latency = json.loads(paths.latency.read_text())
     assert latency["fused"]["train_seconds"] == pytest.approx(views + latency["hgb"]["train_seconds"])
     assert latency["fine-numeric-hgb-region"]["train_seconds"] > 0

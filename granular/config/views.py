@@ -91,6 +91,12 @@ class _View(_Section):
         (a table's `hgb`), rather than a declared view."""
         return False
 
+    @property
+    def global_model(self) -> str:
+        """The name the global model of this segmented view is evaluated under: its view's, or
+        the baseline's (`hgb`, the learner's name) where that is it."""
+        return self.learner if self.global_is_the_baseline else self.global_name
+
     @model_validator(mode="after")
     def _a_specialist_is_one_network(self) -> "_View":
         if self.classes is not None and self.segments is not None:

@@ -20,7 +20,7 @@ from granular.modalities import load_view_model, modality_for
 from granular.pipeline.cascade import PREDICTIONS
 from granular.pipeline.distill import STUDENT
 from granular.pipeline.fuse import BASELINE_FIGURES, BASELINE_PREDICTIONS
-from granular.pipeline.reads import ProjectReads, project_taxonomy
+from granular.pipeline.reads import FOLDS_FILE, ProjectReads, project_taxonomy
 from granular.problems import problem_for
 from granular.problems.base import TestOutputs
 from granular.serving.bundle import FUSION_FILE
@@ -168,10 +168,7 @@ def _training_seconds(config: Config, paths: ProjectPaths, baseline_figures: dic
     the baselines it fuses; fitting the fusion itself takes seconds); the student's, the
     teacher's pass over the training examples and its own epochs; the cascade's, the fused
     model's and the student's where it is a stage."""
-    seconds = {
-        view: sum(epoch["seconds"] for epoch in json.loads((paths.model_dir(view) / "history.json").read_text()))
-        for view in config.views
-    }
+    seconds = {view: _view_seconds(paths.model_dir(view)) for view in config.views}
     seconds["fused"] = sum(seconds.values()) + sum(f.get("train_seconds", 0.0) for f in baseline_figures.values())
     if config.distill.enabled:
         report = json.loads((paths.student_dir / "report.json").read_text())
@@ -181,6 +178,14 @@ def _training_seconds(config: Config, paths: ProjectPaths, baseline_figures: dic
         for stage in config.cascade.stages[:-1]:  # a stage alone: its model's training
             seconds.setdefault(stage.name, seconds[stage.model])
     return seconds
+
+
+def _view_seconds(folder) -> float:
+    """A view's training on this machine: its networks' epochs, and its fold models' where it was
+    trained out of fold."""
+    seconds = sum(epoch["seconds"] for epoch in json.loads((folder / "history.json").read_text()))
+    folds = folder / FOLDS_FILE
+    return seconds + (sum(record["seconds"] for record in json.loads(folds.read_text())) if folds.is_file() else 0.0)
 
 
 def _runs_student(config: Config) -> bool:

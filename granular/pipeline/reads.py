@@ -75,6 +75,7 @@ def out_of_fold(paths: ProjectPaths) -> bool:
 # `test_proba`), and out of fold (OUT_OF_FOLD: on the training then validation rows, each from
 # the fold model that did not learn it; FOLDS_TEST: the fold models' mean on the test split).
 OUT_OF_FOLD, FOLDS_TEST = "out_of_fold_proba", "folds_test_proba"
+FOLDS_FILE = "folds.json"  # in a view's folder: what each fold model learned and answered, its seconds
 
 
 def view_fitting_outputs(config: Config, paths: ProjectPaths) -> dict[str, np.ndarray]:

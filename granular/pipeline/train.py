@@ -18,14 +18,19 @@ from granular.modalities import modality_for
 from granular.modalities.base import TrainingData
 from granular.modalities.experts import FitNetwork, ViewModel, fit_experts, network_file, predict_routed
 from granular.pipeline.out_of_fold import FoldOutputs, train_out_of_fold
-from granular.pipeline.reads import FOLDS_TEST, OUT_OF_FOLD, fitting_rows, out_of_fold, project_taxonomy, specialist_classes
+from granular.pipeline.reads import (
+    FOLDS_FILE,
+    FOLDS_TEST,
+    OUT_OF_FOLD,
+    fitting_rows,
+    out_of_fold,
+    project_taxonomy,
+    specialist_classes,
+)
 from granular.problems import CLASSES, VALUES, problem_for
 from granular.problems.base import Problem
 from granular.store.atomic import atomic_dir, write_json, write_npz
 from granular.store.paths import ProjectPaths
-
-
-FOLDS_FILE = "folds.json"  # in a view's folder: what each fold model learned and took
 
 
 def networks_in_view(config: Config, paths: ProjectPaths, view_name: str) -> int:

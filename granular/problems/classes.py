@@ -15,11 +15,12 @@ import pandas as pd
 from granular.config import Config, ViewConfig
 from granular.core import evaluate, fusion, report
 from granular.core.cascade import CASCADE
+from granular.core.partition import VAL_SPLIT
 from granular.core.importance import ImportanceScores
 from granular.core.promotion import Check, above_floor, beats, bootstrap_gain, p_value_text
 from granular.core.taxonomy import Taxonomy
 from granular.core.threshold import choose_threshold
-from granular.problems.base import Problem, ProjectReads, TestOutputs
+from granular.problems.base import Problem, ProjectReads, TestOutputs, fitted_on
 from granular.problems.scoring import (
     COMPARISON_COLUMNS, best_in, bootstrap_record, score_model, scores_by_segment, write_class_details,
 )
@@ -51,25 +52,31 @@ class Classes(Problem):
     def fuse(
         self, config: Config, taxonomy: Taxonomy, reads: ProjectReads, served: dict[str, dict[str, np.ndarray]],
     ) -> tuple[dict, dict[str, np.ndarray]]:
-        """The fusion of class probabilities (granular/core/fusion.py); its test probabilities and
-        its cross-fitted validation ones (each fold's from a fusion fitted on the other folds)."""
+        """The fusion of class probabilities (granular/core/fusion.py), fitted on the validation
+        split, or out of fold on a small table's training and validation rows (reads.fitting_rows);
+        its decision threshold on the same rows' cross-fitted probabilities (each fold's from a
+        fusion fitted on the other folds). Its test probabilities, and the cross-fitted ones of the
+        validation split."""
         classes = taxonomy
         parents = {v.name: classes.parent[v.level] for v in config.views.values()}
-        parents |= {name: classes.parent[classes.fine] for name in served["val"]}
-        val = reads.rows("val")
-        val_probas = reads.outputs("val") | served["val"]
+        parents |= {name: classes.parent[classes.fine] for name in served["fusion"]}
+        rows = reads.fitting_rows()
+        probas = reads.fitting_outputs() | served["fusion"]
         specialists = reads.specialists(classes)
         fuser, choice = fusion.choose_fusion(
-            config.fusion, parents, val_probas, val["label"], folds=val["fold"], specialists=specialists,
+            config.fusion, parents, probas, rows["label"], folds=rows["fold"], specialists=specialists,
+            metric=config.promotion.metric or self.headline,
         )
         held_out = fusion.held_out_proba(
             partial(fusion.build_fuser, choice["strategy"], parents, config.fusion, specialists), len(classes.fine_names),
-            val_probas, val["label"], val["fold"],
+            probas, rows["label"], rows["fold"],
         )
+        choice["fitted_on"] = fitted_on(rows)
         if config.fusion.threshold_metric:
-            choice["threshold"] = _threshold(config, reads, classes, held_out, val["label"])
+            choice["threshold"] = _threshold(config, reads, classes, held_out, rows["label"])
         test_probas = reads.outputs("test") | served["test"]
-        return choice, {"test_proba": fuser.predict_proba(test_probas), "val_proba": held_out}
+        val = rows["split"] == VAL_SPLIT
+        return choice, {"test_proba": fuser.predict_proba(test_probas), "val_proba": held_out[val]}
 
     def evaluate(
         self, config: Config, paths: ProjectPaths, taxonomy: Taxonomy, reads: ProjectReads, others: TestOutputs,
@@ -113,7 +120,7 @@ class Classes(Problem):
                    "fine_views": fine_views}
         if specialists:  # scored on their classes' examples alone
             metrics["specialists"] = {name: [taxonomy.fine_names[k] for k in ids] for name, ids in specialists.items()}
-        by_segment = _accuracy_by_segment(config, reads, taxonomy, y_fine, test_probas)
+        by_segment = _accuracy_by_segment(config, reads, taxonomy, y_fine, test_probas | baselines)
         if by_segment:
             metrics["segments"] = by_segment
         if best:
@@ -169,7 +176,7 @@ CLASSES = Classes()
 
 def _threshold(config: Config, reads: ProjectReads, classes: Taxonomy, held_out: np.ndarray, y: np.ndarray) -> dict:
     """The decision threshold of a target of two classes (fusion.threshold_metric), on the fused
-    model's out-of-fold validation probabilities; its positive class is fusion.positive_class,
+    model's cross-fitted probabilities of the rows it was fitted on; its positive class is fusion.positive_class,
     or the rarer one in training."""
     names = list(classes.fine_names)
     if len(names) != 2:
@@ -266,8 +273,8 @@ def _accuracy_by_segment(
     def right(view: ViewConfig) -> dict[str, np.ndarray]:
         y = taxonomy.map_labels(y_fine, view.level)
         out = {"accuracy": test_probas[view.name].argmax(1) == y}
-        if view.global_name in test_probas:  # absent when it failed to train and the run went on
-            out["global_accuracy"] = test_probas[view.global_name].argmax(1) == y
+        if view.global_model in test_probas:  # absent when it failed to train and the run went on
+            out["global_accuracy"] = test_probas[view.global_model].argmax(1) == y
         return out
 
     return scores_by_segment(config, reads, right, lambda correct: float(correct.mean()))

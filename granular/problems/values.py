@@ -18,7 +18,7 @@ from granular.core.bins import FINE
 from granular.core.importance import ImportanceScores
 from granular.core.promotion import Check, above_floor, p_value_text
 from granular.core.taxonomy import Taxonomy
-from granular.problems.base import Problem, ProjectReads, TestOutputs
+from granular.problems.base import Problem, ProjectReads, TestOutputs, fitted_on
 from granular.problems.classes import CLASSES
 from granular.problems.scoring import (
     CLASS_SCORES, best_in, bootstrap_record, interval_columns, score_model, scores_by_segment, write_class_details,
@@ -56,8 +56,9 @@ class Values(Problem):
     def fuse(
         self, config: Config, taxonomy: Taxonomy, reads: ProjectReads, served: dict[str, dict[str, np.ndarray]],
     ) -> tuple[dict, dict[str, np.ndarray]]:
-        """The views (and the served baseline) stacked into one value (granular/core/value_fusion.py);
-        its test values, (N, 1)."""
+        """The views (and the served baseline) stacked into one value (granular/core/value_fusion.py),
+        fitted on the validation split, or out of fold on a small table's training and validation
+        rows; its test values, (N, 1)."""
         classes = taxonomy
         train = reads.rows("train")
         train_values = reads.values("train")
@@ -66,13 +67,13 @@ class Values(Problem):
             if self.view_problem(config, view) is not self:
                 bins = classes.map_labels(train["label"], view.level)
                 bin_means[view.name] = [float(train_values[bins == k].mean()) for k in range(classes.num_classes(view.level))]
-        val = reads.rows("val")
-        outputs = {split: reads.outputs(split) | served[split] for split in ("val", "test")}
+        rows = reads.fitting_rows()
+        outputs = {"fusion": reads.fitting_outputs() | served["fusion"], "test": reads.outputs("test") | served["test"]}
         record = value_fusion.choose(
-            config.fusion.strategy, value_fusion.input_values(outputs["val"], bin_means), reads.values("val"), val["fold"],
+            config.fusion.strategy, value_fusion.input_values(outputs["fusion"], bin_means), reads.fitting_values(), rows["fold"],
         )
         record |= {
-            "task": self.name, "bins": config.data.table.bins,
+            "task": self.name, "bins": config.data.table.bins, "fitted_on": fitted_on(rows),
             "bin_means": {name: bin_means[name] for name in record["weights"] if name in bin_means},
         }
         test_values = value_fusion.predict(record, value_fusion.input_values(outputs["test"], bin_means))
@@ -195,8 +196,8 @@ def _rmse_by_segment(config: Config, reads: ProjectReads, y: np.ndarray, values:
         if view.name not in values:
             return None
         out = {"rmse": values[view.name] - y}
-        if view.global_name in values:
-            out["global_rmse"] = values[view.global_name] - y
+        if view.global_model in values:
+            out["global_rmse"] = values[view.global_model] - y
         return out
 
     return scores_by_segment(config, reads, errors, lambda error: float(np.sqrt(np.mean(error ** 2))))

@@ -22,7 +22,7 @@ from granular.config import Config, TableView
 from granular.config.feature_groups import expand_group
 from granular.core.bins import bins_taxonomy, fine_bins
 from granular.core.class_weights import class_weights
-from granular.core.partition import SPLITS, TEST, TRAIN, require_every_class
+from granular.core.partition import SPLITS, TEST, TRAIN, fusion_rows, require_every_class
 from granular.core.quarantine import QUARANTINE_ROW_IDS, quarantine_checks
 from granular.core.taxonomy import Taxonomy, load_taxonomy
 from granular.modalities.base import Baseline, Examples, TrainingData
@@ -134,6 +134,7 @@ def _expert_values(view: TableView, segments: dict[str, np.ndarray]) -> list[str
 
 class Tables:
     name = MODALITY
+    fuses_out_of_fold = True
 
     def import_raw(self, config: Config, paths: ProjectPaths) -> list[Path]:
         """Copy the table file, or every table file of a folder, byte for byte into data/raw/."""
@@ -327,15 +328,17 @@ class Tables:
 
     def baselines(self, config: Config, paths: ProjectPaths) -> dict[str, Baseline]:
         """Gradient-boosted trees (the `trees` settings) on the same splits and every feature
-        column, fitted where the networks were (train, with val for early stopping): a model
-        that serves, so the fusion takes it as one more input; and the problem's floor (the
-        majority class, the mean value of the training rows) for every row."""
+        column, fitted where the networks were (train, with val for early stopping; out of fold
+        again on each fold, as the views): a model that serves, so the fusion takes it as one
+        more input; and the problem's floor (the majority class, the mean value of the training
+        rows) for every row."""
         from granular.modalities.tables.features import FeatureEncoder
 
         schema = load_schema(paths.table_schema)
         table = load_clean(paths)
         splits = read_npz(paths.splits)
         rows = {name: np.flatnonzero(splits["split"] == code) for code, name in enumerate(SPLITS)}
+        rows["fusion"] = fusion_rows(splits["split"], splits["fold"])
         columns = feature_columns(schema)
         encoder = FeatureEncoder().fit(table.frame.iloc[rows["train"]], schema)
         arrays = {s: encoder.transform(table.frame.iloc[r], columns) for s, r in rows.items()}
@@ -344,13 +347,27 @@ class Tables:
         problem, target = problem_for(config), table_target(config)
         targets = {s: target.of_rows(table, splits, r) for s, r in rows.items()}
         trees = target.fit_trees(config, taxonomy, arrays, targets)
-        floor = problem.floor_outputs(targets["train"], {s: len(targets[s]) for s in ("val", "test")}, len(taxonomy.fine_names))
+        fold = splits["fold"][rows["fusion"]]
+        seconds = trees.fit_seconds
+        fusion_outputs = trees.outputs(arrays["val"])
+        if len(rows["fusion"]) > len(rows["val"]):  # out of fold: trees fitted on each fold's complement answer it
+            fusion_outputs = np.zeros((len(fold), fusion_outputs.shape[1]), fusion_outputs.dtype)
+            for f in range(int(fold.max()) + 1):
+                held = fold == f
+                fold_trees = target.fit_trees(
+                    config, taxonomy, {"train": arrays["fusion"][~held], "val": arrays["fusion"][held]},
+                    {"train": targets["fusion"][~held], "val": targets["fusion"][held]},
+                )
+                fusion_outputs[held] = fold_trees.outputs(arrays["fusion"][held])
+                seconds += fold_trees.fit_seconds
+        sizes = {"fusion": len(fold), "test": len(rows["test"])}
+        floor = problem.floor_outputs(targets["train"], sizes, len(taxonomy.fine_names))
         return {
             BASELINE: Baseline(
-                val_outputs=trees.outputs(arrays["val"]), test_outputs=trees.outputs(arrays["test"]),
-                figures={"train_seconds": trees.fit_seconds}, model=ViewModel(level=taxonomy.fine, reader=reader, networks=[trees]),
+                fusion_outputs=fusion_outputs, test_outputs=trees.outputs(arrays["test"]),
+                figures={"train_seconds": seconds}, model=ViewModel(level=taxonomy.fine, reader=reader, networks=[trees]),
             ),
-            problem.floor: Baseline(val_outputs=floor["val"], test_outputs=floor["test"]),
+            problem.floor: Baseline(fusion_outputs=floor["fusion"], test_outputs=floor["test"]),
         }
 
     def importance_rows(self, config: Config, paths: ProjectPaths) -> tuple[pd.DataFrame, np.ndarray]:
