@@ -28,6 +28,9 @@ its paired interval on the same test rows); and the issue's two conditions:
   interval in the metric ("half that metric's interval");
 - `at_or_above_hgb`: fused >= hgb.
 
+Where the table fused out of fold, `served_versus_folds_mean` scores each view's served model
+(trained on the training split) and the mean of its fold models on the test split, in the metric.
+
 A last line counts them over the tables run, and says whether the set meets the bar: at least
 8 tables, 3 of them under 1,000 rows and 2 imbalanced (judged in balanced accuracy); the fused
 model within half an interval of its best view on every table, and at or above `hgb` on 6.
@@ -58,6 +61,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from granular.core import evaluate  # noqa: E402
+from granular.core.partition import TEST_SPLIT  # noqa: E402
+from granular.modalities.tables.clean_file import TARGET  # noqa: E402
+from granular.pipeline.reads import FOLDS_TEST  # noqa: E402
+from granular.store.atomic import read_npz  # noqa: E402
+from granular.store.paths import ProjectPaths  # noqa: E402
 
 VIEWS = {
     "fine-all": {"level": "fine", "features": "all"},
@@ -198,7 +206,25 @@ def run(name: str, frame: pd.DataFrame, target: str, regression: bool, root: Pat
                "rarest_share": None if regression else round(rarest_share(frame[target]), 4), "metric": metric,
                "fusion": {"strategy": fusion["strategy"], "fitted_on": fusion["fitted_on"],
                           **({"threshold": round(fusion["threshold"]["value"], 4)} if "threshold" in fusion else {})}}
-    return figures | compare(metrics, answers, metric)
+    return figures | compare(metrics, answers, metric) | served_versus_folds(ProjectPaths(root), metric)
+
+
+def served_versus_folds(paths: ProjectPaths, metric: str) -> dict:
+    """Out of fold, each view's served model (trained on the training split) against the mean of
+    its fold models, on the test split in `metric`: what serving the folds' mean would give."""
+    splits = read_npz(paths.splits)
+    test = splits["split"] == TEST_SPLIT
+    if metric == "r2":
+        truth = read_npz(paths.clean)[TARGET][test]
+        score = lambda out: evaluate.regression_metrics(truth, out[:, 0])["r2"]  # noqa: E731
+    else:
+        score = lambda out: evaluate.classification_metrics(splits["label"][test], out)[metric]  # noqa: E731
+    figures = {}
+    for view in VIEWS:
+        outputs = read_npz(paths.model_dir(view) / "predictions.npz")
+        if FOLDS_TEST in outputs:
+            figures[view] = {"served": round(score(outputs["test_proba"]), 4), "folds_mean": round(score(outputs[FOLDS_TEST]), 4)}
+    return {"served_versus_folds_mean": figures} if figures else {}
 
 
 def versus_validation_only(name: str, frame: pd.DataFrame, target: str, regression: bool) -> dict:
