@@ -158,6 +158,8 @@ def _comparison_scores(metrics: dict) -> dict[str, float]:
         scores["mcnemar_p_value"] = metrics["mcnemar"]["p_value"]
     if "paired_test" in metrics:  # a test of squared errors
         scores["paired_test_p_value"] = metrics["paired_test"]["p_value"]
+    if "significance" in metrics:  # the paired test of the run's metric, whichever it is
+        scores["significance_p_value"] = metrics["significance"]["p_value"]
     if CASCADE in metrics:  # what the cascade gives up against the fused model, and who answered
         cascade = metrics[CASCADE]
         scores["cascade_accuracy_drop"] = cascade["accuracy_drop"]

@@ -127,6 +127,7 @@ def test_cli_runs_the_whole_pipeline_and_tracks_it(small_run: SmallRun, tmp_path
     evaluation = {a.path for a in client.list_artifacts(parent.info.run_id, "evaluation")}
     assert {"evaluation/reliability", "evaluation/per_class.json", "evaluation/latency.json"} <= evaluation
     assert parent.data.metrics["mcnemar_p_value"] == pytest.approx(metrics["mcnemar"]["p_value"])
+    assert parent.data.metrics["significance_p_value"] == pytest.approx(metrics["significance"]["p_value"])
     assert parent.data.metrics["distill.float.accuracy"] == pytest.approx(metrics["test"]["student"]["accuracy"])
 
     # The fused model went to the registry; champion exactly when the gate let it through.
