@@ -74,6 +74,16 @@ def test_balanced_class_weights_make_a_network_find_the_rare_class():
     assert recalls["plain"] < 0.2 < 0.5 < recalls["weighted"]
 
 
+def test_a_weighted_network_keeps_the_epoch_best_at_the_weighted_loss():
+    y = np.array([0] * 95 + [1] * 5)
+    weights = class_weights("balanced", y, TAXONOMY, "kind")
+    majority = np.tile([0.95, 0.05], (100, 1))  # the common class for every row: the best plain log-loss
+    finds_rare = np.where(y[:, None] == 1, [0.3, 0.7], [0.8, 0.2])
+    plain, weighted = Classes(), Classes(weights)
+    assert plain.scores(majority, y)["val_loss"] < plain.scores(finds_rare, y)["val_loss"]
+    assert weighted.scores(finds_rare, y)["val_loss"] < weighted.scores(majority, y)["val_loss"]
+
+
 def test_ranking_scores_read_the_probabilities_not_the_decision():
     y = np.array([0, 0, 0, 1])
     ranked_right = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]])  # never says 1, ranks it first

@@ -63,7 +63,7 @@ class Classes:
     """Classes, by cross-entropy with the config's label smoothing, from class ids (N,) or from
     target probabilities (N, classes), which cross-entropy takes as they are (a teacher's soft
     targets, for distillation). `class_weights` (classes,) weigh each class's examples in the
-    training loss, not in the validation loss (the model's plain log-loss). Each extra head
+    training loss and in the validation loss that chooses the epoch kept. Each extra head
     (granular/nn/stages.py: level_heads_for) learns the classes' ancestors at its level, its
     loss weighted as train.heads says. Predictions are probabilities (N, classes)."""
 
@@ -91,7 +91,17 @@ class Classes:
     def scores(self, val_out: np.ndarray, y_val: np.ndarray) -> dict[str, float]:
         if not len(y_val):
             return {"val_accuracy": float("nan"), "val_loss": float("nan")}
-        return {"val_accuracy": float((val_out.argmax(1) == y_val).mean()), "val_loss": log_loss(val_out, y_val)}
+        return {"val_accuracy": float((val_out.argmax(1) == y_val).mean()), "val_loss": self._val_loss(val_out, y_val)}
+
+    def _val_loss(self, val_out: np.ndarray, y_val: np.ndarray) -> float:
+        """The log-loss the training minimises: with class weights, each example's weighed by its
+        class's, normalised as cross-entropy's (so the epoch kept is the best at what the weighted
+        training aims for; by the plain log-loss, the epoch that answers the common class best)."""
+        if self.class_weights is None or np.ndim(y_val) != 1:
+            return log_loss(val_out, y_val)
+        weights = np.asarray(self.class_weights, dtype=np.float64)[y_val]
+        picked = np.log(np.clip(val_out[np.arange(len(y_val)), y_val], 1e-12, None))
+        return float(-(weights * picked).sum() / weights.sum())
 
     def activation(self, outputs: torch.Tensor) -> torch.Tensor:
         return F.softmax(outputs, dim=1)
