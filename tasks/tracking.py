@@ -176,11 +176,18 @@ def flow_run_tags() -> dict[str, str]:
     return tags
 
 
+class TrackingStoreDamaged(RuntimeError):
+    """The project's SQLite tracking store exists but MLflow cannot open it; the message names
+    the file and what to do."""
+
+
 def open_experiment(uri: str, name: str, artifact_root: Path) -> tuple[MlflowClient, str]:
     """A client and the experiment id, creating store and experiment once, safely.
 
     Several processes creating one SQLite store at the same moment can leave it half-migrated,
-    so creation happens under an exclusive file lock beside the database.
+    so creation happens under an exclusive file lock beside the database; and a process killed
+    while MLflow migrates it would leave it half-made, so it is made under another name and
+    moved into place once complete (_create_store).
     """
     if not uri.startswith("sqlite:///"):  # a server: the experiment keeps its artifacts where the server says
         client = MlflowClient(tracking_uri=uri)
@@ -189,8 +196,29 @@ def open_experiment(uri: str, name: str, artifact_root: Path) -> tuple[MlflowCli
     database.parent.mkdir(parents=True, exist_ok=True)
     with open(database.with_name(database.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        client = MlflowClient(tracking_uri=uri)  # its store creates and migrates the tables
-        return client, _experiment_id(client, name, artifact_root)
+        if not database.exists():
+            _create_store(database)
+        try:
+            client = MlflowClient(tracking_uri=uri)
+            return client, _experiment_id(client, name, artifact_root)
+        except Exception as error:  # SQLAlchemy's and MLflow's errors alike: the file is not a store MLflow can use
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise TrackingStoreDamaged(
+                f"the project's MLflow tracking store {database} cannot be opened ({reason[:200]}): it is damaged, "
+                f"or was made by another MLflow version. Move it aside (mv {database} {database}.damaged) and run "
+                "again: a new store is made; the moved one keeps its runs for `mlflow ui --backend-store-uri "
+                f"sqlite:///{database}.damaged`"
+            ) from error
+
+
+def _create_store(database: Path) -> None:
+    """Make a new SQLite store: MLflow creates and migrates its tables (seconds) in a file beside
+    `database`, which is then renamed to it (atomic); a file left by a process killed meanwhile
+    is started over."""
+    making = database.with_name(database.name + ".making")
+    making.unlink(missing_ok=True)
+    MlflowClient(tracking_uri=f"sqlite:///{making}").search_experiments(max_results=1)  # creates and migrates
+    os.replace(making, database)
 
 
 # MLflow 3's UI opens an experiment of no kind as a GenAI one (traces, an assistant); this kind

@@ -571,3 +571,35 @@ def test_a_run_killed_outright_takes_its_temporary_server_with_it(project: Path)
     for process in alive:
         process.kill()
     assert not alive, "the temporary Prefect server outlived its killed run, holding its port"
+
+
+def test_a_kill_while_the_tracking_store_is_made_leaves_a_project_that_runs(tmp_path: Path):
+    """MLflow creates and migrates a new SQLite store for seconds; a SIGKILL then used to leave it
+    half-migrated, and every later run failed ("table assessments already exists")."""
+    store = tmp_path / "mlruns.db"
+    uri = f"sqlite:///{store}"
+    making = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from tasks.tracking import open_experiment; "
+         "open_experiment(sys.argv[1], 'granular', Path(sys.argv[2]))", uri, str(tmp_path / "mlartifacts")],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    side_file = tmp_path / "mlruns.db.making"
+    deadline = time.monotonic() + 60
+    while not side_file.exists() and making.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    making.kill()
+    making.wait()
+    assert side_file.exists() and not store.exists()  # killed while MLflow made the tables
+
+    client, experiment = tracking.open_experiment(uri, "granular", tmp_path / "mlartifacts")
+    run = client.create_run(experiment)
+    client.set_terminated(run.info.run_id)
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert not side_file.exists()
+
+
+def test_a_damaged_tracking_store_is_named_with_what_to_do(tmp_path: Path):
+    store = tmp_path / "mlruns.db"
+    store.write_bytes(b"not a database" * 100)
+    with pytest.raises(tracking.TrackingStoreDamaged, match=rf"{re.escape(str(store))} cannot be opened.*mv {re.escape(str(store))}"):
+        tracking.open_experiment(f"sqlite:///{store}", "granular", tmp_path / "mlartifacts")
