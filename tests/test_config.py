@@ -2,6 +2,7 @@
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -393,6 +394,30 @@ def test_class_folders_are_checked_against_the_taxonomy_by_name(tmp_path):
         "class 1 (b/c) has no folder in test/"
     )):
         check_inputs(config, ProjectPaths(tmp_path))
+
+
+@pytest.mark.parametrize(("classes", "message"), [
+    (["cat", "dog"], r"class 'bird' of column 'animal' \(12 rows\) is not in it$"),
+    (["cat", "dog", "bird", "fish"], r"class 'fish' has no row in column 'animal'$"),
+])
+def test_a_table_s_taxonomy_that_misses_or_adds_a_class_is_a_configuration_error_in_a_second(tmp_path, capsys, classes, message):
+    import time
+
+    from flows.cli import main as granular_cli
+
+    (tmp_path / "data").mkdir()
+    animals = ["cat"] * 20 + ["dog"] * 20 + ["bird"] * 12
+    pd.DataFrame({"animal": animals, "weight": range(len(animals))}).to_csv(tmp_path / "data" / "table.csv", index=False)
+    (tmp_path / "data" / "animals.yaml").write_text(
+        "levels: [fine, coarse]\nclasses:\n" + "".join(f"  - {{fine: {name}, coarse: pet}}\n" for name in classes)
+    )
+    settings = ["data.source={format: csv, path: data/table.csv}", "data.table={target: animal}",
+                "taxonomy=data/animals.yaml", "views={fine-all: {level: fine, features: all}}", "distill.enabled=false"]
+    started = time.perf_counter()
+    assert granular_cli(["run", "--root", str(tmp_path), "--params", str(PARAMS), *(f"--set={s}" for s in settings)]) == 2
+    assert time.perf_counter() - started < 1  # the target column read, no server started
+    assert re.search(r"configuration error: taxonomy data/animals\.yaml does not fit the classes of data/table\.csv: " + message,
+                     capsys.readouterr().err.strip())
 
 
 @pytest.mark.parametrize(("name", "spec", "message"), [

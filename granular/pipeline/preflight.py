@@ -1,7 +1,8 @@
 """What a run reads first, checked before any server or step starts: the data source (a
 table's header holds every column the settings name), the taxonomy file, with the classes
 each specialist view names in it, and, where the labels read cheaply (an image set's label
-files, arrays or class folders), that the taxonomy's classes are the data's. A mistake in any
+files, arrays or class folders; a table's target column), that the taxonomy's classes are the
+data's. A mistake in any
 is a configuration error, said in a fraction of a second, not after a Prefect server has
 started and a step has failed."""
 from __future__ import annotations
@@ -44,8 +45,10 @@ def check_inputs(config: Config, paths: ProjectPaths) -> None:
 
 def _classes_against_labels(config: Config, source: Path, names: list[str]) -> list[str]:
     """What does not fit between the taxonomy's fine classes (a class's position is its label
-    id) and the labels of an image set; a table's labels are checked when it is cleaned."""
+    id) and the labels of an image set, or the target column of a table of classes."""
     fmt = config.data.source.format
+    if config.data.table is not None:
+        return _against_target(config, source, names)
     if fmt == "folder":
         return _against_folders(source, names)
     if fmt not in ("idx", "npz"):
@@ -63,6 +66,34 @@ def _classes_against_labels(config: Config, source: Path, names: list[str]) -> l
         for label in sorted(set(range(len(names))) - set(values.tolist())):
             misfits.append(f"class {label} ({names[label]}) has no examples in the {origin} split")
     return misfits
+
+
+# A CSV up to this size is read for its target column before a run (a second or so); beyond,
+# its labels are checked when it is cleaned. A Parquet file's column is read alone, at any size.
+_CSV_READ_BYTES = 256 * 2**20
+
+
+def _against_target(config: Config, source: Path, names: list[str]) -> list[str]:
+    """A table's target column against the taxonomy's fine classes: a label it lacks on
+    validate.min_per_class rows or more (fewer are stray rows, set aside when cleaning), and a
+    class no row has."""
+    from granular.modalities.tables.source import TableSourceError, read_table, table_files  # a table's only
+
+    table = config.data.table
+    if table.task == "regression":
+        return []
+    try:
+        files = table_files(source, config.data.source.format)
+        if config.data.source.format == "csv" and sum(f.stat().st_size for f in files) > _CSV_READ_BYTES:
+            return []
+        labels = read_table(source, config.data.source.format, table, columns=[table.target])[table.target]
+    except (TableSourceError, ValueError, OSError):  # the import and clean steps say what is wrong with the files
+        return []
+    counts = labels.dropna().astype("string").value_counts()
+    least = config.validate_.least_per_class("tables")
+    misfits = [f"class {label!r} of column {table.target!r} ({count:,} rows) is not in it"
+               for label, count in counts.items() if label not in names and count >= least]
+    return misfits + [f"class {name!r} has no row in column {table.target!r}" for name in names if name not in counts.index]
 
 
 def _idx_labels(source: Path) -> dict[str, np.ndarray] | None:
