@@ -15,8 +15,8 @@ import pandas as pd
 from granular.config import Config, ViewConfig
 from granular.core import evaluate, fusion, report
 from granular.core.cascade import CASCADE
-from granular.core.partition import VAL_SPLIT
 from granular.core.importance import ImportanceScores
+from granular.core.partition import VAL_SPLIT
 from granular.core.promotion import Check, above_floor, beats, bootstrap_gain, p_value_text
 from granular.core.taxonomy import Taxonomy
 from granular.core.threshold import choose_threshold
@@ -176,8 +176,8 @@ CLASSES = Classes()
 
 def _threshold(config: Config, reads: ProjectReads, classes: Taxonomy, held_out: np.ndarray, y: np.ndarray) -> dict:
     """The decision threshold of a target of two classes (fusion.threshold_metric), on the fused
-    model's cross-fitted probabilities of the rows it was fitted on; its positive class is fusion.positive_class,
-    or the rarer one in training."""
+    model's cross-fitted probabilities of the rows it was fitted on; its positive class is
+    fusion.positive_class, or the rarer one in training."""
     names = list(classes.fine_names)
     if len(names) != 2:
         raise ValueError(f"fusion.threshold_metric: a decision threshold is for a target of two classes; this one has {len(names)}")
