@@ -60,11 +60,12 @@ def test_balanced_class_weights_make_trees_find_the_rare_class():
     assert _recall(plain.predict_proba(test), y_test) < 0.2 < 0.5 < _recall(weighted.predict_proba(test), y_test)
 
 
-def test_balanced_class_weights_make_a_network_find_the_rare_class():
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_balanced_class_weights_make_a_network_find_the_rare_class(smoothing):
     train, y_train = _rare_positives(4_000, 0)
     test, y_test = _rare_positives(2_000, 1)
     runtime = select_runtime(threads=1, precision="fp32")
-    config = TrainConfig(epochs=3, batch_size=128, optimizer="adamw", lr=0.003, width=16, label_smoothing=0.0, threads=1)
+    config = TrainConfig(epochs=3, batch_size=128, optimizer="adamw", lr=0.003, width=16, label_smoothing=smoothing, threads=1)
     weights = class_weights("balanced", y_train, TAXONOMY, "kind")
     networks = {
         name: fit(train, y_train, test, y_test, 2, config, runtime, warn=lambda line: None, objective=Classes(w))
@@ -72,6 +73,9 @@ def test_balanced_class_weights_make_a_network_find_the_rare_class():
     }
     recalls = {name: _recall(predict_proba(network, test, runtime), y_test) for name, network in networks.items()}
     assert recalls["plain"] < 0.2 < 0.5 < recalls["weighted"]
+    # ... and not by answering the rare class for every row
+    answers = predict_proba(networks["weighted"], test, runtime).argmax(axis=1)
+    assert (answers[y_test == 0] == 0).mean() > 0.5
 
 
 def test_a_weighted_network_keeps_the_epoch_best_at_the_weighted_loss():

@@ -133,9 +133,19 @@ class ClassLoss:
 
     def __call__(self, rows: torch.Tensor, outputs: Outputs) -> torch.Tensor:
         logits, by_level = outputs
-        loss = F.cross_entropy(logits, self.targets[rows], weight=self.weight, label_smoothing=self.smoothing)
+        targets = self.targets[rows]
+        if self.weight is not None and targets.ndim == 1:
+            # Each example weighed by its class's weight. Not cross_entropy's `weight`: with label
+            # smoothing, that weighs the smoothed share of every class too, so a rare class's
+            # large weight pulls every example towards it (a balanced network then answered the
+            # rare class for every row).
+            weights = self.weight[targets]
+            each = F.cross_entropy(logits, targets, reduction="none", label_smoothing=self.smoothing)
+            loss = (each * weights).sum() / weights.sum()
+        else:
+            loss = F.cross_entropy(logits, targets, weight=self.weight, label_smoothing=self.smoothing)
         for level, level_logits in by_level.items():  # the heads' order: a float sum's order shows in its bits
-            ancestor = self.ancestors[level][self.targets[rows]]
+            ancestor = self.ancestors[level][targets]
             loss = loss + self.heads[level] * F.cross_entropy(level_logits, ancestor, label_smoothing=self.smoothing)
         return _with_extra(loss, self.extra, rows, logits)
 
