@@ -80,9 +80,13 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     from flows.pipeline import granular_pipeline  # Prefect and torch load only when needed
     from flows.servers import prefect_api
     from granular.core.quarantine import project_summary_line
-    from tasks.crashes import stop_signals_raise
+    from prefect import tags
 
-    with stop_signals_raise(), prefect_api(Path(args.root)):  # a stopped run still stops its temporary server
+    from tasks.crashes import flow_run_process_tags, stop_signals_raise
+
+    root = Path(args.root)
+    # A stopped run still stops its temporary server; its flow run names its project and process.
+    with stop_signals_raise(), prefect_api(root), tags(*flow_run_process_tags(root)):
         result = granular_pipeline(root=args.root, params=args.params, overrides=args.overrides)
     print()
     print(format_table(result["metrics"]))

@@ -35,6 +35,7 @@ def granular_pipeline(root: str = ".", params: str | None = None, overrides: lis
     with `key=value` overrides; return the test metrics and the MLflow run id."""
     paths = ProjectPaths(Path(root).resolve())
     config = load_config(Path(params) if params else paths.params, overrides or [])
+    crashes.close_dead_flow_runs(paths.root, flow_run.id, get_run_logger())  # killed before their MLflow run
     parent = tracking.start_parent_run(
         config, paths, run_name=flow_run.name or "granular", tags=tracking.flow_run_tags(),
     )

@@ -149,10 +149,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def run_prefect_server(root: Path, port: int) -> Server:
     """The Prefect API a `granular run` starts for itself when no PREFECT_API_URL is set: what
-    Prefect's own temporary server serves (no UI; the database of the current Prefect profile),
-    but started here, in a process group of its own and ending with the run, so that a
-    terminal's Ctrl-C (sent to the run's whole group) does not kill it under the run, and a run
-    killed outright does not leave it behind."""
+    Prefect's own temporary server serves (no UI), on the project's own database (that of
+    `granular server`, .granular/prefect/, unless the Prefect profile names a database URL), so
+    that a later run finds and closes a killed run's records there and the UI shows them; started
+    here, in a process group of its own and ending with the run, so that a terminal's Ctrl-C (sent
+    to the run's whole group) does not kill it under the run, and a run killed outright does not
+    leave it behind."""
     import prefect
     from prefect.settings import get_current_settings
 
@@ -165,6 +167,7 @@ def run_prefect_server(root: Path, port: int) -> Server:
         ],
         env={
             **get_current_settings().to_environment_variables(exclude_unset=True),
+            "PREFECT_HOME": str(ProjectPaths(root).state / "prefect"),
             "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
         },
         host="127.0.0.1",

@@ -8,13 +8,17 @@
 - Killed outright (SIGKILL, a power cut), it can record nothing: the next pipeline run finds
   its MLflow runs still RUNNING, sees from their tags that their process is gone, and marks
   them KILLED, and their Prefect flow run and task runs Crashed, saying who found them when.
+  A flow run killed before it had an MLflow run is found by its own tags (the project and the
+  process, given when it was created) and marked Crashed alike.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Iterator
 from uuid import UUID
 
@@ -25,7 +29,7 @@ from mlflow.tracking import MlflowClient
 from prefect.exceptions import TerminationSignal
 
 from granular.runtime.preemption import Preempted
-from granular.runtime.processes import still_running
+from granular.runtime.processes import ProcessIdentity, current_process, still_running
 from tasks import tracking
 
 STOP_REASON_TAG = "granular.stop_reason"
@@ -54,14 +58,20 @@ def stop_signals_raise() -> Iterator[None]:
     KeyboardInterrupt), so that the process ends through its exit handlers, and both signals
     are remembered, so that a run they stop is recorded as stopped whatever error it ends with.
 
-    Wrap a flow call in it: once Prefect's engine has marked a flow run Crashed on SIGTERM, it
-    sends SIGTERM again for the handler that was there before the flow; Python's default one
-    kills the process on the spot, and the temporary Prefect server the process started stays
-    running, orphaned. This one turns that second SIGTERM into an exception, like the first.
+    Once stopping, a later SIGTERM or SIGINT is remembered and nothing more: raised inside the
+    handling of the first, it would cut the records short and end in tracebacks. That covers
+    the SIGTERM Prefect's engine itself sends once it has marked a flow run Crashed (for the
+    handler that was there before the flow; Python's default one would kill the process on the
+    spot and leave the temporary Prefect server it started running, orphaned), and an
+    impatient second Ctrl-C or `docker stop`.
+
+    Wrap a flow call in it.
     """
 
     def _raise(signum: int, frame) -> None:
         _signalled.append(signum)
+        if len(_signalled) > 1:  # stopping already
+            return
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise TerminationSignal(signum)
@@ -83,6 +93,8 @@ def end_parent_run(parent: tracking.RunRef, error: BaseException, logger: loggin
     naming the tracking server when that no longer answers, else `error`."""
     reason = stop_reason(error)
     if reason is not None:
+        if not _signalled:  # the training took the signal (Preempted): a later one finds the run stopping
+            _signalled.append(signal.SIGINT if reason == _REASONS[signal.SIGINT] else signal.SIGTERM)
         _record_stop(parent, reason, logger)
         if isinstance(error, (KeyboardInterrupt, TerminationSignal)):
             return error
@@ -180,6 +192,67 @@ def _close_stale_run(client: MlflowClient, run: Run, reason: str) -> str:
     _mark_killed(client, run, reason)
     return (f"MLflow run {run.info.run_id} ({run.info.run_name}) and {len(children)} child run(s) KILLED"
             f"{prefect_done}: {reason}")
+
+
+PROJECT_TAG, PROCESS_TAG = "granular.project=", "granular.process="  # prefixes of a flow run's tags
+
+
+def flow_run_process_tags(root: Path) -> list[str]:
+    """The tags a pipeline flow run is created with (prefect.tags around the flow call): the
+    project it writes and the process that runs it, so that a later run of the project can tell
+    it was killed outright even when it died before it recorded anything else (in its first
+    second: no MLflow run yet)."""
+    process = current_process()
+    return [f"{PROJECT_TAG}{_project_key(root)}", f"{PROCESS_TAG}{process.host}/{process.pid}/{process.start or ''}"]
+
+
+def _project_key(root: Path) -> str:
+    return hashlib.blake2b(str(Path(root).resolve()).encode(), digest_size=8).hexdigest()
+
+
+def _process_of_flow_run(tags: list[str]) -> ProcessIdentity | None:
+    for tag in tags:
+        if tag.startswith(PROCESS_TAG):
+            host, _, rest = tag.removeprefix(PROCESS_TAG).partition("/")
+            pid, _, start = rest.partition("/")
+            return ProcessIdentity(host=host, pid=int(pid), start=start or None) if pid.isdigit() else None
+    return None
+
+
+def close_dead_flow_runs(root: Path, current_flow_run_id: str | None, logger: logging.Logger) -> list[str]:
+    """Mark Crashed the project's Prefect flow runs still RUNNING or PENDING whose process, on
+    this host, is gone (with their running task runs): what a SIGKILL left before the run had an
+    MLflow run (close_stale_runs finds the later ones through it). Return a line per run, also logged."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    here = current_process().host
+    with get_client(sync_client=True) as client:
+        open_runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=[f"{PROJECT_TAG}{_project_key(root)}"]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])),
+        ))
+    found_at = datetime.now().astimezone().isoformat(timespec="seconds")
+    marked = []
+    for flow_run in open_runs:
+        process = _process_of_flow_run(flow_run.tags)
+        if str(flow_run.id) == current_flow_run_id or process is None or process.host != here or still_running(process):
+            continue
+        reason = f"{process.describe()} ended without closing this flow run; found by flow run {current_flow_run_id} at {found_at}"
+        try:
+            marked.append(f"{crash_flow_run(str(flow_run.id), reason)}: {reason}")
+        except httpx.HTTPError as error:
+            logger.warning("Prefect flow run %s of %s looks stale but could not be marked Crashed: %s",
+                           flow_run.id, process.describe(), error)
+    if marked:
+        logger.warning("flow runs left open by processes that no longer exist, now Crashed:\n%s", "\n".join(marked))
+    return marked
 
 
 def crash_flow_run(flow_run_id: str, message: str) -> str:

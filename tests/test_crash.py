@@ -462,7 +462,7 @@ def test_sigterm_on_a_flow_on_the_temporary_server_stops_that_server_too(tmp_pat
 def start_run_in_a_terminal(project: Path, *args: str) -> subprocess.Popen:
     """`granular run` as a terminal starts it: a process group of its own (the terminal's
     foreground group, which Ctrl-C signals whole), and no Prefect server to report to, so the
-    run starts its temporary one (its database under project/.prefect-home)."""
+    run starts its temporary one (its database the project's, under .granular/prefect/)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
     environ["PREFECT_HOME"] = str(project / ".prefect-home")
     log = project / "terminal.log"
@@ -493,7 +493,7 @@ def flow_run_state(project: Path, flow_run_id: str) -> str:
     """The flow run's state in the temporary server's database, read after the server is gone."""
     import sqlite3
 
-    with sqlite3.connect(project / ".prefect-home" / "prefect.db") as database:
+    with sqlite3.connect(project / ".granular" / "prefect" / "prefect.db") as database:
         [(state,)] = database.execute("select state_type from flow_run where id = ?", (flow_run_id,)).fetchall()
     return state
 
@@ -539,12 +539,20 @@ def test_ctrl_c_to_the_process_group_ends_the_run_in_seconds_with_true_records(p
         assert list((project / "data" / "checkpoints").glob("**/epoch-*.pt"))
 
 
+@pytest.mark.parametrize("then", [None, signal.SIGINT], ids=["once", "then Ctrl-C while stopping"])
 @pytest.mark.slow
-def test_sigterm_to_the_process_group_ends_the_run_as_ctrl_c_does_with_exit_143(project: Path):
+def test_sigterm_to_the_process_group_ends_the_run_as_ctrl_c_does_with_exit_143(project: Path, then):
     run = start_run_in_a_terminal(project, *LONG_TRAINING)
     try:
         wait_until_training(project, run)
-        returncode, seconds = signal_the_group(run, signal.SIGTERM)  # as docker stop, systemd or a cancelled job
+        if then is None:
+            returncode, seconds = signal_the_group(run, signal.SIGTERM)  # as docker stop, systemd or a cancelled job
+        else:  # an impatient operator: a second signal while the run records its stop
+            sent = time.monotonic()
+            os.killpg(run.pid, signal.SIGTERM)
+            time.sleep(0.3)
+            os.killpg(run.pid, then)
+            returncode, seconds = run.wait(timeout=RUN_TIMEOUT_S), time.monotonic() - sent
     finally:
         kill_the_group(run)
     output = run.log.read_text()
@@ -603,3 +611,43 @@ def test_a_damaged_tracking_store_is_named_with_what_to_do(tmp_path: Path):
     store.write_bytes(b"not a database" * 100)
     with pytest.raises(tracking.TrackingStoreDamaged, match=rf"{re.escape(str(store))} cannot be opened.*mv {re.escape(str(store))}"):
         tracking.open_experiment(f"sqlite:///{store}", "granular", tmp_path / "mlartifacts")
+
+
+@pytest.mark.parametrize("after_s", [0.0, 0.3, 0.8])
+@pytest.mark.slow
+def test_a_kill_in_a_flow_run_s_first_second_is_closed_by_the_next_run(project: Path, after_s: float):
+    """Killed before it had an MLflow run, a flow run used to stay RUNNING for ever: the next run
+    finds it by the tags it was created with."""
+    run = start_run_in_a_terminal(project)
+    try:
+        wait_for_line(run, "Beginning flow run")
+        time.sleep(after_s)
+    finally:
+        kill_the_group(run)
+    rerun = start_run_in_a_terminal(project)
+    try:
+        assert rerun.wait(timeout=RUN_TIMEOUT_S) == 0, rerun.log.read_text()[-3000:]
+    finally:
+        kill_the_group(rerun)
+    import sqlite3
+
+    with sqlite3.connect(project / ".granular" / "prefect" / "prefect.db") as database:
+        states = [state for (state,) in database.execute("select state_type from flow_run order by created")]
+        open_tasks = database.execute("select count(*) from task_run where state_type in ('RUNNING', 'PENDING')").fetchone()[0]
+    assert states == ["CRASHED", "COMPLETED"] and open_tasks == 0, (states, open_tasks)
+    assert "flow runs left open by processes that no longer exist, now Crashed" in rerun.log.read_text()
+
+
+@pytest.mark.slow
+def test_kills_at_random_moments_leave_true_records_and_the_same_metrics(tmp_path: Path):
+    """A handful of benchmarks/crash_runs.py's kills (fifty, there, for the docs)."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "crash_runs.py"), "--kills", "3", "--seed", "7", "--workdir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=3600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    # Moments at 32%, 15% and 65% of the uninterrupted run: the last may miss a run that goes faster.
+    assert summary["kills"] == 3 and summary["hit_a_live_run"] >= 2, done.stdout
+    assert summary["identical_metrics"] == 3 and summary["ran_again_without_help"] == 3, done.stdout
+    assert summary["records_left_running"] == 0 and summary["processes_left"] == 0, done.stdout
