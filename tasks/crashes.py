@@ -31,6 +31,7 @@ from prefect.exceptions import TerminationSignal
 from granular.runtime.preemption import Preempted
 from granular.runtime.processes import ProcessIdentity, current_process, still_running
 from tasks import tracking
+from tasks.registry import mark_versions_of_unfinished_run
 
 STOP_REASON_TAG = "granular.stop_reason"
 PARENT_TAG = "mlflow.parentRunId"
@@ -120,10 +121,12 @@ def _record_stop(parent: tracking.RunRef, reason: str, logger: logging.Logger) -
         for run in children:
             _mark_killed(client, run, reason)
         tracking.end_run(parent, "KILLED", {STOP_REASON_TAG: reason})
+        versions = mark_versions_of_unfinished_run(client, parent.run_id, reason)
     except MlflowException as error:  # the stop goes on: a record that cannot be written is a warning
         logger.warning("%s, but MLflow run %s could not be marked KILLED: %s", reason, parent.run_id, error)
         return
-    logger.error("%s: MLflow run %s and %d child run(s) marked KILLED", reason, parent.run_id, len(children))
+    registered = f"; registered {', '.join(versions)} marked as from an unfinished run" if versions else ""
+    logger.error("%s: MLflow run %s and %d child run(s) marked KILLED%s", reason, parent.run_id, len(children), registered)
 
 
 def child_runs(client: MlflowClient, parent: tracking.RunRef | Run) -> list[Run]:
@@ -190,8 +193,10 @@ def _close_stale_run(client: MlflowClient, run: Run, reason: str) -> str:
     for child in children:
         _mark_killed(client, child, reason)
     _mark_killed(client, run, reason)
+    versions = mark_versions_of_unfinished_run(client, run.info.run_id, reason)
+    registered = f"; registered {', '.join(versions)} marked as from an unfinished run" if versions else ""
     return (f"MLflow run {run.info.run_id} ({run.info.run_name}) and {len(children)} child run(s) KILLED"
-            f"{prefect_done}: {reason}")
+            f"{prefect_done}{registered}: {reason}")
 
 
 PROJECT_TAG, PROCESS_TAG = "granular.project=", "granular.process="  # prefixes of a flow run's tags

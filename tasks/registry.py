@@ -3,7 +3,8 @@ registered model, and the `champion` alias (what `models:/<name>@champion` serve
 only when the gate in granular.promotion says so.
 
 A registration either completes or leaves the registry as it found it: a failure after the
-version was created deletes that version and puts the alias back.
+version was created deletes that version and puts the alias back. A run stopped after its
+registration (a Ctrl-C, a kill) leaves its version tagged and described as from an unfinished run.
 """
 from __future__ import annotations
 
@@ -118,6 +119,25 @@ def register_version(
         _restore(client, name, version, champion, created)
         raise
     return {"name": name, "version": str(version), "promoted": decision.promote, "reasons": decision.reasons}
+
+
+UNFINISHED_TAG = "granular.unfinished_run"  # on a version whose registering run was stopped after it
+
+
+def mark_versions_of_unfinished_run(client: MlflowClient, run_id: str, reason: str) -> list[str]:
+    """Tag and describe every registered version of run `run_id`, which was stopped (or killed)
+    after its registration, the pipeline's last step: the version's model is whole (logged and
+    evaluated before), but its run is KILLED, not FINISHED, and the version says so. Return the
+    versions marked, as "<name> version <n>"."""
+    marked = []
+    for version in client.search_model_versions(f"run_id = '{run_id}'"):
+        client.set_model_version_tag(version.name, version.version, UNFINISHED_TAG, reason[:MAX_TAG_LENGTH])
+        client.update_model_version(version.name, version.version, description=(
+            f"Registered by run {run_id}, which did not finish: {reason}. The model was logged and evaluated "
+            "before the registration; the run's last records (its report) may be missing."
+        ))
+        marked.append(f"{version.name} version {version.version}")
+    return marked
 
 
 def summary_line(result: dict) -> str:

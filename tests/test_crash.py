@@ -31,7 +31,7 @@ from granular.config import load_config
 from granular.runtime.dvc_state import repair_locks
 from granular.runtime.processes import ProcessIdentity, current_process, start_ticks
 from granular.store.paths import ProjectPaths
-from tasks import crashes, tracking
+from tasks import crashes, registry, tracking
 from tasks.versioning import _dvc
 
 STARTUP_TIMEOUT_S = 150  # a server on a busy 2-core machine
@@ -254,6 +254,26 @@ def test_a_ctrl_c_that_the_engine_turns_into_an_error_of_its_own_still_ends_the_
     run = client.get_run(parent.run_id)
     assert (run.info.status, run.data.tags[crashes.STOP_REASON_TAG]) == ("KILLED", "interrupted (SIGINT)")
     assert crashes.stop_reason(engine_error) is None  # the block forgets its signals when it ends
+
+
+@pytest.mark.parametrize("how", ["Ctrl-C after the registration", "killed outright after the registration"])
+def test_a_version_registered_by_a_run_that_did_not_finish_says_so(store, tmp_path: Path, how: str):
+    client, experiment_id, uri = store
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    process = current_process() if how.startswith("Ctrl-C") else ProcessIdentity(current_process().host, ended.pid, "12345")
+    parent = tracking.RunRef(uri, experiment_id, _open_run(client, experiment_id, process))
+    client.create_registered_model("granular-fused")
+    version = client.create_model_version("granular-fused", source=str(tmp_path / "model"), run_id=parent.run_id).version
+    if how.startswith("Ctrl-C"):
+        crashes.end_parent_run(parent, KeyboardInterrupt(), logging.getLogger("test"))
+    else:
+        later = tracking.RunRef(uri, experiment_id, _open_run(client, experiment_id, current_process()))
+        crashes.close_stale_runs(later, logging.getLogger("test"))
+    registered = client.get_model_version("granular-fused", version)
+    assert client.get_run(parent.run_id).info.status == "KILLED"
+    assert registered.tags[registry.UNFINISHED_TAG] == client.get_run(parent.run_id).data.tags[crashes.STOP_REASON_TAG]
+    assert registered.description.startswith(f"Registered by run {parent.run_id}, which did not finish: ")
 
 
 def _dvc_repo(folder: Path) -> ProjectPaths:
