@@ -262,7 +262,7 @@ def close_dead_flow_runs(root: Path, current_flow_run_id: str | None, logger: lo
 
 def crash_flow_run(flow_run_id: str, message: str) -> str:
     """Force the Prefect flow run `flow_run_id`, if still RUNNING or PENDING, and its task runs
-    still RUNNING to Crashed with `message`; say what was done."""
+    still RUNNING or PENDING to Crashed with `message`; say what was done."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -290,7 +290,9 @@ def crash_flow_run(flow_run_id: str, message: str) -> str:
             done.append(f"Prefect flow run {flow_run.name} ({flow_run_id}) Crashed")
         task_runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
-            task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.RUNNING]))),
+            task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(
+                any_=[StateType.RUNNING, StateType.PENDING],  # PENDING: created, about to run when the kill came
+            ))),
         )
         for task_run in task_runs:
             client.set_task_run_state(task_run.id, Crashed(message=message), force=True)
