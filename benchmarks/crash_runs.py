@@ -7,10 +7,11 @@ A small run (two views on 200 images a split, as tests/test_crash.py's) is first
 uninterrupted on a fresh project: its seconds T and its metrics.json are the reference. Then,
 for each kill, a fresh project: `granular run` is started as a terminal starts it (a process
 group of its own, no Prefect server set, so it starts its temporary one), its whole group is
-sent SIGKILL at a moment drawn uniformly from [0, T) (the first second included: the kill
-never lands after the end of a run as long as the reference), and `granular run` is started
-again, as a user would, until it succeeds (at most --reruns times). Each kill's line says when
-it came, what the run had printed last, how the reruns ended, and then:
+sent SIGKILL at a moment drawn uniformly from [0, T) (the first second included), and `granular
+run` is started again, as a user would, until it succeeds (at most --reruns times). A run that
+ended before its moment (one faster than the reference) was not killed: it is counted apart,
+and moments are drawn on fresh projects until --kills runs were killed alive. Each line says
+when the kill came, what the run had printed last, how the reruns ended, and then:
 
 - `identical_metrics`: the project's final metrics.json is the reference's, byte for byte;
 - `mlflow_running`: MLflow runs of the project still RUNNING after the reruns;
@@ -163,8 +164,8 @@ def one_kill(number: int, moment: float, workdir: Path, reference: bytes, reruns
 
 def summary(records: list[dict], reference_s: float) -> dict:
     return {
-        "kills": len(records), "reference_run_s": round(reference_s, 1),
-        "hit_a_live_run": sum(r["hit_a_live_run"] for r in records),
+        "kills": sum(r["hit_a_live_run"] for r in records), "reference_run_s": round(reference_s, 1),
+        "missed_a_run_already_ended": sum(not r["hit_a_live_run"] for r in records),
         "in_the_first_second": sum(r["moment_s"] < 1.0 for r in records),
         "identical_metrics": sum(r["identical_metrics"] for r in records),
         "ran_again_without_help": sum(r["ran_again_without_help"] for r in records),
@@ -193,12 +194,13 @@ def main() -> None:
         reference = (reference_project / "data" / "evaluation" / "metrics.json").read_bytes()
         print(json.dumps({"reference_run_s": round(reference_s, 1)}), flush=True)
         moments = random.Random(args.seed)
-        records = []
-        for number in range(args.kills):
+        records, number = [], 0
+        while sum(r["hit_a_live_run"] for r in records) < args.kills:
             records.append(one_kill(number, moments.uniform(0, reference_s), workdir, reference, args.reruns))
             print(json.dumps(records[-1]), flush=True)
             if not args.keep:
                 shutil.rmtree(workdir / f"kill-{number}", ignore_errors=True)
+            number += 1
         print(json.dumps(summary(records, reference_s)), flush=True)
     finally:
         if args.workdir is None and not args.keep:
