@@ -583,7 +583,8 @@ def test_sigterm_to_the_process_group_ends_the_run_as_ctrl_c_does_with_exit_143(
         kill_the_group(run)
     output = run.log.read_text()
     assert returncode == 143, output[-3000:]
-    assert seconds < 30, f"the run took {seconds:.0f} s to stop:\n{output[-3000:]}"
+    # About 3.4 s alone on 2 cores; the bound leaves room for the tests running beside this one.
+    assert seconds < 10, f"the run took {seconds:.1f} s to stop:\n{output[-3000:]}"
     assert output.rstrip().endswith("granular: stopped (SIGTERM)"), output[-3000:]
     assert "Traceback" not in output and output.count("granular:") == 1, output[-3000:]
     [parent], _ = mlflow_runs(project)
