@@ -47,7 +47,7 @@ RUN_TIMEOUT_S = 600
 
 
 def small_project(folder: Path) -> Path:
-    """Two views (fine-14, coarse-28) on 200 examples a split, as tests/test_crash.py's."""
+    """Two views (fine-14, coarse-28) on 200 examples a split (tests/test_crash.py's project too)."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["views"] = {"fine-14": {"level": "fine", "resolution": 14}, "coarse-28": {"level": "coarse", "resolution": 28}}
     params["data"]["limit"] = 200

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 from small_project import FASHION_MNIST, REPO, free_port
 
+from benchmarks.crash_runs import small_project
 from flows import servers
 from granular.config import load_config
 from granular.runtime.dvc_state import repair_locks
@@ -52,19 +52,10 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
 
 
 def tiny_project(folder: Path) -> Path:
-    """Two views (fine-14, coarse-28) on 200 examples per split: a whole run takes seconds."""
+    """Two views (fine-14, coarse-28) on 200 examples per split: a whole run takes seconds (the
+    crash campaign's small project)."""
     assert FASHION_MNIST.is_dir(), "the real dataset is needed: apt-get install dataset-fashion-mnist"
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["views"] = {"fine-14": {"level": "fine", "resolution": 14}, "coarse-28": {"level": "coarse", "resolution": 28}}
-    params["data"]["limit"] = 200
-    params["train"].update(epochs=2, width=4)
-    params["distill"]["enabled"] = False
-    params["validate"]["min_per_class"] = 5
-    params["fusion"]["strategy"] = "product"
-    (folder / "data").mkdir(parents=True)
-    (folder / "params.yaml").write_text(yaml.safe_dump(params))
-    (folder / "data" / "taxonomy.yaml").write_text((REPO / "data" / "taxonomy.yaml").read_text())
-    return folder
+    return small_project(folder)
 
 
 @pytest.fixture
